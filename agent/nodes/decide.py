@@ -1,0 +1,103 @@
+"""decide: combine the proposal and the LLM vote into calibrated confidences, then auto-apply/suggest/review.
+
+The LLM's vote weight is a setting measured by the evals (a tiny local model gets a small weight; a
+capable endpoint earns more), so the LLM can break near-ties but cannot override strong evidence.
+"""
+
+from __future__ import annotations
+
+from langgraph.runtime import Runtime
+
+from agent.contracts import AXES, AxisLabel, Decision, LabelAlternative
+from agent.proposal import Distribution
+from agent.state import TriageContext, TriageState
+
+
+def combine(proposal: Distribution, llm_label: str | None, llm_confidence: float, weight: float) -> Distribution:
+    """(1 - w) * proposal + w * LLM vote, the vote putting its stated confidence on its label."""
+    if llm_label is None or weight <= 0:
+        return dict(proposal)
+    labels = set(proposal) | {llm_label}
+    vote = {label: (llm_confidence if label == llm_label else 0.0) for label in labels}
+    spread = (1.0 - llm_confidence) / max(len(labels) - 1, 1)
+    vote = {label: v if label == llm_label else spread for label, v in vote.items()}
+    if not proposal:
+        return vote
+    return {label: (1 - weight) * proposal.get(label, 0.0) + weight * vote[label] for label in labels}
+
+
+def axis_label(dist: Distribution, *, llm_label: str | None, fallback: str) -> AxisLabel:
+    if not dist:
+        return AxisLabel(label=fallback, confidence=0.0, source="fallback")
+    ranked = sorted(dist.items(), key=lambda kv: kv[1], reverse=True)
+    label, confidence = ranked[0]
+    return AxisLabel(
+        label=label,
+        confidence=round(min(max(confidence, 0.0), 1.0), 4),
+        source="llm" if label == llm_label else "proposal",
+        alternatives=[LabelAlternative(label=k, confidence=round(v, 4)) for k, v in ranked[1:4] if v > 0.0],
+    )
+
+
+def decide(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
+    ctx = runtime.context
+    settings, taxonomy, calibration = ctx.settings, ctx.taxonomy, ctx.calibration
+    answer = state.get("llm_answer") or {}
+    weight = calibration.llm_vote_weight if calibration.llm_vote_weight is not None else settings.llm_vote_weight
+    if settings.mode == "llm":
+        weight = 1.0
+    labels: dict[str, AxisLabel] = {}
+    intake = state["ticket"].channel
+    for axis in AXES:
+        if axis == "channel" and intake is not None:
+            labels[axis] = AxisLabel(label=intake, confidence=1.0, source="intake")
+            continue
+        llm_label = answer.get(axis)
+        dist = combine(state.get("proposal", {}).get(axis, {}), llm_label, float(answer.get("confidence", 0.5)), weight)
+        labels[axis] = axis_label(dist, llm_label=llm_label if weight > 0 else None, fallback=taxonomy.axes[axis].fallback)
+
+    neighbours = state.get("neighbours", [])
+    oos_threshold = calibration.out_of_scope_threshold or settings.out_of_scope_threshold
+    out_of_scope = bool(neighbours) and neighbours[0].score < oos_threshold
+    llm_expected = settings.mode != "proposal" and ctx.llm is not None
+    llm_missing = llm_expected and not answer
+    warnings = []
+    if settings.mode != "proposal" and ctx.llm is None:
+        warnings.append("no LLM configured; labels come from the proposal")
+    if out_of_scope:
+        warnings.append(f"out of scope: nearest past ticket similarity {neighbours[0].score:.2f} < {oos_threshold:.2f}")
+
+    judged = {axis: label for axis, label in labels.items() if label.source != "intake"}
+    if out_of_scope or llm_missing or any(l.source == "fallback" or l.confidence < settings.review_threshold for l in judged.values()):
+        decision = Decision.NEEDS_REVIEW
+    elif all(l.confidence >= calibration.threshold(axis, l.label) for axis, l in judged.items()):
+        decision = Decision.AUTO_APPLY
+    else:
+        decision = Decision.SUGGEST
+    return {
+        "labels": labels,
+        "out_of_scope": out_of_scope,
+        "decision": decision,
+        "rationale": build_rationale(state, labels),
+        "warnings": warnings,
+    }
+
+
+def build_rationale(state: TriageState, labels: dict[str, AxisLabel]) -> str:
+    """A rationale that always cites evidence ids, with the LLM's own words appended when it gave any."""
+    service, tier = labels["service"].label, labels["tier"].label
+    supporting = [n for n in state.get("neighbours", []) if n.labels.get("service") == service][:3]
+    cited = supporting or state.get("neighbours", [])[:2]
+    parts = [f"service {service} ({labels['service'].confidence:.2f}), tier {tier} ({labels['tier'].confidence:.2f})"]
+    if cited:
+        parts.append(
+            "nearest past tickets: "
+            + ", ".join(f"[{n.id}] {n.labels.get('service')}/{n.labels.get('tier')} sim {n.score:.2f}" for n in cited)
+        )
+    articles = state.get("articles", [])[:2]
+    if articles:
+        parts.append("KB: " + ", ".join(f"[{a.id}] {a.title}" for a in articles))
+    llm_words = (state.get("llm_answer") or {}).get("rationale")
+    if llm_words:
+        parts.append(f"LLM: {' '.join(str(llm_words).split())[:400]}")
+    return "; ".join(parts) + "."

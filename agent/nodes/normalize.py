@@ -1,0 +1,55 @@
+"""normalize: clean the text, redact PII before anything leaves the process, detect language, cap length."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from langgraph.runtime import Runtime
+
+from agent.state import TriageContext, TriageState
+
+_REDACTIONS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), "<email>"),
+    (re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b"), "<iban>"),
+    (re.compile(r"\b(?:\d[ -]?){13,19}\b"), "<card>"),
+    (re.compile(r"(?<!\w)\+?\d[\d ()./-]{7,}\d\b"), "<phone>"),
+]
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_STOPWORDS = {
+    "en": {"the", "and", "is", "my", "to", "i", "you", "please", "with", "not", "have", "for", "this"},
+    "de": {"der", "die", "und", "ist", "ich", "nicht", "mit", "bitte", "das", "wir", "ein", "eine", "für"},
+    "es": {"el", "la", "de", "que", "y", "no", "por", "mi", "con", "para", "una", "los", "hola"},
+    "fr": {"le", "la", "les", "et", "est", "je", "pas", "pour", "avec", "une", "des", "vous", "bonjour"},
+    "pt": {"o", "a", "de", "que", "não", "para", "com", "uma", "meu", "minha", "os", "olá", "obrigado"},
+}
+
+
+def redact(text: str) -> str:
+    for pattern, token in _REDACTIONS:
+        text = pattern.sub(token, text)
+    return text
+
+
+def detect_language(text: str) -> str:
+    words = re.findall(r"[^\W\d_]+", text.lower())
+    scores = {lang: sum(w in stop for w in words) for lang, stop in _STOPWORDS.items()}
+    best = max(scores, key=lambda lang: scores[lang])
+    return best if scores[best] > 0 else "unknown"
+
+
+def clean(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text)
+    text = _CONTROL.sub(" ", text)
+    text = re.sub(r"[ \t]+", " ", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def normalize(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
+    limit = runtime.context.settings.max_ticket_chars
+    text = redact(clean(state["ticket"].full_text()))
+    warnings = []
+    if len(text) > limit:
+        text = text[:limit]
+        warnings.append(f"ticket text truncated to {limit} characters for classification")
+    return {"text": text, "language": detect_language(text), "warnings": warnings}

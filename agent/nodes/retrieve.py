@@ -1,0 +1,16 @@
+"""retrieve: the nearest labelled past tickets and KB articles from the Chroma store."""
+
+from __future__ import annotations
+
+from langgraph.runtime import Runtime
+
+from agent.state import TriageContext, TriageState
+
+
+def retrieve(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
+    ctx = runtime.context
+    vector = ctx.embedder.embed([state["text"]])[0]
+    neighbours = ctx.store.similar_tickets(vector, ctx.settings.top_k_tickets)
+    articles = ctx.store.similar_articles(vector, ctx.settings.top_k_articles) if ctx.settings.top_k_articles else []
+    warnings = [] if neighbours else ["the ticket store is empty: run `triage ingest` to seed it"]
+    return {"vector": vector, "neighbours": neighbours, "articles": articles, "warnings": warnings}

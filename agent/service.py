@@ -1,0 +1,260 @@
+"""Use cases shared by the API, the CLI, the UI and the evals: build the parts, ingest, classify.
+
+This is the composition root: it turns `Settings` into an embedder, a store, a proposal head and an LLM
+client, and hands them to the graph as context. Nothing below it reads settings on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from agent.contracts import AXES, Article, Classification, Evidence, LabelledTicket, Route, TicketIn, Usage
+from agent.embeddings import Embedder, OnnxEmbedder, OpenAIEmbedder, packaged_minilm
+from agent.graph import triage_graph
+from agent.llm import LLMClient, StructuredMode
+from agent.local_llm import LocalLLMServer
+from agent.proposal import ProposalHead
+from agent.settings import Settings
+from agent.state import Calibration, TriageContext
+from agent.store import ARTICLES, TICKETS, VectorStore, make_client
+from agent.taxonomy import load_taxonomy
+
+log = logging.getLogger(__name__)
+
+
+class TicketError(ValueError):
+    """A ticket the agent cannot take as given; the message says what to change."""
+
+
+def make_embedder(settings: Settings) -> Embedder:
+    if settings.embedding_base_url:
+        return OpenAIEmbedder(base_url=settings.embedding_base_url, model=settings.embedding_model, api_key=settings.llm_api_key)
+    if settings.embedding_model_dir:
+        return OnnxEmbedder.from_dir(settings.embedding_model_dir, batch_size=settings.embedding_batch_size)
+    model, tokenizer = packaged_minilm()
+    return OnnxEmbedder(model, tokenizer, name=settings.embedding_model, batch_size=settings.embedding_batch_size)
+
+
+def make_llm(settings: Settings, base_url: str | None, *, embedded: bool = False) -> LLMClient | None:
+    if base_url is None:
+        return None
+    structured: StructuredMode
+    if settings.llm_structured == "auto":
+        structured = "json_object" if embedded else "json_schema"
+    else:
+        structured = settings.llm_structured
+    return LLMClient(
+        base_url=base_url,
+        model=settings.llm_model,
+        api_key=settings.llm_api_key,
+        timeout_s=settings.llm_timeout_s,
+        max_attempts=settings.llm_max_attempts,
+        structured=structured,
+    )
+
+
+def load_calibration(path: Path) -> Calibration:
+    if not path.is_file():
+        return Calibration()
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    return Calibration(
+        thresholds=raw.get("thresholds", {}),
+        default=raw.get("default", 0.9),
+        out_of_scope_threshold=raw.get("out_of_scope_threshold"),
+        llm_vote_weight=raw.get("llm_vote_weight"),
+    )
+
+
+def read_jsonl(path: Path) -> Iterable[dict]:
+    with path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{line_no} is not valid JSON: {exc}") from exc
+
+
+@dataclass
+class IngestReport:
+    tickets_added: int
+    articles_added: int
+    tickets_total: int
+    articles_total: int
+    skipped: int
+
+
+class TriageService:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        llm: LLMClient | None = None,
+        embedder: Embedder | None = None,
+        store: VectorStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.taxonomy = load_taxonomy(settings.taxonomy_path)
+        self.embedder = embedder or make_embedder(settings)
+        self.store = store or VectorStore(make_client(path=settings.chroma_dir, url=settings.chroma_url), self.embedder)
+        self.llm = llm
+        self.calibration = load_calibration(settings.resolved_calibration_path)
+        self.head: ProposalHead | None = None
+
+    # ------------------------------------------------------------ proposal head
+
+    @property
+    def head_path(self) -> Path:
+        return self.settings.models_dir / f"proposal-{self.taxonomy.name}.joblib"
+
+    def _store_fingerprint(self) -> str:
+        counts = self.store.counts()
+        return hashlib.sha256(f"{self.taxonomy.ref}|{self.embedder.name}|{counts[TICKETS]}".encode()).hexdigest()[:16]
+
+    def ensure_head(self, *, retrain: bool = False) -> ProposalHead | None:
+        """Load the trained head if it matches the store, else train it on the stored labelled tickets."""
+        fingerprint = self._store_fingerprint()
+        if not retrain and self.head is not None and self.head.fingerprint == fingerprint:
+            return self.head
+        if not retrain and self.head_path.is_file():
+            head = ProposalHead.load(self.head_path)
+            if head.fingerprint == fingerprint:
+                self.head = head
+                return head
+        tickets, vectors = self.store.labelled_tickets()
+        if not tickets:
+            self.head = None
+            return None
+        weights = np.array([3.0 if t.verified else 1.0 for t in tickets])
+        labels = {axis: [t.labels.get(axis) for t in tickets] for axis in AXES}
+        self.head = ProposalHead.fit(
+            [t.text() for t in tickets], vectors, labels, self.taxonomy, sample_weight=weights, fingerprint=fingerprint
+        )
+        self.head.save(self.head_path)
+        return self.head
+
+    # ------------------------------------------------------------ ingest
+
+    def ingest(self, *, seed_path: Path | None = None, articles_path: Path | None = None, progress: bool = True) -> IngestReport:
+        """Seed the store with labelled tickets and KB articles; only what is missing is embedded."""
+        kb = self.settings.knowledge_base_dir
+        seed_path = seed_path or kb / "seed" / "tickets.jsonl"
+        articles_path = articles_path or kb / "articles" / "articles.jsonl"
+        tickets, skipped = self._valid_tickets(LabelledTicket.model_validate(r) for r in read_jsonl(seed_path))
+        articles = [Article.model_validate(r) for r in read_jsonl(articles_path)] if articles_path.is_file() else []
+        new_tickets = set(self.store.missing_ids(TICKETS, [t.id for t in tickets]))
+        new_articles = set(self.store.missing_ids(ARTICLES, [a.id for a in articles]))
+        self.add_tickets([t for t in tickets if t.id in new_tickets], progress=progress)
+        todo = [a for a in articles if a.id in new_articles]
+        for i in tqdm(range(0, len(todo), 64), desc="embedding articles", unit="batch", disable=not progress or not todo):
+            self.store.upsert_articles(todo[i : i + 64])
+        self.ensure_head(retrain=bool(new_tickets))
+        counts = self.store.counts()
+        return IngestReport(len(new_tickets), len(new_articles), counts[TICKETS], counts[ARTICLES], skipped)
+
+    def add_tickets(self, tickets: list[LabelledTicket], *, progress: bool = False, batch: int = 128) -> None:
+        for i in tqdm(range(0, len(tickets), batch), desc="embedding tickets", unit="batch", disable=not progress or not tickets):
+            self.store.upsert_tickets(tickets[i : i + batch])
+
+    def _valid_tickets(self, tickets: Iterable[LabelledTicket]) -> tuple[list[LabelledTicket], int]:
+        valid, skipped = [], 0
+        for ticket in tickets:
+            known = {axis: label for axis, label in ticket.labels.items() if axis in self.taxonomy.axes and label in self.taxonomy.axes[axis].ids}
+            if len(known) != len(ticket.labels):
+                log.warning("ticket %s has labels outside taxonomy %s: %s", ticket.id, self.taxonomy.ref, ticket.labels)
+                skipped += 1
+                continue
+            valid.append(ticket)
+        return valid, skipped
+
+    # ------------------------------------------------------------ classify
+
+    def check_ticket(self, ticket: TicketIn) -> None:
+        text = ticket.full_text()
+        if not text.strip():
+            raise TicketError("the ticket has no text: give a subject, a body or at least one message")
+        if len(text) > self.settings.max_input_chars:
+            raise TicketError(
+                f"the ticket has {len(text)} characters, more than the limit of {self.settings.max_input_chars}; "
+                "send the first part, or raise TRIAGE_MAX_INPUT_CHARS"
+            )
+        channels = self.taxonomy.axes["channel"].ids
+        if ticket.channel is not None and ticket.channel not in channels:
+            raise TicketError(f"unknown channel {ticket.channel!r}; taxonomy {self.taxonomy.ref} has {channels}")
+
+    def context(self) -> TriageContext:
+        return TriageContext(
+            settings=self.settings,
+            taxonomy=self.taxonomy,
+            embedder=self.embedder,
+            store=self.store,
+            head=self.ensure_head(),
+            llm=self.llm,
+            calibration=self.calibration,
+        )
+
+    def classify(self, ticket: TicketIn) -> Classification:
+        self.check_ticket(ticket)
+        ctx = self.context()
+        started = ctx.clock()
+        state = triage_graph.invoke({"ticket": ticket, "warnings": [], "usage": Usage()}, context=ctx)
+        labels = state["labels"]
+        service = self.taxonomy.axes["service"].get(labels["service"].label)
+        routing = service.routing if service and service.routing else None
+        return Classification(
+            ticket_id=ticket.ticket_id,
+            labels=labels,
+            decision=state["decision"],
+            rationale=state["rationale"],
+            evidence=Evidence(tickets=state.get("neighbours", []), articles=state.get("articles", [])),
+            route=Route(team=routing.team if routing else "triage", queue=routing.queue if routing else None),
+            draft=state.get("draft"),
+            out_of_scope=state.get("out_of_scope", False),
+            taxonomy_version=self.taxonomy.ref,
+            model=self.model_name(state.get("model")),
+            latency_ms=round((ctx.clock() - started) * 1000, 1),
+            usage=state.get("usage", Usage()),
+            warnings=list(dict.fromkeys(state.get("warnings", []))),
+        )
+
+    def model_name(self, llm_model: str | None) -> str:
+        proposal = f"proposal:{self.embedder.name}+tfidf"
+        if self.settings.mode == "proposal" or self.llm is None:
+            return proposal
+        return f"{proposal}|llm:{llm_model or self.llm.model}"
+
+
+@contextmanager
+def running_service(settings: Settings, *, seed: bool = True, progress: bool = False) -> Iterator[TriageService]:
+    """A ready service: the embedded LLM started when no endpoint is configured, the store seeded if empty.
+
+    Everything started here is stopped on exit, so a CLI call or a server leaves no process behind.
+    """
+    with ExitStack() as stack:
+        llm: LLMClient | None = None
+        if settings.mode != "proposal":
+            if settings.llm_base_url:
+                llm = make_llm(settings, settings.llm_base_url)
+            else:
+                server = LocalLLMServer(
+                    model_path=settings.llm_gguf_path,
+                    model_alias=settings.llm_model,
+                    n_ctx=settings.llm_ctx,
+                    n_threads=settings.llm_threads,
+                    log_path=settings.data_dir / "logs" / "llm.log",
+                )
+                stack.enter_context(server)
+                llm = make_llm(settings, server.base_url, embedded=True)
+        service = TriageService(settings, llm=llm)
+        if seed and service.store.counts()[TICKETS] == 0:
+            service.ingest(progress=progress)
+        yield service

@@ -1,0 +1,83 @@
+"""Every setting in one typed place, read from `TRIAGE_*` environment variables (or a `.env` file).
+
+Nothing else in the package reads `os.environ`: components get a `Settings` instance injected.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+Mode = Literal["hybrid", "proposal", "llm"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRIAGE_", env_file=".env", extra="ignore")
+
+    # where state lives
+    data_dir: Path = Field(default=REPO_ROOT / "data", description="Chroma store, SQLite records, trained heads.")
+    knowledge_base_dir: Path = REPO_ROOT / "knowledge_base"
+    prompts_dir: Path = REPO_ROOT / "prompts"
+    taxonomy_path: Path = REPO_ROOT / "knowledge_base" / "taxonomies" / "default.yaml"
+    calibration_path: Path | None = Field(
+        default=None, description="Per-class thresholds from `triage eval`; default: next to the taxonomy."
+    )
+
+    # LLM: empty base URL = start the embedded llama.cpp server on loopback
+    llm_base_url: str | None = None
+    llm_model: str = "SmolLM2-135M-Instruct"
+    llm_api_key: str = "not-needed"
+    llm_timeout_s: float = 60.0
+    llm_max_attempts: int = Field(default=3, ge=1, le=10, description="Transport retries (tenacity).")
+    llm_max_reasks: int = Field(default=2, ge=0, le=5, description="Re-asks after an invalid answer.")
+    llm_max_tokens: int = 256
+    llm_structured: Literal["auto", "json_schema", "json_object", "none"] = "auto"
+    llm_gguf_path: Path | None = Field(default=None, description="GGUF for the embedded server; default: packaged.")
+    llm_ctx: int = 4096
+    llm_threads: int | None = None
+
+    # embeddings: empty URL = packaged ONNX model
+    embedding_base_url: str | None = None
+    embedding_model: str = "all-MiniLM-L6-v2-int8"
+    embedding_model_dir: Path | None = None
+    embedding_batch_size: int = 32
+
+    # vector store: empty URL = embedded PersistentClient under data_dir
+    chroma_url: str | None = None
+
+    # the pipeline
+    mode: Mode = "hybrid"
+    top_k_tickets: int = Field(default=8, ge=1, le=50)
+    top_k_articles: int = Field(default=3, ge=0, le=20)
+    max_ticket_chars: int = Field(default=6000, ge=200)
+    max_input_chars: int = Field(default=100_000, description="Longer input is refused with a clear error.")
+    llm_vote_weight: float = Field(default=0.15, ge=0.0, le=1.0, description="Measured in evals/README.md.")
+    auto_apply_threshold: float = Field(default=0.9, description="Used where no calibration file has a class.")
+    review_threshold: float = Field(default=0.5, description="Below this, needs_review.")
+    draft_min_article_score: float = Field(default=0.35, description="Weaker KB evidence gets no draft.")
+    out_of_scope_threshold: float = Field(default=0.0, description="Best neighbour similarity below this: OOS.")
+
+    # servers
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    ui_port: int = 8501
+
+    @cached_property
+    def chroma_dir(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @cached_property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def resolved_calibration_path(self) -> Path:
+        if self.calibration_path is not None:
+            return self.calibration_path
+        return self.taxonomy_path.with_suffix(".calibration.json")

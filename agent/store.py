@@ -1,0 +1,155 @@
+"""The Chroma vector store: a `tickets` collection (labelled past tickets) and an `articles` collection (KB).
+
+Vectors are computed by our own embedder and passed in, so Chroma's default embedding function (which
+downloads a model) is never used. Embedded `PersistentClient` by default, `HttpClient` when
+`TRIAGE_CHROMA_URL` is set.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import chromadb
+import numpy as np
+from chromadb.config import Settings as ChromaSettings
+
+from agent.contracts import Article, EvidenceArticle, EvidenceTicket, LabelledTicket
+from agent.embeddings import Embedder
+
+TICKETS = "tickets"
+ARTICLES = "articles"
+_MAX_DOC_CHARS = 4000
+
+
+def make_client(*, path: Path | None = None, url: str | None = None) -> chromadb.ClientAPI:
+    settings = ChromaSettings(anonymized_telemetry=False, allow_reset=True)
+    if url:
+        parsed = urlparse(url)
+        return chromadb.HttpClient(
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or 8000,
+            ssl=parsed.scheme == "https",
+            settings=settings,
+        )
+    if path is None:
+        raise ValueError("either a path or a url is needed for the Chroma client")
+    path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(path), settings=settings)
+
+
+class VectorStore:
+    def __init__(self, client: chromadb.ClientAPI, embedder: Embedder) -> None:
+        self.client = client
+        self.embedder = embedder
+        space = {"hnsw:space": "cosine", "embedder": embedder.name}
+        self.tickets = client.get_or_create_collection(TICKETS, metadata=space, embedding_function=None)
+        self.articles = client.get_or_create_collection(ARTICLES, metadata=space, embedding_function=None)
+
+    # ------------------------------------------------------------ writes
+
+    def upsert_tickets(self, tickets: Sequence[LabelledTicket], vectors: np.ndarray | None = None) -> None:
+        if not tickets:
+            return
+        if vectors is None:
+            vectors = self.embedder.embed([t.text() for t in tickets])
+        self.tickets.upsert(
+            ids=[t.id for t in tickets],
+            embeddings=vectors.tolist(),
+            documents=[t.text()[:_MAX_DOC_CHARS] for t in tickets],
+            metadatas=[_ticket_metadata(t) for t in tickets],
+        )
+
+    def upsert_articles(self, articles: Sequence[Article]) -> None:
+        if not articles:
+            return
+        vectors = self.embedder.embed([f"{a.title}\n\n{a.text}" for a in articles])
+        self.articles.upsert(
+            ids=[a.id for a in articles],
+            embeddings=vectors.tolist(),
+            documents=[a.text[:_MAX_DOC_CHARS] for a in articles],
+            metadatas=[_clean({"title": a.title, "url": a.url, "source": a.source, "service": a.service}) for a in articles],
+        )
+
+    def missing_ids(self, collection: str, ids: Iterable[str]) -> list[str]:
+        wanted = list(ids)
+        coll = self.tickets if collection == TICKETS else self.articles
+        present: set[str] = set()
+        for i in range(0, len(wanted), 1000):
+            present.update(coll.get(ids=wanted[i : i + 1000], include=[])["ids"])
+        return [i for i in wanted if i not in present]
+
+    # ------------------------------------------------------------ reads
+
+    def similar_tickets(self, vector: np.ndarray, k: int) -> list[EvidenceTicket]:
+        result = self._query(self.tickets, vector, k)
+        out = []
+        for id_, doc, meta, dist in result:
+            labels = json.loads(meta.get("labels", "{}"))
+            out.append(
+                EvidenceTicket(
+                    id=id_,
+                    score=round(1.0 - dist, 4),
+                    labels=labels,
+                    text=doc,
+                    answer=meta.get("answer"),
+                    verified=bool(meta.get("verified", False)),
+                )
+            )
+        return out
+
+    def similar_articles(self, vector: np.ndarray, k: int) -> list[EvidenceArticle]:
+        result = self._query(self.articles, vector, k)
+        return [
+            EvidenceArticle(id=id_, title=meta.get("title", id_), score=round(1.0 - dist, 4), url=meta.get("url"), text=doc)
+            for id_, doc, meta, dist in result
+        ]
+
+    def labelled_tickets(self) -> tuple[list[LabelledTicket], np.ndarray]:
+        """Every stored ticket with its vector: what the proposal head is trained on."""
+        got = self.tickets.get(include=["documents", "metadatas", "embeddings"])
+        tickets = [
+            LabelledTicket(
+                id=id_,
+                body=doc or "",
+                labels=json.loads(meta.get("labels", "{}")),
+                source=meta.get("source", "seed"),
+                verified=bool(meta.get("verified", False)),
+                channel=meta.get("channel"),
+            )
+            for id_, doc, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
+        ]
+        vectors = np.asarray(got["embeddings"], dtype=np.float32) if len(got["ids"]) else np.zeros((0, 0), np.float32)
+        return tickets, vectors
+
+    def counts(self) -> dict[str, int]:
+        return {TICKETS: self.tickets.count(), ARTICLES: self.articles.count()}
+
+    def _query(self, collection: Any, vector: np.ndarray, k: int) -> list[tuple[str, str, dict[str, Any], float]]:
+        n = min(k, collection.count())
+        if n <= 0:
+            return []
+        res = collection.query(
+            query_embeddings=[vector.tolist()], n_results=n, include=["documents", "metadatas", "distances"]
+        )
+        return list(zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0], strict=True))
+
+
+def _clean(meta: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+def _ticket_metadata(ticket: LabelledTicket) -> dict[str, Any]:
+    return _clean(
+        {
+            "labels": json.dumps(ticket.labels, sort_keys=True),
+            "answer": (ticket.answer or "")[:1500] or None,
+            "source": ticket.source,
+            "channel": ticket.channel,
+            "language": ticket.language,
+            "verified": ticket.verified,
+        }
+    )

@@ -1,0 +1,63 @@
+"""Load a taxonomy YAML and derive from it what the LLM is allowed to answer.
+
+The answer model's enums are generated from the taxonomy, so an out-of-taxonomy label fails validation
+and never leaves the graph.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from agent.contracts import AXES, Taxonomy
+
+
+class TaxonomyError(ValueError):
+    """A taxonomy file that cannot be used; the message says which file and what to fix."""
+
+
+def load_taxonomy(path: Path | str) -> Taxonomy:
+    path = Path(path)
+    if not path.is_file():
+        raise TaxonomyError(f"taxonomy file {path} does not exist; set TRIAGE_TAXONOMY_PATH to a taxonomy YAML")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise TaxonomyError(f"taxonomy file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise TaxonomyError(f"taxonomy file {path} must be a mapping with name, version and axes")
+    try:
+        return Taxonomy.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise TaxonomyError(f"taxonomy file {path} is invalid: {problems}") from exc
+
+
+@lru_cache(maxsize=32)
+def _cached_answer_model(taxonomy_json: str, with_channel: bool) -> type[BaseModel]:
+    taxonomy = Taxonomy.model_validate_json(taxonomy_json)
+    fields: dict[str, Any] = {}
+    for axis in AXES:
+        if axis == "channel" and not with_channel:
+            continue
+        ids = tuple(taxonomy.axes[axis].ids)
+        fields[axis] = (Literal[ids], Field(description=f"one of {list(ids)}"))  # type: ignore[valid-type]
+    fields["confidence"] = (float, Field(ge=0.0, le=1.0, description="how sure you are, 0 to 1"))
+    fields["rationale"] = (str, Field(min_length=1, max_length=2000, description="why; cite evidence ids"))
+    return create_model(
+        "LLMAnswer", __config__=ConfigDict(extra="ignore"), **fields
+    )
+
+
+def answer_model(taxonomy: Taxonomy, *, with_channel: bool) -> type[BaseModel]:
+    """The pydantic model an LLM answer must validate against (channel only when intake lacks it)."""
+    return _cached_answer_model(taxonomy.model_dump_json(), with_channel)
+
+
+def label_glossary(taxonomy: Taxonomy, axis: str) -> str:
+    """Taxonomy descriptions as prompt text: one `- id: description` line per label."""
+    return "\n".join(f"- {label.id}: {label.description}" for label in taxonomy.axes[axis].labels)
