@@ -176,6 +176,18 @@ def taxonomy_show(path: Annotated[Optional[Path], typer.Argument(help="Default: 
             typer.echo(f"  {label.id:24} {label.name}{route}")
 
 
+def _register_eval() -> None:
+    """`triage eval` lives with the harness in `evals/`; imported lazily so other commands start fast."""
+    try:
+        from evals.cli import eval_command
+    except ImportError:  # the harness is not installed in this environment
+        return
+    app.command("eval")(eval_command)
+
+
+_register_eval()
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()

@@ -80,7 +80,7 @@ class LLMClient:
         try:
             for attempt in Retrying(
                 stop=stop_after_attempt(self.max_attempts),
-                wait=wait_exponential_jitter(initial=0.5, max=8.0),
+                wait=wait_exponential_jitter(multiplier=0.5, max=8.0),
                 retry=retry_if_exception_type(_TRANSIENT),
                 reraise=False,
             ):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -88,9 +89,12 @@ class LocalLLMServer:
             "--host", self.host,
             "--port", str(self.port),
             "--n_ctx", str(self.n_ctx),
+            # keep evaluated prompt prefixes (system prompt + taxonomy) in RAM: later calls skip re-reading them
+            "--cache", "true",
+            "--cache_size", str(256 << 20),
         ]
-        if self.n_threads:
-            cmd += ["--n_threads", str(self.n_threads)]
+        threads = self.n_threads or os.cpu_count() or 1  # llama-cpp-python's default is half the cores
+        cmd += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
         return cmd
 
     def start(self) -> LocalLLMServer:

@@ -3,12 +3,16 @@
 Sparse word and character n-grams carry what a small English embedding model misses (German, Spanish,
 French, Portuguese tickets; product names); the dense vector carries paraphrase. The head is trained on
 the labelled store, so a human correction changes it at the next retrain, and the kNN vote changes at once.
+
+`propose_distribution` is the one place where head and vote are mixed: the `propose` node and the evals'
+cross-validation (which fits the auto-apply thresholds) both call it, so the thresholds are fitted on the
+very numbers the graph produces. The choices below (features, C, kNN weight) are measured in evals/README.md.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,20 +21,95 @@ import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
 from sklearn.pipeline import FeatureUnion
+from sklearn.svm import LinearSVC
 
 from agent.contracts import AXES, EvidenceTicket, Taxonomy
 
 Distribution = dict[str, float]
 
+KNN_WEIGHT = 0.3
 
-def make_vectorizer() -> FeatureUnion:
-    return FeatureUnion(
-        [
-            ("word", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1, max_features=100_000)),
-            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2, max_features=150_000)),
-        ]
-    )
+
+@dataclass(frozen=True)
+class HeadOptions:
+    """What the head is built from; the defaults are the measured winner (evals/README.md)."""
+
+    word: bool = True
+    char: bool = True
+    dense: bool = True
+    dense_weight: float = 1.0
+    C: float = 10.0
+    class_weight: str | None = None
+    knn_weight: float = KNN_WEIGHT
+    classifier: str = "lr"  # "lr": logistic regression; "svm": linear SVM with a softmax scale fitted on a train holdout
+
+
+class SoftmaxSVC:
+    """A linear SVM whose decision values become probabilities through softmax(scale * decision).
+
+    The scale is the one that minimises the log-loss on a 20 % holdout of the training rows (then the SVM is
+    refitted on all rows): a one-parameter, multi-class Platt scaling.
+    """
+
+    SCALES = np.geomspace(0.5, 64.0, 22)
+
+    def __init__(self, C: float = 1.0, class_weight: str | None = None) -> None:
+        self.C = C
+        self.class_weight = class_weight
+        self.scale = 1.0
+        self.svc: LinearSVC | None = None
+
+    @property
+    def classes_(self) -> np.ndarray:
+        assert self.svc is not None
+        return self.svc.classes_
+
+    def _new(self) -> LinearSVC:
+        return LinearSVC(C=self.C, class_weight=self.class_weight, max_iter=5000)
+
+    def _decision(self, svc: LinearSVC, x: sparse.spmatrix) -> np.ndarray:
+        d = svc.decision_function(x)
+        return np.column_stack([-d, d]) if d.ndim == 1 else d
+
+    @staticmethod
+    def _softmax(z: np.ndarray) -> np.ndarray:
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def fit(self, x: sparse.spmatrix, y: Sequence[str], sample_weight: np.ndarray | None = None) -> SoftmaxSVC:
+        y = np.asarray(y)
+        counts = defaultdict(int)
+        for label in y:
+            counts[label] += 1
+        if len(y) >= 40 and min(counts.values()) >= 2:
+            idx = np.arange(len(y))
+            fit_idx, hold_idx = train_test_split(idx, test_size=0.2, random_state=0, stratify=y)
+            if len(set(y[fit_idx])) == len(counts):
+                svc = self._new().fit(x[fit_idx], y[fit_idx], sample_weight=None if sample_weight is None else sample_weight[fit_idx])
+                d = self._decision(svc, x[hold_idx])
+                truth = np.searchsorted(svc.classes_, y[hold_idx])
+                losses = [-np.log(self._softmax(s * d)[np.arange(len(truth)), truth] + 1e-12).mean() for s in self.SCALES]
+                self.scale = float(self.SCALES[int(np.argmin(losses))])
+        self.svc = self._new().fit(x, y, sample_weight=sample_weight)
+        return self
+
+    def predict_proba(self, x: sparse.spmatrix) -> np.ndarray:
+        assert self.svc is not None
+        return self._softmax(self.scale * self._decision(self.svc, x))
+
+
+def make_vectorizer(*, word: bool = True, char: bool = True) -> FeatureUnion | None:
+    parts = []
+    if word:
+        parts.append(("word", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1, max_features=100_000)))
+    if char:
+        parts.append(
+            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2, max_features=150_000))
+        )
+    return FeatureUnion(parts) if parts else None
 
 
 @dataclass
@@ -38,27 +117,40 @@ class ProposalHead:
     """Per-axis logistic regression; `classes` are taxonomy ids seen in training."""
 
     vectorizer: FeatureUnion | None
-    heads: dict[str, LogisticRegression] = field(default_factory=dict)
+    heads: dict[str, LogisticRegression | SoftmaxSVC] = field(default_factory=dict)
     priors: dict[str, Distribution] = field(default_factory=dict)
     dense_weight: float = 1.0
     fingerprint: str = ""
+    use_dense: bool = True
+    knn_weight: float = KNN_WEIGHT
 
     @classmethod
     def fit(
         cls,
         texts: Sequence[str],
         vectors: np.ndarray,
-        labels: dict[str, Sequence[str | None]],
+        labels: Mapping[str, Sequence[str | None]],
         taxonomy: Taxonomy,
         *,
         sample_weight: np.ndarray | None = None,
-        C: float = 10.0,
-        dense_weight: float = 1.0,
+        C: float | None = None,
+        dense_weight: float | None = None,
         fingerprint: str = "",
+        options: HeadOptions | None = None,
     ) -> ProposalHead:
-        vectorizer = make_vectorizer() if texts else None
+        opts = options or HeadOptions()
+        C = opts.C if C is None else C
+        dense_weight = opts.dense_weight if dense_weight is None else dense_weight
+        use_dense = opts.dense and vectors is not None and vectors.ndim == 2 and vectors.shape[0] == len(texts) and vectors.shape[1] > 0
+        vectorizer = make_vectorizer(word=opts.word, char=opts.char) if texts else None
         sparse_x = vectorizer.fit_transform(texts) if vectorizer is not None else None
-        head = cls(vectorizer=vectorizer, dense_weight=dense_weight, fingerprint=fingerprint)
+        head = cls(
+            vectorizer=vectorizer,
+            dense_weight=dense_weight,
+            fingerprint=fingerprint,
+            use_dense=use_dense,
+            knn_weight=opts.knn_weight,
+        )
         for axis in AXES:
             valid = set(taxonomy.axes[axis].ids)
             axis_labels = labels.get(axis, [])
@@ -70,30 +162,42 @@ class ProposalHead:
             for y in ys:
                 counts[y] += 1
             head.priors[axis] = {k: v / len(ys) for k, v in counts.items()}
-            if len(counts) < 2 or sparse_x is None:
+            if len(counts) < 2 or (sparse_x is None and not use_dense):
                 continue
-            x = head._features(sparse_x[rows], vectors[rows])
+            x = head._features(sparse_x[rows] if sparse_x is not None else None, vectors[rows] if use_dense else None)
             weight = sample_weight[rows] if sample_weight is not None else None
-            model = LogisticRegression(C=C, max_iter=2000)
+            model: LogisticRegression | SoftmaxSVC
+            if opts.classifier == "svm":
+                model = SoftmaxSVC(C=C, class_weight=opts.class_weight)
+            else:
+                model = LogisticRegression(C=C, max_iter=3000, class_weight=opts.class_weight)
             model.fit(x, ys, sample_weight=weight)
             head.heads[axis] = model
         return head
 
-    def _features(self, sparse_x: sparse.spmatrix, dense_x: np.ndarray) -> sparse.csr_matrix:
-        return sparse.hstack([sparse_x, sparse.csr_matrix(dense_x * self.dense_weight)], format="csr")
+    def _features(self, sparse_x: sparse.spmatrix | None, dense_x: np.ndarray | None) -> sparse.csr_matrix:
+        blocks = []
+        if sparse_x is not None:
+            blocks.append(sparse_x)
+        if getattr(self, "use_dense", True) and dense_x is not None:
+            blocks.append(sparse.csr_matrix(dense_x * self.dense_weight))
+        return sparse.hstack(blocks, format="csr")
 
     def predict(self, texts: Sequence[str], vectors: np.ndarray) -> list[dict[str, Distribution]]:
         """Per text, per axis, a probability over the labels the head knows."""
         out: list[dict[str, Distribution]] = [{} for _ in texts]
         sparse_x = self.vectorizer.transform(texts) if self.vectorizer is not None else None
+        x = None
         for axis in AXES:
             model = self.heads.get(axis)
-            if model is None or sparse_x is None:
+            if model is None:
                 for row in out:
                     if axis in self.priors:
                         row[axis] = dict(self.priors[axis])
                 continue
-            probs = model.predict_proba(self._features(sparse_x, vectors))
+            if x is None:
+                x = self._features(sparse_x, vectors)
+            probs = model.predict_proba(x)
             for row, p in zip(out, probs, strict=True):
                 row[axis] = {str(c): float(v) for c, v in zip(model.classes_, p, strict=True)}
         return out
@@ -134,3 +238,19 @@ def mix(head: Distribution, knn: Distribution, knn_weight: float) -> Distributio
     mixed = {k: (1 - knn_weight) * head.get(k, 0.0) + knn_weight * knn.get(k, 0.0) for k in labels}
     total = sum(mixed.values()) or 1.0
     return {k: v / total for k, v in mixed.items()}
+
+
+def propose_distribution(
+    head_probs: Mapping[str, Distribution],
+    neighbours: Sequence[EvidenceTicket],
+    taxonomy: Taxonomy,
+    *,
+    knn_weight: float = KNN_WEIGHT,
+) -> dict[str, Distribution]:
+    """Per axis: the head's probabilities mixed with the neighbours' vote, restricted to the taxonomy's ids."""
+    proposal: dict[str, Distribution] = {}
+    for axis in AXES:
+        valid = set(taxonomy.axes[axis].ids)
+        dist = mix(head_probs.get(axis, {}), knn_vote(neighbours, axis), knn_weight)
+        proposal[axis] = {label: p for label, p in dist.items() if label in valid}
+    return proposal

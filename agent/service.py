@@ -25,7 +25,7 @@ from agent.local_llm import LocalLLMServer
 from agent.proposal import ProposalHead
 from agent.settings import Settings
 from agent.state import Calibration, TriageContext
-from agent.store import ARTICLES, TICKETS, VectorStore, make_client
+from agent.store import ARTICLES, TICKETS, VectorStore, fingerprint, make_client
 from agent.taxonomy import load_taxonomy
 
 log = logging.getLogger(__name__)
@@ -151,8 +151,8 @@ class TriageService:
         articles_path = articles_path or kb / "articles" / "articles.jsonl"
         tickets, skipped = self._valid_tickets(LabelledTicket.model_validate(r) for r in read_jsonl(seed_path))
         articles = [Article.model_validate(r) for r in read_jsonl(articles_path)] if articles_path.is_file() else []
-        new_tickets = set(self.store.missing_ids(TICKETS, [t.id for t in tickets]))
-        new_articles = set(self.store.missing_ids(ARTICLES, [a.id for a in articles]))
+        new_tickets = set(self.store.stale_ids(TICKETS, {t.id: fingerprint(t) for t in tickets}))
+        new_articles = set(self.store.stale_ids(ARTICLES, {a.id: fingerprint(a) for a in articles}))
         self.add_tickets([t for t in tickets if t.id in new_tickets], progress=progress)
         todo = [a for a in articles if a.id in new_articles]
         for i in tqdm(range(0, len(todo), 64), desc="embedding articles", unit="batch", disable=not progress or not todo):

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     llm_structured: Literal["auto", "json_schema", "json_object", "none"] = "auto"
     llm_gguf_path: Path | None = Field(default=None, description="GGUF for the embedded server; default: packaged.")
     llm_ctx: int = 4096
+    llm_label_chars: int = Field(
+        default=140, ge=0, description="Label descriptions in prompts cut to this many characters; 0 = full text."
+    )
     llm_threads: int | None = None
 
     # embeddings: empty URL = packaged ONNX model

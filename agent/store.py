@@ -7,6 +7,7 @@ downloads a model) is never used. Embedded `PersistentClient` by default, `HttpC
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -16,6 +17,8 @@ from urllib.parse import urlparse
 import chromadb
 import numpy as np
 from chromadb.config import Settings as ChromaSettings
+
+from pydantic import BaseModel
 
 from agent.contracts import Article, EvidenceArticle, EvidenceTicket, LabelledTicket
 from agent.embeddings import Embedder
@@ -71,16 +74,21 @@ class VectorStore:
             ids=[a.id for a in articles],
             embeddings=vectors.tolist(),
             documents=[a.text[:_MAX_DOC_CHARS] for a in articles],
-            metadatas=[_clean({"title": a.title, "url": a.url, "source": a.source, "service": a.service}) for a in articles],
+            metadatas=[
+                _clean({"title": a.title, "url": a.url, "source": a.source, "service": a.service, "sha": fingerprint(a)})
+                for a in articles
+            ],
         )
 
-    def missing_ids(self, collection: str, ids: Iterable[str]) -> list[str]:
-        wanted = list(ids)
+    def stale_ids(self, collection: str, fingerprints: dict[str, str]) -> list[str]:
+        """Ids that are absent from the collection or stored with another content fingerprint."""
         coll = self.tickets if collection == TICKETS else self.articles
-        present: set[str] = set()
+        wanted = list(fingerprints)
+        stored: dict[str, str | None] = {}
         for i in range(0, len(wanted), 1000):
-            present.update(coll.get(ids=wanted[i : i + 1000], include=[])["ids"])
-        return [i for i in wanted if i not in present]
+            got = coll.get(ids=wanted[i : i + 1000], include=["metadatas"])
+            stored.update({id_: (meta or {}).get("sha") for id_, meta in zip(got["ids"], got["metadatas"], strict=True)})
+        return [i for i in wanted if stored.get(i) != fingerprints[i]]
 
     # ------------------------------------------------------------ reads
 
@@ -138,6 +146,11 @@ class VectorStore:
         return list(zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0], strict=True))
 
 
+def fingerprint(record: BaseModel) -> str:
+    """A short content hash, so re-ingesting skips what is unchanged and updates what changed."""
+    return hashlib.sha256(record.model_dump_json().encode()).hexdigest()[:16]
+
+
 def _clean(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in meta.items() if v is not None}
 
@@ -151,5 +164,6 @@ def _ticket_metadata(ticket: LabelledTicket) -> dict[str, Any]:
             "channel": ticket.channel,
             "language": ticket.language,
             "verified": ticket.verified,
+            "sha": fingerprint(ticket),
         }
     )

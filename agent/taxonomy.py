@@ -47,7 +47,8 @@ def _cached_answer_model(taxonomy_json: str, with_channel: bool) -> type[BaseMod
         ids = tuple(taxonomy.axes[axis].ids)
         fields[axis] = (Literal[ids], Field(description=f"one of {list(ids)}"))  # type: ignore[valid-type]
     fields["confidence"] = (float, Field(ge=0.0, le=1.0, description="how sure you are, 0 to 1"))
-    fields["rationale"] = (str, Field(min_length=1, max_length=2000, description="why; cite evidence ids"))
+    # no maxLength: llama.cpp turns it into a grammar too large to compile; long rationales are cut in decide
+    fields["rationale"] = (str, Field(min_length=1, description="why; cite evidence ids"))
     return create_model(
         "LLMAnswer", __config__=ConfigDict(extra="ignore"), **fields
     )
@@ -58,6 +59,17 @@ def answer_model(taxonomy: Taxonomy, *, with_channel: bool) -> type[BaseModel]:
     return _cached_answer_model(taxonomy.model_dump_json(), with_channel)
 
 
-def label_glossary(taxonomy: Taxonomy, axis: str) -> str:
-    """Taxonomy descriptions as prompt text: one `- id: description` line per label."""
-    return "\n".join(f"- {label.id}: {label.description}" for label in taxonomy.axes[axis].labels)
+def label_glossary(taxonomy: Taxonomy, axis: str, *, max_chars: int | None = None) -> str:
+    """Taxonomy descriptions as prompt text: one `- id: description` line per label.
+
+    `max_chars` keeps the first sentence(s) of each description up to that length: small local models
+    read short prompts faster and no worse; capable endpoints get the full text.
+    """
+    lines = []
+    for label in taxonomy.axes[axis].labels:
+        text = " ".join(label.description.split())
+        if max_chars is not None and len(text) > max_chars:
+            cut = text[:max_chars]
+            text = cut[: cut.rfind(". ") + 1] if ". " in cut else cut.rsplit(" ", 1)[0] + "..."
+        lines.append(f"- {label.id}: {text}")
+    return "\n".join(lines)

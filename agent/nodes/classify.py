@@ -11,7 +11,7 @@ from agent.prompts import fence, render
 from agent.state import TriageContext, TriageState
 from agent.taxonomy import answer_model, label_glossary
 
-_SNIPPET = 220
+_SNIPPET = 160
 
 
 def _top(dist: dict[str, float], n: int = 3) -> str:
@@ -25,15 +25,16 @@ def _one_line(text: str | None) -> str:
 
 def build_messages(state: TriageState, ctx: TriageContext) -> list[dict[str, str]]:
     taxonomy = ctx.taxonomy
+    chars = ctx.settings.llm_label_chars or None
     with_channel = state["ticket"].channel is None
     proposal = state.get("proposal", {})
     suggestion = "; ".join(f"{axis}: {_top(proposal.get(axis, {}))}" for axis in ("service", "tier"))
     channel_section = ""
     if with_channel:
-        channel_section = f"\nChannels (field \"channel\"; where the ticket came from):\n{label_glossary(taxonomy, 'channel')}\n"
+        channel_section = f"\nChannels (field \"channel\"; where the ticket came from):\n{label_glossary(taxonomy, 'channel', max_chars=chars)}\n"
     similar = "\n".join(
         f"- [{n.id}] service={n.labels.get('service')} tier={n.labels.get('tier')}: {_one_line(n.text)}"
-        for n in state.get("neighbours", [])[:5]
+        for n in state.get("neighbours", [])[:3]
     ) or "- none"
     articles = "\n".join(f"- [{a.id}] {a.title}" for a in state.get("articles", [])) or "- none"
     shape = {"service": "<service id>", "tier": "<L1|L2|L3>", "confidence": 0.0, "rationale": "<one or two sentences citing [ids]>"}
@@ -45,8 +46,8 @@ def build_messages(state: TriageState, ctx: TriageContext) -> list[dict[str, str
     user = render(
         ctx.settings.prompts_dir,
         "classify",
-        service_labels=label_glossary(taxonomy, "service"),
-        tier_labels=label_glossary(taxonomy, "tier"),
+        service_labels=label_glossary(taxonomy, "service", max_chars=chars),
+        tier_labels=label_glossary(taxonomy, "tier", max_chars=chars * 2 if chars else None),
         channel_section=channel_section,
         proposal=suggestion,
         similar_tickets=similar,

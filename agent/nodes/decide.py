@@ -68,7 +68,9 @@ def decide(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
         warnings.append(f"out of scope: nearest past ticket similarity {neighbours[0].score:.2f} < {oos_threshold:.2f}")
 
     judged = {axis: label for axis, label in labels.items() if label.source != "intake"}
-    if out_of_scope or llm_missing or any(l.source == "fallback" or l.confidence < settings.review_threshold for l in judged.values()):
+    # an inferred channel is a hint (intake metadata was missing), so it can block auto-apply but not force review
+    routed = {axis: label for axis, label in judged.items() if axis != "channel"}
+    if out_of_scope or llm_missing or any(l.source == "fallback" or l.confidence < settings.review_threshold for l in routed.values()):
         decision = Decision.NEEDS_REVIEW
     elif all(l.confidence >= calibration.threshold(axis, l.label) for axis, l in judged.items()):
         decision = Decision.AUTO_APPLY

@@ -12,7 +12,7 @@ from langgraph.runtime import Runtime
 
 from agent.contracts import Draft, EvidenceArticle
 from agent.llm import LLMUnavailable
-from agent.prompts import fence, render
+from agent.prompts import FENCE_CLOSE, FENCE_OPEN, fence, render
 from agent.state import TriageContext, TriageState
 
 SHORT_CHANNELS = {"chat", "social", "phone"}
@@ -43,6 +43,16 @@ def extractive_draft(article: EvidenceArticle, channel: str) -> Draft:
     return Draft(text=f"Hello,\n\n{body} [{article.id}]\n\nSee: {article.title}.\n\nBest regards", citations=[article.id])
 
 
+def usable(text: str, ticket_text: str) -> bool:
+    """A draft must answer, not echo: no fence markers, some length, mostly words not taken from the ticket."""
+    if len(text) < 40 or FENCE_OPEN in text or FENCE_CLOSE in text:
+        return False
+    words = re.findall(r"\w+", text.lower())
+    ticket_words = set(re.findall(r"\w+", ticket_text.lower()))
+    copied = sum(w in ticket_words for w in words) / max(len(words), 1)
+    return copied < 0.6
+
+
 def draft(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
     ctx = runtime.context
     floor = ctx.settings.draft_min_article_score
@@ -52,7 +62,7 @@ def draft(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
     channel = state["labels"]["channel"].label
     if ctx.llm is None or state.get("llm_failed") or ctx.settings.mode == "proposal":
         return {"draft": extractive_draft(supported[0], channel)}
-    articles = "\n\n".join(f"[{a.id}] {a.title}\n{(a.text or '')[:1200]}" for a in supported[:2])
+    articles = "\n\n".join(f"[{a.id}] {a.title}\n{(a.text or '')[:700]}" for a in supported[:2])
     user = render(
         ctx.settings.prompts_dir,
         "draft",
@@ -69,8 +79,12 @@ def draft(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
     known = {a.id for a in supported}
     text = reply.text.strip()
     citations = [c for c in dict.fromkeys(_CITATION.findall(text)) if c in known]
-    if not text:
-        return {"draft": extractive_draft(supported[0], channel), "usage": reply.usage}
+    if not usable(text, state["text"]):
+        return {
+            "draft": extractive_draft(supported[0], channel),
+            "usage": reply.usage,
+            "warnings": ["the LLM's draft was empty or echoed the ticket; the draft is extractive"],
+        }
     if not citations:  # keep the draft honest about where it comes from
         citations = [supported[0].id]
         text = f"{text}\n\n[{supported[0].id}]"

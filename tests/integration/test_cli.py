@@ -1,0 +1,115 @@
+"""`triage` as a user runs it: a real subprocess, the embedded LLM started and stopped by the command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agent.local_llm import free_port
+from tests.integration.conftest import TRIAGE, cli_env
+
+ARGS = ["classify", "--subject", "Charged twice", "--body", "My card was charged twice for order 1234, please refund one.", "--json"]
+
+
+def run_cli(args: list[str], data_dir: Path, timeout: int = 300, prefix: list[str] | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*(prefix or []), TRIAGE, *args], env=cli_env(data_dir, **env), capture_output=True, text=True, timeout=timeout)
+
+
+def test_classify_json_with_the_embedded_llm(seeded_data_dir: Path) -> None:
+    done = run_cli([*ARGS, "--channel", "email"], seeded_data_dir)
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    assert body["labels"]["service"]["label"] in {"billing_payments", "returns_refunds"}
+    assert body["labels"]["channel"]["source"] == "intake"
+    assert "llm:" in body["model"]
+
+
+# a new network namespace has only a loopback interface, and it starts down: bring it up, nothing else
+OFFLINE = ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$0" "$@"']
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or shutil.which("ip") is None, reason="needs util-linux and iproute2")
+def test_classify_works_with_networking_cut_off(seeded_data_dir: Path) -> None:
+    probe = subprocess.run([*OFFLINE, "python3", "-c", "import socket; socket.create_connection(('1.1.1.1', 53), 2)"], capture_output=True)
+    assert probe.returncode != 0, "the namespace should have no route out"
+    done = run_cli(ARGS, seeded_data_dir, prefix=OFFLINE)
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    assert body["labels"]["service"]["label"] in {"billing_payments", "returns_refunds"}
+    assert not any("unreachable" in w for w in body["warnings"])
+
+
+def test_unreachable_llm_still_exits_0_with_proposal_labels(seeded_data_dir: Path) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/v1"
+    done = run_cli(ARGS, seeded_data_dir, TRIAGE_LLM_BASE_URL=closed, TRIAGE_LLM_MAX_ATTEMPTS="2")
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    assert body["decision"] == "needs_review"
+    assert body["labels"]["service"]["source"] == "proposal"
+    assert any("LLM unreachable" in w for w in body["warnings"])
+
+
+def test_file_and_stdin_input(seeded_data_dir: Path, tmp_path: Path) -> None:
+    ticket = tmp_path / "ticket.json"
+    ticket.write_text(json.dumps({"subject": "Password", "body": "I forgot my password and cannot log in", "channel": "chat"}))
+    done = run_cli(["classify", "--file", str(ticket), "--json", "--mode", "proposal"], seeded_data_dir)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["labels"]["channel"]["label"] == "chat"
+    piped = subprocess.run(
+        [TRIAGE, "classify", "--json", "--mode", "proposal"], input="The VPN is down for the whole office",
+        env=cli_env(seeded_data_dir), capture_output=True, text=True, timeout=300,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout)["labels"]["channel"]["source"] != "intake"
+
+
+def test_human_output_and_clear_errors(seeded_data_dir: Path, tmp_path: Path) -> None:
+    done = run_cli(["classify", "--subject", "Refund", "--body", "Please refund my order", "--mode", "proposal"], seeded_data_dir)
+    assert done.returncode == 0 and "decision:" in done.stdout and "route:" in done.stdout
+    bad_channel = run_cli(["classify", "--body", "hi", "--channel", "pigeon"], seeded_data_dir)
+    assert bad_channel.returncode == 2 and "unknown channel 'pigeon'" in bad_channel.stderr
+    empty = run_cli(["classify", "--body", " "], seeded_data_dir)
+    assert empty.returncode == 2 and "no text" in empty.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\naxes: [")
+    invalid = run_cli(["taxonomy", "validate", str(broken)], seeded_data_dir)
+    assert invalid.returncode == 2 and "not valid YAML" in invalid.stderr
+    assert "Traceback" not in bad_channel.stderr + empty.stderr + invalid.stderr
+
+
+def test_serve_answers_curl_and_ctrl_c_stops_everything(seeded_data_dir: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [TRIAGE, "serve", "--port", str(port)], env=cli_env(seeded_data_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        response = httpx.post(
+            f"{base}/v1/classify",
+            json={"subject": "Charged twice", "body": "My card was charged twice for order 1234, please refund one.", "channel": "email"},
+            timeout=120,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["labels"]["channel"]["source"] == "intake"
+        children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+        assert children, "the embedded LLM server should run as a child of `triage serve`"
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+    time.sleep(1)
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()

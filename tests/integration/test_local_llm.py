@@ -1,0 +1,63 @@
+"""The embedded llama.cpp server: real process, real HTTP, schema-constrained JSON, no orphans."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from agent.contracts import TicketIn
+from agent.llm import LLMClient, LLMUnavailable
+from agent.local_llm import LocalLLMServer, free_port, packaged_gguf_path
+from agent.nodes.validate import extract_json
+from agent.taxonomy import answer_model, load_taxonomy
+from agent.settings import REPO_ROOT
+
+
+def test_packaged_model_is_found_on_disk() -> None:
+    path = packaged_gguf_path()
+    assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
+
+
+def test_schema_constrained_answers_validate_against_the_taxonomy(llm_server: LocalLLMServer) -> None:
+    taxonomy = load_taxonomy(REPO_ROOT / "knowledge_base" / "taxonomies" / "default.yaml")
+    model = answer_model(taxonomy, with_channel=True)
+    client = LLMClient(base_url=llm_server.base_url, model="SmolLM2-135M-Instruct", structured="json_object")
+    for text in ("My VPN keeps dropping every hour", "I want a copy of my last invoice", "Ransomware note on all file shares"):
+        reply = client.chat(
+            [{"role": "user", "content": f"Classify this ticket into service, channel, tier. Ticket: {text}"}],
+            schema=model.model_json_schema(),
+            max_tokens=160,
+        )
+        answer = model.model_validate(extract_json(reply.text))
+        assert answer.service in taxonomy.axes["service"].ids
+        assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
+
+
+def test_server_stops_with_its_owner_and_frees_the_port(tmp_path) -> None:  # noqa: ANN001
+    server = LocalLLMServer(log_path=tmp_path / "llm.log").start()
+    process = server._process
+    assert process is not None and process.poll() is None
+    port = server.port
+    server.stop()
+    assert process.poll() is not None
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_closed_port_is_unavailable_not_a_crash() -> None:
+    client = LLMClient(base_url=f"http://127.0.0.1:{free_port()}/v1", model="x", max_attempts=2, timeout_s=2)
+    with pytest.raises(LLMUnavailable, match="unreachable after 2 attempts"):
+        client.chat([{"role": "user", "content": "hi"}])
+
+
+def test_a_bad_gguf_path_says_so(tmp_path) -> None:  # noqa: ANN001
+    bogus = tmp_path / "broken.gguf"
+    bogus.write_bytes(b"not a model")
+    with pytest.raises(RuntimeError, match="exited with code"):
+        LocalLLMServer(model_path=bogus, log_path=tmp_path / "llm.log", startup_timeout_s=60).start()
+
+
+def test_ticket_contract_rejects_unknown_fields() -> None:
+    with pytest.raises(ValueError):
+        TicketIn.model_validate({"subject": "x", "body": "y", "priority": "urgent"})

@@ -1,0 +1,168 @@
+"""Eval metrics on hand-made predictions whose answers are worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from evals import metrics as m
+from evals.calibration import NEVER, fit_thresholds, precision_threshold
+from evals.datasets import LabelCodec, parse_label_specs, slugify
+from evals.report import compute_metrics
+from evals.calibration import FittedCalibration
+
+GOLD = ["a", "a", "a", "b", "b", "c"]
+PRED = ["a", "a", "b", "b", "c", "c"]
+
+
+def test_accuracy_and_out_of_taxonomy_count_as_errors() -> None:
+    assert m.accuracy(GOLD, PRED) == pytest.approx(4 / 6)
+    assert m.accuracy([None, "a"], ["a", "a"]) == pytest.approx(0.5)  # a gold label the taxonomy lacks is an error
+    assert m.accuracy([], []) == 0.0
+
+
+def test_per_class_and_macro_f1() -> None:
+    scores = {s.label: s for s in m.per_class(GOLD, PRED)}
+    # a: tp 2, predicted 2, gold 3 -> P 1, R 2/3, F1 0.8
+    assert scores["a"].precision == pytest.approx(1.0)
+    assert scores["a"].recall == pytest.approx(2 / 3)
+    assert scores["a"].f1 == pytest.approx(0.8)
+    # b: tp 1, predicted 2, gold 2 -> 0.5 / 0.5 / 0.5 ; c: tp 1, predicted 2, gold 1 -> 0.5 / 1 / 2/3
+    assert scores["b"].f1 == pytest.approx(0.5)
+    assert scores["c"].f1 == pytest.approx(2 / 3)
+    assert m.macro_f1(GOLD, PRED) == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+
+
+def test_macro_f1_matches_sklearn() -> None:
+    from sklearn.metrics import f1_score
+
+    gold = ["x", "y", "y", "z", "z", "z", "x", "w"]
+    pred = ["x", "y", "z", "z", "z", "y", "y", "x"]
+    assert m.macro_f1(gold, pred) == pytest.approx(f1_score(gold, pred, average="macro"))
+
+
+def test_ece_perfect_and_overconfident() -> None:
+    # all rows at confidence 0.75 with 3 of 4 right: perfectly calibrated
+    assert m.expected_calibration_error([0.75] * 4, [True, True, True, False]) == pytest.approx(0.0)
+    # confidence 0.95 but half right: ECE = |0.5 - 0.95| = 0.45
+    assert m.expected_calibration_error([0.95] * 4, [True, False, True, False]) == pytest.approx(0.45)
+    # two bins: 0.2 (1 of 2 right -> gap 0.3) and 0.9 (2 of 2 right -> gap 0.1): (2*0.3 + 2*0.1) / 4 = 0.2
+    assert m.expected_calibration_error([0.2, 0.2, 0.9, 0.9], [True, False, True, True]) == pytest.approx(0.2)
+
+
+def test_auto_apply_per_class_thresholds_and_blocked_rows() -> None:
+    pred = ["a", "a", "b", "b", "b"]
+    conf = [0.95, 0.6, 0.8, 0.7, 0.99]
+    correct = [True, True, False, True, True]
+    thresholds = {"a": 0.9, "b": 0.75}
+    coverage, precision, n = m.auto_apply(pred, conf, correct, thresholds.__getitem__)
+    # applied: row0 (a .95), row2 (b .8, wrong), row4 (b .99) -> coverage 3/5, precision 2/3
+    assert (coverage, n) == (pytest.approx(0.6), 3)
+    assert precision == pytest.approx(2 / 3)
+    coverage, precision, n = m.auto_apply(pred, conf, correct, thresholds.__getitem__, blocked=[False, False, True, False, False])
+    assert (coverage, precision, n) == (pytest.approx(0.4), pytest.approx(1.0), 2)
+
+
+def test_coverage_precision_curve_takes_ties_together() -> None:
+    curve = m.coverage_precision_curve([0.9, 0.9, 0.5, 0.1], [True, False, True, True])
+    assert curve == [(0.9, 0.5, 0.5), (0.5, 0.75, pytest.approx(2 / 3)), (0.1, 1.0, 0.75)]
+
+
+def test_oos_metrics() -> None:
+    gold_oos = [True, True, True, True, False, False, False, False, False]
+    flagged = [True, True, True, False, True, False, False, False, False]
+    correct = [False, False, False, False, True, True, True, False, True]
+    stats = m.oos_metrics(gold_oos, flagged, correct)
+    assert stats["recall"] == pytest.approx(0.75)
+    # in-scope rows: flagged (wrong), right, right, wrong, right -> 3 / 5
+    assert stats["in_scope_accuracy"] == pytest.approx(0.6)
+    assert stats["false_flag_rate"] == pytest.approx(0.2)
+
+
+def test_latency_percentiles() -> None:
+    values = list(range(1, 101))
+    assert m.percentile(values, 50) == pytest.approx(50.5)
+    assert m.percentile(values, 95) == pytest.approx(95.05)
+
+
+def test_precision_threshold_lowest_confidence_that_keeps_target() -> None:
+    conf = [0.99, 0.95, 0.9, 0.8, 0.7, 0.6]
+    correct = [True, True, True, True, False, False]
+    # top-4 all right (1.0), top-5 0.8, top-6 0.67: for target 0.8 the lowest threshold is 0.7
+    assert precision_threshold(conf, correct, 0.8) == pytest.approx(0.7)
+    assert precision_threshold(conf, correct, 0.9) == pytest.approx(0.8)
+    assert precision_threshold(conf, [False] * 6, 0.5) == NEVER
+    # Laplace smoothing: 4/4 right -> (4+1)/(4+2) = 0.83 < 0.9, so nothing reaches 0.9
+    assert precision_threshold(conf, correct, 0.9, smoothing=1.0) == NEVER
+
+
+def test_fit_thresholds_global_and_per_class() -> None:
+    predicted = ["a"] * 20 + ["b"] * 3
+    conf = [1.0 - i * 0.01 for i in range(20)] + [0.99, 0.98, 0.97]
+    correct = [True] * 18 + [False, False] + [False, False, False]
+    th = fit_thresholds(predicted, conf, correct, 0.85, min_support=15)
+    assert set(th) == {"*", "a"}  # b has too few predictions for its own threshold
+    assert th["a"] == pytest.approx(0.81)  # 20 rows: (18+1)/(20+2) = 0.864 >= 0.85
+    assert th["*"] <= 1.0
+
+
+def test_slugify_and_codec_roundtrip() -> None:
+    assert slugify("Technical Support") == "Technical_Support"
+    assert slugify("reverted_card_payment?") == "reverted_card_payment"
+    assert slugify("Prüfung & Ärger") == "Prufung_Arger"
+    codec = LabelCodec.derive({"service": ["Technical Support", "Technical-Support", "Billing and Payments", "x"]})
+    ids = codec.ids("service")
+    assert len(ids) == len(set(ids)) == 4
+    for raw in ["Technical Support", "Billing and Payments", "x"]:
+        assert codec.decode("service", codec.encode("service", raw)) == raw
+    assert codec.encode("service", "never seen") is None
+
+
+def test_parse_label_specs() -> None:
+    assert parse_label_specs(["service=queue", "tier=tier"]) == {"service": "queue", "tier": "tier"}
+    with pytest.raises(ValueError):
+        parse_label_specs(["colour=queue"])
+    with pytest.raises(ValueError):
+        parse_label_specs(["service"])
+
+
+def _record(i: int, gold: str | None, pred: str, conf: float, *, oos: bool = False, flagged: bool = False) -> dict:
+    return {
+        "id": str(i),
+        "gold": {"service": "oos" if oos else (gold or "zzz")},
+        "gold_id": {"service": None if oos else gold},
+        "oos_gold": oos,
+        "wall_ms": 10.0 * (i + 1),
+        "prediction": {
+            "labels": {"service": {"label": pred, "confidence": conf}},
+            "out_of_scope": flagged,
+            "decision": "suggest",
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+        },
+    }
+
+
+def test_compute_metrics_end_to_end_on_records() -> None:
+    records = [
+        _record(0, "a", "a", 0.95),
+        _record(1, "a", "b", 0.60),
+        _record(2, "b", "b", 0.92),
+        _record(3, None, "a", 0.97),  # gold label outside the taxonomy
+        _record(4, None, "a", 0.99, oos=True, flagged=True),
+        _record(5, None, "b", 0.96, oos=True, flagged=False),
+    ]
+    codec = LabelCodec.for_ids({"service": ["a", "b"]})
+    fitted = FittedCalibration(thresholds={"service": {"*": 0.9}})
+    metrics, details = compute_metrics(records, axes=["service"], codec=codec, fitted=fitted, mode="proposal", target=0.9, oos=True)
+    svc = metrics["axes"]["service"]
+    assert metrics["n"] == 6
+    assert svc["accuracy"] == pytest.approx(0.5)  # in-scope rows 0-3: right, wrong, right, out-of-taxonomy
+    assert svc["out_of_taxonomy"] == 1
+    # auto-applied (conf >= 0.9, not flagged): rows 0, 2, 3, 5 -> 4 of 6 rows, 2 right
+    assert svc["auto_apply"] == {"target_precision": 0.9, "coverage": pytest.approx(0.6667, abs=1e-4), "precision": 0.5}
+    assert metrics["oos"] == {"recall": 0.5, "in_scope_accuracy": 0.5}
+    assert metrics["latency_ms"]["p50"] == pytest.approx(35.0)
+    assert metrics["throughput_per_s"] == pytest.approx(6 / 0.21, rel=1e-3)
+    assert metrics["usage"] == {"prompt_tokens": 18, "completion_tokens": 6}
+    assert not math.isnan(svc["ece"])

@@ -1,0 +1,122 @@
+"""The graph with injected fakes (scripted LLM, hashing embedder) over a real on-disk Chroma store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.contracts import Decision, TicketIn
+from agent.llm import LLMUnavailable
+from agent.nodes.decide import combine
+from agent.nodes.validate import extract_json
+from agent.service import TicketError, TriageService
+from tests.fakes import ScriptedLLM
+
+GOOD = json.dumps({"service": "billing_payments", "tier": "L2", "confidence": 0.9, "rationale": "like [t-bill-1]"})
+CHARGED_TWICE = TicketIn(subject="Charged twice", body="My card was charged twice for my order, please refund one.", channel="email")
+
+
+def make_service(settings, embedder, store, answers):  # noqa: ANN001, ANN201
+    llm = ScriptedLLM(answers)
+    return TriageService(settings, llm=llm, embedder=embedder, store=store), llm  # type: ignore[arg-type]
+
+
+def test_valid_answer_flows_through_every_node(settings, embedder, store) -> None:  # noqa: ANN001
+    service, llm = make_service(settings, embedder, store, [GOOD, "Refund is on its way [kb-refund]."])
+    result = service.classify(CHARGED_TWICE)
+    assert result.labels["service"].label == "billing_payments"
+    assert result.labels["channel"].label == "email" and result.labels["channel"].source == "intake"
+    assert result.labels["tier"].label in {"L1", "L2", "L3"}
+    assert result.evidence.tickets[0].id == "t-bill-1"
+    assert "[t-bill-1]" in result.rationale
+    assert result.draft is not None and result.draft.citations == ["kb-refund"]
+    assert result.usage.prompt_tokens == 20  # classify + draft
+    assert len(llm.calls) == 2
+    assert "<<<TICKET" in llm.calls[0][1]["content"]
+
+
+def test_invalid_answers_are_reasked_with_the_error_then_fall_back(settings, embedder, store) -> None:  # noqa: ANN001
+    bad = json.dumps({"service": "refunds_department", "tier": "L9", "confidence": 0.9, "rationale": "x"})
+    service, llm = make_service(settings, embedder, store, ["not json at all", bad, bad, "draft"])
+    result = service.classify(CHARGED_TWICE)
+    assert len(llm.calls) == 4  # 1 ask + 2 re-asks + draft
+    assert "previous answer was rejected" in llm.calls[1][1]["content"]
+    assert result.decision == Decision.NEEDS_REVIEW
+    assert any("invalid after 3 tries" in w for w in result.warnings)
+    ids = set(service.taxonomy.axes["service"].ids)
+    assert result.labels["service"].label in ids and result.labels["service"].source == "proposal"
+
+
+def test_a_reask_that_succeeds_uses_the_llm_answer(settings, embedder, store) -> None:  # noqa: ANN001
+    service, llm = make_service(settings, embedder, store, ["```json\n{\"service\": 1}\n```", GOOD, "ok [kb-refund]"])
+    result = service.classify(CHARGED_TWICE)
+    assert len(llm.calls) == 3
+    assert result.labels["service"].source == "llm"
+    assert "LLM: like [t-bill-1]" in result.rationale
+
+
+def test_llm_down_gives_proposal_labels_and_needs_review(settings, embedder, store) -> None:  # noqa: ANN001
+    service, _ = make_service(settings, embedder, store, [LLMUnavailable("connection refused")])
+    result = service.classify(CHARGED_TWICE)
+    assert result.decision == Decision.NEEDS_REVIEW
+    assert result.labels["service"].label == "billing_payments"
+    assert any("LLM unreachable" in w for w in result.warnings)
+    assert result.draft is not None and "[kb-refund]" in result.draft.text  # extractive, still cited
+
+
+def test_channel_is_inferred_only_without_intake(settings, embedder, store) -> None:  # noqa: ANN001
+    answer = json.dumps({"service": "cloud", "channel": "phone", "tier": "L3", "confidence": 0.8, "rationale": "outage [t-out-1]"})
+    service, llm = make_service(settings, embedder, store, [answer, "x"])
+    result = service.classify(TicketIn(subject="Outage", body="The platform is down for all users since this morning"))
+    assert result.labels["channel"].source in {"llm", "proposal"}
+    assert "Channels (field \"channel\"" in llm.calls[0][1]["content"]
+    assert result.labels["tier"].label == "L3"
+
+
+def test_empty_store_falls_back_to_the_taxonomy_fallback(settings, embedder) -> None:  # noqa: ANN001
+    from agent.store import VectorStore, make_client
+
+    empty = VectorStore(make_client(path=settings.data_dir / "empty"), embedder)
+    service, _ = make_service(settings, embedder, empty, [LLMUnavailable("down")])
+    result = service.classify(CHARGED_TWICE)
+    assert result.labels["service"].label == "general_information" and result.labels["service"].source == "fallback"
+    assert result.decision == Decision.NEEDS_REVIEW
+    assert any("triage ingest" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize(
+    ("ticket", "message"),
+    [
+        (TicketIn(subject=" ", body="\n"), "no text"),
+        (TicketIn(body="hello", channel="carrier_pigeon"), "unknown channel 'carrier_pigeon'"),
+        (TicketIn(body="x" * 99_000, messages=[{"text": "y" * 5_000}]), "more than the limit"),
+    ],
+)
+def test_bad_tickets_get_clear_errors(settings, embedder, store, ticket, message) -> None:  # noqa: ANN001
+    service, llm = make_service(settings, embedder, store, [])
+    with pytest.raises(TicketError, match=message):
+        service.classify(ticket)
+    assert llm.calls == []
+
+
+def test_proposal_mode_never_calls_the_llm(settings, embedder, store) -> None:  # noqa: ANN001
+    service, llm = make_service(settings.model_copy(update={"mode": "proposal"}), embedder, store, [GOOD])
+    result = service.classify(CHARGED_TWICE)
+    assert llm.calls == [] and result.labels["service"].source == "proposal"
+    assert result.model.startswith("proposal:")
+
+
+def test_extract_json_tolerates_chatter() -> None:
+    assert extract_json('Sure! ```json\n{"a": 1}\n``` hope it helps') == {"a": 1}
+    assert extract_json('here: {"a": {"b": 2}} trailing') == {"a": {"b": 2}}
+    with pytest.raises(ValueError):
+        extract_json("no json")
+
+
+def test_combine_lets_the_llm_break_ties_but_not_override() -> None:
+    tie = combine({"a": 0.5, "b": 0.5}, "b", 0.9, 0.15)
+    assert max(tie, key=tie.get) == "b"
+    strong = combine({"a": 0.9, "b": 0.1}, "b", 0.9, 0.15)
+    assert max(strong, key=strong.get) == "a"
+    assert abs(sum(strong.values()) - 1.0) < 1e-9

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from agent.contracts import TicketIn
+from agent.nodes.normalize import detect_language, normalize, redact
+
+
+def test_redacts_contact_and_payment_data() -> None:
+    text = "Mail me at jane.doe@example.com or call +49 170 1234567; card 4111 1111 1111 1111, IBAN DE89 3704 0044 0532 0130 00."
+    out = redact(text)
+    for secret in ("jane.doe@example.com", "1234567", "4111 1111", "DE89 3704"):
+        assert secret not in out
+    assert "<email>" in out and "<card>" in out and "<iban>" in out and "<phone>" in out
+    assert "order 1234" in redact("order 1234 is late")  # short numbers are not PII
+
+
+def test_detects_the_languages_of_the_tickets() -> None:
+    assert detect_language("Please help, my invoice is not correct and I have paid twice") == "en"
+    assert detect_language("Ich habe eine Frage zu meiner Rechnung, bitte helfen Sie mir, das ist nicht korrekt") == "de"
+    assert detect_language("Hola, no puedo acceder a mi cuenta, por favor ayuda con el pago de la factura") == "es"
+    assert detect_language("Bonjour, je ne peux pas accéder à mon compte pour payer la facture avec une carte") == "fr"
+    assert detect_language("Olá, não consigo acessar minha conta para pagar a fatura com o meu cartão") == "pt"
+
+
+def test_caps_length_with_a_warning(settings) -> None:  # noqa: ANN001
+    runtime = SimpleNamespace(context=SimpleNamespace(settings=settings.model_copy(update={"max_ticket_chars": 300})))
+    state = normalize({"ticket": TicketIn(subject="Long", body="word " * 500)}, runtime)  # type: ignore[arg-type]
+    assert len(state["text"]) == 300
+    assert any("truncated" in w for w in state["warnings"])

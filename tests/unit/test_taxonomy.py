@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from agent.settings import REPO_ROOT
+from agent.taxonomy import TaxonomyError, answer_model, label_glossary, load_taxonomy
+
+DEFAULT = REPO_ROOT / "knowledge_base" / "taxonomies" / "default.yaml"
+
+
+def test_default_taxonomy_has_the_contract_ids() -> None:
+    taxonomy = load_taxonomy(DEFAULT)
+    assert taxonomy.axes["tier"].ids == ["L1", "L2", "L3"]
+    assert taxonomy.axes["channel"].ids == ["email", "phone", "chat", "social", "portal", "api"]
+    services = taxonomy.axes["service"].ids
+    assert {"billing_payments", "technical_support", "it_help_desk", "cybersecurity", "network", "cloud"} <= set(services)
+    assert all(s == s.lower() and " " not in s for s in services)
+    for axis in taxonomy.axes.values():
+        assert all(label.description for label in axis.labels)
+    assert "L3" in label_glossary(taxonomy, "tier")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("name: x\nversion: '1'\naxes: [\n", "not valid YAML"),
+        ("- just\n- a list\n", "must be a mapping"),
+        ("name: x\nversion: '1'\naxes:\n  service: {fallback: a, labels: [{id: a, name: A, description: d}]}\n", "lacks axes"),
+        (
+            "name: x\nversion: '1'\naxes:\n"
+            "  service: {fallback: zzz, labels: [{id: a, name: A, description: d}]}\n"
+            "  channel: {fallback: a, labels: [{id: a, name: A, description: d}]}\n"
+            "  tier: {fallback: a, labels: [{id: a, name: A, description: d}]}\n",
+            "fallback 'zzz' is not one of its labels",
+        ),
+        (
+            "name: x\nversion: '1'\naxes:\n"
+            "  service: {fallback: a, labels: [{id: a, name: A, description: d}, {id: a, name: B, description: d}]}\n"
+            "  channel: {fallback: a, labels: [{id: a, name: A, description: d}]}\n"
+            "  tier: {fallback: a, labels: [{id: a, name: A, description: d}]}\n",
+            "duplicate label id",
+        ),
+    ],
+)
+def test_broken_taxonomy_files_say_what_is_wrong(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(content)
+    with pytest.raises(TaxonomyError, match=message) as info:
+        load_taxonomy(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_taxonomy_file_names_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(TaxonomyError, match="TRIAGE_TAXONOMY_PATH"):
+        load_taxonomy(tmp_path / "nope.yaml")
+
+
+def test_answer_model_rejects_out_of_taxonomy_labels() -> None:
+    taxonomy = load_taxonomy(DEFAULT)
+    model = answer_model(taxonomy, with_channel=False)
+    ok = model.model_validate({"service": "billing_payments", "tier": "L2", "confidence": 0.7, "rationale": "see [t1]"})
+    assert ok.service == "billing_payments"
+    with pytest.raises(ValidationError):
+        model.model_validate({"service": "refunds_and_stuff", "tier": "L2", "confidence": 0.7, "rationale": "x"})
+    with pytest.raises(ValidationError):
+        model.model_validate({"service": "billing_payments", "tier": "L4", "confidence": 0.7, "rationale": "x"})
+    schema = answer_model(taxonomy, with_channel=True).model_json_schema()
+    assert set(schema["required"]) == {"service", "channel", "tier", "confidence", "rationale"}
+    assert schema["properties"]["channel"]["enum"] == taxonomy.axes["channel"].ids
