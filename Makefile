@@ -6,9 +6,24 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
-.PHONY: install run test unit integration bench lint clean
+.PHONY: install system-deps run test unit integration bench lint clean
 
-install: $(STAMP) ## create .venv and install the pinned dependencies (idempotent)
+install: $(STAMP) system-deps ## create .venv and install the pinned dependencies (idempotent)
+
+# Debian packages the tests drive: Chromium for the browser test (never a downloaded browser), PostgreSQL 15
+# for the records tests. Installed only when missing, and only where we may (root); otherwise say what to run.
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	test -x /usr/lib/postgresql/15/bin/initdb || missing="$$missing postgresql-15"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "missing Debian packages:$$missing -- run: sudo apt-get install$$missing" >&2; exit 1; \
+	  fi; \
+	fi
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -70,9 +70,10 @@ def decide(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
     judged = {axis: label for axis, label in labels.items() if label.source != "intake"}
     # an inferred channel is a hint (intake metadata was missing), so it can block auto-apply but not force review
     routed = {axis: label for axis, label in judged.items() if axis != "channel"}
-    if out_of_scope or llm_missing or any(l.source == "fallback" or l.confidence < settings.review_threshold for l in routed.values()):
+    weak = any(lab.source == "fallback" or lab.confidence < settings.review_threshold for lab in routed.values())
+    if out_of_scope or llm_missing or weak:
         decision = Decision.NEEDS_REVIEW
-    elif all(l.confidence >= calibration.threshold(axis, l.label) for axis, l in judged.items()):
+    elif all(lab.confidence >= calibration.threshold(axis, lab.label) for axis, lab in judged.items()):
         decision = Decision.AUTO_APPLY
     else:
         decision = Decision.SUGGEST

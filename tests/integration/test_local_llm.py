@@ -10,8 +10,8 @@ from agent.contracts import TicketIn
 from agent.llm import LLMClient, LLMUnavailable
 from agent.local_llm import LocalLLMServer, free_port, packaged_gguf_path
 from agent.nodes.validate import extract_json
-from agent.taxonomy import answer_model, load_taxonomy
 from agent.settings import REPO_ROOT
+from agent.taxonomy import answer_model, load_taxonomy
 
 
 def test_packaged_model_is_found_on_disk() -> None:
