@@ -1,19 +1,58 @@
-"""The HTTP API (FastAPI): health and stateless classification for bots; OpenAPI docs at /docs."""
+"""The HTTP API (FastAPI; OpenAPI at /docs): stateless classification and the ticket lifecycle, for bots and the UI.
+
+Auth is `Authorization: Bearer <key>` with scopes bot < lead < admin; only `/healthz` is open. Classification
+runs on a bounded worker pool (agent/pool.py), so a slow LLM gives callers a 503 + Retry-After, not a hang.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
+from datetime import datetime
+from typing import Annotated, Literal
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 
 from agent import __version__
-from agent.contracts import Classification, TicketIn
+from agent.api_guards import BodyLimit, Credentials, install_error_handlers, needs
+from agent.auth import Principal, create_key, list_keys, revoke_key
+from agent.contracts import Classification, Message, Taxonomy, TicketIn
+from agent.lifecycle import (
+    EscalationIn,
+    Lifecycle,
+    NotFound,
+    Page,
+    QueueItem,
+    ReviewIn,
+    RevisionView,
+    TicketSummary,
+    TicketView,
+)
+from agent.pool import WorkerPool
+from agent.records import Records, TaxonomyVersionRow
 from agent.service import TicketError, TriageService, running_service
 from agent.settings import Settings
+
+Bot = Annotated[Principal, Depends(needs("bot"))]
+Lead = Annotated[Principal, Depends(needs("lead"))]
+Admin = Annotated[Principal, Depends(needs("admin"))]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key", max_length=200,
+        description="Send the same key again (e.g. after a timeout) to get the first ticket back instead of a duplicate.",
+    ),
+]
+
+
+def lifecycle_of(request: Request) -> Lifecycle:
+    return request.app.state.lifecycle
+
+
+Life = Annotated[Lifecycle, Depends(lifecycle_of)]
 
 
 class Health(BaseModel):
@@ -24,26 +63,70 @@ class Health(BaseModel):
     store: dict[str, int]
 
 
-def create_app(settings: Settings | None = None, service: TriageService | None = None) -> FastAPI:
-    """An app around a given service (tests) or one it builds and tears down itself (serving)."""
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scope: Literal["bot", "lead", "admin"]
+    name: str = Field(min_length=1, max_length=200, description="Shown as the actor (user:NAME) in revisions.")
+
+
+class KeyView(BaseModel):
+    id: str
+    name: str
+    scope: str
+    created_by: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class NewKey(KeyView):
+    key: str = Field(description="The secret; shown only in this response, stored only as a hash.")
+
+
+class TaxonomyVersionView(BaseModel):
+    ref: str
+    name: str
+    version: str
+    sha256: str
+    created_at: datetime
+
+
+def create_app(
+    settings: Settings | None = None, service: TriageService | None = None, *, records: Records | None = None
+) -> FastAPI:
+    """An app around given parts (tests) or parts it builds and tears down itself (serving)."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with ExitStack() as stack:
-            app.state.service = service or stack.enter_context(running_service(settings, progress=True))
+            svc = service or stack.enter_context(running_service(settings, progress=True))
+            recs = records
+            if recs is None:
+                recs = Records.open(settings)
+                stack.callback(recs.close)
+            else:
+                await run_in_threadpool(recs.upgrade)  # given records come up at the current schema too
+            pool = WorkerPool(settings.api_workers, settings.queue_limit)
+            stack.callback(pool.shutdown)
+            lifecycle = Lifecycle(svc, recs)
+            await run_in_threadpool(lifecycle.register_taxonomy)
+            await run_in_threadpool(svc.ensure_head)  # load (or train) the head before the first request needs it
+            app.state.service, app.state.records, app.state.pool, app.state.lifecycle = svc, recs, pool, lifecycle
             yield
 
     app = FastAPI(
         title="Triage agent",
         version=__version__,
         summary="Labels support tickets by service type, channel and support tier, with evidence and a draft answer.",
+        description="Send `Authorization: Bearer <key>` (`POST /v1/classify` is open without a key unless "
+        "TRIAGE_ANONYMOUS_CLASSIFY=false). Scopes: `bot` (classify, tickets, messages, escalations), "
+        "`lead` (also reviews and the review queue), `admin` (also keys and taxonomy versions).",
         lifespan=lifespan,
     )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
 
-    @app.exception_handler(TicketError)
-    async def ticket_error(request: Request, exc: TicketError) -> JSONResponse:
-        return JSONResponse(status_code=422, content={"error": "invalid_ticket", "detail": str(exc)})
+    # ------------------------------------------------------------ ops
 
     @app.get("/healthz", response_model=Health, tags=["ops"])
     def healthz(request: Request) -> Health:
@@ -56,15 +139,130 @@ def create_app(settings: Settings | None = None, service: TriageService | None =
             store=svc.store.counts(),
         )
 
+    # ------------------------------------------------------------ stateless
+
+    bot_only = needs("bot")
+
+    async def classify_caller(request: Request, credentials: Credentials) -> Principal | None:
+        """Stateless classification stores nothing, so by default it is open on the loopback-bound server (the
+        README's curl works as is); a key that is sent is still checked. TRIAGE_ANONYMOUS_CLASSIFY=false makes
+        it bot-only like every other endpoint: do that before binding the API to anything but loopback."""
+        if credentials is None and settings.anonymous_classify:
+            return None
+        return await bot_only(request, credentials)
+
     @app.post("/v1/classify", response_model=Classification, tags=["triage"])
-    async def classify(ticket: TicketIn, request: Request) -> Classification:
-        """Classify one ticket (stateless): labels per axis, decision, rationale, evidence and a draft."""
+    async def classify(
+        ticket: TicketIn, request: Request, who: Annotated[Principal | None, Depends(classify_caller)]
+    ) -> Classification:
+        """Classify one ticket (stateless, nothing stored): labels per axis, decision, rationale, evidence and a draft."""
         svc: TriageService = request.app.state.service
         try:
-            return await run_in_threadpool(svc.classify, ticket)
+            return await request.app.state.pool.run(svc.classify, ticket)
         except TicketError:
             raise
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from exc
+
+    # ------------------------------------------------------------ tickets
+
+    @app.post("/v1/tickets", response_model=TicketView, status_code=201, tags=["tickets"])
+    async def create_ticket(
+        ticket: TicketIn, request: Request, response: Response, who: Bot, life: Life, idempotency_key: IdempotencyKey = None
+    ) -> TicketView:
+        """Store a ticket and classify it (revision 1, reason `new_ticket`). Honours `Idempotency-Key`."""
+        scoped = f"{who.key_id}:{idempotency_key}" if idempotency_key else None
+        view, created = await request.app.state.pool.run(
+            life.create_ticket, ticket, created_by=who.name, idempotency_key=scoped
+        )
+        response.headers["Location"] = f"/v1/tickets/{view.id}"
+        if not created:
+            response.headers["Idempotent-Replayed"] = "true"
+        return view
+
+    @app.get("/v1/tickets", response_model=Page[TicketSummary], tags=["tickets"])
+    def list_tickets(
+        who: Bot, life: Life, limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: str | None = None
+    ) -> Page[TicketSummary]:
+        """All tickets, newest first; follow `next_cursor` for the next page."""
+        return life.list_tickets(limit=limit, cursor=cursor)
+
+    @app.get("/v1/tickets/{ticket_id}", response_model=TicketView, tags=["tickets"])
+    def get_ticket(ticket_id: str, who: Bot, life: Life) -> TicketView:
+        """The ticket, its thread and its current labels (the latest revision no human rejected)."""
+        return life.ticket(ticket_id)
+
+    @app.get("/v1/tickets/{ticket_id}/revisions", response_model=list[RevisionView], tags=["tickets"])
+    def get_revisions(ticket_id: str, who: Bot, life: Life) -> list[RevisionView]:
+        """Every revision, oldest first: reason, actor, labels, what changed, what it superseded, reviews, rejections."""
+        return life.revisions(ticket_id)
+
+    @app.post("/v1/tickets/{ticket_id}/messages", response_model=TicketView, status_code=201, tags=["tickets"])
+    async def add_message(ticket_id: str, message: Message, request: Request, who: Bot, life: Life) -> TicketView:
+        """Append a message; the whole thread is re-classified (reason `new_message`). A human's labels stay."""
+        return await request.app.state.pool.run(life.add_message, ticket_id, message)
+
+    @app.post("/v1/tickets/{ticket_id}/escalations", response_model=TicketView, status_code=201, tags=["tickets"])
+    async def escalate(ticket_id: str, escalation: EscalationIn, request: Request, who: Bot, life: Life) -> TicketView:
+        """Escalate: the tier goes up (to `tier`, else one step) and the thread is re-classified (reason `escalation`)."""
+        return await request.app.state.pool.run(life.escalate, ticket_id, escalation)
+
+    # ------------------------------------------------------------ leads
+
+    @app.post("/v1/tickets/{ticket_id}/reclassifications", response_model=TicketView, status_code=201, tags=["reviews"])
+    async def reclassify(ticket_id: str, request: Request, who: Lead, life: Life) -> TicketView:
+        """Re-run the agent on the thread as it is (reason `reclassify`), e.g. after the store or model changed."""
+        return await request.app.state.pool.run(life.reclassify, ticket_id)
+
+    @app.post("/v1/tickets/{ticket_id}/reviews", response_model=TicketView, status_code=201, tags=["reviews"])
+    def review(ticket_id: str, body: ReviewIn, who: Lead, life: Life) -> TicketView:
+        """Accept, edit or reject the current labels. Accepted and edited labels teach the agent at once."""
+        return life.review(ticket_id, body, reviewer=who.name)
+
+    @app.get("/v1/review-queue", response_model=Page[QueueItem], tags=["reviews"])
+    def review_queue(
+        who: Lead,
+        life: Life,
+        decision: Literal["needs_review", "suggest"] | None = None,
+        service: str | None = None,
+        tier: str | None = None,
+        channel: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        cursor: str | None = None,
+    ) -> Page[QueueItem]:
+        """Tickets waiting for a lead: needs_review first, then suggest, lowest confidence first."""
+        return life.review_queue(limit=limit, cursor=cursor, decision=decision, service=service, tier=tier, channel=channel)
+
+    # ------------------------------------------------------------ taxonomy and keys
+
+    @app.get("/v1/taxonomy", response_model=Taxonomy, tags=["taxonomy"])
+    def taxonomy(request: Request, who: Bot) -> Taxonomy:
+        """The taxonomy in force: the label ids every answer and review uses (readable by every key)."""
+        return request.app.state.service.taxonomy
+
+    @app.get("/v1/taxonomy/versions", response_model=list[TaxonomyVersionView], tags=["taxonomy"])
+    def taxonomy_versions(request: Request, who: Admin) -> list[TaxonomyVersionView]:
+        """Every taxonomy version this deployment has served."""
+        with request.app.state.records.read() as session:
+            rows = session.scalars(select(TaxonomyVersionRow).order_by(TaxonomyVersionRow.id))
+            return [TaxonomyVersionView(ref=r.ref, name=r.name, version=r.version, sha256=r.sha256, created_at=r.created_at) for r in rows]
+
+    @app.post("/v1/keys", response_model=NewKey, status_code=201, tags=["keys"])
+    def new_key(body: KeyIn, request: Request, who: Admin) -> NewKey:
+        """Create a key; the secret is in this response only."""
+        secret, info = create_key(request.app.state.records, scope=body.scope, name=body.name, created_by=f"user:{who.name}")
+        return NewKey(key=secret, **info.__dict__)
+
+    @app.get("/v1/keys", response_model=list[KeyView], tags=["keys"])
+    def keys(request: Request, who: Admin) -> list[KeyView]:
+        return [KeyView(**k.__dict__) for k in list_keys(request.app.state.records)]
+
+    @app.delete("/v1/keys/{key_id}", response_model=KeyView, tags=["keys"])
+    def revoke(key_id: str, request: Request, who: Admin) -> KeyView:
+        """Revoke a key at once (it answers 401 from the next request on)."""
+        try:
+            return KeyView(**revoke_key(request.app.state.records, key_id).__dict__)
+        except LookupError as exc:
+            raise NotFound(str(exc)) from exc
 
     return app

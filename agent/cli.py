@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from pydantic import ValidationError
 
 from agent.contracts import Classification, TicketIn
 from agent.service import TicketError, TriageService, running_service
-from agent.settings import Mode, Settings
+from agent.local_llm import die_with_parent
+from agent.settings import REPO_ROOT, Mode, Settings
 from agent.taxonomy import TaxonomyError, load_taxonomy
+
+if TYPE_CHECKING:
+    from agent.records import Records
 
 app = typer.Typer(
     help="LLM-assisted ticket triage: service type, channel and support tier from a taxonomy, offline by default.",
@@ -138,16 +144,49 @@ def ingest(
 def serve(
     host: Annotated[Optional[str], typer.Option(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[Optional[int], typer.Option(help="API port (default 8000).")] = None,
+    ui: Annotated[bool, typer.Option("--ui/--no-ui", help="Also serve the review UI (Streamlit) on TRIAGE_UI_PORT.")] = True,
 ) -> None:
-    """Serve the HTTP API (and start the embedded LLM when no endpoint is configured). Ctrl-C stops all."""
+    """Serve the HTTP API and the review UI; start the embedded LLM when no endpoint is configured.
+
+    On first start it creates a local admin key, prints it once and keeps it in data/admin.key (mode 600).
+    Ctrl-C stops every process it started.
+    """
     import uvicorn
 
     from agent.api import create_app
+    from agent.auth import ensure_admin_key
 
     settings = _settings()
     host, port = host or settings.api_host, port or settings.api_port
+    key, key_path = ensure_admin_key(settings)
+    if key:
+        typer.secho(f"admin API key (shown once, also stored in {key_path}): {key}", fg=typer.colors.GREEN, bold=True)
+    else:
+        typer.echo(f"admin API key: in {key_path}")
+    ui_process = _start_ui(settings, host, f"http://{host}:{port}", key_path) if ui else None
     typer.secho(f"API on http://{host}:{port}  (docs: http://{host}:{port}/docs) · data in {settings.data_dir}", bold=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    if ui_process is not None:
+        typer.secho(f"UI  on http://{host}:{settings.ui_port}", bold=True)
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    finally:
+        if ui_process is not None:
+            ui_process.terminate()
+            ui_process.wait(timeout=10)
+
+
+def _start_ui(settings: Settings, host: str, api_url: str, key_path: Path) -> subprocess.Popen[bytes] | None:
+    """Streamlit as a child that dies with us; it reads the admin key from its file, not from the process list."""
+    app_path = REPO_ROOT / "ui" / "app.py"
+    if not app_path.is_file():
+        return None
+    env = {**os.environ, "TRIAGE_API_URL": api_url, "TRIAGE_API_KEY_FILE": str(key_path)}
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(app_path),
+        "--server.address", host, "--server.port", str(settings.ui_port),
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+    ]
+    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
 
 
 @taxonomy_app.command("validate")
@@ -174,6 +213,196 @@ def taxonomy_show(path: Annotated[Optional[Path], typer.Argument(help="Default: 
         for label in axis_def.labels:
             route = f"  -> {label.routing.team}" if label.routing else ""
             typer.echo(f"  {label.id:24} {label.name}{route}")
+
+
+# ---------------------------------------------------------------- records: keys, tickets, history
+
+keys_app = typer.Typer(help="API keys for the HTTP API (scopes: bot < lead < admin).", no_args_is_help=True)
+tickets_app = typer.Typer(help="Stored tickets and their current labels.", no_args_is_help=True)
+db_app = typer.Typer(help="The records database (SQLite under data/, or TRIAGE_DATABASE_URL).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(tickets_app, name="tickets")
+app.add_typer(db_app, name="db")
+
+
+def _records() -> Records:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from agent.records import Records, RecordsError
+
+    settings = _settings()
+    try:
+        return Records.open(settings)
+    except (SQLAlchemyError, RecordsError, OSError) as exc:
+        fail(f"cannot open the records at {settings.resolved_database_url}: {exc}")
+    raise AssertionError("unreachable")
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[str, typer.Option(help="bot (classify, tickets, messages), lead (+ reviews, queue) or admin (+ keys).")],
+    name: Annotated[str, typer.Option(help="Who uses it; shown as the actor user:NAME in revisions.")],
+) -> None:
+    """Create an API key and print it once (only its hash is stored).
+
+    Example: triage keys create --scope lead --name alice
+    """
+    from agent.auth import create_key
+
+    records = _records()
+    try:
+        secret, info = create_key(records, scope=scope, name=name)
+    except ValueError as exc:
+        fail(str(exc))
+    finally:
+        records.close()
+    typer.echo(secret)
+    typer.secho(
+        f"key {info.id} ({info.scope}, {info.name}): shown once, only its hash is stored; send it as "
+        "`Authorization: Bearer <key>`",
+        err=True,
+    )
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List the keys (ids, names, scopes; never the secrets)."""
+    from agent.auth import list_keys
+
+    records = _records()
+    try:
+        keys = list_keys(records)
+    finally:
+        records.close()
+    for key in keys:
+        state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+        typer.echo(f"{key.id}  {key.scope:5}  {key.name:24} {state}  created {key.created_at:%Y-%m-%d %H:%M} by {key.created_by}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key; it is refused (401) from the next request on."""
+    from agent.auth import revoke_key
+
+    records = _records()
+    try:
+        info = revoke_key(records, key_id)
+    except LookupError as exc:
+        fail(str(exc))
+    finally:
+        records.close()
+    typer.echo(f"revoked {info.id} ({info.name})")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the schema migrations (the API does this on start; use it before rolling out several workers)."""
+    records = _records()
+    records.close()
+    typer.echo(f"records at {_settings().resolved_database_url} are at the current schema")
+
+
+def _labels_line(labels: dict[str, str] | None) -> str:
+    if not labels:
+        return "(no labels)"
+    return " · ".join(labels.get(axis, "?") for axis in ("service", "tier", "channel"))
+
+
+@tickets_app.command("show")
+def tickets_show(ticket_id: str, as_json: Annotated[bool, typer.Option("--json", help="Print the ticket JSON.")] = False) -> None:
+    """A ticket, its thread and its current labels."""
+    from agent.lifecycle import LifecycleError, TicketReader
+
+    records = _records()
+    try:
+        view = TicketReader(records).ticket(ticket_id)
+    except LifecycleError as exc:
+        fail(str(exc))
+    finally:
+        records.close()
+    if as_json:
+        typer.echo(view.model_dump_json(indent=2))
+        return
+    typer.secho(f"{view.id}  {view.subject or '(no subject)'}", bold=True)
+    typer.echo(f"channel {view.channel or '-'} · created {view.created_at:%Y-%m-%d %H:%M:%S} by {view.created_by} · {view.revisions} revisions")
+    current = view.current
+    if current is None:
+        typer.secho("current: no labels (every agent proposal was rejected); a lead sets them with an edit review", fg=typer.colors.YELLOW)
+    else:
+        typer.echo(f"current: #{current.seq} {_labels_line(current.labels)}  [{view.decision}, {current.actor}]")
+        if current.classification:
+            typer.echo(f"route:   {current.classification.route.team}")
+        if current.suggestion:
+            typer.secho("agent suggests: " + ", ".join(f"{a} {s.label}" for a, s in current.suggestion.items()), fg=typer.colors.YELLOW)
+    if view.in_queue:
+        typer.secho("waiting in the review queue", fg=typer.colors.YELLOW)
+    typer.echo("\n" + (view.body or "").strip())
+    for message in view.messages:
+        typer.echo(f"\n[{message.seq}] {message.author} · {message.created_at:%Y-%m-%d %H:%M:%S}\n{message.text.strip()}")
+
+
+@tickets_app.command("list")
+def tickets_list(
+    limit: Annotated[int, typer.Option(min=1, max=200, help="How many, newest first.")] = 20,
+    queue: Annotated[bool, typer.Option("--queue", help="Only the review queue (needs_review first, lowest confidence first).")] = False,
+) -> None:
+    """The newest tickets with their current labels, or the review queue."""
+    from agent.lifecycle import TicketReader
+
+    records = _records()
+    try:
+        reader = TicketReader(records)
+        items = reader.review_queue(limit=limit).items if queue else reader.list_tickets(limit=limit).items
+    finally:
+        records.close()
+    for item in items:
+        confidence = f"{item.confidence:.2f}" if item.confidence is not None else "  - "
+        typer.echo(f"{item.id}  {item.decision or '-':12} {confidence}  {_labels_line(item.labels):40} {item.subject[:50]}")
+
+
+@app.command()
+def history(ticket_id: str, as_json: Annotated[bool, typer.Option("--json", help="Print the revisions JSON.")] = False) -> None:
+    """The revision timeline of a ticket: who changed which labels, when and why (nothing is ever overwritten)."""
+    from agent.lifecycle import LifecycleError, TicketReader
+
+    records = _records()
+    try:
+        reader = TicketReader(records)
+        view = reader.ticket(ticket_id)
+        revisions = reader.revisions(ticket_id)
+    except LifecycleError as exc:
+        fail(str(exc))
+    finally:
+        records.close()
+    if as_json:
+        typer.echo("[" + ",\n".join(r.model_dump_json(indent=2) for r in revisions) + "]")
+        return
+    from agent.revisions import current_seq
+
+    typer.secho(f"{view.id}  {view.subject or '(no subject)'}", bold=True)
+    previous: dict[str, str] = {}
+    for i, rev in enumerate(revisions):
+        mark = "*" if rev.seq == view.current_seq else " "
+        action = f" {rev.review.action}" if rev.review else ""
+        head = f"{mark}#{rev.seq:<3} {rev.created_at:%Y-%m-%d %H:%M:%S}  {rev.reason:13} {rev.actor}{action}"
+        typer.secho(head, bold=rev.seq == view.current_seq)
+        if rev.rejects is not None:
+            back = current_seq(revisions[: i + 1])
+            in_force = next((r.labels for r in revisions if r.seq == back), None) if back is not None else None
+            typer.echo(f"       rejects #{rev.rejects}; in force again: " + (f"#{back} {_labels_line(in_force)}" if in_force else "no labels"))
+            previous = dict(in_force or {})
+        elif rev.labels:
+            changes = [f"{axis} {previous.get(axis, '-')} -> {rev.labels[axis]}" for axis in rev.changed_axes if axis in rev.labels]
+            decision = rev.classification.decision.value if rev.classification else ""
+            typer.echo(f"       {_labels_line(rev.labels)}  [{decision}]" + (f"  changed: {', '.join(changes)}" if changes else "  (no change)"))
+            previous = dict(rev.labels)
+        if rev.suggestion:
+            typer.echo("       agent suggested: " + ", ".join(f"{a} {s.label}" for a, s in rev.suggestion.items()))
+        if rev.note:
+            typer.echo(f"       note: {rev.note}")
+        if rev.rejected_by is not None:
+            typer.secho(f"       rejected by #{rev.rejected_by}", fg=typer.colors.RED)
+    typer.echo(f"(* = current: {_labels_line(view.labels)})" if view.current_seq else "(no current labels)")
 
 
 def _register_eval() -> None:

@@ -40,10 +40,14 @@ class HeadOptions:
     char: bool = True
     dense: bool = True
     dense_weight: float = 1.0
-    C: float = 10.0
-    class_weight: str | None = None
+    C: float = 1.0
+    class_weight: str | None = "balanced"
     knn_weight: float = KNN_WEIGHT
-    classifier: str = "lr"  # "lr": logistic regression; "svm": linear SVM with a softmax scale fitted on a train holdout
+    classifier: str = "svm"  # "lr": logistic regression; "svm": linear SVM with a softmax scale fitted on a train holdout
+    # near-duplicate trust: when the best neighbour's similarity s1 is above dup_low, the kNN weight rises
+    # linearly to 1 at dup_high (a near-copy of a labelled ticket is better evidence than the head); None = off
+    dup_low: float | None = None
+    dup_high: float = 0.98
 
 
 class SoftmaxSVC:
@@ -123,6 +127,8 @@ class ProposalHead:
     fingerprint: str = ""
     use_dense: bool = True
     knn_weight: float = KNN_WEIGHT
+    dup_low: float | None = None
+    dup_high: float = 0.98
 
     @classmethod
     def fit(
@@ -150,6 +156,8 @@ class ProposalHead:
             fingerprint=fingerprint,
             use_dense=use_dense,
             knn_weight=opts.knn_weight,
+            dup_low=opts.dup_low,
+            dup_high=opts.dup_high,
         )
         for axis in AXES:
             valid = set(taxonomy.axes[axis].ids)
@@ -240,14 +248,30 @@ def mix(head: Distribution, knn: Distribution, knn_weight: float) -> Distributio
     return {k: v / total for k, v in mixed.items()}
 
 
+def head_mix_options(head: ProposalHead | None) -> dict[str, float | None]:
+    """The mixing options a trained head carries (older pickles lack some: defaults)."""
+    if head is None:
+        return {"knn_weight": KNN_WEIGHT}
+    return {
+        "knn_weight": getattr(head, "knn_weight", KNN_WEIGHT),
+        "dup_low": getattr(head, "dup_low", None),
+        "dup_high": getattr(head, "dup_high", 0.98),
+    }
+
+
 def propose_distribution(
     head_probs: Mapping[str, Distribution],
     neighbours: Sequence[EvidenceTicket],
     taxonomy: Taxonomy,
     *,
     knn_weight: float = KNN_WEIGHT,
+    dup_low: float | None = None,
+    dup_high: float = 0.98,
 ) -> dict[str, Distribution]:
     """Per axis: the head's probabilities mixed with the neighbours' vote, restricted to the taxonomy's ids."""
+    if dup_low is not None and neighbours and dup_high > dup_low:
+        closeness = min(max((neighbours[0].score - dup_low) / (dup_high - dup_low), 0.0), 1.0)
+        knn_weight = knn_weight + (1.0 - knn_weight) * closeness
     proposal: dict[str, Distribution] = {}
     for axis in AXES:
         valid = set(taxonomy.axes[axis].ids)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -109,6 +110,7 @@ class TriageService:
         self.llm = llm
         self.calibration = load_calibration(settings.resolved_calibration_path)
         self.head: ProposalHead | None = None
+        self._head_lock = threading.Lock()
 
     # ------------------------------------------------------------ proposal head
 
@@ -117,11 +119,19 @@ class TriageService:
         return self.settings.models_dir / f"proposal-{self.taxonomy.name}.joblib"
 
     def _store_fingerprint(self) -> str:
+        # reviewed tickets (source "human") teach through retrieval at once (agent/corrections.py); counting them
+        # here would retrain the head (~40 s on 2 cores) inside the next request; the next ingest includes them
         counts = self.store.counts()
-        return hashlib.sha256(f"{self.taxonomy.ref}|{self.embedder.name}|{counts[TICKETS]}".encode()).hexdigest()[:16]
+        human = len(self.store.tickets.get(where={"source": "human"}, include=[])["ids"])
+        seeded = counts[TICKETS] - human
+        return hashlib.sha256(f"{self.taxonomy.ref}|{self.embedder.name}|{seeded}".encode()).hexdigest()[:16]
 
     def ensure_head(self, *, retrain: bool = False) -> ProposalHead | None:
         """Load the trained head if it matches the store, else train it on the stored labelled tickets."""
+        with self._head_lock:  # API worker threads: one loads or trains, the others wait for its result
+            return self._ensure_head(retrain=retrain)
+
+    def _ensure_head(self, *, retrain: bool) -> ProposalHead | None:
         fingerprint = self._store_fingerprint()
         if not retrain and self.head is not None and self.head.fingerprint == fingerprint:
             return self.head

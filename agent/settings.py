@@ -71,6 +71,20 @@ class Settings(BaseSettings):
     api_port: int = 8000
     ui_port: int = 8501
 
+    # records and the API (agent/records.py, agent/api.py)
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the records; default: SQLite (WAL) at data_dir/triage.db."
+    )
+    anonymous_classify: bool = Field(
+        default=True, description="POST /v1/classify without a key (stores nothing); false: a bot key is needed."
+    )
+    api_workers: int = Field(default=2, ge=1, le=64, description="Classifications run at once; the rest wait.")
+    queue_limit: int = Field(default=100, ge=0, description="Classifications allowed to wait; beyond: 503.")
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger request bodies get a 413.")
+    verified_match_score: float = Field(
+        default=0.9, ge=0.0, le=1.0, description="A human-verified neighbour this similar decides service and tier."
+    )
+
     @cached_property
     def chroma_dir(self) -> Path:
         return self.data_dir / "chroma"
@@ -78,6 +92,10 @@ class Settings(BaseSettings):
     @cached_property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'triage.db'}"
 
     @property
     def resolved_calibration_path(self) -> Path:

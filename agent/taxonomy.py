@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
 from agent.contracts import AXES, Taxonomy
 
@@ -37,6 +37,15 @@ def load_taxonomy(path: Path | str) -> Taxonomy:
         raise TaxonomyError(f"taxonomy file {path} is invalid: {problems}") from exc
 
 
+def as_probability(value: object) -> object:
+    """Small models write 85 or 10.5 where 0.85 is meant (grammars cannot bound numbers): read values up to 100
+    as percentages and clamp into [0, 1]; the label itself is still validated strictly."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value) / 100.0 if 1.0 < float(value) <= 100.0 else float(value)
+        return min(max(number, 0.0), 1.0)
+    return value
+
+
 @lru_cache(maxsize=32)
 def _cached_answer_model(taxonomy_json: str, with_channel: bool) -> type[BaseModel]:
     taxonomy = Taxonomy.model_validate_json(taxonomy_json)
@@ -46,7 +55,10 @@ def _cached_answer_model(taxonomy_json: str, with_channel: bool) -> type[BaseMod
             continue
         ids = tuple(taxonomy.axes[axis].ids)
         fields[axis] = (Literal[ids], Field(description=f"one of {list(ids)}"))  # type: ignore[valid-type]
-    fields["confidence"] = (float, Field(ge=0.0, le=1.0, description="how sure you are, 0 to 1"))
+    fields["confidence"] = (
+        Annotated[float, BeforeValidator(as_probability)],
+        Field(ge=0.0, le=1.0, description="how sure you are, 0 to 1"),
+    )
     # no maxLength: llama.cpp turns it into a grammar too large to compile; long rationales are cut in decide
     fields["rationale"] = (str, Field(min_length=1, description="why; cite evidence ids"))
     return create_model(

@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from agent.contracts import TicketIn
-from agent.llm import LLMClient
+from agent.llm import LLMClient, LLMUnavailable
 from agent.local_llm import LocalLLMServer
 from agent.nodes.classify import build_messages
 from agent.nodes.validate import extract_json
@@ -32,20 +32,22 @@ def evaluate(name: str, gguf: Path, tickets: list[dict], structured: str) -> dic
     taxonomy = load_taxonomy(settings.taxonomy_path)
     ctx = TriageContext(settings=settings, taxonomy=taxonomy, embedder=None, store=None, head=None, llm=None)  # type: ignore[arg-type]
     model = answer_model(taxonomy, with_channel=False)
-    valid = service_ok = tier_ok = 0
+    valid = service_ok = tier_ok = failures = 0
     latencies: list[float] = []
     with LocalLLMServer(model_path=gguf, model_alias=name) as server:
-        client = LLMClient(base_url=server.base_url, model=name, structured=structured)  # type: ignore[arg-type]
+        client = LLMClient(base_url=server.base_url, model=name, structured=structured, timeout_s=120, max_attempts=1)  # type: ignore[arg-type]
         for row in tickets:
             ticket = TicketIn(subject=row["subject"], body=row["body"], channel=row["channel"])
             state = {"ticket": ticket, "text": ticket.full_text(), "proposal": {}, "neighbours": [], "articles": []}
             started = time.perf_counter()
-            reply = client.chat(build_messages(state, ctx), schema=model.model_json_schema(), max_tokens=200)  # type: ignore[arg-type]
-            latencies.append((time.perf_counter() - started) * 1000)
             try:
+                reply = client.chat(build_messages(state, ctx), schema=model.model_json_schema(), max_tokens=200)  # type: ignore[arg-type]
                 answer = model.model_validate(extract_json(reply.text))
-            except (ValueError, ValidationError):
+            except (LLMUnavailable, ValueError, ValidationError):
+                failures += 1
                 continue
+            finally:
+                latencies.append((time.perf_counter() - started) * 1000)
             valid += 1
             service_ok += answer.service == row["labels"]["service"]
             tier_ok += answer.tier == row["labels"]["tier"]

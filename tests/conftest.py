@@ -8,6 +8,7 @@ from agent.contracts import Article, LabelledTicket
 from agent.settings import REPO_ROOT, Settings
 from agent.store import VectorStore, make_client
 from tests.fakes import HashEmbedder
+from tests.pg import postgres  # noqa: F401  (session fixture: a real PostgreSQL for the records tests)
 
 SEED = [
     LabelledTicket(id="t-bill-1", body="I was charged twice on my credit card for the same order, please refund", labels={"service": "billing_payments", "tier": "L2", "channel": "email"}, answer="We refunded the duplicate charge."),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from langgraph.runtime import Runtime
 
-from agent.proposal import KNN_WEIGHT, propose_distribution
+from agent.corrections import follow_verified_neighbours
+from agent.proposal import KNN_WEIGHT, head_mix_options, propose_distribution
 from agent.state import TriageContext, TriageState
 
 __all__ = ["KNN_WEIGHT", "propose"]
@@ -13,6 +14,8 @@ __all__ = ["KNN_WEIGHT", "propose"]
 def propose(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
     ctx = runtime.context
     head_probs = ctx.head.predict([state["text"]], state["vector"][None, :])[0] if ctx.head else {}
-    knn_weight = getattr(ctx.head, "knn_weight", KNN_WEIGHT) if ctx.head else KNN_WEIGHT
-    proposal = propose_distribution(head_probs, state["neighbours"], ctx.taxonomy, knn_weight=knn_weight)
+    proposal = propose_distribution(head_probs, state["neighbours"], ctx.taxonomy, **head_mix_options(ctx.head))
+    proposal = follow_verified_neighbours(
+        proposal, state["neighbours"], ctx.taxonomy, min_score=ctx.settings.verified_match_score
+    )
     return {"proposal": proposal}

@@ -10,7 +10,10 @@ from agent.state import TriageContext, TriageState
 def retrieve(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
     ctx = runtime.context
     vector = ctx.embedder.embed([state["text"]])[0]
-    neighbours = ctx.store.similar_tickets(vector, ctx.settings.top_k_tickets)
+    own = state["ticket"].ticket_id
+    k = ctx.settings.top_k_tickets
+    # a stored ticket (a reviewed one is in the store) is never evidence for itself when it is re-classified
+    neighbours = [n for n in ctx.store.similar_tickets(vector, k + 1 if own else k) if n.id != own][:k]
     articles = ctx.store.similar_articles(vector, ctx.settings.top_k_articles) if ctx.settings.top_k_articles else []
     warnings = [] if neighbours else ["the ticket store is empty: run `triage ingest` to seed it"]
     return {"vector": vector, "neighbours": neighbours, "articles": articles, "warnings": warnings}

@@ -85,6 +85,9 @@ def test_human_output_and_clear_errors(seeded_data_dir: Path, tmp_path: Path) ->
 
 
 def test_serve_answers_curl_and_ctrl_c_stops_everything(seeded_data_dir: Path) -> None:
+    created = run_cli(["keys", "create", "--scope", "bot", "--name", "curl"], seeded_data_dir)
+    assert created.returncode == 0, created.stderr
+    bot_key = created.stdout.strip()
     port = free_port()
     process = subprocess.Popen(
         [TRIAGE, "serve", "--port", str(port)], env=cli_env(seeded_data_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -101,6 +104,7 @@ def test_serve_answers_curl_and_ctrl_c_stops_everything(seeded_data_dir: Path) -
         response = httpx.post(
             f"{base}/v1/classify",
             json={"subject": "Charged twice", "body": "My card was charged twice for order 1234, please refund one.", "channel": "email"},
+            headers={"Authorization": f"Bearer {bot_key}"},
             timeout=120,
         )
         assert response.status_code == 200, response.text

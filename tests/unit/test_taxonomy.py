@@ -70,3 +70,14 @@ def test_answer_model_rejects_out_of_taxonomy_labels() -> None:
     schema = answer_model(taxonomy, with_channel=True).model_json_schema()
     assert set(schema["required"]) == {"service", "channel", "tier", "confidence", "rationale"}
     assert schema["properties"]["channel"]["enum"] == taxonomy.axes["channel"].ids
+
+
+def test_confidence_is_read_as_a_probability() -> None:
+    model = answer_model(load_taxonomy(DEFAULT), with_channel=False)
+    base = {"service": "billing_payments", "tier": "L2", "rationale": "x"}
+    assert model.model_validate({**base, "confidence": 85}).confidence == 0.85
+    assert model.model_validate({**base, "confidence": 10.5}).confidence == 0.105
+    assert model.model_validate({**base, "confidence": 1e9}).confidence == 1.0
+    assert model.model_validate({**base, "confidence": -3}).confidence == 0.0
+    with pytest.raises(ValidationError):
+        model.model_validate({**base, "confidence": "very"})

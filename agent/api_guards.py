@@ -1,0 +1,176 @@
+"""What stands between a request and the use cases: the body-size limit, API-key auth, and the error mapping.
+
+Every error leaves as JSON `{"error": code, "detail": what happened and what to do}`: 401/403 for keys,
+404, 409, 413, 422 for the request, 503 (+ Retry-After) when a part is busy or down. A bug is logged with
+its traceback and answered with a JSON 500 that names a log reference, never the traceback itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agent.auth import AuthError, Principal, authenticate, require
+from agent.auth import Scope as KeyScope
+from agent.lifecycle import LifecycleError
+from agent.pool import PoolFull
+from agent.service import TicketError
+
+log = logging.getLogger("agent.api")
+
+bearer = HTTPBearer(auto_error=False, description="An API key: `triage keys create --scope bot --name NAME`.")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def error(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
+    headers = extra.pop("headers", None)
+    return JSONResponse(status_code=status, content={"error": code, "detail": detail, **extra}, headers=headers)
+
+
+# ---------------------------------------------------------------- auth
+
+
+def needs(scope: KeyScope) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that admits keys with `scope` or higher and returns who is calling."""
+
+    async def principal(request: Request, credentials: Credentials) -> Principal:
+        who = await run_in_threadpool(authenticate, request.app.state.records, credentials.credentials if credentials else None)
+        require(who, scope)
+        return who
+
+    principal.__name__ = f"needs_{scope}"
+    return principal
+
+
+# ---------------------------------------------------------------- body size
+
+
+class BodyLimit:
+    """413 (JSON) for a body over `max_bytes`: by Content-Length before reading, else while it streams in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _response(self) -> JSONResponse:
+        return error(
+            413,
+            "payload_too_large",
+            f"the request body is over {self.max_bytes} bytes; send less text (ticket text over the input limit is "
+            "refused anyway) or raise TRIAGE_MAX_BODY_BYTES",
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._response()(scope, receive, send)
+            return
+        seen = 0
+        refused = False
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes and not started:
+                    refused = True
+                    await self._response()(scope, receive, send)
+                    return {"type": "http.disconnect"}  # the app stops reading; what it answers is dropped below
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+
+
+# ---------------------------------------------------------------- error mapping
+
+
+def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
+    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+    parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5]]
+    return "fix these fields and resend (see /docs for the schema): " + "; ".join(parts), errors
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail, errors = _validation_detail(exc)
+        return error(422, "invalid_request", detail, errors=json.loads(json.dumps(errors, default=str)))
+
+    @app.exception_handler(TicketError)
+    async def ticket_error(request: Request, exc: TicketError) -> JSONResponse:
+        return error(422, "invalid_ticket", str(exc))
+
+    @app.exception_handler(AuthError)
+    async def auth_error(request: Request, exc: AuthError) -> JSONResponse:
+        if exc.status == 401:
+            return error(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"})
+        return error(403, "forbidden", str(exc))
+
+    @app.exception_handler(LifecycleError)
+    async def lifecycle_error(request: Request, exc: LifecycleError) -> JSONResponse:
+        headers = {"Retry-After": "5"} if exc.status == 503 else None
+        return error(exc.status, exc.code, str(exc), headers=headers)
+
+    @app.exception_handler(PoolFull)
+    async def busy(request: Request, exc: PoolFull) -> JSONResponse:
+        return error(
+            503, "busy", f"the classifier is at capacity: {exc}; retry after the Retry-After seconds",
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
+
+    @app.exception_handler(IntegrityError)
+    async def conflict(request: Request, exc: IntegrityError) -> JSONResponse:
+        log.warning("integrity error on %s %s: %s", request.method, request.url.path, exc.orig)
+        return error(409, "conflict", "a concurrent write changed the same record; reload and retry")
+
+    @app.exception_handler(DBAPIError)
+    async def database_down(request: Request, exc: DBAPIError) -> JSONResponse:
+        log.error("records database error on %s %s: %s", request.method, request.url.path, exc.orig)
+        return error(
+            503, "database_unavailable", "the records database is busy or unreachable; retry in a few seconds",
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        hints = {
+            404: f"no such path {request.url.path}; the endpoints are listed at /docs",
+            405: f"{request.method} is not allowed on {request.url.path}; the methods are listed at /docs",
+            413: "the request body is too large; send less text or raise TRIAGE_MAX_BODY_BYTES",
+        }
+        detail = exc.detail if isinstance(exc.detail, str) and exc.status_code not in hints else hints.get(exc.status_code, str(exc.detail))
+        return error(exc.status_code, _code(exc.status_code), detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def last_resort(request: Request, exc: Exception) -> JSONResponse:
+        ref = secrets.token_hex(4)
+        log.exception("unexpected error [%s] on %s %s", ref, request.method, request.url.path)
+        return error(500, "internal_error", f"an unexpected error, logged as [{ref}]; retry, and report it if it repeats")
+
+
+def _code(status: int) -> str:
+    return {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(status, "error")

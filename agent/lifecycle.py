@@ -1,0 +1,715 @@
+"""Ticket lifecycle use cases shared by the API, the CLI and the UI: create, message, escalate, review, read.
+
+Each write is one database transaction that ends in a new revision; its commit is the acknowledgement, so
+an answered request is on disk. The slow part (classification) runs before the transaction, and the rules
+that depend on the state in force (a human's labels win, the tier never drops) are applied inside it, on the
+locked ticket. A review teaches the retrieval store in the same step (agent/corrections.py explains how).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+import httpx
+from chromadb.errors import ChromaError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import select, tuple_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from agent.contracts import (
+    AXES,
+    AxisLabel,
+    AxisName,
+    Classification,
+    Decision,
+    LabelledTicket,
+    Message,
+    Taxonomy,
+    TicketIn,
+)
+from agent.nodes.normalize import clean, redact
+from agent.records import (
+    MessageRow,
+    Records,
+    ReviewRow,
+    RevisionRow,
+    TaxonomyVersionRow,
+    TicketRow,
+    new_id,
+    utcnow,
+)
+from agent.revisions import (
+    LabelRuleError,
+    changed_axes,
+    current_seq,
+    escalation_target,
+    flat_labels,
+    human_classification,
+    merge_agent,
+    rejected_by,
+    validate_labels,
+)
+from agent.service import TriageService
+
+log = logging.getLogger(__name__)
+
+Reason = Literal["new_ticket", "new_message", "escalation", "human_review", "taxonomy_migration", "reclassify"]
+QUEUE_RANK = {Decision.NEEDS_REVIEW.value: 0, Decision.SUGGEST.value: 1, Decision.AUTO_APPLY.value: 2}
+MAX_PAGE = 200
+_RECLASSIFY_ATTEMPTS = 3
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------- errors (each maps to one HTTP status)
+
+
+class LifecycleError(Exception):
+    status = 400
+    code = "bad_request"
+
+
+class NotFound(LifecycleError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(LifecycleError):
+    status = 409
+    code = "conflict"
+
+
+class Invalid(LifecycleError):
+    status = 422
+    code = "invalid_request"
+
+
+class StoreUnavailable(LifecycleError):
+    status = 503
+    code = "store_unavailable"
+
+
+# ---------------------------------------------------------------- what callers send
+
+
+class EscalationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tier: str | None = Field(default=None, description="Target tier; default: one above the current tier.")
+    note: str | None = Field(default=None, max_length=4000, description="Why; kept with the revision.")
+
+
+class ReviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["accept", "edit", "reject"]
+    labels: dict[AxisName, str] | None = Field(default=None, description="edit only: the axes to set.")
+    comment: str | None = Field(default=None, max_length=4000)
+    revision: int | None = Field(
+        default=None, description="The revision seq you reviewed; if the ticket moved on since, the review is refused (409)."
+    )
+
+    @model_validator(mode="after")
+    def _labels_match_action(self) -> ReviewIn:
+        if self.action == "edit" and not self.labels:
+            raise ValueError("an edit needs labels, e.g. {\"service\": \"billing_payments\"}")
+        if self.action != "edit" and self.labels:
+            raise ValueError(f"{self.action} takes no labels; use action \"edit\" to change labels")
+        return self
+
+
+# ---------------------------------------------------------------- what callers get
+
+
+class MessageView(BaseModel):
+    seq: int
+    author: str
+    text: str
+    created_at: datetime
+
+
+class ReviewView(BaseModel):
+    action: str
+    reviewer: str
+    comment: str | None
+    labels: dict[str, str] | None
+    revision: int
+
+
+class RevisionView(BaseModel):
+    ticket_id: str
+    seq: int
+    reason: Reason
+    actor: str
+    started_at: datetime
+    created_at: datetime
+    supersedes: int | None
+    changed_axes: list[str]
+    labels: dict[str, str] | None
+    classification: Classification | None
+    suggestion: dict[str, AxisLabel] | None = Field(description="The agent's labels where a human's or the tier floor won.")
+    rejects: int | None = None
+    rejected_by: int | None = None
+    note: str | None = None
+    review: ReviewView | None = None
+
+
+class TicketSummary(BaseModel):
+    id: str
+    external_id: str | None
+    subject: str
+    channel: str | None
+    created_at: datetime
+    updated_at: datetime
+    labels: dict[str, str] | None
+    decision: str | None
+    confidence: float | None
+    current_seq: int | None
+    revisions: int
+    in_queue: bool
+
+
+class TicketView(TicketSummary):
+    body: str
+    created_by: str
+    messages: list[MessageView]
+    current: RevisionView | None
+
+
+class QueueItem(TicketSummary):
+    current: RevisionView | None
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+# ---------------------------------------------------------------- the use cases
+
+
+class TicketReader:
+    """The read side: needs only the records (the CLI's `tickets show` and `history` load no model)."""
+
+    def __init__(self, records: Records, taxonomy: Taxonomy | None = None) -> None:
+        self.records = records
+        self._taxonomy = taxonomy
+
+    @property
+    def taxonomy(self) -> Taxonomy:
+        if self._taxonomy is None:
+            raise RuntimeError("this reader has no taxonomy; build a Lifecycle for label checks")
+        return self._taxonomy
+
+    def ticket(self, ticket_id: str) -> TicketView:
+        with self.records.read() as session:
+            return self._view(session, self._get(session, ticket_id))
+
+    def revisions(self, ticket_id: str) -> list[RevisionView]:
+        """The whole timeline, oldest first, with reviews and rejections attached."""
+        with self.records.read() as session:
+            self._get(session, ticket_id)
+            history = self._revisions(session, ticket_id)
+            reviews = {r.result_seq: r for r in session.scalars(select(ReviewRow).where(ReviewRow.ticket_id == ticket_id))}
+            rejected = rejected_by(history)
+            return [_revision_view(r, reviews.get(r.seq), rejected.get(r.seq)) for r in history]
+
+    def list_tickets(self, *, limit: int = 50, cursor: str | None = None) -> Page[TicketSummary]:
+        """Newest first."""
+        limit = _limit(limit)
+        query = select(TicketRow).order_by(TicketRow.id.desc()).limit(limit + 1)
+        if cursor is not None:
+            (after,) = _decode_cursor(cursor, 1)
+            query = query.where(TicketRow.id < str(after))
+        with self.records.read() as session:
+            rows = list(session.scalars(query))
+        page = rows[:limit]
+        next_cursor = _encode_cursor([page[-1].id]) if len(rows) > limit else None
+        return Page[TicketSummary](items=[_summary(r) for r in page], next_cursor=next_cursor)
+
+    def review_queue(
+        self,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        decision: str | None = None,
+        service: str | None = None,
+        tier: str | None = None,
+        channel: str | None = None,
+    ) -> Page[QueueItem]:
+        """Tickets waiting for a lead: needs_review first, then suggest; lowest confidence first within each."""
+        limit = _limit(limit)
+        if decision is not None and decision not in (Decision.NEEDS_REVIEW.value, Decision.SUGGEST.value):
+            raise Invalid(f"decision must be needs_review or suggest, not {decision!r}")
+        filters = {k: v for k, v in (("service", service), ("tier", tier), ("channel", channel)) if v}
+        if filters and self._taxonomy is not None:  # an unknown label is a typo: say so rather than show nothing
+            try:
+                validate_labels(self._taxonomy, filters)
+            except LabelRuleError as exc:
+                raise Invalid(str(exc)) from exc
+        key = (TicketRow.queue_rank, TicketRow.current_confidence, TicketRow.id)
+        query = select(TicketRow).where(TicketRow.in_queue.is_(True)).order_by(*key).limit(limit + 1)
+        for column, value in (
+            (TicketRow.current_decision, decision),
+            (TicketRow.current_service, service),
+            (TicketRow.current_tier, tier),
+            (TicketRow.current_channel, channel),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if cursor is not None:
+            rank, confidence, after = _decode_cursor(cursor, 3)
+            query = query.where(tuple_(*key) > tuple_(int(rank), float(confidence), str(after)))
+        with self.records.read() as session:
+            rows = list(session.scalars(query))
+            page = rows[:limit]
+            current = self._current_rows(session, page)
+            items = [QueueItem(**_summary(r).model_dump(), current=current.get(r.id)) for r in page]
+        last = page[-1] if page else None
+        next_cursor = (
+            _encode_cursor([last.queue_rank, last.current_confidence, last.id]) if last is not None and len(rows) > limit else None
+        )
+        return Page[QueueItem](items=items, next_cursor=next_cursor)
+
+    # ------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _revision_query(ticket_id: str, seq: int | None) -> Any:
+        return select(RevisionRow).where(RevisionRow.ticket_id == ticket_id, RevisionRow.seq == (seq if seq is not None else -1))
+
+    @staticmethod
+    def _revisions(session: Session, ticket_id: str) -> list[RevisionRow]:
+        return list(session.scalars(select(RevisionRow).where(RevisionRow.ticket_id == ticket_id).order_by(RevisionRow.seq)))
+
+    @staticmethod
+    def _get(session: Session, ticket_id: str) -> TicketRow:
+        row = session.get(TicketRow, ticket_id)
+        if row is None:
+            raise NotFound(f"no ticket {ticket_id!r}; GET /v1/tickets (or `triage tickets list`) lists them")
+        return row
+
+    def _current_rows(self, session: Session, rows: Sequence[TicketRow]) -> dict[str, RevisionView]:
+        pairs = [(r.id, r.current_seq) for r in rows if r.current_seq is not None]
+        if not pairs:
+            return {}
+        found = session.scalars(select(RevisionRow).where(tuple_(RevisionRow.ticket_id, RevisionRow.seq).in_(pairs)))
+        return {r.ticket_id: _revision_view(r, None, None) for r in found}
+
+    def _view(self, session: Session, row: TicketRow) -> TicketView:
+        messages = session.scalars(select(MessageRow).where(MessageRow.ticket_id == row.id).order_by(MessageRow.seq))
+        current = session.scalars(self._revision_query(row.id, row.current_seq)).first() if row.current_seq else None
+        review = None
+        if current is not None and current.actor.startswith("user:"):
+            review = session.scalars(
+                select(ReviewRow).where(ReviewRow.ticket_id == row.id, ReviewRow.result_seq == current.seq)
+            ).first()
+        return TicketView(
+            **_summary(row).model_dump(),
+            body=row.body,
+            created_by=row.created_by,
+            messages=[MessageView(seq=m.seq, author=m.author, text=m.text, created_at=m.created_at) for m in messages],
+            current=_revision_view(current, review, None) if current is not None else None,
+        )
+
+
+class Lifecycle(TicketReader):
+    """Reads plus the writes, which need the triage service (classification, the store for teaching)."""
+
+    def __init__(self, service: TriageService, records: Records, *, clock: Callable[[], datetime] = utcnow) -> None:
+        super().__init__(records, service.taxonomy)
+        self.service = service
+        self.clock = clock
+
+    # ------------------------------------------------------------ writes
+
+    def create_ticket(
+        self, ticket: TicketIn, *, created_by: str, idempotency_key: str | None = None
+    ) -> tuple[TicketView, bool]:
+        """Store and classify a new ticket: (view, created). A repeated Idempotency-Key returns the first ticket."""
+        self.service.check_ticket(ticket)
+        sha = hashlib.sha256(ticket.model_dump_json().encode()).hexdigest()
+        if idempotency_key is not None:
+            replay = self._replay(idempotency_key, sha)
+            if replay is not None:
+                return replay, False
+        ticket_id = new_id("tk")
+        started = self.clock()
+        proposed = self.service.classify(ticket.model_copy(update={"ticket_id": ticket_id}))
+        merged, suggestion = merge_agent(None, proposed, self.taxonomy)
+        now = self.clock()
+        try:
+            with self.records.write() as session:
+                row = TicketRow(
+                    id=ticket_id, external_id=ticket.ticket_id, subject=ticket.subject, body=ticket.body,
+                    channel=ticket.channel, created_by=created_by, created_at=now, updated_at=now,
+                    idempotency_key=idempotency_key, request_sha=sha, message_count=len(ticket.messages), last_seq=0,
+                    in_queue=False, queue_rank=QUEUE_RANK[Decision.NEEDS_REVIEW.value],
+                )
+                session.add(row)
+                session.flush()
+                session.add_all(
+                    MessageRow(ticket_id=ticket_id, seq=i, author=m.author, text=m.text, created_at=now)
+                    for i, m in enumerate(ticket.messages, 1)
+                )
+                revision = self._append(
+                    session, row, reason="new_ticket", actor=_agent(merged), classification=merged,
+                    suggestion=suggestion, started_at=started, before=None,
+                )
+                self._set_current(row, revision, merged, in_queue=merged.decision != Decision.AUTO_APPLY)
+                return self._view(session, row), True
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            replay = self._replay(idempotency_key, sha)  # a concurrent request with the same key won the insert
+            if replay is None:
+                raise
+            return replay, False
+
+    def add_message(self, ticket_id: str, message: Message) -> TicketView:
+        """Append a message and re-classify the whole thread (reason `new_message`)."""
+        return self._reclassify(ticket_id, reason="new_message", message=message)
+
+    def escalate(self, ticket_id: str, escalation: EscalationIn) -> TicketView:
+        """Raise the tier (to the given one, else one step) and re-classify (reason `escalation`)."""
+        if escalation.tier is not None:
+            try:
+                validate_labels(self.taxonomy, {"tier": escalation.tier})
+            except LabelRuleError as exc:
+                raise Invalid(str(exc)) from exc
+        return self._reclassify(ticket_id, reason="escalation", escalation=escalation)
+
+    def reclassify(self, ticket_id: str) -> TicketView:
+        """Re-run the agent on the thread as it is (reason `reclassify`), e.g. after a better model or store."""
+        return self._reclassify(ticket_id, reason="reclassify")
+
+    def review(self, ticket_id: str, review: ReviewIn, *, reviewer: str) -> TicketView:
+        """A lead accepts, edits or rejects the current labels; accepted and edited labels teach the store at once."""
+        if review.labels:
+            try:
+                validate_labels(self.taxonomy, review.labels)
+            except LabelRuleError as exc:
+                raise Invalid(str(exc)) from exc
+        row, messages = self._snapshot(ticket_id)
+        teach_text = redact(clean("\n\n".join(p for p in (row.body, *(m.text for m in messages)) if p.strip())))
+        vector = self.service.embedder.embed([_join(row.subject, teach_text)])
+        started = self.clock()
+        with self.records.write() as session:
+            locked = self._lock(session, ticket_id)
+            history = self._revisions(session, ticket_id)
+            by_seq = {r.seq: r for r in history}
+            seen = locked.current_seq
+            if review.revision is not None and review.revision != seen:
+                raise Conflict(
+                    f"revision {review.revision} is no longer current (current: {seen}); reload the ticket and review again"
+                )
+            current_row = by_seq.get(seen) if seen is not None else None
+            current = _classification(current_row)
+            if review.action in ("accept", "reject") and current is None:
+                raise Conflict(f"the ticket has no current labels to {review.action}; send an edit with labels for {list(AXES)}")
+            actor = f"user:{reviewer}"
+            if review.action == "reject":
+                assert seen is not None
+                new_seq = current_seq(history, rejected={seen})
+                new_row = by_seq.get(new_seq) if new_seq is not None else None
+                marker = self._append(
+                    session, locked, reason="human_review", actor=actor, classification=None, suggestion={},
+                    started_at=started, before=flat_labels(current), after=new_row.labels if new_row else None,
+                    rejects=seen, note=review.comment,
+                )
+                history.append(marker)
+                self._set_current(locked, new_row, _classification(new_row), in_queue=new_row is None)
+                taught = _latest_human_labels(history)
+                result_seq = marker.seq
+            else:
+                labels = {axis: label.label for axis, label in current.labels.items()} if current else {}
+                if review.action == "accept":
+                    labels.update({axis: s["label"] for axis, s in (current_row.suggestion or {}).items()})  # type: ignore[union-attr]
+                else:
+                    labels.update(review.labels or {})
+                try:
+                    reviewed = human_classification(
+                        current, labels, self.taxonomy, reviewer=reviewer, comment=review.comment
+                    )
+                except LabelRuleError as exc:
+                    raise Invalid(str(exc)) from exc
+                reviewed = reviewed.model_copy(update={"ticket_id": ticket_id})
+                revision = self._append(
+                    session, locked, reason="human_review", actor=actor, classification=reviewed, suggestion={},
+                    started_at=started, before=flat_labels(current), note=review.comment,
+                )
+                self._set_current(locked, revision, reviewed, in_queue=False)
+                taught = flat_labels(reviewed)
+                result_seq = revision.seq
+            session.add(
+                ReviewRow(
+                    ticket_id=ticket_id, revision_seq=seen if seen is not None else 0, result_seq=result_seq,
+                    action=review.action, labels=dict(review.labels) if review.labels else None,
+                    comment=review.comment, reviewer=reviewer, created_at=self.clock(),
+                )
+            )
+            session.flush()  # database errors surface before the store is touched
+            # inside the transaction: if the store refuses, the review is rolled back and the caller retries
+            self._teach(row, teach_text, taught, vector)
+            return self._view(session, locked)
+
+    def register_taxonomy(self) -> None:
+        """Record the taxonomy in force (once per version), so revisions can name the version they used."""
+        content = self.taxonomy.model_dump(mode="json")
+        sha = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+        try:
+            with self.records.write() as session:
+                found = session.scalars(select(TaxonomyVersionRow).where(TaxonomyVersionRow.ref == self.taxonomy.ref)).first()
+                if found is None:
+                    session.add(
+                        TaxonomyVersionRow(
+                            ref=self.taxonomy.ref, name=self.taxonomy.name, version=self.taxonomy.version, sha256=sha,
+                            content=content, created_at=self.clock(),
+                        )
+                    )
+                elif found.sha256 != sha:
+                    log.warning("taxonomy %s changed without a new version; bump `version` in its YAML", self.taxonomy.ref)
+        except IntegrityError:
+            pass  # another worker registered it first
+
+    # ------------------------------------------------------------ internals
+
+    def _reclassify(
+        self, ticket_id: str, *, reason: Reason, message: Message | None = None, escalation: EscalationIn | None = None
+    ) -> TicketView:
+        for attempt in range(_RECLASSIFY_ATTEMPTS):
+            row, messages = self._snapshot(ticket_id)
+            if escalation is not None:
+                self._escalation_target(row.current_tier, escalation)  # refuse a lowering before the slow part
+            thread, left_out = self._thread(row, [*messages, *([message] if message else [])])
+            started = self.clock()
+            proposed = self.service.classify(thread)
+            if left_out:
+                warning = f"the {left_out} oldest messages were left out to stay under the input limit"
+                proposed = proposed.model_copy(update={"warnings": [*proposed.warnings, warning]})
+            with self.records.write() as session:
+                locked = self._lock(session, ticket_id)
+                if locked.message_count != row.message_count and attempt < _RECLASSIFY_ATTEMPTS - 1:
+                    continue  # a message arrived meanwhile: classify the longer thread
+                current = _classification(session.scalars(self._revision_query(ticket_id, locked.current_seq)).first())
+                target = self._escalation_target(locked.current_tier, escalation) if escalation else None
+                try:
+                    merged, suggestion = merge_agent(current, proposed, self.taxonomy, escalate_to=target)
+                except LabelRuleError as exc:
+                    raise Invalid(str(exc)) from exc
+                if message is not None:
+                    locked.message_count += 1
+                    session.add(
+                        MessageRow(
+                            ticket_id=ticket_id, seq=locked.message_count, author=message.author, text=message.text,
+                            created_at=self.clock(),
+                        )
+                    )
+                revision = self._append(
+                    session, locked, reason=reason, actor=_agent(proposed), classification=merged, suggestion=suggestion,
+                    started_at=started, before=flat_labels(current), note=escalation.note if escalation else None,
+                )
+                self._set_current(locked, revision, merged, in_queue=merged.decision != Decision.AUTO_APPLY)
+                return self._view(session, locked)
+        raise AssertionError("unreachable: the last attempt always writes")
+
+    def _escalation_target(self, current_tier: str | None, escalation: EscalationIn) -> str:
+        try:
+            return escalation_target(self.taxonomy, current_tier, escalation.tier)
+        except LabelRuleError as exc:
+            raise Invalid(str(exc)) from exc
+
+    def _thread(self, row: TicketRow, messages: Sequence[Message | MessageRow]) -> tuple[TicketIn, int]:
+        """The whole thread, and how many of the oldest messages had to be left out to stay under the input limit."""
+        thread = [Message(author=m.author, text=m.text) for m in messages]  # type: ignore[arg-type]
+        limit = self.service.settings.max_input_chars
+        base = len(row.subject) + len(row.body)
+        left_out = 0
+        while len(thread) > 1 and (len(thread) > 200 or base + sum(len(m.text) + 2 for m in thread) > limit):
+            thread.pop(0)
+            left_out += 1
+        ticket = TicketIn(subject=row.subject, body=row.body, channel=row.channel, messages=thread, ticket_id=row.id)
+        self.service.check_ticket(ticket)
+        return ticket, left_out
+
+    def _replay(self, idempotency_key: str, sha: str) -> TicketView | None:
+        with self.records.read() as session:
+            row = session.scalars(select(TicketRow).where(TicketRow.idempotency_key == idempotency_key)).first()
+            if row is None:
+                return None
+            if row.request_sha != sha:
+                raise Invalid(
+                    "this Idempotency-Key was already used with a different request; "
+                    "send a new key for a new ticket, or resend the original body"
+                )
+            return self._view(session, row)
+
+    def _append(
+        self,
+        session: Session,
+        row: TicketRow,
+        *,
+        reason: Reason,
+        actor: str,
+        classification: Classification | None,
+        suggestion: dict[str, AxisLabel],
+        started_at: datetime,
+        before: dict[str, str] | None,
+        after: dict[str, str] | None = None,
+        rejects: int | None = None,
+        note: str | None = None,
+    ) -> RevisionRow:
+        """A new revision; `after` is the labels in force after it when they are not its own (a reject marker)."""
+        row.last_seq += 1
+        row.updated_at = self.clock()
+        labels = flat_labels(classification)
+        revision = RevisionRow(
+            ticket_id=row.id,
+            seq=row.last_seq,
+            reason=reason,
+            actor=actor,
+            classification=classification.model_dump(mode="json") if classification else None,
+            labels=labels,
+            changed_axes=changed_axes(before, labels if classification is not None else after),
+            suggestion={axis: s.model_dump(mode="json") for axis, s in suggestion.items()} or None,
+            supersedes=row.current_seq,
+            rejects=rejects,
+            note=note,
+            started_at=started_at,
+            created_at=row.updated_at,
+        )
+        session.add(revision)
+        return revision
+
+    @staticmethod
+    def _set_current(row: TicketRow, revision: RevisionRow | None, classification: Classification | None, *, in_queue: bool) -> None:
+        """Keep the ticket's denormalised current labels (what the queue filters on) in step with the history."""
+        labels = classification.labels if classification else {}
+        decision = classification.decision.value if classification else Decision.NEEDS_REVIEW.value
+        routed = [labels[a].confidence for a in ("service", "tier") if a in labels]
+        row.current_seq = revision.seq if revision and classification else None
+        row.current_decision = decision
+        row.current_confidence = round(min(routed), 6) if routed else 0.0
+        row.current_service = labels["service"].label if "service" in labels else None
+        row.current_tier = labels["tier"].label if "tier" in labels else None
+        row.current_channel = labels["channel"].label if "channel" in labels else None
+        row.in_queue = in_queue
+        row.queue_rank = QUEUE_RANK[decision]
+
+    def _teach(self, row: TicketRow, text: str, labels: dict[str, str] | None, vector: Any) -> None:
+        try:
+            if labels is None:
+                self.service.store.tickets.delete(ids=[row.id])
+                return
+            example = LabelledTicket(
+                id=row.id, subject=row.subject, body=text, channel=row.channel, labels=labels, source="human", verified=True
+            )
+            self.service.store.upsert_tickets([example], vector)
+        except (ChromaError, httpx.HTTPError, OSError) as exc:
+            raise StoreUnavailable(f"the retrieval store did not take the review ({exc}); nothing was saved, retry") from exc
+
+    def _lock(self, session: Session, ticket_id: str) -> TicketRow:
+        row = session.get(TicketRow, ticket_id, with_for_update=True)
+        if row is None:
+            raise NotFound(f"no ticket {ticket_id!r}; GET /v1/tickets (or `triage tickets list`) lists them")
+        return row
+
+    def _snapshot(self, ticket_id: str) -> tuple[TicketRow, list[MessageRow]]:
+        with self.records.read() as session:
+            row = self._get(session, ticket_id)
+            messages = list(session.scalars(select(MessageRow).where(MessageRow.ticket_id == ticket_id).order_by(MessageRow.seq)))
+            return row, messages
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _agent(classification: Classification) -> str:
+    return f"agent:{classification.model}"
+
+
+def _join(*parts: str) -> str:
+    return "\n\n".join(p.strip() for p in parts if p and p.strip())
+
+
+def _classification(revision: RevisionRow | None) -> Classification | None:
+    if revision is None or revision.classification is None:
+        return None
+    return Classification.model_validate(revision.classification)
+
+
+def _latest_human_labels(history: Sequence[RevisionRow]) -> dict[str, str] | None:
+    """The labels a human vouched for last and nobody rejected: what the store should hold as verified."""
+    rejected = {r.rejects for r in history if r.rejects is not None}
+    for revision in sorted(history, key=lambda r: r.seq, reverse=True):
+        if revision.actor.startswith("user:") and revision.labels and revision.seq not in rejected:
+            return dict(revision.labels)
+    return None
+
+
+def _summary(row: TicketRow) -> TicketSummary:
+    labelled = row.current_seq is not None
+    return TicketSummary(
+        id=row.id,
+        external_id=row.external_id,
+        subject=row.subject,
+        channel=row.channel,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        labels={"service": row.current_service, "tier": row.current_tier, "channel": row.current_channel} if labelled else None,  # type: ignore[dict-item]
+        decision=row.current_decision,
+        confidence=row.current_confidence if labelled else None,
+        current_seq=row.current_seq,
+        revisions=row.last_seq,
+        in_queue=row.in_queue,
+    )
+
+
+def _revision_view(row: RevisionRow, review: ReviewRow | None, rejected: int | None) -> RevisionView:
+    return RevisionView(
+        ticket_id=row.ticket_id,
+        seq=row.seq,
+        reason=row.reason,  # type: ignore[arg-type]
+        actor=row.actor,
+        started_at=row.started_at,
+        created_at=row.created_at,
+        supersedes=row.supersedes,
+        changed_axes=list(row.changed_axes or []),
+        labels=row.labels,
+        classification=_classification(row),
+        suggestion={a: AxisLabel.model_validate(s) for a, s in row.suggestion.items()} if row.suggestion else None,
+        rejects=row.rejects,
+        rejected_by=rejected,
+        note=row.note,
+        review=ReviewView(
+            action=review.action, reviewer=review.reviewer, comment=review.comment, labels=review.labels,
+            revision=review.revision_seq,
+        )
+        if review is not None
+        else None,
+    )
+
+
+def _limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE:
+        raise Invalid(f"limit must be between 1 and {MAX_PAGE}, not {limit}")
+    return limit
+
+
+def _encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, size: int) -> list[Any]:
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        values = None
+    if not isinstance(values, list) or len(values) != size:
+        raise Invalid("bad cursor: pass the next_cursor of the previous page unchanged, or leave it out for the first page")
+    return values
+

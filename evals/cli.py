@@ -1,0 +1,62 @@
+"""`triage eval`: the typer command (registered by agent/cli.py). All the work is in evals.runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from agent.taxonomy import TaxonomyError
+from evals.datasets import DatasetError, parse_label_specs, parse_text_columns
+from evals.runner import EvalConfig, EvalError, run_eval
+
+
+def eval_command(
+    train: Annotated[Path, typer.Option("--train", help="Labelled file the agent may learn from (CSV or JSONL). It is stored as past tickets, trains the proposal head and, by cross-validation, fits the auto-apply thresholds. Nothing is fitted on --test.")],
+    test: Annotated[Path, typer.Option("--test", help="Labelled file to score (CSV or JSONL, same columns as --train). Each file is self-contained.")],
+    text: Annotated[str, typer.Option("--text", help="Text column(s), comma-separated; several are joined with a blank line, e.g. --text subject,body.")],
+    label: Annotated[list[str], typer.Option("--label", help="AXIS=COLUMN: score axis service, channel or tier against COLUMN; repeat for several axes, e.g. --label service=queue --label tier=priority.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory: metrics.json, predictions.jsonl, report.md, PNG plots, calibration.json, and the run's own Chroma store under data/. Re-running with the same --out resumes: rows already in predictions.jsonl are skipped.")],
+    taxonomy: Annotated[Optional[str], typer.Option("--taxonomy", help="Taxonomy YAML whose label ids the data uses, or 'auto' to derive each scored axis's labels from --train (raw values become safe ids; reports show the raw values). Default: the taxonomy in force (TRIAGE_TAXONOMY_PATH). A test label the taxonomy lacks counts as an error for that row.")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="proposal: retrieval + calibrated head, no LLM (fast). llm: the LLM alone with the taxonomy descriptions. hybrid: the graph as shipped. llm/hybrid start the embedded LLM unless TRIAGE_LLM_BASE_URL is set.")] = "proposal",
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Score a seeded random sample of N test rows (the same N and --seed give the same rows).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for --limit sampling and the cross-validation folds.")] = 0,
+    target_precision: Annotated[float, typer.Option("--target-precision", help="Precision the per-class auto-apply thresholds aim for (fitted on train); metrics.json reports the coverage and precision reached on test.")] = 0.9,
+    oos_label: Annotated[Optional[str], typer.Option("--oos-label", help="Label value that marks out-of-scope rows: dropped from train; in test the agent must flag them out_of_scope. Adds recall and in-scope accuracy to metrics.json.")] = None,
+    calibration: Annotated[Optional[Path], typer.Option("--calibration", help="Also write the fitted calibration JSON here (the format `decide` reads, e.g. knowledge_base/taxonomies/default.calibration.json). Always written to DIR/calibration.json.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars; print only the metrics JSON.")] = False,
+) -> None:
+    """Score the agent on a labelled file: accuracy, macro-F1, calibration, auto-apply coverage, latency, tokens.
+
+    Examples:
+
+      triage eval --train train.csv --test test.csv --text text --label service=category --taxonomy auto --out runs/b77
+
+      triage eval --train t.jsonl --test v.jsonl --text subject,body --label service=queue --label tier=tier --mode hybrid --limit 100 --out runs/h
+
+      triage eval ... --oos-label oos --calibration knowledge_base/taxonomies/default.calibration.json
+    """
+    try:
+        cfg = EvalConfig(
+            train=train,
+            test=test,
+            text=parse_text_columns(text),
+            labels=parse_label_specs(label),
+            out=out,
+            taxonomy=taxonomy,
+            mode=mode,
+            limit=limit,
+            seed=seed,
+            target_precision=target_precision,
+            oos_label=oos_label,
+            calibration=calibration,
+        )
+        metrics = run_eval(cfg, progress=not quiet)
+    except (DatasetError, EvalError, TaxonomyError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(json.dumps(metrics, indent=2))
+    if not quiet:
+        typer.secho(f"report: {out / 'report.md'}", bold=True, err=True)

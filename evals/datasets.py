@@ -1,0 +1,220 @@
+"""Labelled files for `triage eval`: CSV (RFC-4180, multi-line fields) or JSONL, text columns joined, labels mapped.
+
+A labelled file is self-contained: each row has an id (a column named id / ticket_id / utterance_id, else its
+row number), one or more text columns and one column per scored axis. Raw label values from data ("Technical
+Support", "card_payment_fee_charged", "L2") become taxonomy ids through a `LabelCodec`, which remembers the way
+back for the reports.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sys
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.contracts import AXES
+
+ID_COLUMNS = ("id", "ticket_id", "utterance_id", "uid", "row_id")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+
+
+class DatasetError(ValueError):
+    """A labelled file or a column spec that cannot be used; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    id: str
+    text: str
+    labels: dict[str, str] = field(default_factory=dict)  # axis -> raw value as in the file ("" = missing)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Columns and rows of a CSV/TSV or JSONL file; every value as a string ('' for null)."""
+    if not path.is_file():
+        raise DatasetError(f"{path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in {".jsonl", ".ndjson", ".json"}:
+        return _read_jsonl(path)
+    if suffix in {".csv", ".tsv", ".txt"} or not suffix:
+        with path.open(encoding="utf-8-sig") as fh:
+            first = fh.read(1)
+        if first in "{[" and first:
+            return _read_jsonl(path)
+        return _read_csv(path, delimiter="\t" if suffix == ".tsv" else ",")
+    raise DatasetError(f"{path}: unknown file type {suffix!r}; give a .csv, .tsv or .jsonl file")
+
+
+def _read_csv(path: Path, delimiter: str) -> tuple[list[str], list[dict[str, str]]]:
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.DictReader(fh, delimiter=delimiter)
+        columns = list(reader.fieldnames or [])
+        rows = [{k: (v or "") for k, v in row.items() if k is not None} for row in reader]
+    if not columns:
+        raise DatasetError(f"{path} has no header row")
+    return columns, rows
+
+
+def _stringify(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return "; ".join(_stringify(v) for v in value)
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else str(value)
+
+
+def _read_jsonl(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    rows: list[dict[str, str]] = []
+    columns: dict[str, None] = {}
+    text = path.read_text(encoding="utf-8-sig")
+    stripped = text.lstrip()
+    if stripped.startswith("["):  # a JSON array of objects is accepted too
+        try:
+            items = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path} is not valid JSON: {exc}") from exc
+    else:
+        items = []
+        for line_no, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{path}:{line_no} is not valid JSON: {exc}") from exc
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise DatasetError(f"{path}: record {i + 1} is not a JSON object")
+        rows.append({str(k): _stringify(v) for k, v in item.items()})
+        columns.update(dict.fromkeys(item))
+    return list(columns), rows
+
+
+# ---------------------------------------------------------------- specs
+
+
+def parse_text_columns(spec: str) -> list[str]:
+    cols = [c.strip() for c in spec.split(",") if c.strip()]
+    if not cols:
+        raise DatasetError("--text needs at least one column name, e.g. --text text or --text subject,body")
+    return cols
+
+
+def parse_label_specs(specs: Sequence[str]) -> dict[str, str]:
+    """['service=queue', 'tier=priority'] -> {'service': 'queue', 'tier': 'priority'}."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        axis, sep, column = spec.partition("=")
+        axis, column = axis.strip(), column.strip()
+        if not sep or not axis or not column:
+            raise DatasetError(f"--label {spec!r} must look like AXIS=COLUMN, e.g. --label service=queue")
+        if axis not in AXES:
+            raise DatasetError(f"--label {spec!r}: axis must be one of {list(AXES)}")
+        if axis in out:
+            raise DatasetError(f"--label: axis {axis!r} is given twice")
+        out[axis] = column
+    if not out:
+        raise DatasetError("give at least one --label AXIS=COLUMN, e.g. --label service=category")
+    return out
+
+
+def load_rows(path: Path, text_columns: Sequence[str], label_columns: dict[str, str]) -> list[EvalRow]:
+    """Rows with their joined text and raw labels; rows without any text are skipped."""
+    columns, table = read_table(path)
+    missing = [c for c in [*text_columns, *label_columns.values()] if c not in columns]
+    if missing:
+        raise DatasetError(f"{path} lacks column(s) {missing}; it has {columns}")
+    id_column = next((c for c in ID_COLUMNS if c in columns), None)
+    rows: list[EvalRow] = []
+    seen: Counter[str] = Counter()
+    for i, raw in enumerate(table):
+        text = "\n\n".join(raw.get(c, "").strip() for c in text_columns if raw.get(c, "").strip())
+        if not text:
+            continue
+        row_id = (raw.get(id_column, "").strip() if id_column else "") or f"row-{i + 1}"
+        seen[row_id] += 1
+        if seen[row_id] > 1:  # duplicate ids stay distinct rows
+            row_id = f"{row_id}#{seen[row_id]}"
+        labels = {axis: raw.get(col, "").strip() for axis, col in label_columns.items()}
+        rows.append(EvalRow(id=row_id, text=text, labels=labels))
+    if not rows:
+        raise DatasetError(f"{path} has no row with text in column(s) {list(text_columns)}")
+    return rows
+
+
+# ---------------------------------------------------------------- label ids
+
+
+def slugify(value: str) -> str:
+    """'Technical Support' -> 'Technical_Support'; 'reverted_card_payment?' -> 'reverted_card_payment'."""
+    ascii_ = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^A-Za-z0-9_\-]+", "_", ascii_.strip()).strip("_-")
+    if not slug or not slug[0].isalnum():
+        slug = f"x{slug}" if slug else "label"
+    return slug
+
+
+class LabelCodec:
+    """Raw label value <-> taxonomy id, per axis. `encode` returns None for a value the taxonomy lacks."""
+
+    def __init__(self) -> None:
+        self._to_id: dict[str, dict[str, str]] = {}
+        self._to_raw: dict[str, dict[str, str]] = {}
+
+    @classmethod
+    def derive(cls, axis_values: dict[str, Iterable[str]]) -> LabelCodec:
+        """A codec for labels taken from data: each distinct value gets a safe, unique id."""
+        codec = cls()
+        for axis, values in axis_values.items():
+            to_id: dict[str, str] = {}
+            used: set[str] = set()
+            for raw in sorted({v for v in values if v}):
+                base = raw if _SAFE_ID.match(raw) else slugify(raw)
+                label_id, n = base, 1
+                while label_id.lower() in used:
+                    n += 1
+                    label_id = f"{base}_{n}"
+                used.add(label_id.lower())
+                to_id[raw] = label_id
+            codec._to_id[axis] = to_id
+            codec._to_raw[axis] = {v: k for k, v in to_id.items()}
+        return codec
+
+    @classmethod
+    def for_ids(cls, axis_ids: dict[str, Sequence[str]]) -> LabelCodec:
+        """A codec for a given taxonomy: a raw value matches an id as is, case-insensitively, or slugified."""
+        codec = cls()
+        for axis, ids in axis_ids.items():
+            codec._to_id[axis] = {i: i for i in ids}
+            codec._to_raw[axis] = {i: i for i in ids}
+        return codec
+
+    def encode(self, axis: str, raw: str) -> str | None:
+        if not raw:
+            return None
+        table = self._to_id.get(axis, {})
+        if raw in table:
+            return table[raw]
+        folded = {k.lower(): v for k, v in table.items()}
+        return folded.get(raw.lower()) or folded.get(slugify(raw).lower())
+
+    def decode(self, axis: str, label_id: str) -> str:
+        return self._to_raw.get(axis, {}).get(label_id, label_id)
+
+    def ids(self, axis: str) -> list[str]:
+        return list(self._to_raw.get(axis, {}))
+
+    def to_json(self) -> dict[str, dict[str, str]]:
+        return {axis: dict(table) for axis, table in self._to_id.items()}

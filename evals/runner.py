@@ -1,0 +1,505 @@
+"""`triage eval`: train the agent on one labelled file, classify another, and report.
+
+What happens, in order (also in evals/README.md):
+1. Read train and test (CSV or JSONL); join the text columns; map raw labels to taxonomy ids (`--taxonomy auto`
+   derives the scored axes' labels from train). Train rows with the `--oos-label` are dropped.
+2. Embed train (cached on disk by text), fit the auto-apply thresholds and the out-of-scope threshold by
+   cross-validation on train only, and write the calibration file.
+3. Store train as labelled tickets in a fresh Chroma under DIR/data, fit the proposal head on them.
+4. Classify every test row through the real graph (`TriageService.classify`) in the chosen mode, appending one
+   line per row to DIR/predictions.jsonl (a re-run with the same DIR skips the rows already there).
+5. Score: metrics.json (fixed keys), report.md, PNG plots.
+Nothing is fitted on the test file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import shutil
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from agent.contracts import AXES, AxisDef, LabelDef, LabelledTicket, Taxonomy, TicketIn
+from agent.embeddings import Embedder
+from agent.llm import LLMClient
+from agent.local_llm import LocalLLMServer
+from agent.nodes.normalize import clean, redact
+from agent.proposal import HeadOptions, ProposalHead
+from agent.service import TicketError, TriageService, make_embedder, make_llm
+from agent.settings import Settings
+from agent.store import TICKETS
+from agent.taxonomy import load_taxonomy
+from evals import calibration as cal
+from evals.datasets import DatasetError, EvalRow, LabelCodec, load_rows
+
+log = logging.getLogger(__name__)
+
+MODES = ("proposal", "llm", "hybrid")
+RUN_FORMAT = 1
+
+
+@dataclass
+class EvalConfig:
+    train: Path
+    test: Path
+    text: list[str]
+    labels: dict[str, str]
+    out: Path
+    taxonomy: str | None = None  # a YAML path, "auto", or None for the taxonomy in force (TRIAGE_TAXONOMY_PATH)
+    mode: str = "proposal"
+    limit: int | None = None
+    seed: int = 0
+    target_precision: float = 0.9
+    oos_label: str | None = None
+    calibration: Path | None = None
+    folds: int = 5
+    head: HeadOptions = field(default_factory=HeadOptions)
+    cache_dir: Path | None = None  # embedding cache; default DIR/.cache
+    max_false_flag: float = 0.08  # out-of-scope budget on held-out in-scope train rows (measured: evals/README.md)
+
+    def calibration_fingerprint(self, train_sha: str) -> str:
+        """What the fitted calibration depends on (not the test file, the mode or the sample)."""
+        spec = {
+            "format": RUN_FORMAT,
+            "train": train_sha,
+            "text": self.text,
+            "labels": self.labels,
+            "taxonomy": self.taxonomy,
+            "seed": self.seed,
+            "target_precision": self.target_precision,
+            "oos_label": self.oos_label,
+            "folds": self.folds,
+            "head": asdict(self.head),
+            "max_false_flag": self.max_false_flag,
+        }
+        return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def fingerprint(self, train_sha: str, test_sha: str) -> str:
+        spec = {
+            "format": RUN_FORMAT,
+            "train": train_sha,
+            "test": test_sha,
+            "text": self.text,
+            "labels": self.labels,
+            "taxonomy": self.taxonomy,
+            "mode": self.mode,
+            "limit": self.limit,
+            "seed": self.seed,
+            "target_precision": self.target_precision,
+            "oos_label": self.oos_label,
+            "folds": self.folds,
+            "head": asdict(self.head),
+            "max_false_flag": self.max_false_flag,
+        }
+        return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class EvalError(ValueError):
+    """A run that cannot go on as asked; the message says what to change."""
+
+
+# ---------------------------------------------------------------- embedding cache
+
+
+class CachedEmbedder:
+    """Wraps an embedder with an on-disk cache keyed by (model name, text): bench re-runs embed nothing twice."""
+
+    def __init__(self, inner: Embedder, path: Path) -> None:
+        self.inner = inner
+        self.name = inner.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False)
+        self._db.execute("CREATE TABLE IF NOT EXISTS vec (key TEXT PRIMARY KEY, dim INTEGER, data BLOB)")
+
+    def _key(self, text: str) -> str:
+        return hashlib.sha1(f"{self.name}\x00{text}".encode()).hexdigest()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        keys = [self._key(t) for t in texts]
+        found: dict[str, np.ndarray] = {}
+        unique = list(dict.fromkeys(keys))
+        for i in range(0, len(unique), 500):
+            chunk = unique[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, _dim, data in self._db.execute(f"SELECT key, dim, data FROM vec WHERE key IN ({marks})", chunk):
+                found[key] = np.frombuffer(data, dtype=np.float32)
+        todo = [(k, t) for k, t in dict(zip(keys, texts, strict=True)).items() if k not in found]
+        if todo:
+            vectors = self.inner.embed([t for _, t in todo])
+            rows = []
+            for (key, _), vec in zip(todo, vectors, strict=True):
+                vec = np.asarray(vec, dtype=np.float32)
+                found[key] = vec
+                rows.append((key, int(vec.shape[0]), vec.tobytes()))
+            self._db.executemany("INSERT OR REPLACE INTO vec VALUES (?, ?, ?)", rows)
+            self._db.commit()
+        if not keys:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.vstack([found[k] for k in keys]).astype(np.float32)
+
+    def embed_batched(self, texts: Sequence[str], *, batch: int = 256, progress: bool = False, desc: str = "embedding") -> np.ndarray:
+        chunks = range(0, len(texts), batch)
+        parts = [self.embed(texts[i : i + batch]) for i in tqdm(chunks, desc=desc, unit="batch", disable=not progress or len(texts) <= batch)]
+        return np.vstack(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+
+# ---------------------------------------------------------------- taxonomy
+
+
+def derive_taxonomy(train: Sequence[EvalRow], axes: Sequence[str], base: Taxonomy, source: str) -> tuple[Taxonomy, LabelCodec]:
+    """`--taxonomy auto`: the scored axes' labels from the train file, the other axes copied from `base`."""
+    codec = LabelCodec.derive({axis: [r.labels.get(axis, "") for r in train] for axis in axes})
+    new_axes: dict[str, AxisDef] = {name: base.axes[name] for name in AXES}
+    for axis in axes:
+        counts = Counter(r.labels.get(axis, "") for r in train if r.labels.get(axis))
+        if not counts:
+            raise EvalError(f"the train file has no label for axis {axis!r}")
+        labels = []
+        for raw, n in sorted(counts.items()):
+            example = next((r.text for r in train if r.labels.get(axis) == raw and 20 <= len(r.text) <= 200), "")
+            example = " ".join(example.split())[:160]
+            description = f"Tickets labelled {raw!r} in {source} ({n} training examples)."
+            if example:
+                description += f' For example: "{example}"'
+            labels.append(LabelDef(id=codec.encode(axis, raw) or raw, name=raw, description=description))
+        fallback = codec.encode(axis, counts.most_common(1)[0][0])
+        new_axes[axis] = AxisDef(description=f"Labels of column for axis {axis} in {source}.", fallback=fallback, labels=labels)
+    taxonomy = Taxonomy(name=f"auto-{_safe_name(source)}", version="1", description=f"Derived from {source} by `triage eval --taxonomy auto`.", axes=new_axes)
+    return taxonomy, codec
+
+
+def _safe_name(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in text)[:60] or "eval"
+
+
+def write_taxonomy(taxonomy: Taxonomy, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = taxonomy.model_dump(mode="json", exclude_defaults=False)
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120), encoding="utf-8")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def file_sha(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def normalized(text: str) -> str:
+    """The text as the graph's normalize node leaves it, so train and test are embedded alike."""
+    return redact(clean(text))
+
+
+def sample_rows(rows: list[EvalRow], limit: int | None, seed: int) -> list[EvalRow]:
+    if limit is None or limit >= len(rows):
+        return rows
+    keep = sorted(random.Random(seed).sample(range(len(rows)), limit))
+    return [rows[i] for i in keep]
+
+
+@contextmanager
+def llm_for(settings: Settings, mode: str) -> Iterator[LLMClient | None]:
+    """The LLM client for llm/hybrid modes: TRIAGE_LLM_BASE_URL if set, else the embedded server."""
+    with ExitStack() as stack:
+        if mode == "proposal":
+            yield None
+            return
+        if settings.llm_base_url:
+            yield make_llm(settings, settings.llm_base_url)
+            return
+        server = LocalLLMServer(
+            model_path=settings.llm_gguf_path,
+            model_alias=settings.llm_model,
+            n_ctx=settings.llm_ctx,
+            n_threads=settings.llm_threads,
+            log_path=settings.data_dir / "logs" / "llm.log",
+        )
+        stack.enter_context(server)
+        yield make_llm(settings, server.base_url, embedded=True)
+
+
+def read_predictions(path: Path) -> dict[str, dict[str, Any]]:
+    done: dict[str, dict[str, Any]] = {}
+    if not path.is_file():
+        return done
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by an interrupted run: that row is classified again
+            done[record["id"]] = record
+    return done
+
+
+def _slim(prediction: dict[str, Any]) -> dict[str, Any]:
+    """The Classification JSON without evidence texts (ids and scores stay): small files, no copied data."""
+    evidence = prediction.get("evidence", {})
+    for ticket in evidence.get("tickets", []):
+        ticket.pop("text", None)
+        ticket.pop("answer", None)
+    for article in evidence.get("articles", []):
+        article.pop("text", None)
+    return prediction
+
+
+# ---------------------------------------------------------------- the run
+
+
+def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings | None = None) -> dict[str, Any]:
+    if cfg.mode not in MODES:
+        raise EvalError(f"--mode must be one of {MODES}, not {cfg.mode!r}")
+    if not 0.0 < cfg.target_precision < 1.0:
+        raise EvalError("--target-precision must be between 0 and 1, e.g. 0.9")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise EvalError("--limit must be a positive number of test rows")
+    started = time.perf_counter()
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    base_settings = base_settings or Settings()
+    axes = list(cfg.labels)
+
+    train_rows = load_rows(cfg.train, cfg.text, cfg.labels)
+    test_rows = sample_rows(load_rows(cfg.test, cfg.text, cfg.labels), cfg.limit, cfg.seed)
+    dropped_oos = 0
+    if cfg.oos_label is not None:
+        kept = [r for r in train_rows if all(r.labels.get(a) != cfg.oos_label for a in axes)]
+        dropped_oos = len(train_rows) - len(kept)
+        train_rows = kept
+    if not train_rows:
+        raise EvalError("no train rows left (all are out of scope or lack text)")
+
+    # taxonomy and label ids
+    if cfg.taxonomy == "auto":
+        taxonomy, codec = derive_taxonomy(train_rows, axes, load_taxonomy(base_settings.taxonomy_path), cfg.train.name)
+    else:
+        taxonomy = load_taxonomy(Path(cfg.taxonomy) if cfg.taxonomy else base_settings.taxonomy_path)
+        codec = LabelCodec.for_ids({axis: taxonomy.axes[axis].ids for axis in axes})
+
+    # resumability: DIR belongs to one configuration
+    train_sha = file_sha(cfg.train)
+    fingerprint = cfg.fingerprint(train_sha, file_sha(cfg.test))
+    cal_fingerprint = cfg.calibration_fingerprint(train_sha)
+    cache_dir = cfg.cache_dir or out / ".cache"
+    run_file = out / "run.json"
+    predictions_path = out / "predictions.jsonl"
+    previous: dict[str, Any] = {}
+    if run_file.is_file():
+        previous = json.loads(run_file.read_text(encoding="utf-8"))
+        if previous.get("fingerprint") != fingerprint:
+            raise EvalError(
+                f"{out} holds a run with other inputs or options (run.json); pass a new --out, or delete {out} to start over"
+            )
+    elif predictions_path.exists():
+        raise EvalError(f"{out} has predictions.jsonl but no run.json; pass a new --out or delete {out}")
+    run_state = {"fingerprint": fingerprint, "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}}
+    run_file.write_text(json.dumps({**previous, **run_state}, indent=2, default=str) + "\n", encoding="utf-8")
+    taxonomy_path = out / "taxonomy.yaml"
+    write_taxonomy(taxonomy, taxonomy_path)
+    calibration_path = out / "calibration.json"
+    settings = base_settings.model_copy(
+        update={
+            "data_dir": out / "data",
+            "taxonomy_path": taxonomy_path,
+            "calibration_path": calibration_path,
+            "mode": cfg.mode,
+            "top_k_articles": 0,  # the eval store holds no KB: classification only
+        }
+    )
+    embedder = CachedEmbedder(make_embedder(base_settings), cache_dir / "embeddings.sqlite")
+
+    # train as the agent stores it
+    train_texts = [normalized(r.text) for r in train_rows]
+    train_labels = {axis: [codec.encode(axis, r.labels.get(axis, "")) for r in train_rows] for axis in axes}
+    usable = [i for i in range(len(train_rows)) if any(train_labels[a][i] for a in axes)]
+    train_texts = [train_texts[i] for i in usable]
+    train_labels = {a: [ys[i] for i in usable] for a, ys in train_labels.items()}
+    train_ids = [f"train:{train_rows[i].id}" for i in usable]
+    if cfg.mode != "llm" and len(train_texts) < 4:
+        raise EvalError("fewer than 4 usable train rows: the proposal needs labelled train tickets")
+    timings: dict[str, float] = {}
+
+    # 2. calibration (cross-validated on train)
+    # the same train + options give the same calibration: it is cached beside the embeddings (hybrid reuses proposal's)
+    fitted: cal.FittedCalibration
+    t0 = time.perf_counter()
+    cached_calibration = cache_dir / f"calibration-{cal_fingerprint}.json"
+    if cfg.mode == "llm":
+        vectors = None
+        fitted = cal.FittedCalibration(fitted_on={"fingerprint": cal_fingerprint, "note": "llm mode: nothing fitted, default threshold"})
+    elif cached_calibration.is_file():
+        fitted = cal.FittedCalibration.read(cached_calibration)
+        vectors = embedder.embed_batched(train_texts, progress=progress, desc="embedding train")
+    else:
+        vectors = embedder.embed_batched(train_texts, progress=progress, desc="embedding train")
+        fitted = fit_calibration(cfg, train_texts, vectors, train_labels, taxonomy, axes, progress=progress)
+        fitted.fitted_on["fingerprint"] = cal_fingerprint
+        fitted.write(cached_calibration)
+    timings["calibration_s"] = round(time.perf_counter() - t0, 1)
+    fitted.write(calibration_path)
+    if cfg.calibration is not None and cfg.calibration.resolve() != calibration_path.resolve():
+        fitted.write(cfg.calibration)
+
+    # 3. store + head, 4. classify
+    predictions = read_predictions(predictions_path)
+    todo = [r for r in test_rows if r.id not in predictions]
+    with llm_for(settings, cfg.mode) as llm:
+        service = TriageService(settings, llm=llm, embedder=embedder)
+        t0 = time.perf_counter()
+        if cfg.mode != "llm":
+            assert vectors is not None
+            prepare_store(service, train_ids, train_texts, train_labels, vectors, taxonomy, cfg.head, progress=progress)
+        else:
+            service.head = None
+        timings["train_s"] = round(time.perf_counter() - t0, 1)
+        with predictions_path.open("a", encoding="utf-8") as fh:
+            bar = tqdm(total=len(test_rows), initial=len(test_rows) - len(todo), desc=f"classifying ({cfg.mode})", unit="ticket", disable=not progress)
+            for row in todo:
+                record = classify_row(service, row, codec, axes, cfg.oos_label)
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+                fh.flush()
+                predictions[row.id] = record
+                bar.update(1)
+            bar.close()
+
+    from evals.report import write_outputs
+
+    records = [predictions[r.id] for r in test_rows]
+    timings["total_s"] = round(time.perf_counter() - started, 1)
+    timings["classified_now"] = len(todo)
+    if not todo and previous.get("timings"):
+        timings = previous["timings"]  # a pure resume: report the run that did the work
+    run_file.write_text(json.dumps({**previous, **run_state, "timings": timings}, indent=2, default=str) + "\n", encoding="utf-8")
+    context = {
+        "train": str(cfg.train),
+        "test": str(cfg.test),
+        "n_train": len(train_texts),
+        "dropped_oos_train": dropped_oos,
+        "taxonomy": taxonomy.ref,
+        "embedder": embedder.name,
+        "head": asdict(cfg.head),
+        "timings": timings,
+        "mode": cfg.mode,
+    }
+    return write_outputs(out, records, axes=axes, codec=codec, fitted=fitted, cfg=cfg, context=context)
+
+
+def fit_calibration(
+    cfg: EvalConfig,
+    texts: list[str],
+    vectors: np.ndarray,
+    labels: dict[str, list[str | None]],
+    taxonomy: Taxonomy,
+    axes: list[str],
+    *,
+    progress: bool,
+) -> cal.FittedCalibration:
+    oof = cal.out_of_fold(texts, vectors, labels, taxonomy, folds=cfg.folds, seed=cfg.seed, options=cfg.head, progress=progress)
+    thresholds: dict[str, dict[str, float]] = {}
+    summary: dict[str, Any] = {"folds": cfg.folds, "n": len(texts), "target_precision": cfg.target_precision}
+    for axis in axes:
+        rows = [i for i, y in enumerate(labels[axis]) if y]
+        preds, confs, correct = [], [], []
+        for i in rows:
+            label, conf = cal.top(oof.proposals[i].get(axis, {}))
+            preds.append(label or "")
+            confs.append(conf)
+            correct.append(label == labels[axis][i])
+        thresholds[axis] = cal.fit_thresholds(preds, confs, correct, cfg.target_precision)
+        summary[f"{axis}_cv_accuracy"] = round(sum(correct) / len(correct), 4) if correct else 0.0
+    fitted = cal.FittedCalibration(thresholds=thresholds, fitted_on=summary)
+    if cfg.oos_label is not None:
+        classes = [str(y) for y in labels[axes[0]]]
+        threshold, stats = cal.fit_oos_threshold(vectors, classes, seed=cfg.seed, max_false_flag=cfg.max_false_flag)
+        fitted.out_of_scope_threshold = threshold
+        summary["oos"] = stats
+    return fitted
+
+
+def prepare_store(
+    service: TriageService,
+    ids: list[str],
+    texts: list[str],
+    labels: dict[str, list[str | None]],
+    vectors: np.ndarray,
+    taxonomy: Taxonomy,
+    options: HeadOptions,
+    *,
+    progress: bool,
+) -> None:
+    """Store train as labelled tickets (once per DIR) and fit the head with the eval's options."""
+    store = service.store
+    if store.counts()[TICKETS] != len(ids):
+        if store.counts()[TICKETS]:
+            service.store.client.delete_collection(TICKETS)
+            service.store = type(store)(store.client, service.embedder)
+            store = service.store
+        tickets = [
+            LabelledTicket(id=i, body=t, labels={a: ys[k] for a, ys in labels.items() if ys[k]}, source="eval-train")
+            for k, (i, t) in enumerate(zip(ids, texts, strict=True))
+        ]
+        for start in tqdm(range(0, len(tickets), 512), desc="storing train", unit="batch", disable=not progress):
+            store.upsert_tickets(tickets[start : start + 512], vectors[start : start + 512])
+    fingerprint = service._store_fingerprint()
+    head_path = service.head_path
+    head = None
+    if head_path.is_file():
+        loaded = ProposalHead.load(head_path)
+        if loaded.fingerprint == fingerprint:
+            head = loaded
+    if head is None:
+        head = ProposalHead.fit(texts, vectors, labels, taxonomy, fingerprint=fingerprint, options=options)
+        head.save(head_path)
+    service.head = head
+
+
+def classify_row(service: TriageService, row: EvalRow, codec: LabelCodec, axes: list[str], oos_label: str | None) -> dict[str, Any]:
+    gold_oos = oos_label is not None and any(row.labels.get(a) == oos_label for a in axes)
+    record: dict[str, Any] = {
+        "id": row.id,
+        "gold": {a: row.labels.get(a, "") for a in axes},
+        "gold_id": {a: (None if gold_oos else codec.encode(a, row.labels.get(a, ""))) for a in axes},
+        "oos_gold": gold_oos,
+    }
+    ticket = TicketIn(body=row.text[: service.settings.max_input_chars], ticket_id=row.id)
+    t0 = time.perf_counter()
+    try:
+        result = service.classify(ticket)
+    except TicketError as exc:
+        record.update(prediction=None, error=str(exc), wall_ms=round((time.perf_counter() - t0) * 1000, 1))
+        return record
+    record["wall_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    record["predicted"] = {a: codec.decode(a, result.labels[a].label) for a in axes}  # type: ignore[index]
+    # the auto-apply threshold in force for this row (so cross-validated runs can be pooled)
+    record["threshold"] = {a: service.calibration.threshold(a, result.labels[a].label) for a in axes}  # type: ignore[index]
+    record["prediction"] = _slim(result.model_dump(mode="json"))
+    return record
+
+
+def clear_run(out: Path) -> None:
+    """Delete a run directory's state (predictions, store, calibration) but keep the embedding cache."""
+    for name in ("predictions.jsonl", "run.json", "calibration.json", "taxonomy.yaml"):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "data", ignore_errors=True)
+
+
+__all__ = ["DatasetError", "EvalConfig", "EvalError", "run_eval", "clear_run"]

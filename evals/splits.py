@@ -1,0 +1,156 @@
+"""Deterministic splits of ../shared/datasets for the bench and the CI gate, written as files `triage eval` reads.
+
+The same procedure as the datasets' own sealed splits (their READMEs): Python `random.Random(seed)`, rows grouped
+by the stratum, groups sorted, each group shuffled, `round(share * n)` of each group to the test side.
+Files derived from non-commercial data (the Tobi-Bueck tickets) are written only under git-ignored
+evals/runs/, at bench time.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from agent.settings import REPO_ROOT
+from evals.datasets import read_table
+
+DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+RUNS = REPO_ROOT / "evals" / "runs"
+SPLIT_SEED = 20240601
+
+
+def stratified_split(rows: Sequence[dict[str, str]], key: Callable[[dict[str, str]], str], share: float, seed: int) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    rng = random.Random(seed)
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(key(row), []).append(i)
+    test_idx: set[int] = set()
+    for name in sorted(groups):
+        idx = list(groups[name])
+        rng.shuffle(idx)
+        if len(idx) > 1:
+            test_idx.update(idx[: round(share * len(idx))])
+    train = [r for i, r in enumerate(rows) if i not in test_idx]
+    test = [r for i, r in enumerate(rows) if i in test_idx]
+    return train, test
+
+
+def kfold_stratified(rows: Sequence[dict[str, str]], key: Callable[[dict[str, str]], str], folds: int, seed: int) -> list[int]:
+    """Fold number per row: each stratum shuffled and dealt round-robin, so every fold gets its share."""
+    rng = random.Random(seed)
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(key(row), []).append(i)
+    fold = [0] * len(rows)
+    offset = 0
+    for name in sorted(groups):
+        idx = list(groups[name])
+        rng.shuffle(idx)
+        for j, i in enumerate(idx):
+            fold[i] = (offset + j) % folds
+        offset += len(idx)
+    return fold
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, str]], columns: Sequence[str] | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = list(columns or (rows[0].keys() if rows else []))
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _load(path: Path) -> list[dict[str, str]]:
+    return read_table(path)[1]
+
+
+# ---------------------------------------------------------------- the shipped splits
+
+
+def banking77(out: Path, *, share: float = 0.2, seed: int = SPLIT_SEED) -> tuple[Path, Path]:
+    rows = _load(DATASETS / "banking77" / "train.csv")
+    for i, r in enumerate(rows):
+        r["id"] = f"b77-{i}"
+    train, test = stratified_split(rows, lambda r: r["category"], share, seed)
+    return write_csv(out / "train.csv", train, ["id", "text", "category"]), write_csv(out / "test.csv", test, ["id", "text", "category"])
+
+
+def banking77_oos(out: Path, *, held_out_share: float = 0.25, share: float = 0.2, seed: int = SPLIT_SEED) -> tuple[Path, Path]:
+    """Whole intents held out of train: their test rows are labelled 'oos' (CLINC-style out-of-scope test)."""
+    rows = _load(DATASETS / "banking77" / "train.csv")
+    for i, r in enumerate(rows):
+        r["id"] = f"b77-{i}"
+    intents = sorted({r["category"] for r in rows})
+    rng = random.Random(seed + 1)
+    held = set(rng.sample(intents, round(held_out_share * len(intents))))
+    train, test = stratified_split(rows, lambda r: r["category"], share, seed)
+    train = [r for r in train if r["category"] not in held]
+    test = [{**r, "category": "oos"} if r["category"] in held else r for r in test]
+    (out / "held_out_intents.json").parent.mkdir(parents=True, exist_ok=True)
+    (out / "held_out_intents.json").write_text(json.dumps(sorted(held), indent=1) + "\n", encoding="utf-8")
+    return write_csv(out / "train.csv", train, ["id", "text", "category"]), write_csv(out / "test.csv", test, ["id", "text", "category"])
+
+
+def tobi_queue(out: Path, *, share: float = 0.2, seed: int = SPLIT_SEED) -> tuple[Path, Path]:
+    rows = _load(DATASETS / "support_tickets_multilang" / "tickets_dev.csv")
+    train, test = stratified_split(rows, lambda r: r["queue"], share, seed)
+    cols = ["ticket_id", "language", "subject", "body", "queue", "priority", "type"]
+    return write_csv(out / "train.csv", train, cols), write_csv(out / "test.csv", test, cols)
+
+
+def bitext(out: Path, *, share: float = 0.2, seed: int = SPLIT_SEED, limit_train: int | None = None, limit_test: int | None = None) -> tuple[Path, Path]:
+    rows = _load(DATASETS / "bitext_customer_support" / "bitext_dev.csv")
+    train, test = stratified_split(rows, lambda r: r["intent"], share, seed)
+    if limit_train is not None:
+        train = random.Random(seed).sample(train, min(limit_train, len(train)))
+    if limit_test is not None:
+        test = random.Random(seed + 1).sample(test, min(limit_test, len(test)))
+    cols = ["utterance_id", "instruction", "category", "intent"]
+    return write_csv(out / "train.csv", train, cols), write_csv(out / "test.csv", test, cols)
+
+
+def tier_gold_rows() -> list[dict[str, str]]:
+    """tier_dev.csv joined with tickets_dev.csv: ticket_id, subject, body, tier (+ queue, type, priority, language)."""
+    base = {r["ticket_id"]: r for r in _load(DATASETS / "support_tickets_multilang" / "tickets_dev.csv")}
+    rows = []
+    for t in _load(DATASETS / "support_tickets_multilang" / "tier_dev.csv"):
+        ticket = base[t["ticket_id"]]
+        rows.append({**{k: ticket[k] for k in ("ticket_id", "language", "subject", "body", "queue", "type", "priority")}, "tier": t["tier"]})
+    return rows
+
+
+TIER_COLUMNS = ["ticket_id", "language", "subject", "body", "tier", "queue", "type", "priority"]
+
+
+def tier_folds(out: Path, *, folds: int = 5, seed: int = SPLIT_SEED, extra_train: Sequence[dict[str, str]] = ()) -> list[tuple[Path, Path]]:
+    """K-fold files of the tier gold set; each train file = the other folds + `extra_train` rows (e.g. seed tickets)."""
+    rows = tier_gold_rows()
+    fold = kfold_stratified(rows, lambda r: r["tier"], folds, seed)
+    pairs = []
+    for k in range(folds):
+        train = [r for r, f in zip(rows, fold, strict=True) if f != k] + list(extra_train)
+        test = [r for r, f in zip(rows, fold, strict=True) if f == k]
+        pairs.append((write_csv(out / f"fold{k}" / "train.csv", train, TIER_COLUMNS), write_csv(out / f"fold{k}" / "test.csv", test, TIER_COLUMNS)))
+    return pairs
+
+
+def seed_tier_rows(path: Path | None = None) -> list[dict[str, str]]:
+    """The shipped seed tickets (knowledge_base/seed/tickets.jsonl) that carry a tier, as tier-file rows."""
+    path = path or REPO_ROOT / "knowledge_base" / "seed" / "tickets.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            t = json.loads(line)
+            tier = (t.get("labels") or {}).get("tier")
+            if tier:
+                rows.append({"ticket_id": f"seed:{t['id']}", "language": t.get("language") or "", "subject": t.get("subject", ""), "body": t.get("body", ""), "tier": tier})
+    return rows

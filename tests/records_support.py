@@ -1,0 +1,91 @@
+"""Helpers for the lifecycle, auth, durability and Chroma-server tests: the real parts, set up quickly."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from agent.api import create_app
+from agent.auth import SCOPES, create_key
+from agent.records import Records
+from agent.service import TriageService
+from agent.settings import REPO_ROOT, Settings
+
+TAXONOMY_PATH = REPO_ROOT / "knowledge_base" / "taxonomies" / "default.yaml"
+
+
+def copy_seeded(seeded_data_dir: Path, dest: Path) -> Path:
+    """A private copy of the seeded store (Chroma + trained head), for tests that write to it or serve from it."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for part in ("chroma", "models"):
+        shutil.copytree(seeded_data_dir / part, dest / part)
+    return dest
+
+
+def proposal_settings(data_dir: Path, **extra: object) -> Settings:
+    return Settings(data_dir=data_dir, taxonomy_path=TAXONOMY_PATH, mode="proposal", **extra)
+
+
+def database_url(kind: str, request: pytest.FixtureRequest, tmp_dir: Path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_dir / 'triage.db'}"
+    return request.getfixturevalue("postgres").create_database()
+
+
+@dataclass
+class Api:
+    """A real app around a real service and real records, with one key per scope."""
+
+    client: TestClient
+    records: Records
+    keys: dict[str, str]
+
+    def auth(self, scope: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[scope]}"}
+
+    def post(self, path: str, body: dict, scope: str = "bot", **headers: str) -> httpx.Response:
+        return self.client.post(path, json=body, headers={**self.auth(scope), **headers})
+
+    def get(self, path: str, scope: str = "bot", **params: object) -> httpx.Response:
+        return self.client.get(path, params=params, headers=self.auth(scope))
+
+
+@contextmanager
+def running_api(service: TriageService, url: str, settings: Settings | None = None) -> Iterator[Api]:
+    records = Records(url)
+    records.upgrade()
+    keys = {scope: create_key(records, scope=scope, name=f"{scope}-tester")[0] for scope in SCOPES}
+    try:
+        with TestClient(create_app(settings or service.settings, service, records=records)) as client:
+            yield Api(client, records, keys)
+    finally:
+        records.close()
+
+
+def wait_http(url: str, *, timeout_s: float = 120, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the server exited with {process.returncode} before answering {url}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer within {timeout_s} s")
+
+
+def uvicorn_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "agent.api:create_app", "--factory", "--host", "127.0.0.1",
+            "--port", str(port), "--log-level", "warning"]
