@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from agent import __version__
 from agent.api_guards import BodyLimit, Credentials, install_error_handlers, needs
+from agent.api_insights import router as insights_router
 from agent.auth import Principal, create_key, list_keys, revoke_key
 from agent.contracts import Classification, Message, Taxonomy, TicketIn
 from agent.lifecycle import (
@@ -46,6 +47,21 @@ IdempotencyKey = Annotated[
         description="Send the same key again (e.g. after a timeout) to get the first ticket back instead of a duplicate.",
     ),
 ]
+
+
+_bot_only = needs("bot")
+
+
+async def classify_caller(request: Request, credentials: Credentials) -> Principal | None:
+    """Stateless classification stores nothing, so by default it is open on the loopback-bound server (the
+    README's curl works as is); a key that is sent is still checked. TRIAGE_ANONYMOUS_CLASSIFY=false makes it
+    bot-only like every other endpoint: do that before binding the API to anything but loopback."""
+    if credentials is None and request.app.state.settings.anonymous_classify:
+        return None
+    return await _bot_only(request, credentials)
+
+
+ClassifyCaller = Annotated[Principal | None, Depends(classify_caller)]
 
 
 def lifecycle_of(request: Request) -> Lifecycle:
@@ -123,8 +139,10 @@ def create_app(
         "`lead` (also reviews and the review queue), `admin` (also keys and taxonomy versions).",
         lifespan=lifespan,
     )
+    app.state.settings = settings
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
+    app.include_router(insights_router)  # GET /v1/stats: the back office's KPIs, for the UI and other dashboards
 
     # ------------------------------------------------------------ ops
 
@@ -141,19 +159,9 @@ def create_app(
 
     # ------------------------------------------------------------ stateless
 
-    bot_only = needs("bot")
-
-    async def classify_caller(request: Request, credentials: Credentials) -> Principal | None:
-        """Stateless classification stores nothing, so by default it is open on the loopback-bound server (the
-        README's curl works as is); a key that is sent is still checked. TRIAGE_ANONYMOUS_CLASSIFY=false makes
-        it bot-only like every other endpoint: do that before binding the API to anything but loopback."""
-        if credentials is None and settings.anonymous_classify:
-            return None
-        return await bot_only(request, credentials)
-
     @app.post("/v1/classify", response_model=Classification, tags=["triage"])
     async def classify(
-        ticket: TicketIn, request: Request, who: Annotated[Principal | None, Depends(classify_caller)]
+        ticket: TicketIn, request: Request, who: ClassifyCaller
     ) -> Classification:
         """Classify one ticket (stateless, nothing stored): labels per axis, decision, rationale, evidence and a draft."""
         svc: TriageService = request.app.state.service
