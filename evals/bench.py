@@ -175,7 +175,7 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
             aa = a["auto_apply"]
             lines.append(
                 f"| {row['name']} | {row['mode']}{' (' + str(row['limit']) + ')' if row['limit'] else ''} | {m['n']} | {axis} | {a['accuracy']:.4f} | {a['macro_f1']:.4f} | {a['ece']:.4f} | "
-                f"{100 * aa['coverage']:.1f} % @ {aa['precision']:.3f} | {oos} | {m['latency_ms']['p50']:.0f} / {m['latency_ms']['p95']:.0f} | {m['throughput_per_s']:.1f} | "
+                f"{100 * aa['coverage']:.1f} % @ {aa['precision']:.3f} | {oos} | {m['latency_ms']['p50']:.0f} / {m['latency_ms']['p95']:.0f} | {m['throughput_per_s']:.2f} | "
                 f"{m['usage']['prompt_tokens']}+{m['usage']['completion_tokens']} | {row['wall_s']:.0f} s |"
             )
         if row["mode"] == "proposal" or not row["limit"]:

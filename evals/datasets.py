@@ -70,7 +70,7 @@ def _stringify(value: object) -> str:
         return ""
     if isinstance(value, str):
         return value
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, list | tuple):
         return "; ".join(_stringify(v) for v in value)
     return json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else str(value)
 

@@ -28,7 +28,7 @@ from agent.settings import Settings
 from evals import metrics as m
 from evals import splits
 from evals.calibration import nearest_neighbours, top
-from evals.datasets import LabelCodec, load_rows
+from evals.datasets import load_rows
 from evals.runner import CachedEmbedder, derive_taxonomy, normalized
 
 DATASETS = {
@@ -41,7 +41,7 @@ DATASETS = {
 def parse_variant(spec: str) -> tuple[str, HeadOptions]:
     name, _, rest = spec.partition(":")
     opts = HeadOptions()
-    if name in ("lr", "svm"):
+    if name in ("lr", "svm", "ensemble"):
         opts = replace(opts, classifier=name)
     for item in filter(None, rest.split(",")):
         key, _, value = item.partition("=")

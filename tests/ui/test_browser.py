@@ -1,0 +1,166 @@
+"""The review UI in a real browser: Debian's Chromium driven by Playwright, the real Streamlit server, the real API.
+
+A lead opens the queue, opens a ticket, edits a label, accepts, sees the new revision in the timeline and the
+ticket gone from the queue. Screenshots go to test-artifacts/ (and to TRIAGE_UI_SCREENSHOTS_DIR when set, which
+is how docs/screenshots/ is made).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.settings import REPO_ROOT
+from tests.ui.conftest import LiveApi, free_port, stop, wait_http
+
+pytestmark = pytest.mark.integration
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+TIMEOUT_MS = 60_000
+
+
+def ui_command(port: int) -> list[str]:
+    """How `triage serve` (or anyone) starts the UI; the same flags as documented in the README."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "ui" / "app.py"),
+        "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
+        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
+    ]
+
+
+@pytest.fixture(scope="module")
+def ui_url(api: LiveApi, reports: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("ui") / "streamlit.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")}
+    env.update(TRIAGE_API_URL=api.url, TRIAGE_API_KEY=api.key("lead", "lead-browser"), TRIAGE_UI_REPORTS_DIR=str(reports))
+    with log.open("wb") as out:
+        process = subprocess.Popen(ui_command(port), cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/_stcore/health", process, log, timeout=120)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="module")
+def page(ui_url: str) -> Iterator:
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: `apt-get install chromium` (Debian's package; Playwright's own download is not used)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        tab = browser.new_page(viewport={"width": 1400, "height": 1100})
+        tab.set_default_timeout(TIMEOUT_MS)
+        try:
+            yield tab
+        finally:
+            browser.close()
+
+
+def shot(tab, name: str, doc: str | None = None) -> Path:
+    """Save a screenshot under test-artifacts/; with TRIAGE_UI_SCREENSHOTS_DIR set, the README's copy as `doc`.png."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    tab.screenshot(path=str(path))
+    extra = os.environ.get("TRIAGE_UI_SCREENSHOTS_DIR")
+    if extra and doc:
+        Path(extra).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(extra) / f"{doc}.png")
+    return path
+
+
+def settle(tab) -> None:
+    """Wait until Streamlit has finished the script run (no 'Running...' status) and no exception is shown."""
+    tab.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=TIMEOUT_MS)
+    assert tab.locator("[data-testid='stException']").count() == 0, tab.locator("[data-testid='stException']").first.inner_text()
+
+
+def choose(tab, label: str, option: str) -> None:
+    """Pick `option` in the Streamlit selectbox labelled `label` (keyboard: type, Enter)."""
+    box = tab.locator("[data-testid='stSelectbox']").filter(has=tab.get_by_text(label, exact=True))
+    box.locator("input").click()
+    box.locator("input").fill(option)
+    tab.get_by_role("option", name=option).first.click()
+
+
+def test_every_page_renders_in_the_browser(page, ui_url: str, tmp_path: Path) -> None:
+    """Runs first on a fresh Streamlit server: each page opened by its URL (a bookmark) renders by itself."""
+    for path, heading, name in (
+        ("/insights", "Insights", "insights"),
+        ("/evals", "Evals", "evals"),
+        ("/taxonomy", "Taxonomy", "taxonomy"),
+    ):
+        page.goto(ui_url + path)  # a deep link opens the page itself, not the queue
+        page.get_by_role("heading", name=heading, exact=True).wait_for()
+        settle(page)
+        if name == "evals":
+            choose(page, "Compare with", "run-")  # the other run, whichever is newer
+            page.get_by_text("B − A").first.wait_for()
+            settle(page)
+        page.wait_for_timeout(500)  # charts draw after the script run ends
+        shot(page, f"0{5 + ['insights', 'evals', 'taxonomy'].index(name)}-{name}", name)
+
+    page.goto(ui_url + "/batch")
+    page.get_by_role("heading", name="Batch").wait_for()
+    upload = tmp_path / "tickets.csv"
+    upload.write_text(
+        "id,subject,body,channel\nb-1,Charged twice,My card was charged twice,email\n"
+        "b-2,VPN down,Nobody can reach the VPN,phone\nb-3,Parcel late,Tracking stuck for a week,chat\n"
+    )
+    page.locator("input[type='file']").set_input_files(str(upload))
+    page.get_by_role("button", name=re.compile("^Classify")).click()
+    page.get_by_role("button", name="Download CSV").wait_for()
+    settle(page)
+    shot(page, "08-batch", "batch")
+
+
+def test_a_lead_edits_a_label_accepts_and_the_ticket_leaves_the_queue(page, ui_url: str, api: LiveApi) -> None:
+    with api.http() as http:
+        first = http.get("/v1/review-queue", params={"limit": 1}).json()["items"][0]
+        names = {label["id"]: label["name"] for label in http.get("/v1/taxonomy").json()["axes"]["service"]["labels"]}
+    page.goto(ui_url)
+    page.get_by_role("heading", name="Review queue").wait_for()
+    settle(page)
+    link = page.locator(f"a[href*='id={first['id']}']").filter(visible=True)
+    link.wait_for()
+    shot(page, "01-queue", "queue")
+
+    link.click()
+    page.get_by_role("heading", name="Revision timeline").wait_for()
+    settle(page)
+    assert page.get_by_role("heading", name=first["subject"]).is_visible()
+    old = first["labels"]["service"]
+    new = next(label for label in names if label != old)
+    shot(page, "02-ticket", "ticket")
+
+    choose(page, "Service", f"{names[new]} ({new})")
+    page.get_by_text(f"Accept saves your edit: service: {old} → {new}").wait_for()
+    page.get_by_role("button", name=re.compile("^Accept")).click()
+    page.get_by_text("Labels saved").first.wait_for()
+    settle(page)
+    timeline = page.locator("[data-testid='stVerticalBlock']").filter(has_text="edited the labels").last  # the innermost: one revision
+    timeline.wait_for()
+    assert "user:lead-browser" in timeline.inner_text() and f"service: {old} → {new}" in timeline.inner_text()
+    timeline.scroll_into_view_if_needed()
+    shot(page, "03-ticket-accepted")
+
+    page.get_by_role("link", name="Back to queue").click()
+    page.get_by_role("heading", name="Review queue").wait_for()
+    settle(page)
+    assert page.locator(f"a[href*='id={first['id']}']").count() == 0
+    with api.http() as http:
+        assert first["id"] not in [t["id"] for t in http.get("/v1/review-queue", params={"limit": 200}).json()["items"]]
+    shot(page, "04-queue-after-review")

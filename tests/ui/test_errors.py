@@ -1,0 +1,62 @@
+"""An unreachable API, a bad or revoked key and a key without the lead scope: a clear message on every page, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from tests.integration.conftest import TRIAGE, cli_env
+from tests.ui.conftest import LiveApi, app_test, free_port, run_page, texts
+
+pytestmark = pytest.mark.integration
+API_PAGES = [None, "views/ticket.py", "views/insights.py", "views/taxonomy.py"]
+
+
+def open_page(at, page: str | None):
+    return run_page(at, page, **({"id": "tk_anything"} if page == "views/ticket.py" else {}))
+
+
+@pytest.mark.parametrize("page", API_PAGES)
+def test_an_unreachable_api_is_a_clear_message(page: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    at = open_page(app_test(monkeypatch, url, "trg_whatever"), page)
+    assert [e.value for e in at.error] == [
+        f"Cannot reach the triage API at {url} (ConnectError: [Errno 111] Connection refused)."
+    ]
+    assert "Start it with `triage serve`" in texts(at)
+    if page is None:  # AppTest keeps the sidebar of the first run only
+        assert "API not answering" in texts(at)
+
+
+@pytest.mark.parametrize("page", API_PAGES)
+def test_an_invalid_key_is_a_clear_message(page: str | None, api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = open_page(app_test(monkeypatch, api.url, "trg_not-a-real-key"), page)
+    assert len(at.error) == 1 and "the API key is invalid, revoked or expired" in at.error[0].value
+    assert "triage keys create --scope lead" in texts(at)
+
+
+def test_a_revoked_key_and_a_missing_key_are_clear_messages(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = api.key("lead", "ui-revoked")
+    assert run_page(app_test(monkeypatch, api.url, key)).error == []
+    listed = subprocess.run([TRIAGE, "keys", "list"], env=cli_env(api.data_dir), capture_output=True, text=True, timeout=120)
+    key_id = next(line.split()[0] for line in listed.stdout.splitlines() if "ui-revoked" in line)
+    revoked = subprocess.run([TRIAGE, "keys", "revoke", key_id], env=cli_env(api.data_dir), capture_output=True, text=True, timeout=120)
+    assert revoked.returncode == 0, revoked.stderr
+    at = run_page(app_test(monkeypatch, api.url, key))
+    assert "the API key is invalid, revoked or expired" in at.error[0].value and "revoked" in at.error[0].value
+    at = run_page(app_test(monkeypatch, api.url, None))
+    assert "no API key was sent" in at.error[0].value
+
+
+def test_a_key_without_the_lead_scope_says_which_scope_it_needs(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = run_page(app_test(monkeypatch, api.url, api.key("bot")))
+    assert "The API key may not do this" in at.error[0].value and "'lead'" in at.error[0].value
+    assert "needs a key with scope `lead`" in texts(at)
+
+
+def test_a_key_pasted_in_the_sidebar_replaces_a_bad_one(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = run_page(app_test(monkeypatch, api.url, "trg_not-a-real-key"))
+    assert at.error
+    at.sidebar.text_input(key="api_key_override").set_value(api.key("lead")).run()
+    assert not at.exception and not at.error and at.metric

@@ -1,0 +1,238 @@
+"""Each page of the review UI run with Streamlit's AppTest against the real API (uvicorn, proposal mode)."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+import pytest
+
+from tests.ui.conftest import LiveApi, app_test, run_page, texts
+from ui.format import anchor, cited_ids
+
+pytestmark = pytest.mark.integration
+RANK = {"needs_review": 0, "suggest": 1}
+
+
+def queue_ids(at) -> list[str]:
+    return [parse_qs(link.proto.query_string)["id"][0] for link in at.get("page_link") if "id=" in link.proto.query_string]
+
+
+def metric(at, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+# ---------------------------------------------------------------- review queue
+
+
+def test_an_empty_queue_says_so(unseeded_api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    with unseeded_api.http() as http:
+        assert http.get("/v1/tickets").json()["items"] == [], "this test needs a store without tickets"
+    at = run_page(app_test(monkeypatch, unseeded_api.url, unseeded_api.key("lead")))
+    assert "Nothing to review: the queue is empty" in texts(at)
+    assert queue_ids(at) == [] and metric(at, "All tickets") == "0"
+    insights = run_page(app_test(monkeypatch, unseeded_api.url, unseeded_api.key("lead")), "views/insights.py")
+    assert "No ticket in this window" in texts(insights)
+
+
+def test_the_queue_shows_needs_review_first_then_lowest_confidence(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead"), TRIAGE_UI_PAGE_SIZE="5"))
+    with api.http() as http:
+        first = http.get("/v1/review-queue", params={"limit": 5}).json()
+        second = http.get("/v1/review-queue", params={"limit": 5, "cursor": first["next_cursor"]}).json()
+        counts = http.get("/v1/stats/queue").json()
+    expected = first["items"] + second["items"]
+    assert len(expected) > 5, "the seeded tickets should leave more than a page for review"
+    keys = [(RANK[item["decision"]], item["confidence"]) for item in expected]
+    assert keys == sorted(keys)
+    assert queue_ids(at) == [item["id"] for item in first["items"]]
+    assert metric(at, "Needs review") == str(counts["needs_review"]) and metric(at, "Suggested") == str(counts["suggest"])
+    assert int(metric(at, "All tickets")) >= len(api.tickets)
+    labels = [b.label for b in at.button]
+    assert labels == ["Open first", "Next page"] and [b.proto.shortcut.upper() for b in at.button] == ["O", "J"]
+    at.button[1].click().run()
+    assert queue_ids(at) == [item["id"] for item in second["items"]]
+    assert "Previous page" in [b.label for b in at.button]
+
+
+def test_queue_filters_by_decision_and_service(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead")))
+    with api.http() as http:
+        suggest = [i["id"] for i in http.get("/v1/review-queue", params={"decision": "suggest"}).json()["items"]]
+        everything = http.get("/v1/review-queue").json()["items"]
+    at.get("button_group")[0].set_value("suggest").run()
+    assert queue_ids(at) == suggest
+    at.get("button_group")[0].set_value("all").run()
+    service = everything[-1]["labels"]["service"]
+    at.selectbox(key="q_service").set_value(service).run()
+    assert queue_ids(at) == [i["id"] for i in everything if i["labels"]["service"] == service]
+    assert metric(at, "Needs review") is not None
+    at.selectbox(key="q_age").set_value("older than 7 days").run()
+    assert queue_ids(at) == []
+    assert "No ticket in the queue matches these filters" in texts(at)
+
+
+# ---------------------------------------------------------------- ticket
+
+
+def in_queue(api: LiveApi) -> list[dict]:
+    with api.http() as http:
+        return http.get("/v1/review-queue", params={"limit": 200}).json()["items"]
+
+
+def test_the_ticket_shows_labels_rationale_evidence_and_draft(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    with api.http() as http:
+        tickets = [http.get(f"/v1/tickets/{t['id']}").json() for t in api.tickets]
+    ticket = next(t for t in tickets if t["current"] and t["current"]["classification"]["draft"])
+    classification = ticket["current"]["classification"]
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead")), "views/ticket.py", id=ticket["id"])
+    page = texts(at)
+    assert at.title[0].value.replace("\\", "") == ticket["subject"]
+    bars = [p.proto.text for p in at.get("progress")]
+    for axis, label in classification["labels"].items():
+        assert any(f"**{axis}**" in text and f"`{label['label']}`" in text and f"{label['confidence']:.2f}" in text for text in bars), axis
+    # the rationale links each cited evidence id to its card, and the card carries that anchor
+    evidence = {e["id"] for e in classification["evidence"]["tickets"]} | {e["id"] for e in classification["evidence"]["articles"]}
+    cited = [c for c in cited_ids(classification["rationale"]) if c in evidence]
+    assert cited, classification["rationale"]
+    anchors = "\n".join(h.proto.body for h in at.get("html"))
+    for evidence_id in cited:
+        assert f"(#{anchor(evidence_id)})" in page and f"id='{anchor(evidence_id)}'" in anchors
+    assert "Similar past tickets" in page and "KB articles" in page and ":orange-badge[cited]" in page
+    assert at.text_area[0].value == classification["draft"]["text"]
+    assert [b.label for b in at.download_button] == ["Download the answer"]
+    assert "classified the new ticket" in page
+
+
+def test_editing_labels_then_rejecting_writes_revisions_shown_in_the_timeline(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    ticket = in_queue(api)[-1]
+    before = ticket["labels"]["service"]
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead", "ui-reviewer")), "views/ticket.py", id=ticket["id"])
+    other = next(o for o in at.selectbox(key=f"review_service_{ticket['id']}_{ticket['current_seq']}").options if f"({before})" not in o)
+    new = other.rsplit("(", 1)[1].rstrip(")")
+    at.selectbox(key=f"review_service_{ticket['id']}_{ticket['current_seq']}").set_value(new).run()
+    assert f"Accept saves your edit: service: {before} → {new}" in texts(at)
+    at.button[[b.label for b in at.button].index("Accept")].click().run()
+    assert not at.exception
+    page = texts(at)
+    assert "Labels saved" in page and "is no longer in the review queue" in page
+    assert "user:ui-reviewer" in page and "edited the labels" in page and f"service: {before} → {new}" in page
+    with api.http() as http:
+        revisions = http.get(f"/v1/tickets/{ticket['id']}/revisions").json()
+    assert revisions[-1]["reason"] == "human_review" and revisions[-1]["labels"]["service"] == new
+    assert ticket["id"] not in [t["id"] for t in in_queue(api)]
+
+    reject = [b.label for b in at.button].index("Reject")
+    at.button[reject].click().run()
+    assert "Say why in the comment before rejecting" in texts(at)
+    seq = revisions[-1]["seq"]
+    at.text_input(key=f"review_comment_{ticket['id']}_{seq}").set_value("wrong team after all").run()
+    at.button[[b.label for b in at.button].index("Reject")].click().run()
+    page = texts(at)
+    assert "Rejected" in page and f"rejected revision {seq}" in page and "wrong team after all" in page
+    with api.http() as http:
+        last = http.get(f"/v1/tickets/{ticket['id']}/revisions").json()[-1]
+    assert last["rejects"] == seq and last["review"]["comment"] == "wrong team after all"
+
+
+def test_a_ticket_whose_labels_were_all_rejected_needs_every_label_chosen(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    with api.http("bot") as bot:
+        ticket = bot.post("/v1/tickets", json={"subject": "Newsletter", "body": "Please stop the newsletter e-mails.", "channel": "email"}).json()
+    with api.http() as lead:
+        assert lead.post(f"/v1/tickets/{ticket['id']}/reviews", json={"action": "reject", "comment": "no idea", "revision": 1}).status_code == 201
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead")), "views/ticket.py", id=ticket["id"])
+    assert "No labels in force" in texts(at)
+    boxes = {axis: at.selectbox(key=f"review_{axis}_{ticket['id']}_None") for axis in ("service", "channel", "tier")}
+    assert boxes["service"].value is None and boxes["tier"].value is None and boxes["channel"].value == "email"
+    accept = lambda: at.button[[b.label for b in at.button].index("Accept")]  # noqa: E731
+    assert accept().disabled and at.button[[b.label for b in at.button].index("Reject")].disabled
+    boxes["service"].set_value("general_information").run()
+    at.selectbox(key=f"review_tier_{ticket['id']}_None").set_value("L1").run()
+    assert not accept().disabled
+    accept().click().run()
+    assert "Labels saved" in texts(at)
+    with api.http() as lead:
+        assert lead.get(f"/v1/tickets/{ticket['id']}").json()["labels"] == {"service": "general_information", "tier": "L1", "channel": "email"}
+
+
+def test_an_unknown_ticket_is_a_message(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead")), "views/ticket.py", id="tk_does_not_exist")
+    assert "There is no ticket" in texts(at) and not at.error
+
+
+# ---------------------------------------------------------------- batch
+
+
+def test_batch_classifies_a_csv_and_offers_the_results(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    csv = (
+        b"id,subject,text,channel\n"
+        b"b-1,Charged twice,\"My card was charged twice, refund one please\",email\n"
+        b"b-2,VPN,Nobody in the office can reach the VPN since 9:00,phone\n"
+        b"b-3,,,chat\n"
+        b"b-4,Password,I forgot my password,fax\n"
+        b"b-5,Parcel,Where is my parcel? Tracking is stuck,\n"
+    )
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead")), "views/batch.py")
+    at.file_uploader[0].set_value(("tickets.csv", csv, "text/csv")).run()
+    assert "1 row skipped" in [e.label for e in at.expander][0] and "**4** tickets" in texts(at)
+    at.button[0].click().run()
+    assert not at.exception
+    table = at.dataframe[-1].value
+    assert list(table["id"]) == ["b-1", "b-2", "b-4", "b-5"]
+    assert metric(at, "Classified") == "3" and metric(at, "Failed") == "1"
+    assert "unknown channel 'fax'" in table.loc[table["id"] == "b-4", "error"].item()
+    assert table.loc[table["id"] == "b-1", "channel"].item() == "email"
+    assert {b.label for b in at.download_button} == {"Download CSV", "Download JSONL (full contract)"}
+    assert [p.proto.value for p in at.get("progress")] == [100]
+
+
+def test_batch_reads_jsonl_and_reports_bad_lines(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    jsonl = b'{"subject": "Invoice", "body": "Send me the invoice for order 4471", "channel": "email"}\n{oops\n'
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead")), "views/batch.py")
+    at.file_uploader[0].set_value(("t.jsonl", jsonl, "application/jsonl")).run()
+    assert "line 2: not valid JSON" in texts(at)
+    at.button[0].click().run()
+    assert at.dataframe[-1].value["decision"].notna().all() and metric(at, "Classified") == "1"
+
+
+# ---------------------------------------------------------------- insights and taxonomy
+
+
+def test_insights_show_the_kpis_of_the_stats_endpoint(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead")), "views/insights.py")
+    with api.http() as http:
+        stats = http.get("/v1/stats", params={"days": 30}).json()
+    assert int(metric(at, "Tickets")) == stats["totals"]["tickets"] >= len(api.tickets)
+    page = texts(at)
+    for heading in ("Volume per day", "What the agent decided", "Time from intake to a decision", "Human overturn rate per label", "KB articles the drafts cite", "KB gaps"):
+        assert heading in page, heading
+    volume, shares = at.dataframe[0].value, at.dataframe[1].value
+    assert volume.loc[volume["per"] == "(all)", "tickets"].item() == stats["totals"]["tickets"]
+    assert sum(volume.loc[volume["per"] == "(all)", "trend"].item()) == stats["totals"]["tickets"]
+    overall = next(r for r in stats["decisions"] if r["group"] == "(all)")
+    assert shares.loc[shares["per"] == "(all)", "auto-applied"].item() == overall["auto_apply_share"]
+    at.selectbox(key="in_group").set_value("tier").run()
+    assert not at.exception and set(at.dataframe[0].value["per"]) - {"(all)"} <= {"L1", "L2", "L3"}
+
+
+def test_taxonomy_lists_labels_and_diffs_a_candidate_version(api: LiveApi, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    import yaml
+
+    from agent.settings import REPO_ROOT
+
+    current = yaml.safe_load((REPO_ROOT / "knowledge_base" / "taxonomies" / "default.yaml").read_text())
+    candidate = yaml.safe_load((REPO_ROOT / "knowledge_base" / "taxonomies" / "default.yaml").read_text())
+    candidate["version"] = "next"
+    service = candidate["axes"]["service"]["labels"]
+    removed = service.pop()["id"]
+    service[0]["description"] = "Rewritten description."
+    service.append({"id": "warranty", "name": "Warranty", "description": "Warranty claims.", "routing": {"team": "Returns"}})
+    (tmp_path / "next.yaml").write_text(yaml.safe_dump(candidate))
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead"), TRIAGE_UI_TAXONOMIES_DIR=str(tmp_path)), "views/taxonomy.py")
+    tables = [d.value for d in at.dataframe]
+    assert [list(t["id"]) for t in tables] == [[label["id"] for label in current["axes"][a]["labels"]] for a in ("service", "channel", "tier")]
+    assert "admin key" in texts(at)  # a lead key cannot list the served versions; files still diff
+    at.selectbox(key="tax_other").set_value("file: next.yaml").run()
+    diff = at.dataframe[-1].value
+    rows = set(zip(diff["label"], diff["change"], diff["field"], strict=True))
+    # from next.yaml to the taxonomy in force: the label it removed is added back, and so on
+    assert {(removed, "added", ""), ("warranty", "removed", ""), (service[0]["id"], "changed", "description")} <= rows

@@ -1,0 +1,160 @@
+"""The UI's pure helpers (no Streamlit, no server): citations, the review to send, the timeline, batch files,
+eval curves, the taxonomy diff, and the API client's error messages against a scripted transport."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from ui.api_client import ApiAuthError, ApiNotFound, ApiRejected, ApiUnreachable, TriageClient
+from ui.batch_io import flat_row, parse_tickets, to_csv
+from ui.evals_data import Report, coverage_precision, per_class_f1, reliability
+from ui.format import age_params, escape_md, label_changes, link_citations, review_request, timeline, within_age
+from ui.taxonomy_diff import diff
+
+
+def test_citations_link_to_evidence_cards_and_unknown_ids_stay_text() -> None:
+    md = link_citations("Like [btx-12] and [kb:refund]; not [nope]. *bold*", {"btx-12", "kb:refund"})
+    assert ":orange-background[[btx\\-12](#ev-btx-12)]" in md and "(#ev-kb-refund)" in md
+    assert "\\[nope\\]" in md and "\\*bold\\*" in md
+    assert escape_md(":red[x] <b>") == "\\:red\\[x\\] \\<b\\>"
+
+
+@pytest.mark.parametrize(
+    ("chosen", "suggested", "expected"),
+    [
+        ({"service": "a", "tier": "L1"}, None, ("accept", None)),
+        ({"service": "b", "tier": "L1"}, None, ("edit", {"service": "b"})),
+        ({"service": "b", "tier": "L1"}, {"service": "b"}, ("accept", None)),  # accept takes the suggestion
+        ({"service": "a", "tier": "L1"}, {"service": "b"}, ("edit", {"service": "a", "tier": "L1"})),  # keep the lead's
+    ],
+)
+def test_the_review_sent_leaves_exactly_the_chosen_labels(chosen: dict, suggested: dict | None, expected: tuple) -> None:
+    assert review_request({"service": "a", "tier": "L1"}, chosen, suggested) == expected
+
+
+def test_timeline_says_who_changed_what_and_why_newest_first() -> None:
+    revisions = [
+        {"seq": 1, "reason": "new_ticket", "actor": "agent:x", "labels": {"service": "a", "tier": "L1"}, "classification": {"decision": "suggest", "rationale": "[t1]"}},
+        {"seq": 2, "reason": "human_review", "actor": "user:ann", "labels": {"service": "b", "tier": "L1"}, "classification": {"decision": "auto_apply"}, "review": {"action": "edit", "comment": "billing"}, "rejected_by": 3},
+        {"seq": 3, "reason": "human_review", "actor": "user:bob", "labels": None, "classification": None, "rejects": 2, "note": "no"},
+    ]
+    rows = timeline(revisions)
+    assert [r["seq"] for r in rows] == [3, 2, 1]
+    assert rows[0]["what"] == "rejected revision 2" and rows[0]["changes"] == ["service: b → a"] and rows[0]["why"] == "no"
+    assert rows[1]["what"] == "edited the labels" and rows[1]["changes"] == ["service: a → b"] and rows[1]["rejected_by"] == 3
+    assert rows[2]["changes"] == ["service: – → a", "tier: – → L1"] and rows[2]["why"] == "[t1]"
+    assert label_changes({"tier": "L1"}, {"tier": "L1"}) == []
+
+
+def test_age_filters() -> None:
+    now = datetime(2026, 11, 25, 12, tzinfo=UTC)
+    old, new = (now - timedelta(days=8)).isoformat(), (now - timedelta(minutes=5)).isoformat()
+    assert within_age(old, "older than 7 days", now) and not within_age(new, "older than 7 days", now)
+    assert within_age(new, "last hour", now) and not within_age(old, "last 24 hours", now)
+    assert age_params("last 7 days", now) == {"created_after": (now - timedelta(days=7)).isoformat()}
+
+
+def test_batch_files_map_columns_and_report_each_bad_row() -> None:
+    tickets, problems = parse_tickets("t.csv", b"ID,Title,Text,Channel,priority\n1,Hi,Body one,email,high\n2,,,chat,\n")
+    assert [(t.ticket_id, t.subject, t.body, t.channel) for t in tickets] == [("1", "Hi", "Body one", "email")]
+    assert problems == ["line 3: no text (subject, body and messages are empty)"]
+    _, problems = parse_tickets("t.csv", b"a,b\n1,2\n")
+    assert "needs a header row" in problems[0]
+    tickets, problems = parse_tickets("t.jsonl", b'{"body": "x", "messages": [{"author": "robot", "text": "y"}]}\n[1]\n')
+    assert tickets == [] and problems[0].startswith("line 1: messages.0.author") and "expected an object" in problems[1]
+    row = flat_row(1, parse_tickets("t.csv", b"text\nhello\n")[0][0], {"labels": {"service": {"label": "s", "confidence": 0.5}}, "decision": "suggest"}, None)
+    assert row["service"] == "s" and row["service_confidence"] == 0.5 and row["tier"] is None
+    assert to_csv([row]).decode().splitlines()[0].startswith("row,id,subject,service")
+
+
+def test_eval_curves_from_predictions() -> None:
+    rows = [{"axis": "service", "gold": g, "pred": p, "confidence": c, "correct": g == p} for g, p, c in
+            [("a", "a", 0.95), ("a", "b", 0.9), ("b", "b", 0.6), ("b", "b", 0.55), ("a", "a", 0.1)]]
+    curve = coverage_precision(rows, points=5)
+    assert curve[0] == {"coverage": 0.2, "precision": 1.0, "threshold": 0.95} and curve[-1] == {"coverage": 1.0, "precision": 0.8, "threshold": 0.1}
+    bins = {round(b["bin"], 2): b for b in reliability(rows)}
+    assert bins[0.95]["accuracy"] == 0.5 and bins[0.95]["count"] == 2 and bins[0.15]["accuracy"] == 1.0
+    f1 = {c["label"]: c for c in per_class_f1(Report("r", None, {"axes": {"service": {}}}, rows=rows), "service")}  # type: ignore[arg-type]
+    assert f1["a"]["recall"] == round(2 / 3, 4) and f1["b"]["precision"] == round(2 / 3, 4) and f1["a"]["support"] == 3
+
+
+def test_taxonomy_diff() -> None:
+    old = {"axes": {"service": {"fallback": "x", "labels": [{"id": "x", "name": "X", "description": "d"}, {"id": "y", "name": "Y", "description": "e"}]}}}
+    new = {"axes": {"service": {"fallback": "z", "labels": [{"id": "x", "name": "X", "description": "d  changed", "routing": {"team": "T"}}, {"id": "z", "name": "Z", "description": ""}]}}}
+    rows = [(r["label"], r["change"], r["field"]) for r in diff(old, new)]
+    assert rows == [("y", "removed", ""), ("z", "added", ""), ("x", "changed", "description"), ("x", "changed", "routing"), ("", "fallback", "fallback")]
+    assert diff(old, old) == []
+
+
+def client_answering(status: int, body: object) -> TriageClient:
+    return TriageClient("http://api.test", "trg_k", transport=httpx.MockTransport(lambda request: httpx.Response(status, json=body)))
+
+
+def test_client_errors_say_what_happened_and_what_to_do() -> None:
+    with pytest.raises(ApiAuthError, match="invalid, revoked or expired") as err:
+        client_answering(401, {"error": "unauthorized", "detail": "the API key is unknown"}).review_queue()
+    assert "triage keys create --scope lead" in (err.value.hint or "")
+    with pytest.raises(ApiAuthError, match="may not do this: needs lead") as err:
+        client_answering(403, {"error": "forbidden", "detail": "needs lead"}).review_queue()
+    with pytest.raises(ApiNotFound, match="no ticket"):
+        client_answering(404, {"error": "not_found", "detail": "no ticket 'x'"}).ticket("x")
+    with pytest.raises(ApiRejected, match="labels.service: bad"):
+        client_answering(422, {"detail": [{"loc": ["labels", "service"], "msg": "bad"}]}).review("x", "edit", labels={"service": "?"})
+    unreachable = TriageClient("http://api.test", None, transport=httpx.MockTransport(lambda r: (_ for _ in ()).throw(httpx.ConnectError("refused"))))
+    with pytest.raises(ApiUnreachable, match="Cannot reach the triage API at http://api.test"):
+        unreachable.health()
+    seen: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(201, json={"id": "x"})
+
+    TriageClient("http://api.test", "trg_k", transport=httpx.MockTransport(record)).review("x", "reject", comment="no", revision=3)
+    assert json.loads(seen[0].content) == {"action": "reject", "comment": "no", "revision": 3}
+    assert seen[0].headers["authorization"] == "Bearer trg_k"
+
+
+def test_the_key_can_come_from_a_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ui.config import UiSettings
+
+    monkeypatch.delenv("TRIAGE_API_KEY", raising=False)
+    (tmp_path / "ui.key").write_text("trg_from_file\n")
+    assert UiSettings(api_key_file=tmp_path / "ui.key").resolved_api_key == "trg_from_file"
+    assert UiSettings(api_key="trg_env", api_key_file=tmp_path / "ui.key").resolved_api_key == "trg_env"
+    assert UiSettings(api_key_file=tmp_path / "missing").resolved_api_key is None
+
+
+def test_eval_pictures_fall_back_to_the_compact_arrays_of_details_json() -> None:
+    from ui.evals_data import confusion_of, coverage_of, reliability_of
+
+    details = {"axes": {"service": {
+        "confusion": [{"gold": "a", "pred": "a", "count": 3}, {"gold": "a", "pred": "b", "count": 1}],
+        "coverage_curve": [{"coverage": 0.5, "precision": 1.0, "threshold": 0.8}],
+        "reliability": [{"confidence": 0.9, "accuracy": 0.8, "count": 4}],
+    }}}
+    report = Report("r", None, {"axes": {"service": {}}}, details=details)  # type: ignore[arg-type]
+    assert confusion_of(report, "service") == [{"gold": "a", "pred": "a", "count": 3, "share": 0.75}, {"gold": "a", "pred": "b", "count": 1, "share": 0.25}]
+    assert coverage_of(report, "service")[0]["precision"] == 1.0 and reliability_of(report, "service")[0]["count"] == 4
+    assert confusion_of(Report("e", None, {}), "service") == []  # type: ignore[arg-type]
+
+
+def test_volume_rows_fill_missing_periods_and_put_all_first() -> None:
+    from ui.format import volume_rows
+
+    periods, rows = volume_rows([
+        {"period": "2026-11-02", "group": "billing", "count": 2},
+        {"period": "2026-11-04", "group": "network", "count": 5},
+        {"period": "2026-11-04", "group": "billing", "count": 1},
+    ])
+    assert periods == ["2026-11-02", "2026-11-03", "2026-11-04"]
+    assert rows == [
+        {"per": "(all)", "tickets": 8, "trend": [2, 0, 6]},
+        {"per": "network", "tickets": 5, "trend": [0, 0, 5]},
+        {"per": "billing", "tickets": 3, "trend": [2, 0, 1]},
+    ]
+    weeks, _ = volume_rows([{"period": "2026-11-02", "group": "a", "count": 1}, {"period": "2026-11-16", "group": "a", "count": 1}], "week")
+    assert weeks == ["2026-11-02", "2026-11-09", "2026-11-16"]

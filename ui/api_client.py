@@ -1,0 +1,241 @@
+"""A small typed client of the triage API for the UI, with errors a support lead can act on.
+
+Every failure is an `ApiError` whose `str()` is one sentence for the lead and whose `hint` says what to do;
+pages show both and never a traceback. The subclasses tell apart: the API is down (`ApiUnreachable`), the key
+is missing, unknown, revoked or lacks a scope (`ApiAuthError`), a ticket is not there (`ApiNotFound`), and a
+request the API refused as invalid (`ApiRejected`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.contracts import Classification
+
+ReviewAction = Literal["accept", "edit", "reject"]
+KEY_HINT = "Set TRIAGE_API_KEY (or paste a key in the sidebar); create one with `triage keys create --scope lead --name NAME`."
+
+
+class ApiError(Exception):
+    """A call to the API that did not give an answer; `str(err)` says what happened, `hint` what to do."""
+
+    def __init__(self, message: str, *, status: int | None = None, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.hint = hint
+
+
+class ApiUnreachable(ApiError):
+    """No answer at all: the API is not running, the URL is wrong, or it timed out."""
+
+
+class ApiAuthError(ApiError):
+    """401 (no, unknown, revoked or expired key) or 403 (the key lacks the scope)."""
+
+
+class ApiNotFound(ApiError):
+    """404: the ticket (or endpoint) does not exist."""
+
+
+class ApiRejected(ApiError):
+    """4xx other than auth and not-found: the API refused the request as it was; the message says why."""
+
+
+# ---------------------------------------------------------------- response shapes
+
+
+class _Open(BaseModel):
+    """Response models keep fields the UI does not know yet, so a newer API does not break the UI."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Page(_Open):
+    """One page of a listing: `items`, the cursor of the next page (None at the end), and counts if given."""
+
+    items: list[dict[str, Any]] = Field(default_factory=list)
+    next_cursor: str | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+
+
+class Health(_Open):
+    status: str
+    version: str = ""
+    taxonomy: str = ""
+    model: str = ""
+
+
+def _detail(response: httpx.Response) -> str:
+    """The API's own words for an error: `{"detail": ...}` (FastAPI) or `{"error", "detail"}` (ours)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:300] or response.reason_phrase
+    if isinstance(body, dict):
+        detail = body.get("detail", body.get("message", body.get("error")))
+        if isinstance(detail, list):  # FastAPI validation errors
+            return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', []))}: {e.get('msg')}" for e in detail if isinstance(e, dict))
+        if detail is not None:
+            return str(detail)
+    return str(body)[:300]
+
+
+class TriageClient:
+    """Synchronous client; one per Streamlit session (httpx keeps the connection alive between reruns)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        *,
+        timeout: float = 15.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key or None
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    # ------------------------------------------------------------ transport
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        timeout: float | None = None,
+    ) -> Any:
+        clean = {k: v for k, v in (params or {}).items() if v not in (None, "", [], ())}
+        try:
+            response = self._http.request(
+                method, path, params=clean, json=json, timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT
+            )
+        except httpx.TimeoutException as exc:
+            raise ApiUnreachable(
+                f"The triage API at {self.base_url} did not answer {method} {path} in time.",
+                hint="It may be busy classifying; try again, or raise TRIAGE_API_TIMEOUT_S.",
+            ) from exc
+        except httpx.TransportError as exc:
+            raise ApiUnreachable(
+                f"Cannot reach the triage API at {self.base_url} ({type(exc).__name__}: {exc}).",
+                hint="Start it with `triage serve` (or `make run`), or point TRIAGE_API_URL at it.",
+            ) from exc
+        if response.status_code >= 400:
+            self._raise(response, method, path)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ApiError(
+                f"The triage API answered {method} {path} with something that is not JSON.",
+                status=response.status_code,
+                hint=f"Is TRIAGE_API_URL ({self.base_url}) the triage API and not another server?",
+            ) from exc
+
+    def _raise(self, response: httpx.Response, method: str, path: str) -> None:
+        status, detail = response.status_code, _detail(response)
+        if status == 401:
+            what = "no API key was sent" if not self.api_key else "the API key is invalid, revoked or expired"
+            raise ApiAuthError(f"The triage API refused the request: {what} ({detail}).", status=status, hint=KEY_HINT)
+        if status == 403:
+            raise ApiAuthError(
+                f"The API key may not do this: {detail}",
+                status=status,
+                hint="The review UI needs a key with scope `lead` or `admin`: `triage keys create --scope lead --name NAME`.",
+            )
+        if status == 404:
+            raise ApiNotFound(f"Not found: {method} {path} ({detail}).", status=status, hint="Check the ticket id, or go back to the queue.")
+        if status < 500:
+            raise ApiRejected(f"The triage API refused {method} {path} ({status}): {detail}", status=status)
+        raise ApiError(
+            f"The triage API failed on {method} {path} ({status}): {detail}",
+            status=status,
+            hint="See the API's log; the request itself may be fine to retry.",
+        )
+
+    # ------------------------------------------------------------ endpoints
+
+    def health(self) -> Health:
+        return Health.model_validate(self._request("GET", "/healthz"))
+
+    def classify(self, ticket: Mapping[str, Any], *, timeout: float | None = 120.0) -> Classification:
+        """Stateless classification (`POST /v1/classify`): nothing is stored."""
+        return Classification.model_validate(self._request("POST", "/v1/classify", json=dict(ticket), timeout=timeout))
+
+    def review_queue(
+        self,
+        *,
+        decision: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        **filters: Any,
+    ) -> Page:
+        """Tickets waiting for a lead: needs_review first, then suggest, lowest confidence first."""
+        return Page.model_validate(
+            self._request("GET", "/v1/review-queue", params={"decision": decision, "limit": limit, "cursor": cursor, **filters})
+        )
+
+    def tickets(self, *, limit: int = 50, cursor: str | None = None, **filters: Any) -> Page:
+        return Page.model_validate(self._request("GET", "/v1/tickets", params={"limit": limit, "cursor": cursor, **filters}))
+
+    def ticket(self, ticket_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/tickets/{ticket_id}")
+
+    def revisions(self, ticket_id: str) -> list[dict[str, Any]]:
+        body = self._request("GET", f"/v1/tickets/{ticket_id}/revisions")
+        return body.get("items", body.get("revisions", [])) if isinstance(body, dict) else body
+
+    def create_ticket(self, ticket: Mapping[str, Any], *, timeout: float | None = 120.0) -> dict[str, Any]:
+        return self._request("POST", "/v1/tickets", json=dict(ticket), timeout=timeout)
+
+    def review(
+        self,
+        ticket_id: str,
+        action: ReviewAction,
+        *,
+        labels: Mapping[str, str] | None = None,
+        comment: str | None = None,
+        revision: int | None = None,
+    ) -> dict[str, Any]:
+        """Accept, edit (with `labels`) or reject (with a `comment`) the ticket's current labels.
+
+        `revision` is the seq the lead looked at: if the ticket moved on meanwhile the API refuses (409).
+        """
+        body: dict[str, Any] = {"action": action}
+        if labels:
+            body["labels"] = dict(labels)
+        if comment:
+            body["comment"] = comment
+        if revision is not None:
+            body["revision"] = revision
+        return self._request("POST", f"/v1/tickets/{ticket_id}/reviews", json=body)
+
+    def taxonomy(self) -> dict[str, Any]:
+        """The taxonomy in force (the `Taxonomy` contract)."""
+        return self._request("GET", "/v1/taxonomy")
+
+    def taxonomy_versions(self) -> list[dict[str, Any]]:
+        """Every taxonomy version the deployment has served: ref, name, version, sha256, created_at."""
+        return self._request("GET", "/v1/taxonomy/versions")
+
+    def taxonomy_version(self, ref: str) -> dict[str, Any]:
+        """One served version's full content (see ui/NEEDS.md: not every API has this endpoint yet)."""
+        return self._request("GET", f"/v1/taxonomy/versions/{ref}")
+
+    def stats(self, **params: Any) -> dict[str, Any]:
+        """The KPIs (`GET /v1/stats`): volumes, decision shares, overturn rates, time to decision, KB use and gaps."""
+        return self._request("GET", "/v1/stats", params=params, timeout=60.0)
+
+    def queue_counts(self, **filters: Any) -> dict[str, int]:
+        """Tickets per state (`GET /v1/stats/queue`): needs_review, suggest, auto_apply, reviewed, total."""
+        return self._request("GET", "/v1/stats/queue", params=filters)

@@ -1,0 +1,109 @@
+"""Batch files in and out (no Streamlit): read a CSV or JSONL of tickets, flatten classifications for a table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from agent.contracts import TicketIn
+
+ALIASES = {"text": "body", "description": "body", "title": "subject", "id": "ticket_id"}
+FIELDS = {"subject", "body", "channel", "messages", "ticket_id"}
+MAX_ROWS = 5000
+
+
+def _normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Known column aliases mapped (`text` → body, `id` → ticket_id); unknown columns dropped; blanks removed."""
+    row: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = ALIASES.get(str(key).strip().lower(), str(key).strip().lower())
+        if name in FIELDS and value not in (None, "") and name not in row:
+            row[name] = value if name == "messages" else str(value)
+    return row
+
+
+def parse_tickets(filename: str, data: bytes) -> tuple[list[TicketIn], list[str]]:
+    """Tickets from a `.csv` (header row) or `.jsonl` file, and one problem line per row that is not a ticket."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return [], [f"{filename} is not UTF-8 text; save it as UTF-8 and upload it again"]
+    if filename.lower().endswith(".csv"):
+        reader = csv.DictReader(io.StringIO(text))
+        if not reader.fieldnames or not {ALIASES.get(f.strip().lower(), f.strip().lower()) for f in reader.fieldnames} & {"subject", "body"}:
+            return [], [f"{filename} needs a header row with a `subject`, `body` or `text` column (and optionally `channel`, `id`)"]
+        raws: list[tuple[int, Any]] = [(i, r) for i, r in enumerate(reader, start=2)]
+    else:
+        raws = []
+        for i, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                raws.append((i, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raws.append((i, f"not valid JSON ({exc.msg})"))
+    tickets: list[TicketIn] = []
+    problems: list[str] = []
+    for line, raw in raws:
+        if isinstance(raw, str):
+            problems.append(f"line {line}: {raw}")
+            continue
+        if not isinstance(raw, Mapping):
+            problems.append(f"line {line}: expected an object with subject/body, got {type(raw).__name__}")
+            continue
+        try:
+            ticket = TicketIn.model_validate(_normalise(raw))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            problems.append(f"line {line}: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+            continue
+        if not ticket.full_text().strip():
+            problems.append(f"line {line}: no text (subject, body and messages are empty)")
+            continue
+        tickets.append(ticket)
+    if len(tickets) > MAX_ROWS:
+        problems.append(f"only the first {MAX_ROWS} of {len(tickets)} tickets are kept; split the file for more")
+        tickets = tickets[:MAX_ROWS]
+    return tickets, problems
+
+
+def flat_row(index: int, ticket: TicketIn, result: Mapping[str, Any] | None, error: str | None) -> dict[str, Any]:
+    """One result table row: the ticket, each axis's label and confidence, decision, route, draft, warnings."""
+    row: dict[str, Any] = {"row": index, "id": ticket.ticket_id or "", "subject": ticket.subject or ticket.body[:80]}
+    labels = (result or {}).get("labels") or {}
+    for axis in ("service", "tier", "channel"):
+        row[axis] = (labels.get(axis) or {}).get("label")
+        row[f"{axis}_confidence"] = (labels.get(axis) or {}).get("confidence")
+    route = (result or {}).get("route") or {}
+    row.update(
+        decision=(result or {}).get("decision"),
+        route=route.get("team"),
+        draft=bool((result or {}).get("draft")),
+        warnings="; ".join((result or {}).get("warnings") or []),
+        error=error or "",
+    )
+    return row
+
+
+def to_csv(rows: Sequence[Mapping[str, Any]]) -> bytes:
+    if not rows:
+        return b""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().encode("utf-8")
+
+
+def to_jsonl(tickets: Sequence[TicketIn], results: Sequence[Mapping[str, Any] | None], errors: Sequence[str | None]) -> bytes:
+    """The input ticket and the full classification contract (or the error) per line."""
+    lines = [
+        json.dumps({"ticket": t.model_dump(exclude_defaults=True), "classification": r, "error": e}, ensure_ascii=False)
+        for t, r, e in zip(tickets, results, errors, strict=True)
+    ]
+    return ("\n".join(lines) + "\n").encode("utf-8")

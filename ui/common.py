@@ -1,0 +1,106 @@
+"""What every page shares: the session's API client, the sidebar, and errors shown as messages, not tracebacks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import streamlit as st
+
+from ui.api_client import ApiAuthError, ApiError, ApiUnreachable, TriageClient
+from ui.config import UiSettings
+
+PAGES = {
+    "queue": "views/queue.py",
+    "ticket": "views/ticket.py",
+    "batch": "views/batch.py",
+    "insights": "views/insights.py",
+    "evals": "views/evals.py",
+    "taxonomy": "views/taxonomy.py",
+}
+
+
+def settings() -> UiSettings:
+    """Read once per session (environment and `.env`); the sidebar may override the key."""
+    if "ui_settings" not in st.session_state:
+        st.session_state["ui_settings"] = UiSettings()
+    return st.session_state["ui_settings"]
+
+
+def client() -> TriageClient:
+    """The session's client, rebuilt when the URL or key changes."""
+    cfg = settings()
+    key = st.session_state.get("api_key_override") or cfg.resolved_api_key
+    wanted = (cfg.api_url, key)
+    current: TriageClient | None = st.session_state.get("api_client")
+    if current is None or (current.base_url, current.api_key) != (cfg.api_url.rstrip("/"), key or None):
+        if current is not None:
+            current.close()
+        current = TriageClient(*wanted, timeout=cfg.api_timeout_s)
+        st.session_state["api_client"] = current
+    return current
+
+
+def show_error(err: ApiError) -> None:
+    """One clear message and what to do about it."""
+    icon = ":material/cloud_off:" if isinstance(err, ApiUnreachable) else ":material/key:" if isinstance(err, ApiAuthError) else ":material/warning:"
+    st.error(f"{err}", icon=icon)
+    if err.hint:
+        st.info(err.hint)
+
+
+@contextmanager
+def api_errors(*, stop: bool = True) -> Iterator[None]:
+    """Turn an API failure inside the block into a message; `stop` ends the page there (nothing half-drawn)."""
+    try:
+        yield
+    except ApiError as err:
+        show_error(err)
+        if stop:
+            st.stop()
+
+
+def fetch(call: str, *args: Any, **kwargs: Any) -> Any:
+    """`client().<call>(...)`, stopping the page with a clear message if the API fails."""
+    with api_errors():
+        return getattr(client(), call)(*args, **kwargs)
+    raise AssertionError("unreachable")  # st.stop() raises
+
+
+def sidebar() -> None:
+    """Where the UI points, whether the API answers, and a field to paste a lead key."""
+    cfg = settings()
+    with st.sidebar:
+        st.caption(f"API: `{cfg.api_url}`")
+        try:
+            health = client().health()
+            st.caption(f":green-badge[API up] {health.taxonomy} · {health.model} · v{health.version}")
+        except ApiError:
+            st.caption(":red-badge[API not answering]")
+        with st.expander("API key", expanded=not (st.session_state.get("api_key_override") or cfg.resolved_api_key)):
+            st.text_input(
+                "Lead key",
+                type="password",
+                key="api_key_override",
+                help="Overrides TRIAGE_API_KEY for this browser session. `triage keys create --scope lead --name NAME`.",
+            )
+
+
+def taxonomy() -> dict[str, Any]:
+    """The taxonomy in force, cached for the session (it changes only with a new API version)."""
+    cached = st.session_state.get("taxonomy_cache")
+    if cached is None:
+        cached = fetch("taxonomy")
+        st.session_state["taxonomy_cache"] = cached
+    return cached
+
+
+def label_ids(tax: dict[str, Any], axis: str) -> list[str]:
+    axes = tax.get("axes", tax.get("taxonomy", {}).get("axes", {}))
+    return [label["id"] for label in axes.get(axis, {}).get("labels", [])]
+
+
+def label_names(tax: dict[str, Any], axis: str) -> dict[str, str]:
+    axes = tax.get("axes", tax.get("taxonomy", {}).get("axes", {}))
+    return {label["id"]: label.get("name", label["id"]) for label in axes.get(axis, {}).get("labels", [])}

@@ -1,0 +1,212 @@
+"""Pure helpers for the pages (no Streamlit): citations, anchors, ages, label changes, the review to send."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+CITATION = re.compile(r"\[([A-Za-z0-9_\-:.]+)\]")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>$~:])")
+AXES = ("service", "channel", "tier")
+DECISION_BADGE = {
+    "needs_review": ":red-badge[needs review]",
+    "suggest": ":orange-badge[suggest]",
+    "auto_apply": ":green-badge[auto-applied]",
+}
+REASON_TEXT = {
+    "new_ticket": "classified the new ticket",
+    "new_message": "re-classified after a new message",
+    "escalation": "escalated",
+    "human_review": "reviewed",
+    "taxonomy_migration": "migrated to a new taxonomy",
+    "reclassify": "re-classified",
+}
+AGE_FILTERS: dict[str, tuple[timedelta | None, timedelta | None]] = {
+    "any age": (None, None),
+    "last hour": (None, timedelta(hours=1)),
+    "last 24 hours": (None, timedelta(days=1)),
+    "last 7 days": (None, timedelta(days=7)),
+    "older than 1 day": (timedelta(days=1), None),
+    "older than 7 days": (timedelta(days=7), None),
+}
+
+
+def escape_md(text: str) -> str:
+    """Ticket text shown as text: markdown and Streamlit directives in it are not interpreted."""
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def cited_ids(text: str) -> list[str]:
+    """Evidence ids cited as `[id]`, in order of first mention."""
+    return list(dict.fromkeys(CITATION.findall(text or "")))
+
+
+def anchor(evidence_id: str) -> str:
+    """An HTML id for an evidence card (ids like `train:b77-1` are not valid in a URL fragment as they are)."""
+    return "ev-" + re.sub(r"[^a-z0-9]+", "-", evidence_id.lower()).strip("-")
+
+
+def link_citations(text: str, known: set[str]) -> str:
+    """Markdown of a rationale or draft: each cited id that is in the evidence is highlighted and links to its card."""
+
+    def repl(match: re.Match[str]) -> str:
+        evidence_id = match.group(1)
+        if evidence_id not in known:
+            return escape_md(match.group(0))
+        return f":orange-background[[{escape_md(evidence_id)}](#{anchor(evidence_id)})]"
+
+    out, last = [], 0
+    for match in CITATION.finditer(text or ""):
+        out.append(escape_md(text[last : match.start()]))
+        out.append(repl(match))
+        last = match.end()
+    out.append(escape_md((text or "")[last:]))
+    return "".join(out)
+
+
+def parse_time(value: str | datetime | None) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def age_text(created: str | datetime | None, now: datetime | None = None) -> str:
+    moment = parse_time(created)
+    if moment is None:
+        return ""
+    seconds = max(((now or datetime.now(UTC)) - moment).total_seconds(), 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit}"
+    return "just now"
+
+
+def ago(created: str | datetime | None, now: datetime | None = None) -> str:
+    """`3 h ago`, or `just now`."""
+    text = age_text(created, now)
+    return text if text in ("", "just now") else f"{text} ago"
+
+
+def within_age(created: str | datetime | None, age_filter: str, now: datetime | None = None) -> bool:
+    """Whether a ticket of that creation time passes an `AGE_FILTERS` choice."""
+    older_than, newer_than = AGE_FILTERS[age_filter]
+    moment = parse_time(created)
+    if moment is None:
+        return older_than is None and newer_than is None
+    age = (now or datetime.now(UTC)) - moment
+    return (older_than is None or age >= older_than) and (newer_than is None or age <= newer_than)
+
+
+def age_params(age_filter: str, now: datetime | None = None) -> dict[str, str]:
+    """The queue's `created_before` / `created_after` for an age choice (ISO 8601, UTC)."""
+    older_than, newer_than = AGE_FILTERS[age_filter]
+    now = now or datetime.now(UTC)
+    params = {}
+    if older_than is not None:
+        params["created_before"] = (now - older_than).isoformat()
+    if newer_than is not None:
+        params["created_after"] = (now - newer_than).isoformat()
+    return params
+
+
+def review_request(
+    current: Mapping[str, str], chosen: Mapping[str, str], suggested: Mapping[str, str] | None = None
+) -> tuple[str, dict[str, str] | None]:
+    """What to send so that the labels in force afterwards are exactly `chosen`.
+
+    The API's `accept` keeps the current labels and takes the agent's `suggested` ones where a lead's label had
+    held; so `accept` only when that gives `chosen`, else an `edit` of the axes that differ from the current ones.
+    """
+    expected = {**current, **(suggested or {})}
+    if current and all(expected.get(axis) == label for axis, label in chosen.items()):
+        return "accept", None
+    changed = {axis: label for axis, label in chosen.items() if current.get(axis) != label}
+    return "edit", changed or dict(chosen)
+
+
+def label_changes(before: Mapping[str, str] | None, after: Mapping[str, str] | None) -> list[str]:
+    """`service: billing_payments → returns_refunds`, one line per axis that changed."""
+    before, after = before or {}, after or {}
+    return [
+        f"{axis}: {before.get(axis) or '–'} → {after.get(axis) or '–'}"
+        for axis in AXES
+        if before.get(axis) != after.get(axis)
+    ]
+
+
+def timeline(revisions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The revision history, newest first, as who / when / what changed / why rows."""
+    rows, in_force = [], None  # in_force: the labels in force before each revision
+    for revision in sorted(revisions, key=lambda r: r["seq"]):
+        classification = revision.get("classification") or {}
+        review = revision.get("review") or {}
+        if revision.get("rejects") is not None:
+            what = f"rejected revision {revision['rejects']}"
+            restored = revision.get("labels")
+            if restored is None:
+                prior = _latest_unrejected(revisions, upto=revision["seq"])
+                restored = prior.get("labels") if prior else None
+            changes = label_changes(in_force, restored)
+            in_force = restored
+        else:
+            labels = revision.get("labels")
+            changes = label_changes(in_force, labels)
+            what = REASON_TEXT.get(revision.get("reason", ""), revision.get("reason", ""))
+            if review.get("action"):
+                what = {"accept": "accepted the labels", "edit": "edited the labels"}.get(review["action"], what)
+            in_force = labels
+        why = revision.get("note") or review.get("comment") or classification.get("rationale") or ""
+        rows.append(
+            {
+                "seq": revision["seq"],
+                "when": revision.get("created_at"),
+                "who": revision.get("actor", ""),
+                "reason": revision.get("reason", ""),
+                "what": what,
+                "changes": changes,
+                "decision": classification.get("decision"),
+                "why": why,
+                "rejected_by": revision.get("rejected_by"),
+                "supersedes": revision.get("supersedes"),
+            }
+        )
+    return list(reversed(rows))
+
+
+def _latest_unrejected(revisions: Sequence[Mapping[str, Any]], *, upto: int) -> Mapping[str, Any] | None:
+    rejected = {r.get("rejects") for r in revisions if r["seq"] <= upto and r.get("rejects") is not None}
+    for revision in sorted(revisions, key=lambda r: -r["seq"]):
+        if revision["seq"] < upto and revision.get("classification") and revision["seq"] not in rejected:
+            return revision
+    return None
+
+
+def min_confidence(labels: Mapping[str, Any] | None) -> float | None:
+    """The lowest confidence over service and tier (what the queue sorts by; intake channel is certain)."""
+    values = [labels[a]["confidence"] for a in ("service", "tier") if labels and a in labels]
+    return min(values) if values else None
+
+
+def volume_rows(volumes: Sequence[Mapping[str, Any]], bucket: str = "day") -> tuple[list[str], list[dict[str, Any]]]:
+    """`GET /v1/stats` volumes as table rows: per group its total and its count in every period from the first to
+    the last (quiet days count 0), the all-groups row first, then the groups by size. Returns (periods, rows)."""
+    seen = sorted({v["period"] for v in volumes})
+    periods = []
+    if seen:
+        step = timedelta(days=7 if bucket == "week" else 1)
+        day, last = datetime.fromisoformat(seen[0]), datetime.fromisoformat(seen[-1])
+        while day <= last:
+            periods.append(day.date().isoformat())
+            day += step
+    index = {p: i for i, p in enumerate(periods)}
+    series: dict[str, list[int]] = {}
+    for v in volumes:
+        counts = series.setdefault(v["group"], [0] * len(periods))
+        counts[index[v["period"]]] += v["count"]
+    total = [sum(c[i] for c in series.values()) for i in range(len(periods))]
+    rows = [{"per": "(all)", "tickets": sum(total), "trend": total}]
+    rows += sorted(({"per": g, "tickets": sum(c), "trend": c} for g, c in series.items()), key=lambda r: (-r["tickets"], r["per"]))
+    return periods, rows

@@ -1,0 +1,51 @@
+"""What changed between two taxonomy versions, label by label (no Streamlit)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+AXES = ("service", "channel", "tier")
+FIELDS = ("name", "description", "routing", "examples")
+
+
+def _labels(taxonomy: Mapping[str, Any], axis: str) -> dict[str, dict[str, Any]]:
+    return {label["id"]: label for label in taxonomy.get("axes", {}).get(axis, {}).get("labels", [])}
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, str):
+        return " ".join(value.split())
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if v is not None}
+    return value
+
+
+def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per change: axis, label, kind (added / removed / changed / fallback), field, before, after."""
+    rows: list[dict[str, Any]] = []
+    for axis in AXES:
+        before, after = _labels(old, axis), _labels(new, axis)
+        for label_id in after.keys() - before.keys():
+            rows.append({"axis": axis, "label": label_id, "change": "added", "field": "", "before": "", "after": after[label_id].get("name", "")})
+        for label_id in before.keys() - after.keys():
+            rows.append({"axis": axis, "label": label_id, "change": "removed", "field": "", "before": before[label_id].get("name", ""), "after": ""})
+        for label_id in sorted(before.keys() & after.keys()):
+            for field in FIELDS:
+                a, b = _norm(before[label_id].get(field)), _norm(after[label_id].get(field))
+                if a != b and (a or b):
+                    rows.append({"axis": axis, "label": label_id, "change": "changed", "field": field, "before": _text(a), "after": _text(b)})
+        fa = old.get("axes", {}).get(axis, {}).get("fallback")
+        fb = new.get("axes", {}).get(axis, {}).get("fallback")
+        if fa != fb:
+            rows.append({"axis": axis, "label": "", "change": "fallback", "field": "fallback", "before": fa or "", "after": fb or ""})
+    order = {"removed": 0, "added": 1, "changed": 2, "fallback": 3}
+    return sorted(rows, key=lambda r: (AXES.index(r["axis"]), order[r["change"]], r["label"], r["field"]))
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, dict):
+        return " / ".join(str(v) for v in value.values())
+    if isinstance(value, list):
+        return " | ".join(str(v) for v in value)
+    return "" if value is None else str(value)

@@ -1,0 +1,93 @@
+"""Review queue: tickets that need review first, then suggestions, lowest confidence first; filters and counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from ui.common import PAGES, api_errors, client, label_ids, label_names, settings, taxonomy
+from ui.format import AGE_FILTERS, DECISION_BADGE, age_params, age_text, escape_md, within_age
+
+ANY = "any"
+
+
+def queue_label(item: dict[str, Any], service_names: dict[str, str]) -> str:
+    """One line per ticket (one link: light to draw, one Tab stop): subject, decision, labels, confidence, age."""
+    labels = item.get("labels") or {}
+    confidence = item.get("confidence")
+    colour = "gray" if confidence is None else "red" if confidence < 0.5 else "orange" if confidence < 0.8 else "green"
+    parts = [
+        f"**{escape_md((item.get('subject') or item.get('preview') or '(no subject)')[:80])}**",
+        DECISION_BADGE.get(item.get("decision") or "", escape_md(str(item.get("decision")))),
+        escape_md(service_names.get(labels.get("service") or "", labels.get("service") or "–")),
+        labels.get("tier") or "–",
+        labels.get("channel") or "–",
+        f":{colour}[{confidence:.2f}]" if confidence is not None else "–",
+        age_text(item.get("created_at")),
+    ]
+    return " · ".join(parts)
+DECISIONS = {"all": None, "needs review": "needs_review", "suggest": "suggest"}
+
+st.title("Review queue")
+st.caption(
+    "Needs review first, then suggestions; lowest confidence first. "
+    "Keyboard: Tab moves through filters and tickets, Enter opens one; **O** opens the first ticket, **J** / **K** page."
+)
+
+tax = taxonomy()
+
+# ---------------------------------------------------------------- filters
+cols = st.columns([1.6, 1.4, 1, 1, 1.2])
+decision_label = cols[0].segmented_control("Decision", list(DECISIONS), default="all", key="q_decision") or "all"
+filters: dict[str, Any] = {"decision": DECISIONS[decision_label]}
+for col, axis in zip(cols[1:4], ("service", "tier", "channel"), strict=True):
+    names = label_names(tax, axis)
+    choice = col.selectbox(
+        axis.capitalize(), [ANY, *label_ids(tax, axis)], key=f"q_{axis}", format_func=lambda v, n=names: v if v == ANY else n.get(v, v)
+    )
+    filters[axis] = None if choice == ANY else choice
+age_filter = cols[4].selectbox("Age", list(AGE_FILTERS), key="q_age")
+
+# ---------------------------------------------------------------- counts per state and the page of tickets
+state_key = repr(sorted({**filters, "age": age_filter}.items()))
+if st.session_state.get("q_state") != state_key:
+    st.session_state["q_state"], st.session_state["q_cursors"] = state_key, [None]
+cursors: list[str | None] = st.session_state["q_cursors"]
+
+with api_errors():
+    counts = client().queue_counts(**{k: v for k, v in filters.items() if k != "decision"})
+    page = client().review_queue(limit=settings().ui_page_size, cursor=cursors[-1], **filters, **age_params(age_filter))
+items = [item for item in page.items if within_age(item.get("created_at"), age_filter)]
+
+c = st.columns(5)
+c[0].metric("Needs review", counts.get("needs_review", 0))
+c[1].metric("Suggested", counts.get("suggest", 0))
+c[2].metric("Auto-applied", counts.get("auto_apply", 0))
+c[3].metric("Reviewed by a lead", counts.get("reviewed", 0))
+c[4].metric("All tickets", counts.get("total", 0))
+
+if not items:
+    if any(filters.values()) or age_filter != "any age":
+        st.info("No ticket in the queue matches these filters.", icon=":material/search:")
+    elif len(cursors) > 1:
+        st.info("No more tickets on this page.")
+    else:
+        st.success("Nothing to review: the queue is empty. New tickets that need a lead will show up here.", icon=":material/check_circle:")
+
+service_names = label_names(tax, "service")
+if items:
+    st.caption("**ticket** · decision · service · tier · channel · confidence · age")
+    with st.container(gap="small"):
+        for item in items:
+            st.page_link(PAGES["ticket"], label=queue_label(item, service_names), query_params={"id": item["id"]}, help=item["id"])
+
+nav = st.columns([1, 1, 1, 4])
+if items and nav[0].button("Open first", shortcut="O", help="Open the first ticket of this page (O)"):
+    st.switch_page(PAGES["ticket"], query_params={"id": items[0]["id"]})
+if len(cursors) > 1 and nav[1].button("Previous page", shortcut="K"):
+    cursors.pop()
+    st.rerun()
+if page.next_cursor and nav[2].button("Next page", shortcut="J"):
+    cursors.append(page.next_cursor)
+    st.rerun()

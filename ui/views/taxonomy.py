@@ -1,0 +1,97 @@
+"""Taxonomy: the labels with descriptions and routing, the versions served, and the diff between two versions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+import yaml
+from pydantic import ValidationError
+
+from agent.contracts import Taxonomy
+from ui.api_client import ApiAuthError, ApiError, ApiNotFound
+from ui.common import client, settings, show_error, taxonomy
+from ui.format import escape_md
+from ui.taxonomy_diff import AXES, diff
+
+
+def label_table(tax: dict[str, Any], axis: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": label["id"],
+            "name": label.get("name", ""),
+            "description": " ".join((label.get("description") or "").split()),
+            "team": (label.get("routing") or {}).get("team", ""),
+            "queue": (label.get("routing") or {}).get("queue") or "",
+            "examples": len(label.get("examples") or []),
+        }
+        for label in tax["axes"][axis]["labels"]
+    ]
+
+
+def parse_yaml(name: str, text: str) -> dict[str, Any] | None:
+    try:
+        return Taxonomy.model_validate(yaml.safe_load(text)).model_dump(mode="json")
+    except (yaml.YAMLError, ValidationError, TypeError) as exc:
+        st.error(f"`{name}` is not a usable taxonomy: {str(exc).splitlines()[0]}", icon=":material/label:")
+        return None
+
+
+def candidates(current_ref: str) -> dict[str, Any]:
+    """Other versions to compare with: served versions (if the API gives their content) and YAMLs next to the app."""
+    found: dict[str, Any] = {}
+    try:
+        for version in client().taxonomy_versions():
+            if version["ref"] != current_ref:
+                found[f"served: {version['ref']}"] = ("api", version["ref"])
+    except ApiAuthError:
+        st.caption("The list of served versions needs an admin key; YAML files and uploads can still be compared.")
+    except ApiError as err:
+        show_error(err)
+    root = settings().ui_taxonomies_dir
+    for path in sorted(root.glob("*.yaml")) if root.is_dir() else []:
+        found[f"file: {path.name}"] = ("file", path)
+    return found
+
+
+st.title("Taxonomy")
+tax = taxonomy()
+st.caption(f"In force: **{escape_md(tax['name'])}@{escape_md(str(tax['version']))}**")
+if tax.get("description"):
+    st.markdown(escape_md(" ".join(tax["description"].split())))
+
+for tab, axis in zip(st.tabs([a.capitalize() for a in AXES]), AXES, strict=True):
+    with tab:
+        axis_def = tax["axes"][axis]
+        st.caption(escape_md(" ".join((axis_def.get("description") or "").split())) + f" Fallback: `{axis_def['fallback']}`.")
+        st.dataframe(label_table(tax, axis), hide_index=True, column_config={"description": st.column_config.TextColumn(width="large")})
+
+st.header("Versions and their diff")
+options = candidates(f"{tax['name']}@{tax['version']}")
+choice = st.selectbox("Compare the taxonomy in force with", ["(choose)", *options, "upload a YAML"], key="tax_other")
+other: dict[str, Any] | None = None
+if choice == "upload a YAML":
+    upload = st.file_uploader("Taxonomy YAML", type=["yaml", "yml"], key="tax_upload")
+    if upload is not None:
+        other = parse_yaml(upload.name, upload.getvalue().decode("utf-8", errors="replace"))
+elif choice in options:
+    kind, ref = options[choice]
+    if kind == "file":
+        other = parse_yaml(ref.name, ref.read_text(encoding="utf-8"))
+    else:
+        try:
+            other = client().taxonomy_version(ref)
+        except ApiNotFound:
+            st.warning("This API does not serve the content of past versions yet (see ui/NEEDS.md).", icon=":material/label:")
+        except ApiError as err:
+            show_error(err)
+
+if other is not None:
+    changes = diff(other, tax)
+    st.caption(f"From **{escape_md(other['name'])}@{escape_md(str(other['version']))}** to the taxonomy in force:")
+    if not changes:
+        st.success("No difference in labels, descriptions, routing or fallbacks.")
+    else:
+        counts = {k: sum(1 for c in changes if c["change"] == k) for k in ("added", "removed", "changed")}
+        st.write(f"{counts['added']} labels added, {counts['removed']} removed, {counts['changed']} field changes.")
+        st.dataframe(changes, hide_index=True)

@@ -1,0 +1,252 @@
+"""Ticket: the thread, labels with confidence and alternatives, the cited evidence, the draft, the review, the timeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from ui.api_client import ApiError, ApiNotFound
+from ui.common import PAGES, client, label_ids, label_names, show_error, taxonomy
+from ui.format import (
+    AXES,
+    DECISION_BADGE,
+    ago,
+    anchor,
+    cited_ids,
+    escape_md,
+    label_changes,
+    link_citations,
+    review_request,
+    timeline,
+)
+
+AVATARS = {"customer": ":material/person:", "agent": ":material/support_agent:", "system": ":material/settings:"}
+
+
+def pick_ticket() -> str:
+    ticket_id = st.query_params.get("id", "")
+    if not ticket_id:
+        st.title("Ticket")
+        st.info("Open a ticket from the review queue, or type its id.", icon=":material/confirmation_number:")
+        typed = st.text_input("Ticket id", placeholder="tk_…")
+        if not typed:
+            st.page_link(PAGES["queue"], label="Go to the review queue", icon=":material/inbox:")
+            st.stop()
+        st.query_params["id"] = typed.strip()
+        return typed.strip()
+    return ticket_id
+
+
+def load(ticket_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    try:
+        return client().ticket(ticket_id), client().revisions(ticket_id)
+    except ApiNotFound:
+        st.warning(f"There is no ticket `{escape_md(ticket_id)}`.", icon=":material/search:")
+        st.page_link(PAGES["queue"], label="Back to the review queue", icon=":material/inbox:")
+        st.stop()
+    except ApiError as err:
+        show_error(err)
+        st.stop()
+    raise AssertionError("unreachable")
+
+
+def render_thread(ticket: dict[str, Any]) -> None:
+    st.subheader("Thread")
+    with st.chat_message("customer", avatar=AVATARS["customer"]):
+        st.markdown(escape_md(ticket.get("body") or "(no body)"))
+    for message in ticket.get("messages", []):
+        with st.chat_message(message["author"], avatar=AVATARS.get(message["author"], ":material/chat:")):
+            st.caption(f"{message['author']} · {ago(message.get('created_at'))}")
+            st.markdown(escape_md(message["text"]))
+
+
+def render_labels(classification: dict[str, Any], suggestion: dict[str, Any] | None, names: dict[str, dict[str, str]]) -> None:
+    st.subheader("Labels")
+    for axis in AXES:
+        label = classification["labels"][axis]
+        name = names[axis].get(label["label"], label["label"])
+        st.progress(
+            float(label["confidence"]),
+            text=f"**{axis}**: {escape_md(name)} (`{label['label']}`) · {label['confidence']:.2f} · {label['source']}",
+        )
+        alternatives = label.get("alternatives") or []
+        if alternatives:
+            st.caption("alternatives: " + ", ".join(f"`{a['label']}` {a['confidence']:.2f}" for a in alternatives))
+        if suggestion and axis in suggestion:
+            s = suggestion[axis]
+            st.caption(f":orange[the agent now suggests `{s['label']}` ({s['confidence']:.2f}); a lead's label is kept]")
+    route = classification.get("route") or {}
+    st.caption(f"route: **{escape_md(route.get('team', '–'))}**" + (f" / {escape_md(route['queue'])}" if route.get("queue") else ""))
+    for warning in classification.get("warnings", []):
+        st.warning(warning, icon=":material/warning:")
+
+
+def _ticket_card(item: dict[str, Any], cited: set[str]) -> None:
+    with st.container(border=True):
+        st.html(f"<div id='{anchor(item['id'])}'></div>")
+        mark = " :orange-badge[cited]" if item["id"] in cited else ""
+        verified = " :green-badge[verified by a lead]" if item.get("verified") else ""
+        st.markdown(f"**{escape_md(item['id'])}** · similarity {item['score']:.2f}{mark}{verified}")
+        st.caption(" · ".join(f"{axis}: `{label}`" for axis, label in (item.get("labels") or {}).items()))
+        if item.get("text"):
+            st.markdown(escape_md(item["text"][:300]))
+        if item.get("answer"):
+            st.markdown("**Resolved with:** " + escape_md(item["answer"][:300]))
+
+
+def _article_card(item: dict[str, Any], cited: set[str]) -> None:
+    with st.container(border=True):
+        st.html(f"<div id='{anchor(item['id'])}'></div>")
+        mark = " :orange-badge[cited]" if item["id"] in cited else ""
+        title = escape_md(item.get("title") or item["id"])
+        linked = f"[{title}]({item['url']})" if item.get("url") else title
+        st.markdown(f"**{linked}** · `{item['id']}` · similarity {item['score']:.2f}{mark}")
+        if item.get("text"):
+            st.caption(escape_md(" ".join(item["text"].split())[:300]))
+
+
+def render_evidence(evidence: dict[str, Any], cited: set[str], shown: int = 4) -> None:
+    """Similar past tickets and KB articles side by side; cited ones first and marked, each linkable by its id."""
+    columns = st.columns(2)
+    for col, title, items, card in (
+        (columns[0], "Similar past tickets", evidence.get("tickets", []), _ticket_card),
+        (columns[1], "KB articles", evidence.get("articles", []), _article_card),
+    ):
+        with col:
+            st.subheader(title)
+            if not items:
+                st.caption("none retrieved")
+            ordered = sorted(items, key=lambda e: (e["id"] not in cited, -e["score"]))
+            for item in ordered[:shown]:
+                card(item, cited)
+            if len(ordered) > shown:
+                with st.expander(f"{len(ordered) - shown} more"):
+                    for item in ordered[shown:]:
+                        card(item, cited)
+
+
+def render_draft(classification: dict[str, Any], ticket_id: str, known: set[str]) -> None:
+    st.subheader("Drafted answer")
+    draft = classification.get("draft")
+    if not draft:
+        st.caption("No draft: no KB article was close enough to ground an answer.")
+        return
+    text = st.text_area("Answer (edit before sending)", value=draft["text"], height=200, key=f"draft_{ticket_id}")
+    citations = draft.get("citations") or []
+    if citations:
+        st.markdown("Cites: " + ", ".join(link_citations(f"[{c}]", known) for c in citations))
+    st.download_button("Download the answer", text, file_name=f"{ticket_id}-answer.txt", mime="text/plain")
+
+
+def render_review(ticket: dict[str, Any], current: dict[str, Any] | None, tax: dict[str, Any]) -> None:
+    st.subheader("Review")
+    classification = (current or {}).get("classification") or {}
+    current_labels = {axis: classification["labels"][axis]["label"] for axis in AXES} if classification else {}
+    suggested = {axis: s["label"] for axis, s in ((current or {}).get("suggestion") or {}).items()}
+    seq = ticket.get("current_seq")
+    # with no labels in force nothing is preselected (except the intake channel): the lead picks every label
+    defaults = current_labels or ({"channel": ticket["channel"]} if ticket.get("channel") else {})
+    picked: dict[str, str | None] = {}
+    for axis in AXES:
+        ids = label_ids(tax, axis)
+        names = label_names(tax, axis)
+        default = defaults.get(axis)
+        picked[axis] = st.selectbox(
+            axis.capitalize(),
+            ids,
+            index=ids.index(default) if default in ids else None,
+            placeholder="choose a label",
+            key=f"review_{axis}_{ticket['id']}_{seq}",
+            format_func=lambda v, n=names: f"{n.get(v, v)} ({v})",
+        )
+    chosen = {axis: label for axis, label in picked.items() if label is not None}
+    comment = st.text_input("Comment (why; required to reject)", key=f"review_comment_{ticket['id']}_{seq}")
+    action, labels = review_request(current_labels, chosen, suggested)
+    changes = label_changes(current_labels, chosen)
+    if changes:
+        st.caption("Accept saves your edit: " + "; ".join(changes))
+    elif suggested:
+        st.caption("Accept keeps the labels shown; pick the agent's suggestion above to take it instead.")
+    buttons = st.columns(2)
+    complete = len(chosen) == len(AXES)
+    if buttons[0].button("Accept", type="primary", shortcut="Ctrl+Enter", help="Accept the labels as shown above (Ctrl+Enter)", disabled=not complete):
+        send(ticket["id"], action, labels, comment, seq)
+    if buttons[1].button("Reject", shortcut="Ctrl+Shift+X", help="Reject the current labels (Ctrl+Shift+X); needs a comment", disabled=not current_labels):
+        if not comment.strip():
+            st.warning("Say why in the comment before rejecting: the comment is kept in the timeline.", icon=":material/edit_note:")
+        else:
+            send(ticket["id"], "reject", None, comment, seq)
+
+
+def send(ticket_id: str, action: str, labels: dict[str, str] | None, comment: str, seq: int | None) -> None:
+    try:
+        client().review(ticket_id, action, labels=labels, comment=comment.strip() or None, revision=seq)  # type: ignore[arg-type]
+    except ApiError as err:
+        show_error(err)
+        if err.status == 409:
+            st.button("Reload the ticket")
+        return
+    st.session_state["review_done"] = {"accept": "Accepted", "edit": "Labels saved", "reject": "Rejected"}[action]
+    st.rerun()
+
+
+def render_timeline(revisions: list[dict[str, Any]]) -> None:
+    st.subheader("Revision timeline")
+    for row in timeline(revisions):
+        with st.container(border=True):
+            when = str(row["when"] or "")[:19].replace("T", " ")
+            badge = DECISION_BADGE.get(row["decision"] or "", "")
+            rejected = f" :red-badge[rejected by #{row['rejected_by']}]" if row["rejected_by"] else ""
+            st.markdown(f"**#{row['seq']}** · {when} UTC · **{escape_md(row['who'])}** {escape_md(row['what'])} {badge}{rejected}")
+            for change in row["changes"]:
+                st.markdown(f"- {escape_md(change)}")
+            if row["why"]:
+                st.caption("why: " + escape_md(row["why"][:400]))
+
+
+# ---------------------------------------------------------------- the page
+
+ticket_id = pick_ticket()
+tax = taxonomy()
+ticket, revisions = load(ticket_id)
+current = ticket.get("current")
+classification = (current or {}).get("classification")
+
+if done := st.session_state.pop("review_done", None):
+    st.toast(f"{done}: revision #{ticket.get('current_seq') or ticket.get('revisions')}", icon=":material/check_circle:")
+    st.success(f"{done}. The ticket {'is still' if ticket.get('in_queue') else 'is no longer'} in the review queue.")
+
+st.title(escape_md(ticket.get("subject") or "(no subject)"))
+st.caption(
+    f"`{ticket['id']}`" + (f" · external `{escape_md(ticket['external_id'])}`" if ticket.get("external_id") else "")
+    + f" · channel {ticket.get('channel') or 'not given'} · created {ago(ticket.get('created_at'))} by {escape_md(ticket.get('created_by', ''))}"
+    + f" · {ticket.get('revisions', 0)} revision{'' if ticket.get('revisions') == 1 else 's'}"
+)
+top = st.columns([1.2, 2.5, 4])
+top[0].page_link(PAGES["queue"], label="Back to queue", icon=":material/inbox:")
+if ticket.get("decision"):
+    top[1].markdown(DECISION_BADGE.get(ticket["decision"], ticket["decision"]) + (" · in queue" if ticket.get("in_queue") else ""))
+
+left, right = st.columns([3, 2], gap="large")
+evidence: dict[str, Any] = (classification or {}).get("evidence") or {}
+known = {e["id"] for e in evidence.get("tickets", [])} | {e["id"] for e in evidence.get("articles", [])}
+draft = (classification or {}).get("draft") or {}
+cited = set(cited_ids((classification or {}).get("rationale", ""))) | set(draft.get("citations") or [])
+with left:
+    render_thread(ticket)
+    if classification:
+        st.subheader("Rationale")
+        st.markdown(link_citations(classification.get("rationale", ""), known))
+        render_draft(classification, ticket["id"], known)
+with right:
+    if classification:
+        names = {axis: label_names(tax, axis) for axis in AXES}
+        render_labels(classification, (current or {}).get("suggestion"), names)
+    else:
+        st.info("No labels in force: every labelled revision was rejected. Set the labels below.")
+    render_review(ticket, current, tax)
+
+if classification:
+    render_evidence(evidence, cited)
+render_timeline(revisions)
