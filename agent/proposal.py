@@ -43,7 +43,9 @@ class HeadOptions:
     C: float = 1.0
     class_weight: str | None = "balanced"
     knn_weight: float = KNN_WEIGHT
-    classifier: str = "svm"  # "lr": logistic regression; "svm": linear SVM with a softmax scale fitted on a train holdout
+    # "lr": logistic regression; "svm": linear SVM with a softmax scale fitted on a train holdout;
+    # "ensemble": the mean of both (measured in evals/README.md)
+    classifier: str = "svm"
     # near-duplicate trust: when the best neighbour's similarity s1 is above dup_low, the kNN weight rises
     # linearly to 1 at dup_high (a near-copy of a labelled ticket is better evidence than the head); None = off
     dup_low: float | None = None
@@ -105,6 +107,26 @@ class SoftmaxSVC:
         return self._softmax(self.scale * self._decision(self.svc, x))
 
 
+class MeanEnsemble:
+    """The mean of the probabilities of a logistic regression and a SoftmaxSVC (same classes, same features)."""
+
+    def __init__(self, C: float = 1.0, class_weight: str | None = None, lr_C: float = 10.0) -> None:
+        self.svm = SoftmaxSVC(C=C, class_weight=class_weight)
+        self.lr = LogisticRegression(C=lr_C, max_iter=3000, class_weight=class_weight)
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return self.svm.classes_
+
+    def fit(self, x: sparse.spmatrix, y: Sequence[str], sample_weight: np.ndarray | None = None) -> MeanEnsemble:
+        self.svm.fit(x, y, sample_weight=sample_weight)
+        self.lr.fit(x, y, sample_weight=sample_weight)
+        return self
+
+    def predict_proba(self, x: sparse.spmatrix) -> np.ndarray:
+        return (self.svm.predict_proba(x) + self.lr.predict_proba(x)) / 2
+
+
 def make_vectorizer(*, word: bool = True, char: bool = True) -> FeatureUnion | None:
     parts = []
     if word:
@@ -121,7 +143,7 @@ class ProposalHead:
     """Per-axis logistic regression; `classes` are taxonomy ids seen in training."""
 
     vectorizer: FeatureUnion | None
-    heads: dict[str, LogisticRegression | SoftmaxSVC] = field(default_factory=dict)
+    heads: dict[str, LogisticRegression | SoftmaxSVC | MeanEnsemble] = field(default_factory=dict)
     priors: dict[str, Distribution] = field(default_factory=dict)
     dense_weight: float = 1.0
     fingerprint: str = ""
@@ -174,9 +196,11 @@ class ProposalHead:
                 continue
             x = head._features(sparse_x[rows] if sparse_x is not None else None, vectors[rows] if use_dense else None)
             weight = sample_weight[rows] if sample_weight is not None else None
-            model: LogisticRegression | SoftmaxSVC
+            model: LogisticRegression | SoftmaxSVC | MeanEnsemble
             if opts.classifier == "svm":
                 model = SoftmaxSVC(C=C, class_weight=opts.class_weight)
+            elif opts.classifier == "ensemble":
+                model = MeanEnsemble(C=C, class_weight=opts.class_weight)
             else:
                 model = LogisticRegression(C=C, max_iter=3000, class_weight=opts.class_weight)
             model.fit(x, ys, sample_weight=weight)

@@ -7,10 +7,9 @@ import math
 import pytest
 
 from evals import metrics as m
-from evals.calibration import NEVER, fit_thresholds, precision_threshold
+from evals.calibration import NEVER, FittedCalibration, fit_thresholds, precision_threshold
 from evals.datasets import LabelCodec, parse_label_specs, slugify
 from evals.report import compute_metrics
-from evals.calibration import FittedCalibration
 
 GOLD = ["a", "a", "a", "b", "b", "c"]
 PRED = ["a", "a", "b", "b", "c", "c"]
