@@ -21,8 +21,20 @@ def extract_json(text: str) -> object:
     start = candidate.find("{")
     if start < 0:
         raise ValueError("the answer contains no JSON object")
-    obj, _ = json.JSONDecoder().raw_decode(candidate[start:])
-    return obj
+    # strict=False: llama.cpp's JSON grammar lets raw newlines and tabs into strings, which are harmless here
+    decoder = json.JSONDecoder(strict=False)
+    body = candidate[start:]
+    try:
+        return decoder.raw_decode(body)[0]
+    except json.JSONDecodeError:
+        # an answer cut by max_tokens ends inside the rationale (the schema puts it last): close it and let the
+        # answer model decide whether what came before is a valid answer
+        for closing in ('"}', "}"):
+            try:
+                return decoder.raw_decode(body.rstrip() + closing)[0]
+            except json.JSONDecodeError:
+                continue
+        raise
 
 
 def validate(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:

@@ -110,6 +110,9 @@ def test_proposal_mode_never_calls_the_llm(settings, embedder, store) -> None:  
 def test_extract_json_tolerates_chatter() -> None:
     assert extract_json('Sure! ```json\n{"a": 1}\n``` hope it helps') == {"a": 1}
     assert extract_json('here: {"a": {"b": 2}} trailing') == {"a": {"b": 2}}
+    assert extract_json('{"rationale": "line one\nline two"}') == {"rationale": "line one\nline two"}  # raw newline
+    cut = '{"service": "network", "tier": "L2", "confidence": 0.7, "rationale": "the VPN drops and'
+    assert extract_json(cut)["service"] == "network"  # cut by max_tokens inside the last field
     with pytest.raises(ValueError):
         extract_json("no json")
 
