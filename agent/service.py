@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -244,26 +244,32 @@ class TriageService:
 
 
 @contextmanager
+def llm_for(settings: Settings) -> Iterator[LLMClient | None]:
+    """The LLM a run talks to: none in proposal mode, the configured endpoint, or the embedded llama.cpp server
+    (started here and stopped on exit)."""
+    if settings.mode == "proposal":
+        yield None
+    elif settings.llm_base_url:
+        yield make_llm(settings, settings.llm_base_url)
+    else:
+        server = LocalLLMServer(
+            model_path=settings.llm_gguf_path,
+            model_alias=settings.llm_model,
+            n_ctx=settings.llm_ctx,
+            n_threads=settings.llm_threads,
+            log_path=settings.data_dir / "logs" / "llm.log",
+        )
+        with server:
+            yield make_llm(settings, server.base_url, embedded=True)
+
+
+@contextmanager
 def running_service(settings: Settings, *, seed: bool = True, progress: bool = False) -> Iterator[TriageService]:
     """A ready service: the embedded LLM started when no endpoint is configured, the store seeded if empty.
 
     Everything started here is stopped on exit, so a CLI call or a server leaves no process behind.
     """
-    with ExitStack() as stack:
-        llm: LLMClient | None = None
-        if settings.mode != "proposal":
-            if settings.llm_base_url:
-                llm = make_llm(settings, settings.llm_base_url)
-            else:
-                server = LocalLLMServer(
-                    model_path=settings.llm_gguf_path,
-                    model_alias=settings.llm_model,
-                    n_ctx=settings.llm_ctx,
-                    n_threads=settings.llm_threads,
-                    log_path=settings.data_dir / "logs" / "llm.log",
-                )
-                stack.enter_context(server)
-                llm = make_llm(settings, server.base_url, embedded=True)
+    with llm_for(settings) as llm:
         service = TriageService(settings, llm=llm)
         if seed and service.store.counts()[TICKETS] == 0:
             service.ingest(progress=progress)

@@ -23,7 +23,7 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,10 +35,10 @@ from tqdm import tqdm
 from agent.contracts import AXES, AxisDef, LabelDef, LabelledTicket, Taxonomy, TicketIn
 from agent.embeddings import Embedder
 from agent.llm import LLMClient
-from agent.local_llm import LocalLLMServer
 from agent.nodes.normalize import clean, redact
 from agent.proposal import HeadOptions, ProposalHead
-from agent.service import TicketError, TriageService, make_embedder, make_llm
+from agent.service import TicketError, TriageService, make_embedder
+from agent.service import llm_for as service_llm_for
 from agent.settings import Settings
 from agent.store import TICKETS
 from agent.taxonomy import load_taxonomy
@@ -217,22 +217,8 @@ def sample_rows(rows: list[EvalRow], limit: int | None, seed: int) -> list[EvalR
 @contextmanager
 def llm_for(settings: Settings, mode: str) -> Iterator[LLMClient | None]:
     """The LLM client for llm/hybrid modes: TRIAGE_LLM_BASE_URL if set, else the embedded server."""
-    with ExitStack() as stack:
-        if mode == "proposal":
-            yield None
-            return
-        if settings.llm_base_url:
-            yield make_llm(settings, settings.llm_base_url)
-            return
-        server = LocalLLMServer(
-            model_path=settings.llm_gguf_path,
-            model_alias=settings.llm_model,
-            n_ctx=settings.llm_ctx,
-            n_threads=settings.llm_threads,
-            log_path=settings.data_dir / "logs" / "llm.log",
-        )
-        stack.enter_context(server)
-        yield make_llm(settings, server.base_url, embedded=True)
+    with service_llm_for(settings.model_copy(update={"mode": "proposal" if mode == "proposal" else "hybrid"})) as llm:
+        yield llm
 
 
 def read_predictions(path: Path) -> dict[str, dict[str, Any]]:
