@@ -155,6 +155,26 @@ def fit_thresholds(
     return thresholds
 
 
+def fit_axis_thresholds(
+    oof: OutOfFold, labels: dict[str, list[str | None]], axes: Sequence[str], target: float
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Per-axis thresholds from out-of-fold proposals, and each axis's cross-validated accuracy."""
+    thresholds: dict[str, dict[str, float]] = {}
+    accuracy: dict[str, float] = {}
+    for axis in axes:
+        preds, confs, correct = [], [], []
+        for i, gold in enumerate(labels[axis]):
+            if not gold:
+                continue
+            label, conf = top(oof.proposals[i].get(axis, {}))
+            preds.append(label or "")
+            confs.append(conf)
+            correct.append(label == gold)
+        thresholds[axis] = fit_thresholds(preds, confs, correct, target)
+        accuracy[axis] = round(sum(correct) / len(correct), 4) if correct else 0.0
+    return thresholds, accuracy
+
+
 def top(dist: Distribution) -> tuple[str | None, float]:
     if not dist:
         return None, 0.0

@@ -48,18 +48,9 @@ def fit_default(
     vectors = embedder.embed_batched(texts, progress=progress, desc="embedding seed")
     labels = {axis: [t.labels.get(axis) for t in tickets] for axis in AXES_FITTED}
     oof = cal.out_of_fold(texts, vectors, labels, taxonomy, folds=folds, seed=0, progress=progress)
-    thresholds: dict[str, dict[str, float]] = {}
     summary: dict[str, object] = {"source": str(seed_path.relative_to(REPO_ROOT)) if seed_path.is_relative_to(REPO_ROOT) else str(seed_path), "n": len(tickets), "folds": folds, "target_precision": target}
-    for axis in AXES_FITTED:
-        rows = [i for i, y in enumerate(labels[axis]) if y]
-        preds, confs, correct = [], [], []
-        for i in rows:
-            label, conf = cal.top(oof.proposals[i].get(axis, {}))
-            preds.append(label or "")
-            confs.append(conf)
-            correct.append(label == labels[axis][i])
-        thresholds[axis] = cal.fit_thresholds(preds, confs, correct, target)
-        summary[f"{axis}_cv_accuracy"] = round(sum(correct) / len(correct), 4) if correct else 0.0
+    thresholds, accuracy = cal.fit_axis_thresholds(oof, labels, AXES_FITTED, target)
+    summary.update({f"{axis}_cv_accuracy": value for axis, value in accuracy.items()})
     fitted = cal.FittedCalibration(thresholds=thresholds, default=target, out_of_scope_threshold=None, llm_vote_weight=llm_vote_weight, fitted_on=summary)
     fitted.write(out_path)
     return fitted

@@ -70,41 +70,31 @@ class EvalConfig:
     cache_dir: Path | None = None  # embedding cache; default DIR/.cache
     max_false_flag: float = 0.08  # out-of-scope budget on held-out in-scope train rows (measured: evals/README.md)
 
+    def _spec(self, train_sha: str) -> dict[str, Any]:
+        return {
+            "format": RUN_FORMAT,
+            "train": train_sha,
+            "text": self.text,
+            "labels": self.labels,
+            "taxonomy": self.taxonomy,
+            "seed": self.seed,
+            "target_precision": self.target_precision,
+            "oos_label": self.oos_label,
+            "folds": self.folds,
+            "head": asdict(self.head),
+            "max_false_flag": self.max_false_flag,
+        }
+
     def calibration_fingerprint(self, train_sha: str) -> str:
         """What the fitted calibration depends on (not the test file, the mode or the sample)."""
-        spec = {
-            "format": RUN_FORMAT,
-            "train": train_sha,
-            "text": self.text,
-            "labels": self.labels,
-            "taxonomy": self.taxonomy,
-            "seed": self.seed,
-            "target_precision": self.target_precision,
-            "oos_label": self.oos_label,
-            "folds": self.folds,
-            "head": asdict(self.head),
-            "max_false_flag": self.max_false_flag,
-        }
-        return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return _digest(self._spec(train_sha))
 
     def fingerprint(self, train_sha: str, test_sha: str) -> str:
-        spec = {
-            "format": RUN_FORMAT,
-            "train": train_sha,
-            "test": test_sha,
-            "text": self.text,
-            "labels": self.labels,
-            "taxonomy": self.taxonomy,
-            "mode": self.mode,
-            "limit": self.limit,
-            "seed": self.seed,
-            "target_precision": self.target_precision,
-            "oos_label": self.oos_label,
-            "folds": self.folds,
-            "head": asdict(self.head),
-            "max_false_flag": self.max_false_flag,
-        }
-        return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return _digest({**self._spec(train_sha), "test": test_sha, "mode": self.mode, "limit": self.limit})
+
+
+def _digest(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class EvalError(ValueError):
@@ -400,18 +390,9 @@ def fit_calibration(
     progress: bool,
 ) -> cal.FittedCalibration:
     oof = cal.out_of_fold(texts, vectors, labels, taxonomy, folds=cfg.folds, seed=cfg.seed, options=cfg.head, progress=progress)
-    thresholds: dict[str, dict[str, float]] = {}
     summary: dict[str, Any] = {"folds": cfg.folds, "n": len(texts), "target_precision": cfg.target_precision}
-    for axis in axes:
-        rows = [i for i, y in enumerate(labels[axis]) if y]
-        preds, confs, correct = [], [], []
-        for i in rows:
-            label, conf = cal.top(oof.proposals[i].get(axis, {}))
-            preds.append(label or "")
-            confs.append(conf)
-            correct.append(label == labels[axis][i])
-        thresholds[axis] = cal.fit_thresholds(preds, confs, correct, cfg.target_precision)
-        summary[f"{axis}_cv_accuracy"] = round(sum(correct) / len(correct), 4) if correct else 0.0
+    thresholds, accuracy = cal.fit_axis_thresholds(oof, labels, axes, cfg.target_precision)
+    summary.update({f"{axis}_cv_accuracy": value for axis, value in accuracy.items()})
     fitted = cal.FittedCalibration(thresholds=thresholds, fitted_on=summary)
     if cfg.oos_label is not None:
         classes = [str(y) for y in labels[axes[0]]]
