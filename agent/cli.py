@@ -18,8 +18,8 @@ import typer
 from pydantic import ValidationError
 
 from agent.contracts import Classification, TicketIn
-from agent.service import TicketError, TriageService, running_service
 from agent.local_llm import die_with_parent
+from agent.service import TicketError, TriageService, running_service
 from agent.settings import REPO_ROOT, Mode, Settings
 from agent.taxonomy import TaxonomyError, load_taxonomy
 

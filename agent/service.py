@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -71,6 +72,7 @@ def load_calibration(path: Path) -> Calibration:
         thresholds=raw.get("thresholds", {}),
         default=raw.get("default", 0.9),
         out_of_scope_threshold=raw.get("out_of_scope_threshold"),
+        out_of_scope_score=raw.get("out_of_scope_score", "similarity"),
         llm_vote_weight=raw.get("llm_vote_weight"),
     )
 
@@ -111,6 +113,7 @@ class TriageService:
         self.calibration = load_calibration(settings.resolved_calibration_path)
         self.head: ProposalHead | None = None
         self._head_lock = threading.Lock()
+        self._fingerprint_seen: tuple[float, str] | None = None
 
     # ------------------------------------------------------------ proposal head
 
@@ -118,13 +121,25 @@ class TriageService:
     def head_path(self) -> Path:
         return self.settings.models_dir / f"proposal-{self.taxonomy.name}.joblib"
 
-    def _store_fingerprint(self) -> str:
+    def _store_fingerprint(self, *, fresh: bool = False) -> str:
+        """What the head was trained on: taxonomy, embedder and the number of seeded (non-reviewed) tickets.
+
+        Looking costs three store round trips (~4 ms, a fifth of a proposal-mode ticket), so a classify trusts a
+        look younger than `store_recheck_s`; an ingest in this process looks again at once, another process's
+        ingest is noticed within that time.
+        """
+        now = time.monotonic()
+        seen = self._fingerprint_seen
+        if not fresh and seen is not None and now - seen[0] < self.settings.store_recheck_s:
+            return seen[1]
         # reviewed tickets (source "human") teach through retrieval at once (agent/corrections.py); counting them
         # here would retrain the head (~40 s on 2 cores) inside the next request; the next ingest includes them
         counts = self.store.counts()
         human = len(self.store.tickets.get(where={"source": "human"}, include=[])["ids"])
         seeded = counts[TICKETS] - human
-        return hashlib.sha256(f"{self.taxonomy.ref}|{self.embedder.name}|{seeded}".encode()).hexdigest()[:16]
+        value = hashlib.sha256(f"{self.taxonomy.ref}|{self.embedder.name}|{seeded}".encode()).hexdigest()[:16]
+        self._fingerprint_seen = (now, value)
+        return value
 
     def ensure_head(self, *, retrain: bool = False) -> ProposalHead | None:
         """Load the trained head if it matches the store, else train it on the stored labelled tickets."""
@@ -132,7 +147,7 @@ class TriageService:
             return self._ensure_head(retrain=retrain)
 
     def _ensure_head(self, *, retrain: bool) -> ProposalHead | None:
-        fingerprint = self._store_fingerprint()
+        fingerprint = self._store_fingerprint(fresh=retrain)
         if not retrain and self.head is not None and self.head.fingerprint == fingerprint:
             return self.head
         if not retrain and self.head_path.is_file():
@@ -167,6 +182,7 @@ class TriageService:
         todo = [a for a in articles if a.id in new_articles]
         for i in tqdm(range(0, len(todo), 64), desc="embedding articles", unit="batch", disable=not progress or not todo):
             self.store.upsert_articles(todo[i : i + 64])
+        self._fingerprint_seen = None
         self.ensure_head(retrain=bool(new_tickets))
         counts = self.store.counts()
         return IngestReport(len(new_tickets), len(new_articles), counts[TICKETS], counts[ARTICLES], skipped)

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     llm_vote_weight: float = Field(default=0.15, ge=0.0, le=1.0, description="Measured in evals/README.md.")
     auto_apply_threshold: float = Field(default=0.9, description="Used where no calibration file has a class.")
     review_threshold: float = Field(default=0.5, description="Below this, needs_review.")
+    store_recheck_s: float = Field(
+        default=2.0, ge=0.0, description="How long a classify trusts its last look at the store size (another process's ingest is seen within it)."
+    )
     draft_min_article_score: float = Field(default=0.35, description="Weaker KB evidence gets no draft.")
     out_of_scope_threshold: float = Field(default=0.0, description="Best neighbour similarity below this: OOS.")
 

@@ -61,6 +61,8 @@ class Calibration:
     thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
     default: float = 0.9
     out_of_scope_threshold: float | None = None
+    # what the threshold is compared with: "similarity" (nearest stored ticket) or "similarity+confidence"
+    out_of_scope_score: str = "similarity"
     llm_vote_weight: float | None = None
 
     def threshold(self, axis: str, label: str) -> float:

@@ -136,11 +136,11 @@ class VectorStore:
         return {TICKETS: self.tickets.count(), ARTICLES: self.articles.count()}
 
     def _query(self, collection: Any, vector: np.ndarray, k: int) -> list[tuple[str, str, dict[str, Any], float]]:
-        n = min(k, collection.count())
-        if n <= 0:
+        if k <= 0:
             return []
+        # Chroma returns what there is when k exceeds the collection (nothing when empty): no count() round trip
         res = collection.query(
-            query_embeddings=[vector.tolist()], n_results=n, include=["documents", "metadatas", "distances"]
+            query_embeddings=[vector.tolist()], n_results=k, include=["documents", "metadatas", "distances"]
         )
         return list(zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0], strict=True))
 

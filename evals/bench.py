@@ -30,7 +30,7 @@ from evals import splits
 from evals.calibration import FittedCalibration
 from evals.datasets import LabelCodec
 from evals.report import write_outputs
-from evals.runner import EvalConfig, clear_run, read_predictions, run_eval
+from evals.runner import EvalConfig, clear_run, file_sha, read_predictions, run_eval
 
 CONFIGS = REPO_ROOT / "evals" / "configs"
 REPORTS = REPO_ROOT / "evals" / "reports"
@@ -70,6 +70,16 @@ def copy_report(run_dir: Path, dest: Path) -> None:
         shutil.copy2(png, dest / png.name)
 
 
+def outdated_cleared(cfg: EvalConfig) -> EvalConfig:
+    """The bench owns its run directories: one left by other code or options is cleared, not refused."""
+    run_file = cfg.out / "run.json"
+    if run_file.is_file():
+        stored = json.loads(run_file.read_text(encoding="utf-8")).get("fingerprint")
+        if stored != cfg.fingerprint(file_sha(cfg.train), file_sha(cfg.test)):
+            clear_run(cfg.out)
+    return cfg
+
+
 def run_config(cfg: dict[str, Any], *, hybrid: bool, fresh: bool) -> list[dict[str, Any]]:
     name = cfg["name"]
     split_dir = splits.RUNS / "splits" / name
@@ -92,7 +102,7 @@ def run_config(cfg: dict[str, Any], *, hybrid: bool, fresh: bool) -> list[dict[s
             metrics = run_folds(cfg, split_dir, out, base)
         else:
             train, test = getattr(splits, cfg["prepare"])(split_dir)
-            metrics = run_eval(EvalConfig(train=train, test=test, out=out, **base), progress=True)
+            metrics = run_eval(outdated_cleared(EvalConfig(train=train, test=test, out=out, **base)), progress=True)
         copy_report(out, REPORTS / name / mode)
         wall = round(time.perf_counter() - started, 1)
         run_state = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
@@ -112,7 +122,7 @@ def run_folds(cfg: dict[str, Any], split_dir: Path, out: Path, base: dict[str, A
     fold_cfg = None
     for k, (train, test) in enumerate(pairs):
         fold_cfg = EvalConfig(train=train, test=test, out=out / f"fold{k}", **base)
-        run_eval(fold_cfg, progress=True)
+        run_eval(outdated_cleared(fold_cfg), progress=True)
         records += list(read_predictions(out / f"fold{k}" / "predictions.jsonl").values())
     assert fold_cfg is not None
     from agent.taxonomy import load_taxonomy

@@ -8,15 +8,17 @@
    at or above it still reaches the target; each class with enough out-of-fold predictions gets its own
    threshold the same way, with a Laplace-smoothed precision ((hits + 1) / (n + 2)) so a class with few rows
    needs a clearer margin. A class that never reaches the target gets 1.001: never auto-applied.
-3. Out of scope: whole train classes are held out in turn (as unknown intents), and the similarity of the
-   nearest stored ticket (what `decide` compares) is measured for held-out in-scope rows and for those
-   unknown-class rows; the threshold is the score quantile that flags at most `max_false_flag` of the
-   in-scope rows, the budget that keeps in-scope accuracy within a few points of the plain accuracy.
+3. Out of scope: whole train classes are held out in turn (as unknown intents), and the in-scope score `decide`
+   compares (nearest stored ticket similarity + proposal confidence, `agent.proposal.in_scope_score`) is
+   measured for held-out in-scope rows and for those unknown-class rows against a store and head without
+   them; the threshold is the score quantile that flags at most `max_false_flag` of the in-scope rows, the
+   budget that keeps in-scope accuracy within a few points of the plain accuracy.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -27,7 +29,7 @@ import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from agent.contracts import EvidenceTicket, Taxonomy
-from agent.proposal import Distribution, HeadOptions, ProposalHead, propose_distribution
+from agent.proposal import Distribution, HeadOptions, ProposalHead, in_scope_score, propose_distribution
 from agent.state import Calibration
 
 NEVER = 1.001
@@ -84,7 +86,10 @@ def out_of_fold(
     top_k: int = 8,
     options: HeadOptions | None = None,
     progress: bool = False,
+    jobs: int | None = None,
 ) -> OutOfFold:
+    """The folds run in parallel processes (one per core): the head fits are single-threaded (liblinear)."""
+    from joblib import Parallel, delayed
     from tqdm import tqdm
 
     n = len(texts)
@@ -92,20 +97,41 @@ def out_of_fold(
     first_axis = next(iter(labels))
     strata = [str(y) for y in labels[first_axis]]
     row_labels = [{axis: ys[i] for axis, ys in labels.items() if ys[i]} for i in range(n)]
-    ids = [f"train-{i}" for i in range(n)]
     proposals: list[dict[str, Distribution]] = [{} for _ in range(n)]
     nearest = np.zeros(n, dtype=np.float32)
     opts = options or HeadOptions()
-    for train_idx, held_idx in tqdm(_folds(n, strata, folds, seed), desc="cross-validating thresholds", unit="fold", disable=not progress):
-        head = ProposalHead.fit(
-            [texts[i] for i in train_idx], vectors[train_idx], {a: [ys[i] for i in train_idx] for a, ys in labels.items()}, taxonomy, options=opts
-        )
-        neighbours = nearest_neighbours(vectors[held_idx], vectors[train_idx], [row_labels[i] for i in train_idx], [ids[i] for i in train_idx], top_k)
-        head_probs = head.predict([texts[i] for i in held_idx], vectors[held_idx])
+    splits = _folds(n, strata, folds, seed)
+    jobs = jobs or min(len(splits), os.cpu_count() or 1)
+    tasks = (delayed(_one_fold)(texts, vectors, labels, row_labels, train_idx, held_idx, taxonomy, opts, top_k) for train_idx, held_idx in splits)
+    results = Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks) if jobs > 1 else (task[0](*task[1], **task[2]) for task in tasks)
+    for held_idx, fold_proposals, fold_nearest in tqdm(results, total=len(splits), desc="cross-validating thresholds", unit="fold", disable=not progress):
         for j, i in enumerate(held_idx):
-            proposals[i] = propose_distribution(head_probs[j], neighbours[j], taxonomy, knn_weight=opts.knn_weight, dup_low=opts.dup_low, dup_high=opts.dup_high)
-            nearest[i] = neighbours[j][0].score if neighbours[j] else 0.0
+            proposals[i] = fold_proposals[j]
+            nearest[i] = fold_nearest[j]
     return OutOfFold(proposals=proposals, nearest=nearest)
+
+
+def _one_fold(
+    texts: Sequence[str],
+    vectors: np.ndarray,
+    labels: Mapping[str, Sequence[str | None]],
+    row_labels: Sequence[Mapping[str, str]],
+    train_idx: np.ndarray,
+    held_idx: np.ndarray,
+    taxonomy: Taxonomy,
+    opts: HeadOptions,
+    top_k: int,
+) -> tuple[np.ndarray, list[dict[str, Distribution]], list[float]]:
+    """Fit on the other folds, propose for the held-out rows exactly as the graph would."""
+    head = ProposalHead.fit([texts[i] for i in train_idx], vectors[train_idx], {a: [ys[i] for i in train_idx] for a, ys in labels.items()}, taxonomy, options=opts)
+    ids = [f"train-{i}" for i in train_idx]
+    neighbours = nearest_neighbours(vectors[held_idx], vectors[train_idx], [row_labels[i] for i in train_idx], ids, top_k)
+    head_probs = head.predict([texts[i] for i in held_idx], vectors[held_idx])
+    proposals = [
+        propose_distribution(head_probs[j], neighbours[j], taxonomy, knn_weight=opts.knn_weight, dup_low=opts.dup_low, dup_high=opts.dup_high)
+        for j in range(len(held_idx))
+    ]
+    return held_idx, proposals, [found[0].score if found else 0.0 for found in neighbours]
 
 
 # ---------------------------------------------------------------- thresholds
@@ -186,46 +212,88 @@ def top(dist: Distribution) -> tuple[str | None, float]:
 
 
 def fit_oos_threshold(
+    texts: Sequence[str],
     vectors: np.ndarray,
-    classes: Sequence[str],
+    labels: Mapping[str, Sequence[str | None]],
+    taxonomy: Taxonomy,
     *,
+    rule: str = "similarity+confidence",
     groups: int = 5,
     max_false_flag: float = 0.08,
     seed: int = 0,
+    top_k: int = 8,
+    options: HeadOptions | None = None,
+    jobs: int | None = None,
 ) -> tuple[float, dict[str, float]]:
-    """Hold out whole classes in turn; pick the nearest-neighbour similarity below which a ticket is flagged.
+    """Hold out whole classes (of the first axis) in turn; pick the in-scope score below which a ticket is flagged.
 
-    Returns the threshold and what it did on train (in-scope false-flag rate, unknown-class recall).
+    For each group of held-out classes the store and the head see only the other classes minus 20 % of their
+    rows; the held-out rows of known classes give the in-scope scores, the unknown classes the out-of-scope
+    ones, scored by `agent.proposal.in_scope_score` as `decide` scores a new ticket. The threshold flags
+    `max_false_flag` of the in-scope rows. Returns it and what it did on train.
     """
+    from joblib import Parallel, delayed
+
+    classes = [str(y) for y in labels[next(iter(labels))]]
     rng = random.Random(seed)
-    labels = sorted(set(classes))
-    rng.shuffle(labels)
-    groups = max(2, min(groups, len(labels)))
-    in_scores: list[np.ndarray] = []
-    out_scores: list[np.ndarray] = []
-    idx_by_class: dict[str, list[int]] = {}
-    for i, c in enumerate(classes):
-        idx_by_class.setdefault(c, []).append(i)
+    names = sorted(set(classes))
+    rng.shuffle(names)
+    groups = max(2, min(groups, len(names)))
+    row_labels = [{axis: ys[i] for axis, ys in labels.items() if ys[i]} for i in range(len(classes))]
+    splits = []
     for g in range(groups):
-        unknown = set(labels[g::groups])
+        unknown = set(names[g::groups])
         known_rows = [i for i, c in enumerate(classes) if c not in unknown]
         unknown_rows = [i for i, c in enumerate(classes) if c in unknown]
         rng.shuffle(known_rows)
         cut = max(1, len(known_rows) // 5)
         held, base = known_rows[:cut], known_rows[cut:]
-        if not base or not unknown_rows:
-            continue
-        base_v = vectors[base]
-        in_scores.append((vectors[held] @ base_v.T).max(axis=1))
-        out_scores.append((vectors[unknown_rows] @ base_v.T).max(axis=1))
-    if not in_scores:
+        if base and unknown_rows:
+            splits.append((np.array(base), np.array(held), np.array(unknown_rows)))
+    if not splits:
         return 0.0, {}
-    ins, outs = np.concatenate(in_scores), np.concatenate(out_scores)
+    opts = options or HeadOptions()
+    jobs = 1 if rule == "similarity" else (jobs or min(len(splits), os.cpu_count() or 1))
+    tasks = [delayed(_oos_group)(texts, vectors, labels, row_labels, base, held, unknown, taxonomy, opts, top_k, rule) for base, held, unknown in splits]
+    results = Parallel(n_jobs=jobs)(tasks) if jobs > 1 else [task[0](*task[1], **task[2]) for task in tasks]
+    ins = np.concatenate([r[0] for r in results])
+    outs = np.concatenate([r[1] for r in results])
     threshold = float(np.quantile(ins, max_false_flag))
     return round(threshold, 4), {
+        "score": rule,
         "train_false_flag_rate": float((ins < threshold).mean()),
         "train_oos_recall": float((outs < threshold).mean()),
     }
+
+
+def _oos_group(
+    texts: Sequence[str],
+    vectors: np.ndarray,
+    labels: Mapping[str, Sequence[str | None]],
+    row_labels: Sequence[Mapping[str, str]],
+    base: np.ndarray,
+    held: np.ndarray,
+    unknown: np.ndarray,
+    taxonomy: Taxonomy,
+    opts: HeadOptions,
+    top_k: int,
+    rule: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """In-scope scores of the held-out known rows and of the unknown-class rows against a store of `base`."""
+    query = np.concatenate([held, unknown])
+    ids = [f"train-{i}" for i in base]
+    neighbours = nearest_neighbours(vectors[query], vectors[base], [row_labels[i] for i in base], ids, top_k)
+    if rule == "similarity":
+        proposals: list[dict[str, Distribution]] = [{} for _ in query]
+    else:
+        head = ProposalHead.fit([texts[i] for i in base], vectors[base], {a: [ys[i] for i in base] for a, ys in labels.items()}, taxonomy, options=opts)
+        head_probs = head.predict([texts[i] for i in query], vectors[query])
+        proposals = [
+            propose_distribution(head_probs[j], neighbours[j], taxonomy, knn_weight=opts.knn_weight, dup_low=opts.dup_low, dup_high=opts.dup_high)
+            for j in range(len(query))
+        ]
+    scores = np.array([in_scope_score(rule, found[0].score if found else 0.0, proposals[j]) for j, found in enumerate(neighbours)])
+    return scores[: len(held)], scores[len(held) :]
 
 
 # ---------------------------------------------------------------- file
@@ -236,6 +304,7 @@ class FittedCalibration:
     thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
     default: float = 0.9
     out_of_scope_threshold: float | None = None
+    out_of_scope_score: str = "similarity"
     llm_vote_weight: float | None = None
     fitted_on: dict[str, object] = field(default_factory=dict)
 
@@ -244,6 +313,7 @@ class FittedCalibration:
             thresholds=self.thresholds,
             default=self.default,
             out_of_scope_threshold=self.out_of_scope_threshold,
+            out_of_scope_score=self.out_of_scope_score,
             llm_vote_weight=self.llm_vote_weight,
         )
 
@@ -259,6 +329,7 @@ class FittedCalibration:
             thresholds=raw.get("thresholds", {}),
             default=raw.get("default", 0.9),
             out_of_scope_threshold=raw.get("out_of_scope_threshold"),
+            out_of_scope_score=raw.get("out_of_scope_score", "similarity"),
             llm_vote_weight=raw.get("llm_vote_weight"),
             fitted_on=raw.get("fitted_on", {}),
         )

@@ -26,6 +26,7 @@ def eval_command(
     target_precision: Annotated[float, typer.Option("--target-precision", help="Precision the per-class auto-apply thresholds aim for (fitted on train); metrics.json reports the coverage and precision reached on test.")] = 0.9,
     oos_label: Annotated[Optional[str], typer.Option("--oos-label", help="Label value that marks out-of-scope rows: dropped from train; in test the agent must flag them out_of_scope. Adds recall and in-scope accuracy to metrics.json.")] = None,
     calibration: Annotated[Optional[Path], typer.Option("--calibration", help="Also write the fitted calibration JSON here (the format `decide` reads, e.g. knowledge_base/taxonomies/default.calibration.json). Always written to DIR/calibration.json.")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Embedding cache (SQLite, keyed by model and text), shared by runs so a train file is embedded once. Default: data/cache/ under TRIAGE_DATA_DIR.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars; print only the metrics JSON.")] = False,
 ) -> None:
     """Score the agent on a labelled file: accuracy, macro-F1, calibration, auto-apply coverage, latency, tokens.
@@ -52,6 +53,7 @@ def eval_command(
             target_precision=target_precision,
             oos_label=oos_label,
             calibration=calibration,
+            cache_dir=cache_dir,
         )
         metrics = run_eval(cfg, progress=not quiet)
     except (DatasetError, EvalError, TaxonomyError) as exc:

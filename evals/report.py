@@ -131,7 +131,10 @@ def write_outputs(out: Path, records: list[dict[str, Any]], *, axes: list[str], 
         images.append((f"{axis}: per-class F1", plots.per_class_f1(scores, out / f"per_class_f1_{axis}.png", title=f"{axis}: per-class F1").name))
     images.append(("latency", plots.latency_histogram(details["latency_ms"], out / "latency.png", title=f"latency per ticket ({cfg.mode})").name))
     details["context"] = context
-    details["calibration"] = {"thresholds": fitted.thresholds, "out_of_scope_threshold": fitted.out_of_scope_threshold, "fitted_on": fitted.fitted_on}
+    details["calibration"] = {
+        "thresholds": fitted.thresholds, "out_of_scope_threshold": fitted.out_of_scope_threshold,
+        "out_of_scope_score": fitted.out_of_scope_score, "fitted_on": fitted.fitted_on,
+    }
     details["command"] = "triage eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 and sys.argv[1] == "eval" else None
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     slim = {k: v for k, v in details.items() if k != "latency_ms"}
@@ -170,7 +173,7 @@ def render_report(metrics: dict[str, Any], details: dict[str, Any], images: list
             "",
             f"OOS recall {metrics['oos']['recall']:.4f} ({o['n_oos']} out-of-scope test rows); in-scope accuracy {metrics['oos']['in_scope_accuracy']:.4f} "
             f"({o['n_in_scope']} in-scope rows, {_pct(o['false_flag_rate'])} wrongly flagged). "
-            f"Threshold (nearest stored ticket similarity) {details['calibration']['out_of_scope_threshold']}, fitted on train: {details['calibration']['fitted_on'].get('oos')}.",
+            f"Threshold on the in-scope score ({details['calibration'].get('out_of_scope_score', 'similarity')}) {details['calibration']['out_of_scope_threshold']}, fitted on train: {details['calibration']['fitted_on'].get('oos')}.",
             "",
         ]
     lines += [

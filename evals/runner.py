@@ -67,8 +67,9 @@ class EvalConfig:
     calibration: Path | None = None
     folds: int = 5
     head: HeadOptions = field(default_factory=HeadOptions)
-    cache_dir: Path | None = None  # embedding cache; default DIR/.cache
+    cache_dir: Path | None = None  # embedding cache; default <data_dir>/cache, shared across runs
     max_false_flag: float = 0.08  # out-of-scope budget on held-out in-scope train rows (measured: evals/README.md)
+    oos_score: str = "similarity+confidence"  # agent.proposal.in_scope_score rule (measured: evals/README.md)
 
     def _spec(self, train_sha: str) -> dict[str, Any]:
         return {
@@ -83,6 +84,7 @@ class EvalConfig:
             "folds": self.folds,
             "head": asdict(self.head),
             "max_false_flag": self.max_false_flag,
+            "oos_score": self.oos_score,
         }
 
     def calibration_fingerprint(self, train_sha: str) -> str:
@@ -275,7 +277,7 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
     train_sha = file_sha(cfg.train)
     fingerprint = cfg.fingerprint(train_sha, file_sha(cfg.test))
     cal_fingerprint = cfg.calibration_fingerprint(train_sha)
-    cache_dir = cfg.cache_dir or out / ".cache"
+    cache_dir = cfg.cache_dir or base_settings.data_dir / "cache"
     run_file = out / "run.json"
     predictions_path = out / "predictions.jsonl"
     previous: dict[str, Any] = {}
@@ -343,7 +345,10 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         t0 = time.perf_counter()
         if cfg.mode != "llm":
             assert vectors is not None
-            prepare_store(service, train_ids, train_texts, train_labels, vectors, taxonomy, cfg.head, progress=progress)
+            prepare_store(
+                service, train_ids, train_texts, train_labels, vectors, taxonomy, cfg.head,
+                cached_head=cache_dir / f"head-{cal_fingerprint}.joblib", progress=progress,
+            )
         else:
             service.head = None
         timings["train_s"] = round(time.perf_counter() - t0, 1)
@@ -395,9 +400,12 @@ def fit_calibration(
     summary.update({f"{axis}_cv_accuracy": value for axis, value in accuracy.items()})
     fitted = cal.FittedCalibration(thresholds=thresholds, fitted_on=summary)
     if cfg.oos_label is not None:
-        classes = [str(y) for y in labels[axes[0]]]
-        threshold, stats = cal.fit_oos_threshold(vectors, classes, seed=cfg.seed, max_false_flag=cfg.max_false_flag)
+        scored = {axes[0]: labels[axes[0]], **labels}
+        threshold, stats = cal.fit_oos_threshold(
+            texts, vectors, scored, taxonomy, rule=cfg.oos_score, seed=cfg.seed, max_false_flag=cfg.max_false_flag, options=cfg.head
+        )
         fitted.out_of_scope_threshold = threshold
+        fitted.out_of_scope_score = cfg.oos_score
         summary["oos"] = stats
     return fitted
 
@@ -411,9 +419,14 @@ def prepare_store(
     taxonomy: Taxonomy,
     options: HeadOptions,
     *,
+    cached_head: Path | None = None,
     progress: bool,
 ) -> None:
-    """Store train as labelled tickets (once per DIR) and fit the head with the eval's options."""
+    """Store train as labelled tickets (once per DIR) and fit the head with the eval's options.
+
+    `cached_head` is keyed by the train file and the options (like the calibration), so a re-run on the same
+    train file with a new --out skips the fit.
+    """
     store = service.store
     if store.counts()[TICKETS] != len(ids):
         if store.counts()[TICKETS]:
@@ -426,16 +439,22 @@ def prepare_store(
         ]
         for start in tqdm(range(0, len(tickets), 512), desc="storing train", unit="batch", disable=not progress):
             store.upsert_tickets(tickets[start : start + 512], vectors[start : start + 512])
-    fingerprint = service._store_fingerprint()
+    fingerprint = service._store_fingerprint(fresh=True)
     head_path = service.head_path
     head = None
     if head_path.is_file():
         loaded = ProposalHead.load(head_path)
         if loaded.fingerprint == fingerprint:
             head = loaded
+    if head is None and cached_head is not None and cached_head.is_file():
+        head = ProposalHead.load(cached_head)
+        head.fingerprint = fingerprint
+        head.save(head_path)
     if head is None:
         head = ProposalHead.fit(texts, vectors, labels, taxonomy, fingerprint=fingerprint, options=options)
         head.save(head_path)
+        if cached_head is not None:
+            head.save(cached_head)
     service.head = head
 
 

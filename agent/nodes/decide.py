@@ -9,7 +9,7 @@ from __future__ import annotations
 from langgraph.runtime import Runtime
 
 from agent.contracts import AXES, AxisLabel, Decision, LabelAlternative
-from agent.proposal import Distribution
+from agent.proposal import Distribution, in_scope_score
 from agent.state import TriageContext, TriageState
 
 
@@ -58,14 +58,17 @@ def decide(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
 
     neighbours = state.get("neighbours", [])
     oos_threshold = calibration.out_of_scope_threshold or settings.out_of_scope_threshold
-    out_of_scope = bool(neighbours) and neighbours[0].score < oos_threshold
+    rule = calibration.out_of_scope_score if calibration.out_of_scope_threshold else "similarity"
+    in_scope = in_scope_score(rule, neighbours[0].score, state.get("proposal", {})) if neighbours else 0.0
+    out_of_scope = bool(neighbours) and in_scope < oos_threshold
     llm_expected = settings.mode != "proposal" and ctx.llm is not None
     llm_missing = llm_expected and not answer
     warnings = []
     if settings.mode != "proposal" and ctx.llm is None:
         warnings.append("no LLM configured; labels come from the proposal")
     if out_of_scope:
-        warnings.append(f"out of scope: nearest past ticket similarity {neighbours[0].score:.2f} < {oos_threshold:.2f}")
+        what = "nearest past ticket similarity" if rule == "similarity" else "nearest past ticket similarity + proposal confidence"
+        warnings.append(f"out of scope: {what} {in_scope:.2f} < {oos_threshold:.2f}")
 
     judged = {axis: label for axis, label in labels.items() if label.source != "intake"}
     # an inferred channel is a hint (intake metadata was missing), so it can block auto-apply but not force review

@@ -6,11 +6,13 @@ import json
 
 import pytest
 
-from agent.contracts import Decision, TicketIn
+from agent.contracts import Decision, LabelledTicket, TicketIn
 from agent.llm import LLMUnavailable
 from agent.nodes.decide import combine
 from agent.nodes.validate import extract_json
+from agent.proposal import in_scope_score
 from agent.service import TicketError, TriageService
+from agent.state import Calibration
 from tests.fakes import ScriptedLLM
 
 GOOD = json.dumps({"service": "billing_payments", "tier": "L2", "confidence": 0.9, "rationale": "like [t-bill-1]"})
@@ -123,3 +125,35 @@ def test_combine_lets_the_llm_break_ties_but_not_override() -> None:
     strong = combine({"a": 0.9, "b": 0.1}, "b", 0.9, 0.15)
     assert max(strong, key=strong.get) == "a"
     assert abs(sum(strong.values()) - 1.0) < 1e-9
+
+
+def test_in_scope_score_adds_the_proposal_confidence() -> None:
+    proposal = {"service": {"billing_payments": 0.7, "technical_support": 0.3}, "tier": {"L1": 0.9}}
+    assert in_scope_score("similarity", 0.6, proposal) == 0.6
+    assert in_scope_score("similarity+confidence", 0.6, proposal) == pytest.approx(1.3)  # service first, not tier
+    assert in_scope_score("similarity+confidence", 0.6, {"tier": {"L1": 0.9}}) == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="unknown in-scope score"):
+        in_scope_score("vibes", 0.6, proposal)
+
+
+def test_decide_flags_out_of_scope_on_the_calibrated_score(settings, embedder, store) -> None:  # noqa: ANN001
+    service, _ = make_service(settings.model_copy(update={"mode": "proposal"}), embedder, store, [])
+    in_scope = service.classify(CHARGED_TWICE)
+    score = in_scope.evidence.tickets[0].score + in_scope.labels["service"].confidence
+    service.calibration = Calibration(out_of_scope_threshold=round(score + 0.01, 4), out_of_scope_score="similarity+confidence")
+    flagged = service.classify(CHARGED_TWICE)
+    assert flagged.out_of_scope and flagged.decision == Decision.NEEDS_REVIEW
+    assert any("similarity + proposal confidence" in w for w in flagged.warnings)
+    service.calibration = Calibration(out_of_scope_threshold=round(score - 0.01, 4), out_of_scope_score="similarity+confidence")
+    assert not service.classify(CHARGED_TWICE).out_of_scope
+    # the same threshold on similarity alone flags it: the rule in the calibration file is what decide compares
+    service.calibration = Calibration(out_of_scope_threshold=round(score - 0.01, 4), out_of_scope_score="similarity")
+    assert service.classify(CHARGED_TWICE).out_of_scope
+
+
+def test_the_store_is_looked_at_again_after_store_recheck_s(settings, embedder, store) -> None:  # noqa: ANN001
+    service, _ = make_service(settings.model_copy(update={"mode": "proposal", "store_recheck_s": 3600.0}), embedder, store, [])
+    before = service._store_fingerprint()
+    store.upsert_tickets([LabelledTicket(id="t-extra", body="Where is my parcel?", labels={"service": "general_information"})])
+    assert service._store_fingerprint() == before  # trusted within store_recheck_s
+    assert service._store_fingerprint(fresh=True) != before  # an ingest (or the recheck time) looks again

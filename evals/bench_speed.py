@@ -1,0 +1,107 @@
+"""Speed of `triage eval --mode proposal` on 2 cores, the two protocols of the eval issue, through the real CLI.
+
+1. **Banking77 protocol, end to end, cold**: 10,003 train rows (all of train.csv) + 3,080 test rows (40 per
+   intent, the official test size), a fresh --out and an empty embedding cache, so the wall time includes process
+   start, embedding both files, the cross-validated calibration, the store, the head and 3,080 classifications.
+   The official test split is sealed, so the 3,080 test texts are train.csv rows (seeded sample) with a
+   prefix that makes them new texts for every cache: same length and cost, accuracy meaningless (not reported).
+2. **Long e-mail tickets, train embeddings cached**: the Tobi-Bueck 80/20 split (3,339 train / 835 test tickets,
+   ~560 characters each). A first run fills the embedding cache with train (test rows are not in it); the
+   timed run uses a fresh --out, so it re-fits calibration, store and head and embeds every test ticket.
+   Reported: test tickets / wall time of the whole command (a lower bound on the classify rate).
+
+    python -m evals.bench_speed            # both; writes evals/reports/speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from agent.settings import REPO_ROOT
+from evals import splits
+
+SPEED = splits.RUNS / "speed"
+REPORT = REPO_ROOT / "evals" / "reports" / "speed.json"
+
+
+def banking77_protocol(out: Path) -> tuple[Path, Path]:
+    """train.csv as train; 40 rows per intent (seeded) with a prefix as the 3,080-row test file."""
+    rows = list(csv.DictReader((splits.DATASETS / "banking77" / "train.csv").open(encoding="utf-8")))
+    by_intent: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        by_intent.setdefault(row["category"], []).append(row)
+    rng = random.Random(splits.SPLIT_SEED)
+    test = []
+    for intent in sorted(by_intent):
+        pool = by_intent[intent]
+        picked = rng.sample(pool, min(40, len(pool)))
+        picked += [(rng.choice(pool), "Another customer writes") for _ in range(40 - len(picked))]  # classes under 40 rows
+        for item in picked:
+            row, prefix = item if isinstance(item, tuple) else (item, "Customer writes")
+            test.append({"text": f"{prefix}: {row['text']}", "category": intent})
+    train_path = splits.write_csv(out / "train.csv", rows, ["text", "category"])
+    test_path = splits.write_csv(out / "test.csv", test, ["text", "category"])
+    return train_path, test_path
+
+
+def triage_eval(args: list[str]) -> float:
+    """Run `triage eval` in a fresh process; wall seconds."""
+    command = [sys.executable, "-m", "agent.cli", "eval", *args, "--quiet"]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd=REPO_ROOT)
+    return time.perf_counter() - started
+
+
+def run_dir_timings(out: Path) -> dict[str, float]:
+    return json.loads((out / "run.json").read_text())["timings"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["banking77", "tobi"], help="run one protocol")
+    args = parser.parse_args(argv)
+    results: dict[str, object] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}, Python {platform.python_version()}",
+        "command": "python -m evals.bench_speed",
+    }
+    if args.only in (None, "banking77"):
+        base = SPEED / "banking77"
+        shutil.rmtree(base, ignore_errors=True)
+        train, test = banking77_protocol(base)
+        out = base / "run"
+        wall = triage_eval(["--train", str(train), "--test", str(test), "--text", "text", "--label", "service=category",
+                            "--taxonomy", "auto", "--out", str(out), "--cache-dir", str(base / "cache")])
+        results["banking77_cold"] = {"train": 10003, "test": 3080, "wall_s": round(wall, 1), "timings": run_dir_timings(out), "target_s": 180}
+        print(json.dumps(results["banking77_cold"]), flush=True)
+    if args.only in (None, "tobi"):
+        base = SPEED / "tobi"
+        shutil.rmtree(base, ignore_errors=True)
+        train, test = splits.tobi_queue(base / "split")
+        common = ["--train", str(train), "--test", str(test), "--text", "subject,body", "--label", "service=queue",
+                  "--taxonomy", "auto", "--cache-dir", str(base / "cache")]
+        warm = triage_eval([*common, "--limit", "1", "--out", str(base / "warm")])  # embeds train (+ 1 test row)
+        n_test = sum(1 for _ in csv.DictReader(test.open(encoding="utf-8")))
+        wall = triage_eval([*common, "--out", str(base / "run")])
+        timings = run_dir_timings(base / "run")
+        results["tobi_train_cached"] = {
+            "train": sum(1 for _ in csv.DictReader(train.open(encoding="utf-8"))), "test": n_test, "warm_up_s": round(warm, 1),
+            "wall_s": round(wall, 1), "tickets_per_s_end_to_end": round(n_test / wall, 1), "timings": timings, "target_per_s": 20,
+        }
+        print(json.dumps(results["tobi_train_cached"]), flush=True)
+    if args.only is None:
+        REPORT.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
