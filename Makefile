@@ -44,6 +44,7 @@ unit: install
 
 bench: install ## accuracy and speed on ../shared/datasets; reports under evals/reports/
 	$(BIN)/python -m evals.bench
+	$(BIN)/python -m evals.bench_speed
 
 clean:
 	rm -rf data test-artifacts

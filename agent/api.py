@@ -235,11 +235,16 @@ def create_app(
         service: str | None = None,
         tier: str | None = None,
         channel: str | None = None,
+        created_after: Annotated[datetime | None, Query(description="Only tickets created at or after this time (ISO 8601; no zone = UTC).")] = None,
+        created_before: Annotated[datetime | None, Query(description="Only tickets created before this time (ISO 8601; no zone = UTC).")] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         cursor: str | None = None,
     ) -> Page[QueueItem]:
         """Tickets waiting for a lead: needs_review first, then suggest, lowest confidence first."""
-        return life.review_queue(limit=limit, cursor=cursor, decision=decision, service=service, tier=tier, channel=channel)
+        return life.review_queue(
+            limit=limit, cursor=cursor, decision=decision, service=service, tier=tier, channel=channel,
+            created_after=created_after, created_before=created_before,
+        )
 
     # ------------------------------------------------------------ taxonomy and keys
 

@@ -19,7 +19,6 @@ from pydantic import ValidationError
 
 from agent.contracts import Classification, TicketIn
 from agent.local_llm import die_with_parent
-from agent.service import TicketError, TriageService, running_service
 from agent.settings import REPO_ROOT, Mode, Settings
 from agent.taxonomy import TaxonomyError, load_taxonomy
 
@@ -109,6 +108,8 @@ def classify(
     """
     if mode not in (None, "hybrid", "proposal", "llm"):
         fail(f"--mode must be hybrid, proposal or llm, not {mode!r}")
+    from agent.service import TicketError, running_service  # the heavy imports (graph, models) only when needed
+
     ticket = _read_ticket(subject, body, channel, file)
     settings = _settings(mode)  # type: ignore[arg-type]
     try:
@@ -128,6 +129,8 @@ def ingest(
     articles: Annotated[Optional[Path], typer.Option(help="KB articles JSONL (default: knowledge_base/articles/articles.jsonl).")] = None,
 ) -> None:
     """Seed the vector store with labelled tickets and KB articles (idempotent), then train the proposal head."""
+    from agent.service import TriageService
+
     settings = _settings("proposal")
     try:
         service = TriageService(settings)

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
 
 import httpx
@@ -241,8 +241,14 @@ class TicketReader:
         service: str | None = None,
         tier: str | None = None,
         channel: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> Page[QueueItem]:
-        """Tickets waiting for a lead: needs_review first, then suggest; lowest confidence first within each."""
+        """Tickets waiting for a lead: needs_review first, then suggest; lowest confidence first within each.
+
+        `created_after` / `created_before` (a naive time is read as UTC) filter on when the ticket came in, so an
+        age filter pages through every match rather than filtering one page.
+        """
         limit = _limit(limit)
         if decision is not None and decision not in (Decision.NEEDS_REVIEW.value, Decision.SUGGEST.value):
             raise Invalid(f"decision must be needs_review or suggest, not {decision!r}")
@@ -262,6 +268,10 @@ class TicketReader:
         ):
             if value is not None:
                 query = query.where(column == value)
+        if created_after is not None:
+            query = query.where(TicketRow.created_at >= _as_utc(created_after))
+        if created_before is not None:
+            query = query.where(TicketRow.created_at < _as_utc(created_before))
         if cursor is not None:
             rank, confidence, after = _decode_cursor(cursor, 3)
             query = query.where(tuple_(*key) > tuple_(int(rank), float(confidence), str(after)))
@@ -713,3 +723,7 @@ def _decode_cursor(cursor: str, size: int) -> list[Any]:
         raise Invalid("bad cursor: pass the next_cursor of the previous page unchanged, or leave it out for the first page")
     return values
 
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -51,6 +51,20 @@ class HeadOptions:
     # linearly to 1 at dup_high (a near-copy of a labelled ticket is better evidence than the head); None = off
     dup_low: float | None = None
     dup_high: float = 0.98
+    # the taxonomy teaches too: each label's description and examples join train as pseudo-tickets of that
+    # label with this sample weight (sparse features only); 0 = off
+    taxonomy_weight: float = 0.0
+
+
+def taxonomy_documents(taxonomy: Taxonomy) -> list[tuple[str, str, str]]:
+    """(axis, label id, text) for every label description and example of the taxonomy."""
+    docs = []
+    for axis, spec in taxonomy.axes.items():
+        for label in spec.labels:
+            for text in [label.description, *label.examples]:
+                if text and text.strip():
+                    docs.append((axis, label.id, text.strip()))
+    return docs
 
 
 class SoftmaxSVC:
@@ -95,7 +109,7 @@ class SoftmaxSVC:
         # costs one fit's wall time, not two
         with ThreadPoolExecutor(max_workers=1) as pool:
             final = pool.submit(self._new().fit, x, y, sample_weight=sample_weight)
-            if len(y) >= 40 and min(counts.values()) >= 2:
+            if len(y) >= 40 and min(counts.values()) >= 2 and round(0.2 * len(y)) >= len(counts):
                 idx = np.arange(len(y))
                 fit_idx, hold_idx = train_test_split(idx, test_size=0.2, random_state=0, stratify=y)
                 if len(set(y[fit_idx])) == len(counts):
@@ -175,6 +189,15 @@ class ProposalHead:
         C = opts.C if C is None else C
         dense_weight = opts.dense_weight if dense_weight is None else dense_weight
         use_dense = opts.dense and vectors is not None and vectors.ndim == 2 and vectors.shape[0] == len(texts) and vectors.shape[1] > 0
+        if opts.taxonomy_weight > 0:
+            trained = {axis for axis in AXES if any(labels.get(axis, []))}
+            docs = [doc for doc in taxonomy_documents(taxonomy) if doc[0] in trained]
+            texts = [*texts, *(text for _, _, text in docs)]
+            labels = {axis: [*labels.get(axis, [None] * (len(texts) - len(docs))), *(label if a == axis else None for a, label, _ in docs)] for axis in AXES}
+            base = np.ones(len(texts) - len(docs)) if sample_weight is None else np.asarray(sample_weight, dtype=float)
+            sample_weight = np.concatenate([base, np.full(len(docs), opts.taxonomy_weight)])
+            if use_dense:
+                vectors = np.vstack([vectors, np.zeros((len(docs), vectors.shape[1]), dtype=vectors.dtype)])
         vectorizer = make_vectorizer(word=opts.word, char=opts.char) if texts else None
         sparse_x = vectorizer.fit_transform(texts) if vectorizer is not None else None
         head = cls(

@@ -10,7 +10,6 @@ import typer
 
 from agent.taxonomy import TaxonomyError
 from evals.datasets import DatasetError, parse_label_specs, parse_text_columns
-from evals.runner import EvalConfig, EvalError, run_eval
 
 
 def eval_command(
@@ -39,6 +38,8 @@ def eval_command(
 
       triage eval ... --oos-label oos --calibration knowledge_base/taxonomies/default.calibration.json
     """
+    from evals.runner import EvalConfig, EvalError, run_eval  # the graph and the models: only when a run starts
+
     try:
         cfg = EvalConfig(
             train=train,

@@ -407,7 +407,15 @@ def fit_calibration(
         fitted.out_of_scope_threshold = threshold
         fitted.out_of_scope_score = cfg.oos_score
         summary["oos"] = stats
+    release_workers()
     return fitted
+
+
+def release_workers() -> None:
+    """Stop joblib's reusable worker processes (the parallel folds) so a finished run leaves nothing behind."""
+    from joblib.externals.loky import get_reusable_executor
+
+    get_reusable_executor().shutdown(wait=True)
 
 
 def prepare_store(

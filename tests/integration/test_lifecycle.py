@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,22 @@ def test_the_review_queue_is_ordered_filtered_paged_and_emptied_by_reviews(api: 
     assert api.post(f"/v1/tickets/{reviewed}/reviews", {"action": "accept"}, scope="lead").status_code == 201
     after = {item["id"] for item in api.get("/v1/review-queue", scope="lead", limit=200).json()["items"]}
     assert reviewed not in after and (queued_ours - {reviewed}) <= after
+
+
+def test_the_review_queue_filters_by_creation_time(api: Api) -> None:
+    """The age filter is a query (pages through all matches), on both backends; a time without a zone is UTC."""
+    for body in VAGUE[:3]:
+        create(api, {"body": body})
+    everything = api.get("/v1/review-queue", scope="lead", limit=200).json()["items"]
+    created = {item["id"]: datetime.fromisoformat(item["created_at"]) for item in everything}
+    cut = sorted(created.values())[len(created) // 2]
+    after = {i["id"] for i in api.get("/v1/review-queue", scope="lead", limit=200, created_after=cut.isoformat()).json()["items"]}
+    before = {i["id"] for i in api.get("/v1/review-queue", scope="lead", limit=200, created_before=cut.isoformat()).json()["items"]}
+    assert after and before and not (after & before) and after | before == set(created)
+    assert all(created[i] >= cut for i in after) and all(created[i] < cut for i in before)
+    naive_past = api.get("/v1/review-queue", scope="lead", created_before="2000-01-01T00:00:00").json()
+    assert naive_past["items"] == []
+    assert api.get("/v1/review-queue", scope="lead", created_after="next tuesday").status_code == 422
 
 
 def test_listing_pages_through_every_ticket_newest_first(api: Api) -> None:
