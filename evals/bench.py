@@ -195,7 +195,7 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     paired = []
     for row in rows:
         for axis, p in (row.get("paired_proposal") or {}).items():
-            delta = p["other"] - p["proposal"]
+            delta = round(p["other"] - p["proposal"], 9)  # 0.42 - 0.43 must read as -0.01, not a hair below
             paired.append(
                 f"| {row['name']} | {row['mode']} | {axis} | {p['n']} | {p['proposal']:.4f} | {p['other']:.4f} | {delta:+.4f} | {'yes' if delta >= -0.01 else '**no**'} |"
             )
