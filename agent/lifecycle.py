@@ -163,6 +163,7 @@ class TicketSummary(BaseModel):
     id: str
     external_id: str | None
     subject: str
+    preview: str = Field(default="", description="The body's first 120 characters, whitespace collapsed: chat tickets have no subject.")
     channel: str | None
     created_at: datetime
     updated_at: datetime
@@ -667,6 +668,7 @@ def _summary(row: TicketRow) -> TicketSummary:
         id=row.id,
         external_id=row.external_id,
         subject=row.subject,
+        preview=" ".join((row.body or "").split())[:120],
         channel=row.channel,
         created_at=row.created_at,
         updated_at=row.updated_at,

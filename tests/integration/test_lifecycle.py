@@ -206,6 +206,8 @@ def test_the_review_queue_filters_by_creation_time(api: Api) -> None:
     before = {i["id"] for i in api.get("/v1/review-queue", scope="lead", limit=200, created_before=cut.isoformat()).json()["items"]}
     assert after and before and not (after & before) and after | before == set(created)
     assert all(created[i] >= cut for i in after) and all(created[i] < cut for i in before)
+    vague_rows = [item for item in everything if not item["subject"]]
+    assert vague_rows and all(item["preview"] in VAGUE for item in vague_rows)  # subject-less tickets show their body
     naive_past = api.get("/v1/review-queue", scope="lead", created_before="2000-01-01T00:00:00").json()
     assert naive_past["items"] == []
     assert api.get("/v1/review-queue", scope="lead", created_after="next tuesday").status_code == 422
