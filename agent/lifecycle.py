@@ -30,6 +30,7 @@ from agent.contracts import (
     AxisName,
     Classification,
     Decision,
+    Draft,
     LabelledTicket,
     Message,
     Taxonomy,
@@ -105,6 +106,12 @@ class EscalationIn(BaseModel):
     note: str | None = Field(default=None, max_length=4000, description="Why; kept with the revision.")
 
 
+class DraftIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, max_length=20_000)
+    citations: list[str] = Field(default_factory=list, max_length=50)
+
+
 class ReviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     action: Literal["accept", "edit", "reject"]
@@ -113,6 +120,9 @@ class ReviewIn(BaseModel):
     revision: int | None = Field(
         default=None, description="The revision seq you reviewed; if the ticket moved on since, the review is refused (409)."
     )
+    draft: DraftIn | None = Field(
+        default=None, description="accept/edit: the answer as the lead sent it; kept with the reviewed revision."
+    )
 
     @model_validator(mode="after")
     def _labels_match_action(self) -> ReviewIn:
@@ -120,6 +130,8 @@ class ReviewIn(BaseModel):
             raise ValueError("an edit needs labels, e.g. {\"service\": \"billing_payments\"}")
         if self.action != "edit" and self.labels:
             raise ValueError(f"{self.action} takes no labels; use action \"edit\" to change labels")
+        if self.action == "reject" and self.draft is not None:
+            raise ValueError("a reject takes no draft; send the answer with an accept or an edit")
         return self
 
 
@@ -449,6 +461,8 @@ class Lifecycle(TicketReader):
                 except LabelRuleError as exc:
                     raise Invalid(str(exc)) from exc
                 reviewed = reviewed.model_copy(update={"ticket_id": ticket_id})
+                if review.draft is not None:  # what was actually sent, so timeline and stats see it
+                    reviewed = reviewed.model_copy(update={"draft": Draft(text=review.draft.text, citations=review.draft.citations)})
                 revision = self._append(
                     session, locked, reason="human_review", actor=actor, classification=reviewed, suggestion={},
                     started_at=started, before=flat_labels(current), note=review.comment,

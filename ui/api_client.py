@@ -206,8 +206,11 @@ class TriageClient:
         labels: Mapping[str, str] | None = None,
         comment: str | None = None,
         revision: int | None = None,
+        draft: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Accept, edit (with `labels`) or reject (with a `comment`) the ticket's current labels.
+
+        `draft` ({"text", "citations"}), with accept or edit: the answer as the lead sent it, stored with the review.
 
         `revision` is the seq the lead looked at: if the ticket moved on meanwhile the API refuses (409).
         """
@@ -218,6 +221,8 @@ class TriageClient:
             body["comment"] = comment
         if revision is not None:
             body["revision"] = revision
+        if draft is not None:
+            body["draft"] = dict(draft)
         return self._request("POST", f"/v1/tickets/{ticket_id}/reviews", json=body)
 
     def taxonomy(self) -> dict[str, Any]:

@@ -213,6 +213,18 @@ def test_the_review_queue_filters_by_creation_time(api: Api) -> None:
     assert api.get("/v1/review-queue", scope="lead", created_after="next tuesday").status_code == 422
 
 
+def test_the_answer_a_lead_sent_is_kept_with_the_review(api: Api) -> None:
+    ticket = create(api, PASSWORD)
+    sent = {"text": "Here is a new reset link; it works for 24 hours.", "citations": ["kb-password"]}
+    refused = api.post(f"/v1/tickets/{ticket['id']}/reviews", {"action": "reject", "comment": "no", "draft": sent}, scope="lead")
+    assert refused.status_code == 422 and "reject takes no draft" in refused.text
+    reviewed = api.post(f"/v1/tickets/{ticket['id']}/reviews", {"action": "accept", "draft": sent}, scope="lead")
+    assert reviewed.status_code == 201, reviewed.text
+    assert reviewed.json()["current"]["classification"]["draft"] == sent
+    revisions = api.get(f"/v1/tickets/{ticket['id']}/revisions").json()
+    assert revisions[0]["classification"]["draft"] != sent  # the agent's own draft stays in its revision
+
+
 def test_listing_pages_through_every_ticket_newest_first(api: Api) -> None:
     create(api, {"body": "The printer on floor 3 is jammed again."})
     everything = api.get("/v1/tickets", limit=200).json()["items"]

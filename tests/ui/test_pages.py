@@ -103,6 +103,24 @@ def test_the_ticket_shows_labels_rationale_evidence_and_draft(api: LiveApi, monk
     assert "classified the new ticket" in page
 
 
+def test_an_edited_answer_is_stored_with_the_accept(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    with api.http() as http:
+        tickets = [http.get(f"/v1/tickets/{t['id']}").json() for t in api.tickets]
+    ticket = next(
+        t for t in reversed(tickets) if t["current"] and t["current"]["classification"]["draft"] and t["current"]["classification"]["model"] != "human"
+    )
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead")), "views/ticket.py", id=ticket["id"])
+    edited = "Thanks for writing. " + ticket["current"]["classification"]["draft"]["text"]
+    at.text_area(key=f"draft_{ticket['id']}").set_value(edited).run()
+    assert "stored with the review when you press Accept" in texts(at)
+    at.button[[b.label for b in at.button].index("Accept")].click().run()
+    assert not at.exception
+    with api.http() as http:
+        current = http.get(f"/v1/tickets/{ticket['id']}").json()["current"]["classification"]
+    assert current["model"] == "human" and current["draft"]["text"] == edited
+    assert current["draft"]["citations"] == ticket["current"]["classification"]["draft"]["citations"]
+
+
 def test_editing_labels_then_rejecting_writes_revisions_shown_in_the_timeline(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
     ticket = in_queue(api)[-1]
     before = ticket["labels"]["service"]

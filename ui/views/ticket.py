@@ -137,6 +137,8 @@ def render_draft(classification: dict[str, Any], ticket_id: str, known: set[str]
     if citations:
         st.markdown("Cites: " + ", ".join(link_citations(f"[{c}]", known) for c in citations))
     st.download_button("Download the answer", text, file_name=f"{ticket_id}-answer.txt", mime="text/plain")
+    if text != draft["text"]:
+        st.caption("Your edited answer is stored with the review when you press Accept.")
 
 
 def render_review(ticket: dict[str, Any], current: dict[str, Any] | None, tax: dict[str, Any]) -> None:
@@ -171,7 +173,7 @@ def render_review(ticket: dict[str, Any], current: dict[str, Any] | None, tax: d
     buttons = st.columns(2)
     complete = len(chosen) == len(AXES)
     if buttons[0].button("Accept", type="primary", shortcut="Ctrl+Enter", help="Accept the labels as shown above (Ctrl+Enter)", disabled=not complete):
-        send(ticket["id"], action, labels, comment, seq)
+        send(ticket["id"], action, labels, comment, seq, draft=edited_draft(classification, ticket["id"]))
     if buttons[1].button("Reject", shortcut="Ctrl+Shift+X", help="Reject the current labels (Ctrl+Shift+X); needs a comment", disabled=not current_labels):
         if not comment.strip():
             st.warning("Say why in the comment before rejecting: the comment is kept in the timeline.", icon=":material/edit_note:")
@@ -179,9 +181,20 @@ def render_review(ticket: dict[str, Any], current: dict[str, Any] | None, tax: d
             send(ticket["id"], "reject", None, comment, seq)
 
 
-def send(ticket_id: str, action: str, labels: dict[str, str] | None, comment: str, seq: int | None) -> None:
+def edited_draft(classification: dict[str, Any], ticket_id: str) -> dict[str, Any] | None:
+    """The answer as the lead edited it above, to store with the review; None when it was left as drafted."""
+    draft = classification.get("draft") or {}
+    text = st.session_state.get(f"draft_{ticket_id}")
+    if not draft or not text or not text.strip() or text == draft.get("text"):
+        return None
+    return {"text": text, "citations": draft.get("citations") or []}
+
+
+def send(
+    ticket_id: str, action: str, labels: dict[str, str] | None, comment: str, seq: int | None, *, draft: dict[str, Any] | None = None
+) -> None:
     try:
-        client().review(ticket_id, action, labels=labels, comment=comment.strip() or None, revision=seq)  # type: ignore[arg-type]
+        client().review(ticket_id, action, labels=labels, comment=comment.strip() or None, revision=seq, draft=draft)  # type: ignore[arg-type]
     except ApiError as err:
         show_error(err)
         if err.status == 409:
