@@ -67,14 +67,7 @@ def make_llm(settings: Settings, base_url: str | None, *, embedded: bool = False
 def load_calibration(path: Path) -> Calibration:
     if not path.is_file():
         return Calibration()
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    return Calibration(
-        thresholds=raw.get("thresholds", {}),
-        default=raw.get("default", 0.9),
-        out_of_scope_threshold=raw.get("out_of_scope_threshold"),
-        out_of_scope_score=raw.get("out_of_scope_score", "similarity"),
-        llm_vote_weight=raw.get("llm_vote_weight"),
-    )
+    return Calibration.from_json(json.loads(path.read_text(encoding="utf-8")))
 
 
 def read_jsonl(path: Path) -> Iterable[dict]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import operator
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Annotated, Any, TypedDict
+from dataclasses import dataclass, field, fields
+from typing import Annotated, Any, Self, TypedDict
 
 import numpy as np
 
@@ -64,6 +64,11 @@ class Calibration:
     # what the threshold is compared with: "similarity" (nearest stored ticket) or "similarity+confidence"
     out_of_scope_score: str = "similarity"
     llm_vote_weight: float | None = None
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Self:
+        """The calibration file's keys this class declares (defaults for missing ones; others ignored)."""
+        return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
 
     def threshold(self, axis: str, label: str) -> float:
         per_axis = self.thresholds.get(axis, {})

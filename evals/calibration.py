@@ -22,7 +22,7 @@ import os
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -123,15 +123,35 @@ def _one_fold(
     top_k: int,
 ) -> tuple[np.ndarray, list[dict[str, Distribution]], list[float]]:
     """Fit on the other folds, propose for the held-out rows exactly as the graph would."""
-    head = ProposalHead.fit([texts[i] for i in train_idx], vectors[train_idx], {a: [ys[i] for i in train_idx] for a, ys in labels.items()}, taxonomy, options=opts)
-    ids = [f"train-{i}" for i in train_idx]
-    neighbours = nearest_neighbours(vectors[held_idx], vectors[train_idx], [row_labels[i] for i in train_idx], ids, top_k)
-    head_probs = head.predict([texts[i] for i in held_idx], vectors[held_idx])
-    proposals = [
-        propose_distribution(head_probs[j], neighbours[j], taxonomy, knn_weight=opts.knn_weight, dup_low=opts.dup_low, dup_high=opts.dup_high)
-        for j in range(len(held_idx))
-    ]
+    neighbours = _neighbours(vectors, row_labels, train_idx, held_idx, top_k)
+    proposals = _propose(texts, vectors, labels, train_idx, held_idx, neighbours, taxonomy, opts)
     return held_idx, proposals, [found[0].score if found else 0.0 for found in neighbours]
+
+
+def _neighbours(
+    vectors: np.ndarray, row_labels: Sequence[Mapping[str, str]], base: np.ndarray, query: np.ndarray, top_k: int
+) -> list[list[EvidenceTicket]]:
+    """What retrieval returns for the `query` rows from a store holding only the `base` rows."""
+    return nearest_neighbours(vectors[query], vectors[base], [row_labels[i] for i in base], [f"train-{i}" for i in base], top_k)
+
+
+def _propose(
+    texts: Sequence[str],
+    vectors: np.ndarray,
+    labels: Mapping[str, Sequence[str | None]],
+    base: np.ndarray,
+    query: np.ndarray,
+    neighbours: Sequence[Sequence[EvidenceTicket]],
+    taxonomy: Taxonomy,
+    opts: HeadOptions,
+) -> list[dict[str, Distribution]]:
+    """The `propose` node's distribution for the `query` rows, with a head fitted on the `base` rows only."""
+    head = ProposalHead.fit([texts[i] for i in base], vectors[base], {a: [ys[i] for i in base] for a, ys in labels.items()}, taxonomy, options=opts)
+    head_probs = head.predict([texts[i] for i in query], vectors[query])
+    return [
+        propose_distribution(head_probs[j], neighbours[j], taxonomy, knn_weight=opts.knn_weight, dup_low=opts.dup_low, dup_high=opts.dup_high)
+        for j in range(len(query))
+    ]
 
 
 # ---------------------------------------------------------------- thresholds
@@ -281,17 +301,8 @@ def _oos_group(
 ) -> tuple[np.ndarray, np.ndarray]:
     """In-scope scores of the held-out known rows and of the unknown-class rows against a store of `base`."""
     query = np.concatenate([held, unknown])
-    ids = [f"train-{i}" for i in base]
-    neighbours = nearest_neighbours(vectors[query], vectors[base], [row_labels[i] for i in base], ids, top_k)
-    if rule == "similarity":
-        proposals: list[dict[str, Distribution]] = [{} for _ in query]
-    else:
-        head = ProposalHead.fit([texts[i] for i in base], vectors[base], {a: [ys[i] for i in base] for a, ys in labels.items()}, taxonomy, options=opts)
-        head_probs = head.predict([texts[i] for i in query], vectors[query])
-        proposals = [
-            propose_distribution(head_probs[j], neighbours[j], taxonomy, knn_weight=opts.knn_weight, dup_low=opts.dup_low, dup_high=opts.dup_high)
-            for j in range(len(query))
-        ]
+    neighbours = _neighbours(vectors, row_labels, base, query, top_k)
+    proposals = [{} for _ in query] if rule == "similarity" else _propose(texts, vectors, labels, base, query, neighbours, taxonomy, opts)
     scores = np.array([in_scope_score(rule, found[0].score if found else 0.0, proposals[j]) for j, found in enumerate(neighbours)])
     return scores[: len(held)], scores[len(held) :]
 
@@ -300,22 +311,13 @@ def _oos_group(
 
 
 @dataclass
-class FittedCalibration:
-    thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
-    default: float = 0.9
-    out_of_scope_threshold: float | None = None
-    out_of_scope_score: str = "similarity"
-    llm_vote_weight: float | None = None
+class FittedCalibration(Calibration):
+    """The calibration `decide` reads, plus what it was fitted on (written to the same file)."""
+
     fitted_on: dict[str, object] = field(default_factory=dict)
 
     def to_calibration(self) -> Calibration:
-        return Calibration(
-            thresholds=self.thresholds,
-            default=self.default,
-            out_of_scope_threshold=self.out_of_scope_threshold,
-            out_of_scope_score=self.out_of_scope_score,
-            llm_vote_weight=self.llm_vote_weight,
-        )
+        return Calibration(**{f.name: getattr(self, f.name) for f in fields(Calibration)})
 
     def write(self, path: Path) -> None:
         """The format `agent.service.load_calibration` reads (extra keys are ignored by it)."""
@@ -324,12 +326,4 @@ class FittedCalibration:
 
     @classmethod
     def read(cls, path: Path) -> FittedCalibration:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        return cls(
-            thresholds=raw.get("thresholds", {}),
-            default=raw.get("default", 0.9),
-            out_of_scope_threshold=raw.get("out_of_scope_threshold"),
-            out_of_scope_score=raw.get("out_of_scope_score", "similarity"),
-            llm_vote_weight=raw.get("llm_vote_weight"),
-            fitted_on=raw.get("fitted_on", {}),
-        )
+        return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
