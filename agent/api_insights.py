@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from agent.api_guards import needs
 from agent.auth import Principal
 from agent.insights import GroupBy, TicketFact, filter_facts, stats_report
-from agent.records import Records, ReviewRow, RevisionRow, TicketRow
+from agent.records import Records, ReviewRow, RevisionRow, TicketRow, as_utc
 
 Lead = Annotated[Principal, Depends(needs("lead"))]
 TEXT_CHARS = 600  # of the body, for KB-gap clustering
@@ -224,6 +224,4 @@ def queue_counts(
 
 
 def _aware(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return as_utc(moment) if moment is not None else None

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
 import httpx
@@ -44,6 +44,7 @@ from agent.records import (
     RevisionRow,
     TaxonomyVersionRow,
     TicketRow,
+    as_utc,
     new_id,
     utcnow,
 )
@@ -282,9 +283,9 @@ class TicketReader:
             if value is not None:
                 query = query.where(column == value)
         if created_after is not None:
-            query = query.where(TicketRow.created_at >= _as_utc(created_after))
+            query = query.where(TicketRow.created_at >= as_utc(created_after))
         if created_before is not None:
-            query = query.where(TicketRow.created_at < _as_utc(created_before))
+            query = query.where(TicketRow.created_at < as_utc(created_before))
         if cursor is not None:
             rank, confidence, after = _decode_cursor(cursor, 3)
             query = query.where(tuple_(*key) > tuple_(int(rank), float(confidence), str(after)))
@@ -739,7 +740,3 @@ def _decode_cursor(cursor: str, size: int) -> list[Any]:
         raise Invalid("bad cursor: pass the next_cursor of the previous page unchanged, or leave it out for the first page")
     return values
 
-
-
-def _as_utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
