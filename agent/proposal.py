@@ -190,11 +190,12 @@ class ProposalHead:
         dense_weight = opts.dense_weight if dense_weight is None else dense_weight
         use_dense = opts.dense and vectors is not None and vectors.ndim == 2 and vectors.shape[0] == len(texts) and vectors.shape[1] > 0
         if opts.taxonomy_weight > 0:
+            n = len(texts)
             trained = {axis for axis in AXES if any(labels.get(axis, []))}
             docs = [doc for doc in taxonomy_documents(taxonomy) if doc[0] in trained]
             texts = [*texts, *(text for _, _, text in docs)]
-            labels = {axis: [*labels.get(axis, [None] * (len(texts) - len(docs))), *(label if a == axis else None for a, label, _ in docs)] for axis in AXES}
-            base = np.ones(len(texts) - len(docs)) if sample_weight is None else np.asarray(sample_weight, dtype=float)
+            labels = {axis: [*labels.get(axis, [None] * n), *(label if a == axis else None for a, label, _ in docs)] for axis in AXES}
+            base = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=float)
             sample_weight = np.concatenate([base, np.full(len(docs), opts.taxonomy_weight)])
             if use_dense:
                 vectors = np.vstack([vectors, np.zeros((len(docs), vectors.shape[1]), dtype=vectors.dtype)])
