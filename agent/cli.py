@@ -108,14 +108,14 @@ def classify(
     """
     if mode not in (None, "hybrid", "proposal", "llm"):
         fail(f"--mode must be hybrid, proposal or llm, not {mode!r}")
-    from agent.service import TicketError, running_service  # the heavy imports (graph, models) only when needed
+    from agent.service import CalibrationError, TicketError, running_service  # heavy imports only when needed
 
     ticket = _read_ticket(subject, body, channel, file)
     settings = _settings(mode)  # type: ignore[arg-type]
     try:
         with running_service(settings, progress=not as_json) as service:
             result = service.classify(ticket)
-    except (TicketError, TaxonomyError) as exc:
+    except (TicketError, TaxonomyError, CalibrationError) as exc:
         fail(str(exc))
     if as_json:
         typer.echo(result.model_dump_json(indent=2))

@@ -64,10 +64,22 @@ def make_llm(settings: Settings, base_url: str | None, *, embedded: bool = False
     )
 
 
+class CalibrationError(ValueError):
+    pass
+
+
 def load_calibration(path: Path) -> Calibration:
+    """The auto-apply thresholds; none on disk means the default threshold everywhere. A broken file stops start-up
+    with its path and the fix, instead of failing on the first ticket."""
     if not path.is_file():
         return Calibration()
-    return Calibration.from_json(json.loads(path.read_text(encoding="utf-8")))
+    try:
+        return Calibration.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as exc:
+        raise CalibrationError(
+            f"calibration file {path} is unusable: {exc}. Fix it, write a new one with `triage eval ... --out DIR` "
+            "(DIR/calibration.json), or point TRIAGE_CALIBRATION_PATH elsewhere."
+        ) from exc
 
 
 def read_jsonl(path: Path) -> Iterable[dict]:

@@ -22,7 +22,7 @@ from agent.contracts import (
 )
 from agent.embeddings import Embedder
 from agent.llm import LLMClient
-from agent.proposal import Distribution, ProposalHead
+from agent.proposal import IN_SCOPE_SCORES, Distribution, ProposalHead
 from agent.settings import Settings
 from agent.store import VectorStore
 
@@ -54,6 +54,10 @@ class TriageState(TypedDict, total=False):
     usage: Annotated[Usage, _add_usage]
 
 
+def _is_threshold(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+
+
 @dataclass
 class Calibration:
     """Per-axis, per-class auto-apply thresholds fitted by `triage eval` (cross-validated on train data)."""
@@ -65,9 +69,35 @@ class Calibration:
     out_of_scope_score: str = "similarity"
     llm_vote_weight: float | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse a file `decide` could not use, when it is loaded rather than at the first ticket."""
+        problems = []
+        if self.out_of_scope_score not in IN_SCOPE_SCORES:
+            problems.append(f"out_of_scope_score {self.out_of_scope_score!r} is not one of {list(IN_SCOPE_SCORES)}")
+        if not _is_threshold(self.default):
+            problems.append(f"default must be a number >= 0 (above 1 = never auto-apply), got {self.default!r}")
+        if self.llm_vote_weight is not None and not (_is_threshold(self.llm_vote_weight) and self.llm_vote_weight <= 1):
+            problems.append(f"llm_vote_weight must be a number in [0, 1] or null, got {self.llm_vote_weight!r}")
+        if self.out_of_scope_threshold is not None and not isinstance(self.out_of_scope_threshold, int | float):
+            problems.append(f"out_of_scope_threshold must be a number or null, got {self.out_of_scope_threshold!r}")
+        if not isinstance(self.thresholds, dict):
+            problems.append("thresholds must map axis -> {label: threshold}")
+        else:
+            for axis, per_label in self.thresholds.items():
+                if not isinstance(per_label, dict):
+                    problems.append(f"thresholds.{axis} must map label -> threshold")
+                    continue
+                bad = [label for label, t in per_label.items() if not _is_threshold(t)]
+                if bad:
+                    problems.append(f"thresholds.{axis}: {', '.join(map(repr, bad[:5]))} not a number >= 0")
+        if problems:
+            raise ValueError("; ".join(problems))
+
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Self:
         """The calibration file's keys this class declares (defaults for missing ones; others ignored)."""
+        if not isinstance(raw, dict):
+            raise ValueError("a calibration file is a JSON object (see `triage eval --help`)")
         return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
 
     def threshold(self, axis: str, label: str) -> float:

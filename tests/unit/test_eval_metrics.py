@@ -165,3 +165,25 @@ def test_compute_metrics_end_to_end_on_records() -> None:
     assert metrics["throughput_per_s"] == pytest.approx(6 / 0.21, rel=1e-3)
     assert metrics["usage"] == {"prompt_tokens": 18, "completion_tokens": 6}
     assert not math.isnan(svc["ece"])
+
+
+def test_a_written_calibration_loads_back_and_a_broken_one_is_refused_at_load(tmp_path) -> None:  # noqa: ANN001
+    from agent.service import CalibrationError, load_calibration
+
+    path = tmp_path / "calibration.json"
+    FittedCalibration(thresholds={"service": {"*": 0.8, "billing": NEVER}}, out_of_scope_threshold=1.2, out_of_scope_score="similarity+confidence").write(path)
+    loaded = load_calibration(path)
+    assert loaded.threshold("service", "billing") == NEVER and loaded.out_of_scope_score == "similarity+confidence"
+    assert load_calibration(tmp_path / "missing.json").default == 0.9  # none on disk: the default threshold
+    for broken, says in (
+        ("{not json", "unusable"),
+        ('["a list"]', "JSON object"),
+        ('{"out_of_scope_score": "vibes"}', "'vibes' is not one of"),
+        ('{"thresholds": {"service": {"billing": "high"}}}', "thresholds.service: 'billing'"),
+        ('{"llm_vote_weight": 3}', "llm_vote_weight"),
+        ('{"default": -1}', "default"),
+    ):
+        path.write_text(broken, encoding="utf-8")
+        with pytest.raises(CalibrationError, match=says) as err:
+            load_calibration(path)
+        assert str(path) in str(err.value) and "triage eval" in str(err.value)
