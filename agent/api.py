@@ -136,7 +136,7 @@ def create_app(
         summary="Labels support tickets by service type, channel and support tier, with evidence and a draft answer.",
         description="Send `Authorization: Bearer <key>` (`POST /v1/classify` is open without a key unless "
         "TRIAGE_ANONYMOUS_CLASSIFY=false). Scopes: `bot` (classify, tickets, messages, escalations), "
-        "`lead` (also reviews and the review queue), `admin` (also keys and taxonomy versions).",
+        "`lead` (also reviews, the review queue, stats and served taxonomy versions), `admin` (also keys).",
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -254,11 +254,21 @@ def create_app(
         return request.app.state.service.taxonomy
 
     @app.get("/v1/taxonomy/versions", response_model=list[TaxonomyVersionView], tags=["taxonomy"])
-    def taxonomy_versions(request: Request, who: Admin) -> list[TaxonomyVersionView]:
-        """Every taxonomy version this deployment has served."""
+    def taxonomy_versions(request: Request, who: Lead) -> list[TaxonomyVersionView]:
+        """Every taxonomy version this deployment has served, oldest first (revisions name the one they used)."""
         with request.app.state.records.read() as session:
             rows = session.scalars(select(TaxonomyVersionRow).order_by(TaxonomyVersionRow.id))
             return [TaxonomyVersionView(ref=r.ref, name=r.name, version=r.version, sha256=r.sha256, created_at=r.created_at) for r in rows]
+
+    @app.get("/v1/taxonomy/versions/{ref}", response_model=Taxonomy, tags=["taxonomy"])
+    def taxonomy_version(ref: str, request: Request, who: Lead) -> Taxonomy:
+        """One served version's content as it was served (`name@version`), so a lead can see what a past label meant
+        and diff it with the taxonomy in force."""
+        with request.app.state.records.read() as session:
+            row = session.scalars(select(TaxonomyVersionRow).where(TaxonomyVersionRow.ref == ref)).first()
+            if row is None:
+                raise NotFound(f"no taxonomy version {ref!r} was served here; GET /v1/taxonomy/versions lists them")
+            return Taxonomy.model_validate(row.content)
 
     @app.post("/v1/keys", response_model=NewKey, status_code=201, tags=["keys"])
     def new_key(body: KeyIn, request: Request, who: Admin) -> NewKey:

@@ -105,8 +105,9 @@ def run_config(cfg: dict[str, Any], *, hybrid: bool, fresh: bool) -> list[dict[s
             metrics = run_eval(outdated_cleared(EvalConfig(train=train, test=test, out=out, **base)), progress=True)
         copy_report(out, REPORTS / name / mode)
         wall = round(time.perf_counter() - started, 1)
-        run_state = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
-        wall = max(wall, float(run_state.get("timings", {}).get("total_s", 0.0)))  # a resumed run reports the run that did the work
+        # a resumed run reports the run(s) that did the work (cross-validated configs: the sum of their folds)
+        did_work = sum(float(json.loads(f.read_text()).get("timings", {}).get("total_s", 0.0)) for f in [*out.glob("run.json"), *out.glob("fold*/run.json")])
+        wall = max(wall, did_work)
         row = {"name": name, "mode": mode, "limit": run.get("limit"), "metrics": metrics, "targets": cfg.get("targets", {}), "wall_s": wall}
         if mode != "proposal":
             row["paired_proposal"] = paired_accuracy(splits.RUNS / name / "proposal", out, list(cfg["labels"]))

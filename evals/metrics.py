@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -127,6 +128,19 @@ def coverage_precision_curve(confidence: Sequence[float], correct: Sequence[bool
             continue  # ties: take the whole group at once
         out.append((float(conf[k - 1]), k / n, float(hits[k - 1] / k)))
     return out
+
+
+def thinned_curve(confidence: Sequence[float], correct: Sequence[bool], points: int = 50) -> list[dict[str, float]]:
+    """The coverage/precision curve at no more than `points` thresholds (always keeping the last), for reports."""
+    curve = coverage_precision_curve(confidence, correct)
+    step = max(-(-len(curve) // points), 1)
+    kept = [c for i, c in enumerate(curve) if i % step == step - 1 or i == len(curve) - 1]
+    return [{"coverage": round(cov, 4), "precision": round(prec, 4), "threshold": round(t, 4)} for t, cov, prec in kept]
+
+
+def confusion_cells(gold: Sequence[str], pred: Sequence[str]) -> list[dict[str, Any]]:
+    """The confusion matrix as its non-empty cells (gold, pred, count), most frequent first."""
+    return [{"gold": g, "pred": p, "count": n} for (g, p), n in Counter(zip(gold, pred, strict=True)).most_common()]
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -75,6 +75,14 @@ def compute_metrics(records: list[dict[str, Any]], *, axes: list[str], codec: La
             ],
             "top_confusions": m.top_confusions(gold_names, pred_names),
             "thresholds": fitted.thresholds.get(axis, {}),
+            # the pictures' numbers without ticket text (the UI draws and overlays them for committed reports)
+            "confusion": m.confusion_cells(gold_names, pred_names),
+            "reliability": [
+                {k: round(b[k], 4) for k in ("confidence", "accuracy")} | {"count": b["count"]}
+                for b in m.reliability_bins(conf, correct)
+                if b["count"]
+            ],
+            "coverage_curve": m.thinned_curve(v["conf"], correct_all),
             "_plot": {"gold": gold_names, "pred": pred_names, "conf": conf, "correct": correct, "conf_all": v["conf"], "correct_all": correct_all, "coverage": coverage, "precision": precision},
         }
     if oos:

@@ -32,7 +32,8 @@ NEEDS = {
     ("GET", "/v1/review-queue"): "lead",
     ("GET", "/v1/stats"): "lead",
     ("GET", "/v1/stats/queue"): "lead",
-    ("GET", "/v1/taxonomy/versions"): "admin",
+    ("GET", "/v1/taxonomy/versions"): "lead",
+    ("GET", "/v1/taxonomy/versions/{ref}"): "lead",
     ("POST", "/v1/keys"): "admin",
     ("GET", "/v1/keys"): "admin",
     ("DELETE", "/v1/keys/{key_id}"): "admin",
@@ -62,7 +63,7 @@ def openapi_operations(api: Api) -> set[tuple[str, str]]:
 
 
 def call(api: Api, method: str, path: str, headers: dict[str, str]) -> int:
-    url = path.replace("{ticket_id}", "tk_missing").replace("{key_id}", "key_missing")
+    url = path.replace("{ticket_id}", "tk_missing").replace("{key_id}", "key_missing").replace("{ref}", "missing@0")
     body = {"/v1/keys": {"scope": "bot", "name": "x"}, "/v1/tickets/{ticket_id}/reviews": {"action": "accept"},
             "/v1/tickets/{ticket_id}/messages": {"text": "hi"}}.get(path, TICKET if method == "POST" else None)
     return api.client.request(method, url, json=body if method == "POST" else None, headers=headers).status_code
@@ -76,7 +77,7 @@ def test_every_endpoint_is_listed_and_documented(api: Api) -> None:
 def test_healthz_is_open_and_everything_else_needs_a_key(api: Api) -> None:
     assert api.client.get("/healthz").status_code == 200
     for method, path in NEEDS:
-        response = api.client.request(method, path.replace("{ticket_id}", "t").replace("{key_id}", "k"), json={})
+        response = api.client.request(method, path.replace("{ticket_id}", "t").replace("{key_id}", "k").replace("{ref}", "r"), json={})
         if (method, path) in ANONYMOUS_BY_DEFAULT:
             assert response.status_code == 422, (method, path, response.text)  # past auth, to validation
             continue
@@ -112,6 +113,17 @@ def test_an_admin_manages_keys_over_the_api(api: Api) -> None:
     assert api.client.delete("/v1/keys/key_missing", headers=api.auth("admin")).status_code == 404
     bad_scope = api.post("/v1/keys", {"scope": "root", "name": "x"}, scope="admin")
     assert bad_scope.status_code == 422 and "scope" in bad_scope.json()["detail"]
+
+
+def test_a_lead_reads_the_served_taxonomy_versions_and_their_content(api: Api) -> None:
+    in_force = api.get("/v1/taxonomy", scope="bot").json()
+    versions = api.get("/v1/taxonomy/versions", scope="lead").json()
+    ref = f"{in_force['name']}@{in_force['version']}"
+    assert ref in [v["ref"] for v in versions]
+    served = api.get(f"/v1/taxonomy/versions/{ref}", scope="lead")
+    assert served.status_code == 200 and served.json() == in_force
+    missing = api.get("/v1/taxonomy/versions/nope@9", scope="lead")
+    assert missing.status_code == 404 and "GET /v1/taxonomy/versions" in missing.json()["detail"]
 
 
 def test_the_reviewer_is_the_key_name(api: Api) -> None:

@@ -248,9 +248,31 @@ def test_taxonomy_lists_labels_and_diffs_a_candidate_version(api: LiveApi, monke
     at = run_page(app_test(monkeypatch, api.url, api.key("lead"), TRIAGE_UI_TAXONOMIES_DIR=str(tmp_path)), "views/taxonomy.py")
     tables = [d.value for d in at.dataframe]
     assert [list(t["id"]) for t in tables] == [[label["id"] for label in current["axes"][a]["labels"]] for a in ("service", "channel", "tier")]
-    assert "admin key" in texts(at)  # a lead key cannot list the served versions; files still diff
     at.selectbox(key="tax_other").set_value("file: next.yaml").run()
     diff = at.dataframe[-1].value
     rows = set(zip(diff["label"], diff["change"], diff["field"], strict=True))
     # from next.yaml to the taxonomy in force: the label it removed is added back, and so on
     assert {(removed, "added", ""), ("warranty", "removed", ""), (service[0]["id"], "changed", "description")} <= rows
+
+
+def test_taxonomy_diffs_a_version_the_api_served_before(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lead key lists the served versions and diffs one's stored content (GET /v1/taxonomy/versions/{ref})."""
+    from datetime import UTC, datetime
+
+    from agent.records import Records, TaxonomyVersionRow
+    from agent.settings import REPO_ROOT
+    from agent.taxonomy import load_taxonomy
+
+    older = load_taxonomy(REPO_ROOT / "knowledge_base" / "taxonomies" / "default.yaml").model_dump(mode="json")
+    older["version"] = "0.0-ui-test"
+    dropped = older["axes"]["service"]["labels"].pop()["id"]
+    ref = f"{older['name']}@{older['version']}"
+    with Records(f"sqlite:///{api.data_dir / 'triage.db'}").write() as session:
+        if not any(r.ref == ref for r in session.query(TaxonomyVersionRow)):
+            session.add(TaxonomyVersionRow(ref=ref, name=older["name"], version=older["version"], sha256="0" * 64, content=older, created_at=datetime.now(UTC)))
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead")), "views/taxonomy.py")
+    assert "needs a lead key" not in texts(at)
+    at.selectbox(key="tax_other").set_value(f"served: {ref}").run()
+    diff = at.dataframe[-1].value
+    # the label the older version lacked is the one added since
+    assert (dropped, "added") in set(zip(diff["label"], diff["change"], strict=True))

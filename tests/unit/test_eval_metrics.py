@@ -165,6 +165,18 @@ def test_compute_metrics_end_to_end_on_records() -> None:
     assert metrics["throughput_per_s"] == pytest.approx(6 / 0.21, rel=1e-3)
     assert metrics["usage"] == {"prompt_tokens": 18, "completion_tokens": 6}
     assert not math.isnan(svc["ece"])
+    # the pictures' numbers, without ticket text, for the UI to draw committed reports
+    axis = details["axes"]["service"]
+    assert sum(c["count"] for c in axis["confusion"]) == 4 and {"gold": "a", "pred": "a", "count": 1} in axis["confusion"]
+    assert sum(b["count"] for b in axis["reliability"]) == 4
+    assert axis["coverage_curve"][-1]["coverage"] == 1.0 and len(axis["coverage_curve"]) <= 50
+
+
+def test_thinned_curve_keeps_at_most_the_points_asked_and_the_last() -> None:
+    conf = [i / 1000 for i in range(1000)]
+    curve = m.thinned_curve(conf, [c > 0.3 for c in conf], points=50)
+    assert len(curve) <= 50 and curve[-1]["coverage"] == 1.0 and curve[-1]["precision"] == pytest.approx(0.699)
+    assert curve[0]["precision"] == 1.0 and curve == sorted(curve, key=lambda p: p["coverage"])
 
 
 def test_a_written_calibration_loads_back_and_a_broken_one_is_refused_at_load(tmp_path) -> None:  # noqa: ANN001

@@ -45,7 +45,7 @@ def candidates(current_ref: str) -> dict[str, Any]:
             if version["ref"] != current_ref:
                 found[f"served: {version['ref']}"] = ("api", version["ref"])
     except ApiAuthError:
-        st.caption("The list of served versions needs an admin key; YAML files and uploads can still be compared.")
+        st.caption("The list of served versions needs a lead key; YAML files and uploads can still be compared.")
     except ApiError as err:
         show_error(err)
     root = settings().ui_taxonomies_dir
@@ -82,7 +82,7 @@ elif choice in options:
         try:
             other = client().taxonomy_version(ref)
         except ApiNotFound:
-            st.warning("This API does not serve the content of past versions yet (see ui/NEEDS.md).", icon=":material/label:")
+            st.warning(f"The API has no stored content for `{escape_md(ref)}` (an older API, or the version was removed).", icon=":material/label:")
         except ApiError as err:
             show_error(err)
 
