@@ -13,7 +13,7 @@ import binascii
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
@@ -199,6 +199,20 @@ class QueueItem(TicketSummary):
     current: RevisionView | None
 
 
+class ReviewedTicket(BaseModel):
+    """A ticket with the labels a lead confirmed or set, and the thread as the lead saw it: a labelled row for
+    `triage eval` (`--text subject,body --label service=service ...`)."""
+
+    id: str
+    subject: str
+    body: str = Field(description="The body and the thread's messages up to the review, blank-line separated.")
+    intake_channel: str | None
+    labels: dict[str, str]
+    action: str = Field(description="accept or edit")
+    reviewer: str
+    reviewed_at: datetime
+
+
 class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
@@ -299,6 +313,57 @@ class TicketReader:
             _encode_cursor([last.queue_rank, last.current_confidence, last.id]) if last is not None and len(rows) > limit else None
         )
         return Page[QueueItem](items=items, next_cursor=next_cursor)
+
+    def reviewed(self, *, batch: int = 500) -> Iterator[ReviewedTicket]:
+        """Every ticket a lead accepted or edited, by id, with its latest review that was not rejected later.
+
+        The labels are the review's and the text is the thread up to that review (a later message is not what
+        the lead judged). Read in batches of tickets, so a large history streams.
+        """
+        after = ""
+        while True:
+            with self.records.read() as session:
+                reviewed_ids = (
+                    select(RevisionRow.ticket_id)
+                    .where(RevisionRow.reason == "human_review", RevisionRow.ticket_id > after)
+                    .distinct()
+                    .order_by(RevisionRow.ticket_id)
+                    .limit(batch)
+                )
+                ids = list(session.scalars(reviewed_ids))
+                if not ids:
+                    return
+                tickets = {t.id: t for t in session.scalars(select(TicketRow).where(TicketRow.id.in_(ids)))}
+                human: dict[str, list[RevisionRow]] = {}
+                for rev in session.scalars(
+                    select(RevisionRow).where(RevisionRow.ticket_id.in_(ids), RevisionRow.reason == "human_review").order_by(RevisionRow.seq)
+                ):
+                    human.setdefault(rev.ticket_id, []).append(rev)
+                actions = {
+                    (r.ticket_id, r.result_seq): r.action for r in session.scalars(select(ReviewRow).where(ReviewRow.ticket_id.in_(ids)))
+                }
+                messages: dict[str, list[MessageRow]] = {}
+                for m in session.scalars(select(MessageRow).where(MessageRow.ticket_id.in_(ids)).order_by(MessageRow.seq)):
+                    messages.setdefault(m.ticket_id, []).append(m)
+            for ticket_id in ids:
+                revisions = human.get(ticket_id, [])
+                rejected = rejected_by(revisions)
+                kept = [r for r in revisions if r.labels and r.rejects is None and r.seq not in rejected]
+                if not kept:
+                    continue  # only rejections: no label a lead stands behind
+                review, row = kept[-1], tickets[ticket_id]
+                seen = [m.text.strip() for m in messages.get(ticket_id, []) if as_utc(m.created_at) <= as_utc(review.created_at)]
+                yield ReviewedTicket(
+                    id=ticket_id,
+                    subject=row.subject,
+                    body="\n\n".join(part for part in (row.body.strip(), *seen) if part),
+                    intake_channel=row.channel,
+                    labels=dict(review.labels or {}),
+                    action=actions.get((ticket_id, review.seq), "accept"),
+                    reviewer=review.actor.removeprefix("user:"),
+                    reviewed_at=as_utc(review.created_at),
+                )
+            after = ids[-1]
 
     # ------------------------------------------------------------ helpers
 

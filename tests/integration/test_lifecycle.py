@@ -290,3 +290,42 @@ def test_a_thread_past_the_input_limit_leaves_out_its_oldest_messages(api: Api) 
     warnings = answer.json()["current"]["classification"]["warnings"]
     assert "the 1 oldest messages were left out to stay under the input limit" in warnings
     assert len(answer.json()["messages"]) == 3  # stored in full; only the classification input is cut
+
+
+def test_reviewed_tickets_export_as_a_labelled_file_eval_reads(api: Api, tmp_path: Path) -> None:
+    """`triage tickets export`: the labels a lead stood behind and the thread as the lead saw it, nothing else."""
+    from evals.datasets import load_rows
+
+    accepted = create(api, PASSWORD)
+    edited = create(api, {"subject": "Invoice copy", "body": "Please send me a copy of last month's invoice."})
+    rejected = create(api, {"body": "The app crashes every time I open the settings page."})
+    unreviewed = create(api, {"body": "Where is my parcel? It was due on Monday."})
+    assert api.post(f"/v1/tickets/{accepted['id']}/reviews", {"action": "accept"}, scope="lead").status_code == 201
+    later = "Also, how do I change the e-mail address on my account?"
+    assert api.post(f"/v1/tickets/{accepted['id']}/messages", {"author": "customer", "text": later}).status_code == 201
+    edit = api.post(f"/v1/tickets/{edited['id']}/reviews", {"action": "edit", "labels": {"service": "billing_payments", "tier": "L2"}}, scope="lead")
+    assert edit.status_code == 201, edit.text
+    wrong = api.post(f"/v1/tickets/{rejected['id']}/reviews", {"action": "edit", "labels": {"service": "billing_payments"}}, scope="lead").json()
+    undo = api.post(f"/v1/tickets/{rejected['id']}/reviews", {"action": "reject", "revision": wrong["current"]["seq"]}, scope="lead")
+    assert undo.status_code == 201, undo.text
+
+    env = cli_env(Path("/nonexistent"), TRIAGE_DATABASE_URL=api.records.url)
+    out = tmp_path / "reviewed.csv"
+    done = subprocess.run([TRIAGE, "tickets", "export", "--out", str(out)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = {r.id: r for r in load_rows(out, ["subject", "body"], {"service": "service", "tier": "tier", "channel": "channel"})}
+    assert accepted["id"] in rows and edited["id"] in rows
+    assert rejected["id"] not in rows and unreviewed["id"] not in rows  # a rejected edit is no label; no review, no row
+    assert rows[edited["id"]].labels["service"] == "billing_payments" and rows[edited["id"]].labels["tier"] == "L2"
+    assert rows[accepted["id"]].labels == {axis: accepted["current"]["labels"][axis] for axis in ("service", "tier", "channel")}
+    assert "invoice" in rows[edited["id"]].text and later not in rows[accepted["id"]].text  # the thread as reviewed
+
+    split = tmp_path / "split.jsonl"
+    for _ in range(2):  # the split is by ticket id: a second export puts every ticket on the same side
+        done = subprocess.run([TRIAGE, "tickets", "export", "--out", str(split), "--test-share", "0.5"], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        sides = [{json.loads(line)["id"] for line in (tmp_path / f"split.{side}.jsonl").read_text().splitlines()} for side in ("train", "test")]
+        if _ == 0:
+            first = sides
+    assert sides == first and not (sides[0] & sides[1]) and sides[0] | sides[1] == set(rows)
+    assert "triage eval --train" in done.stdout and "--calibration" in done.stdout
