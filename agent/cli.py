@@ -363,12 +363,9 @@ def tickets_list(
         typer.echo(f"{item.id}  {item.decision or '-':12} {confidence}  {_labels_line(item.labels):40} {item.subject[:50]}")
 
 
-EXPORT_COLUMNS = ("id", "subject", "body", "service", "channel", "tier", "intake_channel", "action", "reviewer", "reviewed_at")
-
-
 @tickets_app.command("export")
 def tickets_export(
-    out: Annotated[Path, typer.Option("--out", help="File to write: .jsonl or .csv (RFC-4180, multi-line fields quoted).")],
+    out: Annotated[Path, typer.Option("--out", help="File to write: .csv (RFC-4180, multi-line fields quoted) or .jsonl.")],
     test_share: Annotated[
         float, typer.Option(min=0.0, max=0.9, help="Also split: this share goes to OUT's .test twin, the rest to .train (by ticket id, stable across exports).")
     ] = 0.0,
@@ -383,51 +380,25 @@ def tickets_export(
 
       triage tickets export --out all-reviewed.jsonl
     """
-    import csv
-    import hashlib
-    import json
-
+    from agent.export import SUFFIXES, split_paths, write_reviewed
     from agent.lifecycle import TicketReader
 
-    if out.suffix.lower() not in (".jsonl", ".csv"):
-        fail(f"--out must end in .jsonl or .csv, not {out.name!r}")
-
-    def in_test(ticket_id: str) -> bool:
-        return int(hashlib.sha256(ticket_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < test_share
-
-    targets = {"all": out} if test_share == 0 else {"train": out.with_suffix(f".train{out.suffix}"), "test": out.with_suffix(f".test{out.suffix}")}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    counts = dict.fromkeys(targets, 0)
+    if out.suffix.lower() not in SUFFIXES:
+        fail(f"--out must end in .csv or .jsonl, not {out.name!r}")
     records = _records()
-    handles = {name: path.open("w", encoding="utf-8", newline="") for name, path in targets.items()}
     try:
-        writers = {name: csv.DictWriter(fh, fieldnames=EXPORT_COLUMNS) for name, fh in handles.items()} if out.suffix.lower() == ".csv" else {}
-        for writer in writers.values():
-            writer.writeheader()
-        for ticket in TicketReader(records).reviewed():
-            row = {
-                **ticket.model_dump(mode="json", include={"id", "subject", "body", "intake_channel", "action", "reviewer", "reviewed_at"}),
-                **{axis: ticket.labels.get(axis, "") for axis in ("service", "channel", "tier")},
-            }
-            name = "all" if test_share == 0 else ("test" if in_test(ticket.id) else "train")
-            if writers:
-                writers[name].writerow(row)
-            else:
-                handles[name].write(json.dumps({k: row[k] for k in EXPORT_COLUMNS}, ensure_ascii=False) + "\n")
-            counts[name] += 1
+        counts = write_reviewed(TicketReader(records).reviewed(), out, test_share=test_share)
     finally:
-        for fh in handles.values():
-            fh.close()
         records.close()
-    for name, path in targets.items():
-        typer.echo(f"{path}: {counts[name]} reviewed tickets")
+    for path, n in counts.items():
+        typer.echo(f"{path}: {n} reviewed tickets")
     if not sum(counts.values()):
         typer.secho("no reviewed ticket yet: accept or edit tickets in the review queue first", fg=typer.colors.YELLOW)
     elif test_share:
-        settings = _settings()
+        settings, paths = _settings(), split_paths(out, test_share)
         typer.echo(
             "next, score the agent on them and re-fit its thresholds:\n"
-            f"  triage eval --train {targets['train']} --test {targets['test']} --text subject,body "
+            f"  triage eval --train {paths['train']} --test {paths['test']} --text subject,body "
             f"--label service=service --label tier=tier --taxonomy {settings.taxonomy_path} "
             f"--calibration {settings.resolved_calibration_path} --out evals/runs/reviewed"
         )

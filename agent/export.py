@@ -1,0 +1,64 @@
+"""Reviewed tickets as a labelled file `triage eval` reads: the deployment's own ground truth.
+
+The shipped auto-apply thresholds are fitted on the seed tickets; a deployment re-fits them on what its leads
+accepted or edited (docs/lifecycle.md). CSV (RFC-4180, multi-line fields quoted) or JSONL, by the file suffix.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from agent.contracts import AXES
+from agent.lifecycle import ReviewedTicket
+
+COLUMNS = ("id", "subject", "body", *AXES, "intake_channel", "action", "reviewer", "reviewed_at")
+SUFFIXES = (".csv", ".jsonl")
+
+
+def split_paths(out: Path, test_share: float) -> dict[str, Path]:
+    """{"all": out} without a split, else OUT's .train and .test twins (reviewed.csv -> reviewed.train.csv)."""
+    if not test_share:
+        return {"all": out}
+    return {side: out.with_suffix(f".{side}{out.suffix}") for side in ("train", "test")}
+
+
+def side_of(ticket_id: str, test_share: float) -> str:
+    """train or test by a hash of the id, so a ticket stays on its side when the export is run again."""
+    if not test_share:
+        return "all"
+    return "test" if int(hashlib.sha256(ticket_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < test_share else "train"
+
+
+def row_of(ticket: ReviewedTicket) -> dict[str, str]:
+    fields = ticket.model_dump(mode="json")
+    return {column: str(ticket.labels.get(column, "") if column in AXES else (fields.get(column) or "")) for column in COLUMNS}
+
+
+def write_reviewed(tickets: Iterable[ReviewedTicket], out: Path, *, test_share: float = 0.0) -> dict[Path, int]:
+    """Write the rows; how many went to each file."""
+    if out.suffix.lower() not in SUFFIXES:
+        raise ValueError(f"the export file must end in .csv or .jsonl, not {out.name!r}")
+    paths = split_paths(out, test_share)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    counts = dict.fromkeys(paths.values(), 0)
+    handles = {side: path.open("w", encoding="utf-8", newline="") for side, path in paths.items()}
+    try:
+        as_csv = out.suffix.lower() == ".csv"
+        writers = {side: csv.DictWriter(fh, fieldnames=COLUMNS) for side, fh in handles.items()} if as_csv else {}
+        for writer in writers.values():
+            writer.writeheader()
+        for ticket in tickets:
+            side, row = side_of(ticket.id, test_share), row_of(ticket)
+            if as_csv:
+                writers[side].writerow(row)
+            else:
+                handles[side].write(json.dumps(row, ensure_ascii=False) + "\n")
+            counts[paths[side]] += 1
+    finally:
+        for fh in handles.values():
+            fh.close()
+    return counts
