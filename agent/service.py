@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from agent.embeddings import Embedder, OnnxEmbedder, OpenAIEmbedder, packaged_mi
 from agent.graph import triage_graph
 from agent.llm import LLMClient, StructuredMode
 from agent.local_llm import LocalLLMServer
-from agent.proposal import ProposalHead
+from agent.proposal import HeadOptions, ProposalHead
 from agent.settings import Settings
 from agent.state import Calibration, TriageContext
 from agent.store import ARTICLES, TICKETS, VectorStore, fingerprint, make_client
@@ -62,6 +62,10 @@ def make_llm(settings: Settings, base_url: str | None, *, embedded: bool = False
         max_attempts=settings.llm_max_attempts,
         structured=structured,
     )
+
+
+# the options `ensure_head` trains with, as part of the head's fingerprint
+HEAD_OPTIONS = json.dumps(asdict(HeadOptions()), sort_keys=True)
 
 
 class CalibrationError(ValueError):
@@ -127,7 +131,8 @@ class TriageService:
         return self.settings.models_dir / f"proposal-{self.taxonomy.name}.joblib"
 
     def _store_fingerprint(self, *, fresh: bool = False) -> str:
-        """What the head was trained on: taxonomy, embedder and the number of seeded (non-reviewed) tickets.
+        """What the head was trained on: taxonomy, embedder, the head's options (a head pickled under an older default
+        is retrained, not kept) and the number of seeded (non-reviewed) tickets.
 
         Looking costs three store round trips (~4 ms, a fifth of a proposal-mode ticket), so a classify trusts a
         look younger than `store_recheck_s`; an ingest in this process looks again at once, another process's
@@ -142,7 +147,7 @@ class TriageService:
         counts = self.store.counts()
         human = len(self.store.tickets.get(where={"source": "human"}, include=[])["ids"])
         seeded = counts[TICKETS] - human
-        value = hashlib.sha256(f"{self.taxonomy.ref}|{self.embedder.name}|{seeded}".encode()).hexdigest()[:16]
+        value = hashlib.sha256(f"{self.taxonomy.ref}|{self.embedder.name}|{HEAD_OPTIONS}|{seeded}".encode()).hexdigest()[:16]
         self._fingerprint_seen = (now, value)
         return value
 

@@ -157,3 +157,16 @@ def test_the_store_is_looked_at_again_after_store_recheck_s(settings, embedder, 
     store.upsert_tickets([LabelledTicket(id="t-extra", body="Where is my parcel?", labels={"service": "general_information"})])
     assert service._store_fingerprint() == before  # trusted within store_recheck_s
     assert service._store_fingerprint(fresh=True) != before  # an ingest (or the recheck time) looks again
+
+
+def test_a_head_trained_under_other_options_is_not_reused(settings, embedder, store, monkeypatch) -> None:  # noqa: ANN001
+    """A deployment upgraded to a new default head retrains the pickled one instead of keeping it."""
+    import agent.service
+
+    service, _ = make_service(settings.model_copy(update={"mode": "proposal"}), embedder, store, [])
+    head = service.ensure_head()
+    assert head is not None and service.ensure_head() is head
+    monkeypatch.setattr(agent.service, "HEAD_OPTIONS", agent.service.HEAD_OPTIONS.replace('"mlp_weight": 0.4', '"mlp_weight": 0.0'))
+    assert service._store_fingerprint(fresh=True) != head.fingerprint
+    retrained = service.ensure_head()
+    assert retrained is not head and retrained.fingerprint == service._store_fingerprint()
