@@ -380,11 +380,13 @@ def tickets_export(
 
       triage tickets export --out all-reviewed.jsonl
     """
-    from agent.export import SUFFIXES, split_paths, write_reviewed
+    from agent.export import ExportError, check_path, split_paths, write_reviewed
     from agent.lifecycle import TicketReader
 
-    if out.suffix.lower() not in SUFFIXES:
-        fail(f"--out must end in .csv or .jsonl, not {out.name!r}")
+    try:
+        check_path(out)  # before the records are opened: a wrong name touches nothing
+    except ExportError as exc:
+        fail(f"--out: {exc}")
     records = _records()
     try:
         counts = write_reviewed(TicketReader(records).reviewed(), out, test_share=test_share)

@@ -19,6 +19,10 @@ COLUMNS = ("id", "subject", "body", *AXES, "intake_channel", "action", "reviewer
 SUFFIXES = (".csv", ".jsonl")
 
 
+class ExportError(ValueError):
+    """The export cannot be written as asked; the message says what to change."""
+
+
 def split_paths(out: Path, test_share: float) -> dict[str, Path]:
     """{"all": out} without a split, else OUT's .train and .test twins (reviewed.csv -> reviewed.train.csv)."""
     if not test_share:
@@ -38,10 +42,14 @@ def row_of(ticket: ReviewedTicket) -> dict[str, str]:
     return {column: str(ticket.labels.get(column, "") if column in AXES else (fields.get(column) or "")) for column in COLUMNS}
 
 
+def check_path(out: Path) -> None:
+    if out.suffix.lower() not in SUFFIXES:
+        raise ExportError(f"the export file must end in .csv or .jsonl, not {out.name!r}")
+
+
 def write_reviewed(tickets: Iterable[ReviewedTicket], out: Path, *, test_share: float = 0.0) -> dict[Path, int]:
     """Write the rows; how many went to each file."""
-    if out.suffix.lower() not in SUFFIXES:
-        raise ValueError(f"the export file must end in .csv or .jsonl, not {out.name!r}")
+    check_path(out)
     paths = split_paths(out, test_share)
     out.parent.mkdir(parents=True, exist_ok=True)
     counts = dict.fromkeys(paths.values(), 0)

@@ -219,6 +219,7 @@ class ProposalHead:
             knn_weight=opts.knn_weight,
             dup_low=opts.dup_low,
             dup_high=opts.dup_high,
+            mlp_weight=opts.mlp_weight,
         )
         for axis in AXES:
             valid = set(taxonomy.axes[axis].ids)
@@ -246,7 +247,6 @@ class ProposalHead:
             head.heads[axis] = model
             if opts.mlp_weight > 0 and use_dense:
                 head.mlps[axis] = _fit_mlp(vectors[rows], ys, counts, opts.mlp_hidden)
-                head.mlp_weight = opts.mlp_weight
         return head
 
     def _features(self, sparse_x: sparse.spmatrix | None, dense_x: np.ndarray | None) -> sparse.csr_matrix:
