@@ -86,6 +86,16 @@ def load_calibration(path: Path) -> Calibration:
         ) from exc
 
 
+def load_head(path: Path) -> ProposalHead | None:
+    """The pickled head, or None when the file is unreadable (cut short, another version's classes): it is then
+    retrained from the store instead of failing every classification."""
+    try:
+        return ProposalHead.load(path)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing: retrain
+        log.warning("proposal head %s cannot be loaded (%s: %s); retraining it from the store", path, type(exc).__name__, exc)
+        return None
+
+
 def read_jsonl(path: Path) -> Iterable[dict]:
     with path.open(encoding="utf-8") as fh:
         for line_no, line in enumerate(fh, 1):
@@ -128,7 +138,7 @@ class TriageService:
 
     @property
     def head_path(self) -> Path:
-        return self.settings.models_dir / f"proposal-{self.taxonomy.name}.joblib"
+        return self.settings.models_dir / f"proposal-{self.taxonomy.name}.pkl"
 
     def _store_fingerprint(self, *, fresh: bool = False) -> str:
         """What the head was trained on: taxonomy, embedder, the head's options (a head pickled under an older default
@@ -161,8 +171,8 @@ class TriageService:
         if not retrain and self.head is not None and self.head.fingerprint == fingerprint:
             return self.head
         if not retrain and self.head_path.is_file():
-            head = ProposalHead.load(self.head_path)
-            if head.fingerprint == fingerprint:
+            head = load_head(self.head_path)
+            if head is not None and head.fingerprint == fingerprint:
                 self.head = head
                 return head
         tickets, vectors = self.store.labelled_tickets()

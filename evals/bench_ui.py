@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--screenshots", type=Path, default=None, help="Save one screenshot per page here.")
     parser.add_argument("--out", type=Path, default=REPORTS)
     args = parser.parse_args(argv)
-    if not any((args.seeded / "models").glob("proposal-*.joblib")):
+    if not any((args.seeded / "models").glob("proposal-*.pkl")):
         raise SystemExit(f"{args.seeded} is not a seeded data dir: run `triage ingest` (or `make run`) first, or pass --seeded")
     rng = random.Random(7)
     work = Path(tempfile.mkdtemp(prefix="bench-ui-"))

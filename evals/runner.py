@@ -37,7 +37,7 @@ from agent.embeddings import Embedder
 from agent.llm import LLMClient
 from agent.nodes.normalize import clean, redact
 from agent.proposal import HeadOptions, ProposalHead
-from agent.service import TicketError, TriageService, make_embedder
+from agent.service import TicketError, TriageService, load_head, make_embedder
 from agent.service import llm_for as service_llm_for
 from agent.settings import Settings
 from agent.store import TICKETS
@@ -347,7 +347,7 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
             assert vectors is not None
             prepare_store(
                 service, train_ids, train_texts, train_labels, vectors, taxonomy, cfg.head,
-                cached_head=cache_dir / f"head-{cal_fingerprint}.joblib", progress=progress,
+                cached_head=cache_dir / f"head-{cal_fingerprint}.pkl", progress=progress,
             )
         else:
             service.head = None
@@ -451,13 +451,14 @@ def prepare_store(
     head_path = service.head_path
     head = None
     if head_path.is_file():
-        loaded = ProposalHead.load(head_path)
-        if loaded.fingerprint == fingerprint:
+        loaded = load_head(head_path)
+        if loaded is not None and loaded.fingerprint == fingerprint:
             head = loaded
     if head is None and cached_head is not None and cached_head.is_file():
-        head = ProposalHead.load(cached_head)
-        head.fingerprint = fingerprint
-        head.save(head_path)
+        head = load_head(cached_head)
+        if head is not None:
+            head.fingerprint = fingerprint
+            head.save(head_path)
     if head is None:
         head = ProposalHead.fit(texts, vectors, labels, taxonomy, fingerprint=fingerprint, options=options)
         head.save(head_path)

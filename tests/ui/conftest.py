@@ -84,7 +84,7 @@ def seeded_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if given:
         return Path(given)
     for candidate in sorted(tmp_path_factory.getbasetemp().glob("seeded*/data")):
-        if any((candidate / "models").glob("proposal-*.joblib")):
+        if any((candidate / "models").glob("proposal-*.pkl")):
             return candidate
     data_dir = tmp_path_factory.mktemp("seeded") / "data"
     done = subprocess.run([TRIAGE, "ingest"], env=cli_env(data_dir), capture_output=True, text=True, timeout=900)

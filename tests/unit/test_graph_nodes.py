@@ -170,3 +170,19 @@ def test_a_head_trained_under_other_options_is_not_reused(settings, embedder, st
     assert service._store_fingerprint(fresh=True) != head.fingerprint
     retrained = service.ensure_head()
     assert retrained is not head and retrained.fingerprint == service._store_fingerprint()
+
+
+def test_a_saved_head_is_reloaded_and_a_broken_head_file_is_retrained(settings, embedder, store) -> None:  # noqa: ANN001
+    """A fresh process loads the pickled head; a file cut short (a crash mid-write elsewhere) means retrain, not an error."""
+    service, _ = make_service(settings.model_copy(update={"mode": "proposal"}), embedder, store, [])
+    head = service.ensure_head()
+    assert head is not None and service.head_path.is_file()
+    reopened, _ = make_service(settings.model_copy(update={"mode": "proposal"}), embedder, store, [])
+    loaded = reopened.ensure_head()
+    assert loaded is not None and loaded is not head and loaded.fingerprint == head.fingerprint
+    assert loaded.priors == head.priors
+    service.head_path.write_bytes(service.head_path.read_bytes()[:100])
+    broken, _ = make_service(settings.model_copy(update={"mode": "proposal"}), embedder, store, [])
+    retrained = broken.ensure_head()
+    assert retrained is not None and retrained.fingerprint == head.fingerprint
+    assert len(service.head_path.read_bytes()) > 100  # written again, whole
