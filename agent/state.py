@@ -10,6 +10,7 @@ from typing import Annotated, Any, Self, TypedDict
 
 import numpy as np
 
+from agent.confidence import ConfidenceModel
 from agent.contracts import (
     AxisLabel,
     Decision,
@@ -68,10 +69,21 @@ class Calibration:
     # what the threshold is compared with: "similarity" (nearest stored ticket) or "similarity+confidence"
     out_of_scope_score: str = "similarity"
     llm_vote_weight: float | None = None
+    # axis -> ConfidenceModel JSON: P(top label is right) from the proposal and the neighbours (agent/confidence.py)
+    confidence_models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Refuse a file `decide` could not use, when it is loaded rather than at the first ticket."""
         problems = []
+        self._models: dict[str, ConfidenceModel] = {}
+        if not isinstance(self.confidence_models, dict):
+            problems.append("confidence_models must map axis -> model")
+        else:
+            for axis, raw in self.confidence_models.items():
+                try:
+                    self._models[axis] = ConfidenceModel.from_json(raw)
+                except ValueError as exc:
+                    problems.append(f"confidence_models.{axis}: {exc}")
         if self.out_of_scope_score not in IN_SCOPE_SCORES:
             problems.append(f"out_of_scope_score {self.out_of_scope_score!r} is not one of {list(IN_SCOPE_SCORES)}")
         if not _is_threshold(self.default):
@@ -99,6 +111,9 @@ class Calibration:
         if not isinstance(raw, dict):
             raise ValueError("a calibration file is a JSON object (see `triage eval --help`)")
         return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
+
+    def confidence_model(self, axis: str) -> ConfidenceModel | None:
+        return self._models.get(axis)
 
     def threshold(self, axis: str, label: str) -> float:
         per_axis = self.thresholds.get(axis, {})

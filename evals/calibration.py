@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
 
+from agent.confidence import ConfidenceModel, confidence_features
 from agent.contracts import EvidenceTicket, Taxonomy
 from agent.proposal import Distribution, HeadOptions, ProposalHead, in_scope_score, propose_distribution
 from agent.state import Calibration
@@ -41,6 +42,7 @@ class OutOfFold:
 
     proposals: list[dict[str, Distribution]]
     nearest: np.ndarray
+    neighbours: list[list[EvidenceTicket]] = field(default_factory=list)  # what retrieval gave each row
 
 
 def nearest_neighbours(
@@ -98,17 +100,19 @@ def out_of_fold(
     strata = [str(y) for y in labels[first_axis]]
     row_labels = [{axis: ys[i] for axis, ys in labels.items() if ys[i]} for i in range(n)]
     proposals: list[dict[str, Distribution]] = [{} for _ in range(n)]
+    found: list[list[EvidenceTicket]] = [[] for _ in range(n)]
     nearest = np.zeros(n, dtype=np.float32)
     opts = options or HeadOptions()
     splits = _folds(n, strata, folds, seed)
     jobs = jobs or min(len(splits), os.cpu_count() or 1)
     tasks = (delayed(_one_fold)(texts, vectors, labels, row_labels, train_idx, held_idx, taxonomy, opts, top_k) for train_idx, held_idx in splits)
     results = Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks) if jobs > 1 else (task[0](*task[1], **task[2]) for task in tasks)
-    for held_idx, fold_proposals, fold_nearest in tqdm(results, total=len(splits), desc="cross-validating thresholds", unit="fold", disable=not progress):
+    for held_idx, fold_proposals, fold_neighbours in tqdm(results, total=len(splits), desc="cross-validating thresholds", unit="fold", disable=not progress):
         for j, i in enumerate(held_idx):
             proposals[i] = fold_proposals[j]
-            nearest[i] = fold_nearest[j]
-    return OutOfFold(proposals=proposals, nearest=nearest)
+            found[i] = fold_neighbours[j]
+            nearest[i] = fold_neighbours[j][0].score if fold_neighbours[j] else 0.0
+    return OutOfFold(proposals=proposals, nearest=nearest, neighbours=found)
 
 
 def _one_fold(
@@ -121,11 +125,11 @@ def _one_fold(
     taxonomy: Taxonomy,
     opts: HeadOptions,
     top_k: int,
-) -> tuple[np.ndarray, list[dict[str, Distribution]], list[float]]:
+) -> tuple[np.ndarray, list[dict[str, Distribution]], list[list[EvidenceTicket]]]:
     """Fit on the other folds, propose for the held-out rows exactly as the graph would."""
     neighbours = _neighbours(vectors, row_labels, train_idx, held_idx, top_k)
     proposals = _propose(texts, vectors, labels, train_idx, held_idx, neighbours, taxonomy, opts)
-    return held_idx, proposals, [found[0].score if found else 0.0 for found in neighbours]
+    return held_idx, proposals, neighbours
 
 
 def _neighbours(
@@ -201,24 +205,52 @@ def fit_thresholds(
     return thresholds
 
 
+@dataclass
+class AxisFit:
+    """What cross-validation fitted for one axis."""
+
+    thresholds: dict[str, float]
+    accuracy: float
+    confidence_model: ConfidenceModel | None
+
+
 def fit_axis_thresholds(
-    oof: OutOfFold, labels: dict[str, list[str | None]], axes: Sequence[str], target: float
-) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """Per-axis thresholds from out-of-fold proposals, and each axis's cross-validated accuracy."""
-    thresholds: dict[str, dict[str, float]] = {}
-    accuracy: dict[str, float] = {}
+    oof: OutOfFold, labels: dict[str, list[str | None]], axes: Sequence[str], target: float, *, confidence_model: bool = True
+) -> dict[str, AxisFit]:
+    """Per axis: the confidence model (P(top label right) from the out-of-fold proposals and neighbours), the
+    thresholds on the confidence it gives (the one `decide` compares), and the cross-validated accuracy."""
+    fits: dict[str, AxisFit] = {}
     for axis in axes:
-        preds, confs, correct = [], [], []
+        preds, tops, features, correct = [], [], [], []
         for i, gold in enumerate(labels[axis]):
             if not gold:
                 continue
-            label, conf = top(oof.proposals[i].get(axis, {}))
+            dist = oof.proposals[i].get(axis, {})
+            label, conf = top(dist)
             preds.append(label or "")
-            confs.append(conf)
+            tops.append(conf)
+            features.append(confidence_features(dist, oof.neighbours[i] if oof.neighbours else [], axis))
             correct.append(label == gold)
-        thresholds[axis] = fit_thresholds(preds, confs, correct, target)
-        accuracy[axis] = round(sum(correct) / len(correct), 4) if correct else 0.0
-    return thresholds, accuracy
+        model = fit_confidence_model(features, correct) if confidence_model else None
+        confs = [model.probability(f) for f in features] if model is not None else tops
+        fits[axis] = AxisFit(
+            thresholds=fit_thresholds(preds, confs, correct, target),
+            accuracy=round(sum(correct) / len(correct), 4) if correct else 0.0,
+            confidence_model=model,
+        )
+    return fits
+
+
+def fit_confidence_model(features: Sequence[Sequence[float]], correct: Sequence[bool], *, min_each: int = 10) -> ConfidenceModel | None:
+    """Logistic regression of right/wrong on the confidence features; None when either outcome has fewer than
+    `min_each` rows (nothing to learn: the distribution's own probability is used)."""
+    from sklearn.linear_model import LogisticRegression
+
+    hits = sum(correct)
+    if hits < min_each or len(correct) - hits < min_each:
+        return None
+    model = LogisticRegression(C=1.0, max_iter=2000).fit(np.asarray(features, dtype=float), np.asarray(correct, dtype=int))
+    return ConfidenceModel(coef=tuple(float(c) for c in model.coef_[0]), intercept=float(model.intercept_[0]))
 
 
 def top(dist: Distribution) -> tuple[str | None, float]:
@@ -315,6 +347,17 @@ class FittedCalibration(Calibration):
     """The calibration `decide` reads, plus what it was fitted on (written to the same file)."""
 
     fitted_on: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def from_fits(cls, fits: Mapping[str, AxisFit], fitted_on: dict[str, object], **options: object) -> FittedCalibration:
+        """The file for what `fit_axis_thresholds` fitted; `options` are other Calibration fields."""
+        fitted_on = {**fitted_on, **{f"{axis}_cv_accuracy": fit.accuracy for axis, fit in fits.items()}}
+        return cls(
+            thresholds={axis: fit.thresholds for axis, fit in fits.items()},
+            confidence_models={axis: fit.confidence_model.to_json() for axis, fit in fits.items() if fit.confidence_model is not None},
+            fitted_on=fitted_on,
+            **options,  # type: ignore[arg-type]
+        )
 
     def to_calibration(self) -> Calibration:
         return Calibration(**{f.name: getattr(self, f.name) for f in fields(Calibration)})

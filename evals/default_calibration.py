@@ -49,9 +49,8 @@ def fit_default(
     labels = {axis: [t.labels.get(axis) for t in tickets] for axis in AXES_FITTED}
     oof = cal.out_of_fold(texts, vectors, labels, taxonomy, folds=folds, seed=0, progress=progress)
     summary: dict[str, object] = {"source": str(seed_path.relative_to(REPO_ROOT)) if seed_path.is_relative_to(REPO_ROOT) else str(seed_path), "n": len(tickets), "folds": folds, "target_precision": target}
-    thresholds, accuracy = cal.fit_axis_thresholds(oof, labels, AXES_FITTED, target)
-    summary.update({f"{axis}_cv_accuracy": value for axis, value in accuracy.items()})
-    fitted = cal.FittedCalibration(thresholds=thresholds, default=target, out_of_scope_threshold=None, llm_vote_weight=llm_vote_weight, fitted_on=summary)
+    fits = cal.fit_axis_thresholds(oof, labels, AXES_FITTED, target)
+    fitted = cal.FittedCalibration.from_fits(fits, summary, default=target, out_of_scope_threshold=None, llm_vote_weight=llm_vote_weight)
     fitted.write(out_path)
     return fitted
 

@@ -48,7 +48,7 @@ from evals.datasets import DatasetError, EvalRow, LabelCodec, load_rows
 log = logging.getLogger(__name__)
 
 MODES = ("proposal", "llm", "hybrid")
-RUN_FORMAT = 1
+RUN_FORMAT = 2  # 2: calibrations carry confidence models (a cached calibration of format 1 is re-fitted)
 
 
 @dataclass
@@ -396,9 +396,7 @@ def fit_calibration(
 ) -> cal.FittedCalibration:
     oof = cal.out_of_fold(texts, vectors, labels, taxonomy, folds=cfg.folds, seed=cfg.seed, options=cfg.head, progress=progress)
     summary: dict[str, Any] = {"folds": cfg.folds, "n": len(texts), "target_precision": cfg.target_precision}
-    thresholds, accuracy = cal.fit_axis_thresholds(oof, labels, axes, cfg.target_precision)
-    summary.update({f"{axis}_cv_accuracy": value for axis, value in accuracy.items()})
-    fitted = cal.FittedCalibration(thresholds=thresholds, fitted_on=summary)
+    fitted = cal.FittedCalibration.from_fits(cal.fit_axis_thresholds(oof, labels, axes, cfg.target_precision), summary)
     if cfg.oos_label is not None:
         scored = {axes[0]: labels[axes[0]], **labels}
         threshold, stats = cal.fit_oos_threshold(
@@ -406,7 +404,7 @@ def fit_calibration(
         )
         fitted.out_of_scope_threshold = threshold
         fitted.out_of_scope_score = cfg.oos_score
-        summary["oos"] = stats
+        fitted.fitted_on["oos"] = stats
     release_workers()
     return fitted
 

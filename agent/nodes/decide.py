@@ -1,5 +1,8 @@
 """decide: combine the proposal and the LLM vote into calibrated confidences, then auto-apply/suggest/review.
 
+The confidence reported for a top label is P(it is right) from the calibration's confidence model when the
+calibration file has one for the axis (agent/confidence.py), else the combined distribution's probability.
+
 The LLM's vote weight is a setting measured by the evals (a tiny local model gets a small weight; a
 capable endpoint earns more), so the LLM can break near-ties but cannot override strong evidence.
 """
@@ -26,16 +29,18 @@ def combine(proposal: Distribution, llm_label: str | None, llm_confidence: float
     return {label: (1 - weight) * proposal.get(label, 0.0) + weight * vote[label] for label in labels}
 
 
-def axis_label(dist: Distribution, *, llm_label: str | None, fallback: str) -> AxisLabel:
+def axis_label(dist: Distribution, *, llm_label: str | None, fallback: str, shown: Distribution | None = None) -> AxisLabel:
+    """The top label of `dist`; the confidences reported are `shown`'s (the calibrated ones) when given."""
     if not dist:
         return AxisLabel(label=fallback, confidence=0.0, source="fallback")
-    ranked = sorted(dist.items(), key=lambda kv: kv[1], reverse=True)
-    label, confidence = ranked[0]
+    shown = shown or dist
+    ranked = sorted(dist, key=lambda k: dist[k], reverse=True)
+    label = ranked[0]
     return AxisLabel(
         label=label,
-        confidence=round(min(max(confidence, 0.0), 1.0), 4),
+        confidence=round(min(max(shown[label], 0.0), 1.0), 4),
         source="llm" if label == llm_label else "proposal",
-        alternatives=[LabelAlternative(label=k, confidence=round(v, 4)) for k, v in ranked[1:4] if v > 0.0],
+        alternatives=[LabelAlternative(label=k, confidence=round(shown[k], 4)) for k in ranked[1:4] if shown[k] > 0.0],
     )
 
 
@@ -48,15 +53,17 @@ def decide(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
         weight = 1.0
     labels: dict[str, AxisLabel] = {}
     intake = state["ticket"].channel
+    neighbours = state.get("neighbours", [])
     for axis in AXES:
         if axis == "channel" and intake is not None:
             labels[axis] = AxisLabel(label=intake, confidence=1.0, source="intake")
             continue
         llm_label = answer.get(axis)
         dist = combine(state.get("proposal", {}).get(axis, {}), llm_label, float(answer.get("confidence", 0.5)), weight)
-        labels[axis] = axis_label(dist, llm_label=llm_label if weight > 0 else None, fallback=taxonomy.axes[axis].fallback)
+        model = calibration.confidence_model(axis)
+        shown = model.rescale(dist, neighbours, axis) if model is not None else None
+        labels[axis] = axis_label(dist, llm_label=llm_label if weight > 0 else None, fallback=taxonomy.axes[axis].fallback, shown=shown)
 
-    neighbours = state.get("neighbours", [])
     oos_threshold = calibration.out_of_scope_threshold or settings.out_of_scope_threshold
     rule = calibration.out_of_scope_score if calibration.out_of_scope_threshold else "similarity"
     in_scope = in_scope_score(rule, neighbours[0].score, state.get("proposal", {})) if neighbours else 0.0

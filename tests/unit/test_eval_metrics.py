@@ -194,6 +194,8 @@ def test_a_written_calibration_loads_back_and_a_broken_one_is_refused_at_load(tm
         ('{"thresholds": {"service": {"billing": "high"}}}', "thresholds.service: 'billing'"),
         ('{"llm_vote_weight": 3}', "llm_vote_weight"),
         ('{"default": -1}', "default"),
+        ('{"confidence_models": {"service": {"features": ["top"], "coef": [1], "intercept": 0}}}', "re-fit it"),
+        ('{"confidence_models": {"service": {"features": ["top", "nearest", "nearest_agrees", "nearest_if_agrees"], "coef": [1, 2], "intercept": 0}}}', "4 numeric"),
     ):
         path.write_text(broken, encoding="utf-8")
         with pytest.raises(CalibrationError, match=says) as err:

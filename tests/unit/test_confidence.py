@@ -1,0 +1,65 @@
+"""The confidence model: features, what `decide` reports with it, how cross-validation fits it."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from agent.confidence import FEATURES, ConfidenceModel, confidence_features
+from agent.contracts import EvidenceTicket
+from agent.nodes.decide import axis_label
+from evals.calibration import FittedCalibration, OutOfFold, fit_axis_thresholds, fit_confidence_model
+
+
+def neighbour(label: str, score: float) -> EvidenceTicket:
+    return EvidenceTicket(id=f"t-{label}-{score}", score=score, labels={"service": label})
+
+
+def test_features_say_how_close_the_nearest_ticket_is_and_whether_it_agrees() -> None:
+    dist = {"billing": 0.6, "network": 0.3, "cloud": 0.1}
+    assert confidence_features(dist, [neighbour("billing", 0.97), neighbour("network", 0.5)], "service") == [0.6, 0.97, 1.0, 0.97]
+    assert confidence_features(dist, [neighbour("network", 0.9)], "service") == [0.6, 0.9, 0.0, 0.0]
+    assert confidence_features(dist, [], "service") == [0.6, 0.0, 0.0, 0.0]
+    assert confidence_features({}, [], "service") == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_the_model_reports_its_probability_but_never_changes_the_label() -> None:
+    model = ConfidenceModel(coef=(1.0, 0.0, 0.0, 4.0), intercept=-3.0)
+    assert ConfidenceModel.from_json(model.to_json()) == model and model.to_json()["features"] == list(FEATURES)
+    dist = {"billing": 0.5, "network": 0.4, "cloud": 0.1}
+    far = model.rescale(dist, [neighbour("network", 0.6)], "service")  # nearest disagrees: low
+    near = model.rescale(dist, [neighbour("billing", 0.99)], "service")  # a near-duplicate agrees: high
+    assert far["billing"] < 0.2 < 0.8 < near["billing"]
+    assert abs(sum(far.values()) - 1.0) < 1e-9 and far["network"] / far["cloud"] == 4.0  # the rest keeps its order
+    label = axis_label(dist, llm_label=None, fallback="general", shown=far)
+    assert label.label == "billing" and label.confidence == round(far["billing"], 4)  # below an alternative, still top
+    assert [a.label for a in label.alternatives] == ["network", "cloud"]
+
+
+def test_cross_validation_fits_a_model_that_trusts_agreeing_near_duplicates() -> None:
+    """Out-of-fold rows where an agreeing near-duplicate means right and the top probability means little: the
+    model learns it, the file carries it, and a class where nothing is learnable keeps its plain thresholds."""
+    rng = random.Random(0)
+    proposals, neighbours, gold = [], [], []
+    for _ in range(600):
+        duplicate = rng.random() < 0.3
+        right = rng.random() < (0.97 if duplicate else 0.4)
+        top = rng.uniform(0.4, 0.7)
+        proposals.append({"service": {"billing": top, "network": 1 - top}})
+        neighbours.append([neighbour("billing", 0.98) if duplicate else neighbour("network", rng.uniform(0.4, 0.7))])
+        gold.append("billing" if right else "network")
+    oof = OutOfFold(proposals=proposals, nearest=np.zeros(600), neighbours=neighbours)
+    fit = fit_axis_thresholds(oof, {"service": gold}, ["service"], 0.9)["service"]
+    assert fit.confidence_model is not None
+    assert fit.confidence_model.probability([0.5, 0.98, 1.0, 0.98]) > 0.85 > 0.5 > fit.confidence_model.probability([0.5, 0.6, 0.0, 0.0])
+    assert fit.thresholds["billing"] < 1.0  # the duplicates alone reach 90 %: auto-applied
+    written = FittedCalibration.from_fits({"service": fit}, {"n": 600})
+    assert written.confidence_model("service").to_json() == fit.confidence_model.to_json() and written.fitted_on["service_cv_accuracy"] == fit.accuracy
+    without = fit_axis_thresholds(oof, {"service": gold}, ["service"], 0.9, confidence_model=False)["service"]
+    assert without.confidence_model is None and without.thresholds["billing"] > 1.0  # the top probability alone never gets there
+
+
+def test_no_model_when_right_or_wrong_is_too_rare_to_learn() -> None:
+    assert fit_confidence_model([[0.9, 0.9, 1.0, 0.9]] * 100, [True] * 95 + [False] * 5) is None
+    assert fit_confidence_model([[0.9, 0.9, 1.0, 0.9]] * 30 + [[0.2, 0.3, 0.0, 0.0]] * 30, [True] * 30 + [False] * 30) is not None
