@@ -16,8 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from agent.contracts import EvidenceTicket
-
-Distribution = dict[str, float]
+from agent.proposal import Distribution
 
 # the order of a model's coefficients; a calibration file names them, so a file fitted on another set is refused.
 # Chosen by nested cross-validation on train only (evals/README.md, "Confidence model"): margin, the neighbours'

@@ -13,7 +13,7 @@ from evals.datasets import DatasetError, parse_label_specs, parse_text_columns
 
 
 def eval_command(
-    train: Annotated[Path, typer.Option("--train", help="Labelled file the agent may learn from (CSV or JSONL). It is stored as past tickets, trains the proposal head and, by cross-validation, fits the auto-apply thresholds. Nothing is fitted on --test.")],
+    train: Annotated[Path, typer.Option("--train", help="Labelled file the agent may learn from (CSV or JSONL). It is stored as past tickets, trains the proposal head and, by cross-validation, fits the confidence model and the auto-apply thresholds. Nothing is fitted on --test.")],
     test: Annotated[Path, typer.Option("--test", help="Labelled file to score (CSV or JSONL, same columns as --train). Each file is self-contained.")],
     text: Annotated[str, typer.Option("--text", help="Text column(s), comma-separated; several are joined with a blank line, e.g. --text subject,body.")],
     label: Annotated[list[str], typer.Option("--label", help="AXIS=COLUMN: score axis service, channel or tier against COLUMN; repeat for several axes, e.g. --label service=queue --label tier=priority.")],

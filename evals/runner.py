@@ -324,8 +324,8 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
     if cfg.mode == "llm":
         vectors = None
         fitted = cal.FittedCalibration(fitted_on={"fingerprint": cal_fingerprint, "note": "llm mode: nothing fitted, default threshold"})
-    elif cached_calibration.is_file():
-        fitted = cal.FittedCalibration.read(cached_calibration)
+    elif (cached := read_cached_calibration(cached_calibration)) is not None:
+        fitted = cached
         vectors = embedder.embed_batched(train_texts, progress=progress, desc="embedding train")
     else:
         vectors = embedder.embed_batched(train_texts, progress=progress, desc="embedding train")
@@ -382,6 +382,18 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         "mode": cfg.mode,
     }
     return write_outputs(out, records, axes=axes, codec=codec, fitted=fitted, cfg=cfg, context=context)
+
+
+def read_cached_calibration(path: Path) -> cal.FittedCalibration | None:
+    """A calibration this command cached earlier, or None if there is none or it no longer loads (written by an
+    older version): it is then fitted again."""
+    if not path.is_file():
+        return None
+    try:
+        return cal.FittedCalibration.read(path)
+    except (ValueError, TypeError) as exc:
+        log.warning("cached calibration %s is unusable (%s); fitting it again", path, exc)
+        return None
 
 
 def fit_calibration(

@@ -201,3 +201,14 @@ def test_a_written_calibration_loads_back_and_a_broken_one_is_refused_at_load(tm
         with pytest.raises(CalibrationError, match=says) as err:
             load_calibration(path)
         assert str(path) in str(err.value) and "triage eval" in str(err.value)
+
+
+def test_a_cached_calibration_that_no_longer_loads_is_fitted_again(tmp_path) -> None:  # noqa: ANN001
+    from evals.runner import read_cached_calibration
+
+    path = tmp_path / "calibration-abc.json"
+    assert read_cached_calibration(path) is None
+    FittedCalibration(thresholds={"service": {"*": 0.8}}).write(path)
+    assert read_cached_calibration(path).threshold("service", "x") == 0.8
+    path.write_text('{"confidence_models": {"service": {"features": ["an older set"], "coef": [1], "intercept": 0}}}', encoding="utf-8")
+    assert read_cached_calibration(path) is None
