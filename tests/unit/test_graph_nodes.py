@@ -138,6 +138,7 @@ def test_in_scope_score_adds_the_proposal_confidence() -> None:
 
 def test_decide_flags_out_of_scope_on_the_calibrated_score(settings, embedder, store) -> None:  # noqa: ANN001
     service, _ = make_service(settings.model_copy(update={"mode": "proposal"}), embedder, store, [])
+    service.calibration = Calibration()  # no confidence model: the reported confidence is the proposal's own
     in_scope = service.classify(CHARGED_TWICE)
     score = in_scope.evidence.tickets[0].score + in_scope.labels["service"].confidence
     service.calibration = Calibration(out_of_scope_threshold=round(score + 0.01, 4), out_of_scope_score="similarity+confidence")
@@ -186,3 +187,23 @@ def test_a_saved_head_is_reloaded_and_a_broken_head_file_is_retrained(settings, 
     retrained = broken.ensure_head()
     assert retrained is not None and retrained.fingerprint == head.fingerprint
     assert len(service.head_path.read_bytes()) > 100  # written again, whole
+
+
+def test_decide_reports_the_calibration_files_confidence_model(settings, embedder, store) -> None:  # noqa: ANN001
+    from agent.confidence import ConfidenceModel
+
+    service, _ = make_service(settings.model_copy(update={"mode": "proposal"}), embedder, store, [])
+    service.calibration = Calibration()
+    plain = service.classify(CHARGED_TWICE).labels["service"]
+    service.calibration = Calibration(confidence_models={"service": ConfidenceModel(coef=(0.0, 0.0, 0.0, 0.0), intercept=0.0).to_json()})
+    calibrated = service.classify(CHARGED_TWICE).labels["service"]
+    assert calibrated.label == plain.label and calibrated.confidence == 0.5 != plain.confidence
+    assert service.classify(CHARGED_TWICE).labels["tier"].confidence == plain_tier(service)  # no model for tier: unchanged
+
+
+def plain_tier(service) -> float:  # noqa: ANN001
+    calibration, service.calibration = service.calibration, Calibration()
+    try:
+        return service.classify(CHARGED_TWICE).labels["tier"].confidence
+    finally:
+        service.calibration = calibration
