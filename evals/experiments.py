@@ -114,8 +114,9 @@ def evaluate(data: dict, opts: HeadOptions, top_k: int = 8) -> dict:
     }
 
 
-def tier_cv(opts: HeadOptions, seed_tickets: str, folds: int = 5, top_k: int = 8) -> dict:
-    """5-fold CV on the tier gold set (the bench's folds); train = other folds + seed tickets (none/handwritten/all)."""
+def tier_cv(opts: HeadOptions, seed_tickets: str, folds: int = 5, top_k: int = 8, extra_seed: Path | None = None) -> dict:
+    """5-fold CV on the tier gold set (the bench's folds); train = other folds + seed tickets (none/handwritten/all)
+    + the candidate seed lines of `extra_seed` (a JSONL file in the seed format), to measure them before adding."""
     import json as _json
 
     from agent.taxonomy import load_taxonomy
@@ -134,6 +135,8 @@ def tier_cv(opts: HeadOptions, seed_tickets: str, folds: int = 5, top_k: int = 8
     seed_path = Settings().knowledge_base_dir / "seed" / "tickets.jsonl"
     seed = [_json.loads(line) for line in seed_path.read_text(encoding="utf-8").splitlines() if line.strip()] if seed_path.is_file() else []
     seed = [s for s in seed if s["labels"].get("tier") and (seed_tickets == "all" or (seed_tickets == "handwritten" and s["source"] == "handwritten"))]
+    if extra_seed is not None:
+        seed += [_json.loads(line) for line in extra_seed.read_text(encoding="utf-8").splitlines() if line.strip()]
     st = [text(s.get("subject", ""), s["body"]) for s in seed]
     sv = embedder.embed_batched(st) if st else np.zeros((0, gv.shape[1]), dtype=np.float32)
     sy = [s["labels"]["tier"] for s in seed]
@@ -187,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dataset", choices=sorted([*DATASETS, "tier", "oos"]))
     parser.add_argument("--variant", action="append", default=[], help="NAME[:key=value,...]; repeatable")
     parser.add_argument("--seed-tickets", choices=["none", "handwritten", "all"], default="all", help="tier only: seed tickets added to each fold's train")
+    parser.add_argument("--extra-seed", type=Path, help="tier only: a JSONL file of candidate seed tickets added to every fold's train")
     parser.add_argument("--log", type=Path, default=splits.RUNS / "experiments.jsonl")
     args = parser.parse_args(argv)
     if args.dataset == "oos":
@@ -197,9 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     data = load(args.dataset) if args.dataset != "tier" else None
     for spec in args.variant or ["base"]:
         name, opts = parse_variant(spec)
-        result = evaluate(data, opts) if data is not None else tier_cv(opts, args.seed_tickets)
+        result = evaluate(data, opts) if data is not None else tier_cv(opts, args.seed_tickets, extra_seed=args.extra_seed)
         if data is None:
-            name = f"{name} (seed: {args.seed_tickets})"
+            name = f"{name} (seed: {args.seed_tickets}{' + ' + args.extra_seed.name if args.extra_seed else ''})"
         line = {"dataset": args.dataset, "variant": name, **result, "options": asdict(opts)}
         print(json.dumps(line), flush=True)
         args.log.parent.mkdir(parents=True, exist_ok=True)
