@@ -218,6 +218,84 @@ def taxonomy_show(path: Annotated[Optional[Path], typer.Argument(help="Default: 
             typer.echo(f"  {label.id:24} {label.name}{route}")
 
 
+@taxonomy_app.command("migrate")
+def taxonomy_migrate(
+    commit: Annotated[bool, typer.Option("--commit", help="Write the revisions and relabel the store (default: a dry run that writes nothing).")] = False,
+    previous: Annotated[
+        Optional[Path], typer.Option("--previous", help="The previous version's YAML. Default: the version `migration.from_version` names, as this deployment served it.")
+    ] = None,
+    mode: Annotated[Optional[str], typer.Option(help="How re-asked tickets are classified: hybrid, proposal (no LLM) or llm. Default: TRIAGE_MODE.")] = None,
+    reviewed_sample: Annotated[int, typer.Option(min=0, help="Reviewed tickets re-classified to measure the agent against the leads' labels.")] = 200,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the MigrationReport JSON.")] = False,
+) -> None:
+    """Move the stored tickets to the taxonomy in force, following its `migration:` section.
+
+    First without --commit, a dry run that writes nothing: it re-asks the agent where the new version needs it
+    (a split, a retirement without a target) and reports how many tickets would change, label by label, and how
+    often the agent agrees with the leads' reviewed labels under the new version.
+
+    With --commit: one `taxonomy_migration` revision per changed ticket (earlier revisions stay as they were),
+    the retrieval store relabelled, re-asked tickets sent to the review queue.
+
+      export TRIAGE_TAXONOMY_PATH=knowledge_base/taxonomies/acme-v2.yaml
+
+      triage taxonomy migrate
+
+      triage taxonomy migrate --commit
+    """
+    if mode not in (None, "hybrid", "proposal", "llm"):
+        fail(f"--mode must be hybrid, proposal or llm, not {mode!r}")
+    from tqdm import tqdm
+
+    from agent.lifecycle import Invalid, Lifecycle, StoreUnavailable
+    from agent.service import running_service
+
+    settings = _settings(mode)  # type: ignore[arg-type]
+    try:
+        target = load_taxonomy(settings.taxonomy_path)
+        before = load_taxonomy(previous) if previous else None
+    except TaxonomyError as exc:
+        fail(str(exc))
+    if target.migration is None:
+        fail(f"the taxonomy in force, {target.ref} ({settings.taxonomy_path}), has no `migration:` section; "
+             "point TRIAGE_TAXONOMY_PATH at the new version, whose `migration:` names from_version and the steps")
+    records = _records()
+    try:
+        with running_service(settings, progress=not as_json) as service:
+            lifecycle = Lifecycle(service, records)
+            ref = f"{target.name}@{target.migration.from_version}"  # type: ignore[union-attr]
+            before = before or lifecycle.served_taxonomy(ref)
+            if before is None:
+                fail(f"this deployment never served {ref}; pass its YAML with --previous PATH")
+            with tqdm(desc="tickets", unit="ticket", disable=as_json) as bar:
+                def advance(done: int, total: int) -> None:
+                    bar.total = total
+                    bar.update(done - bar.n)
+
+                report = lifecycle.migrate_taxonomy(before, commit=commit, reviewed_sample=reviewed_sample, progress=advance)  # type: ignore[arg-type]
+    except (Invalid, StoreUnavailable) as exc:
+        fail(str(exc))
+    finally:
+        records.close()
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    verb = "changed" if commit else "would change"
+    typer.secho(f"{report.previous} -> {report.target}{'' if commit else ' (dry run: nothing written)'}", bold=True)
+    typer.echo(f"{report.tickets} tickets: {report.changed} {verb} ({report.reasked} re-asked), {report.unchanged} unchanged, "
+               f"{report.already_current} already on {report.target}")
+    for axis, moves in report.transitions.items():
+        for move, n in sorted(moves.items(), key=lambda kv: -kv[1]):
+            typer.echo(f"  {axis}: {move}  {n}")
+    if report.reviewed_tickets:
+        scores = ", ".join(f"{axis} {acc:.1%}" for axis, acc in report.reviewed_accuracy.items())
+        typer.echo(f"agent vs leads on {report.reviewed_tickets} reviewed tickets under {report.target}: {scores}")
+    if commit:
+        typer.echo(f"wrote {report.revisions_written} revisions; relabelled {report.store_relabelled} stored tickets")
+    elif report.changed:
+        typer.echo("run again with --commit to write them")
+
+
 # ---------------------------------------------------------------- records: keys, tickets, history
 
 keys_app = typer.Typer(help="API keys for the HTTP API (scopes: bot < lead < admin).", no_args_is_help=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 AXES: tuple[str, ...] = ("service", "channel", "tier")
 AxisName = Literal["service", "channel", "tier"]
@@ -66,12 +66,59 @@ class AxisDef(BaseModel):
         return next((label for label in self.labels if label.id == label_id), None)
 
 
+MigrationOp = Literal["rename", "merge", "split", "retire"]
+
+
+class MigrationStep(BaseModel):
+    """One change of one axis from the previous version: where the tickets of the old label(s) go.
+
+    rename: one old id -> one new id; merge: several old ids -> one new id; split: one old id -> several new ids,
+    the agent re-asked to choose among them; retire: the old id goes, its tickets to `to` (one id) or, with no
+    `to`, re-classified on the whole axis."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    op: MigrationOp
+    axis: AxisName
+    from_: list[str] = Field(alias="from", min_length=1)
+    to: list[str] = Field(default_factory=list)
+    note: str = ""
+
+    @field_validator("from_", "to", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _shape(self) -> MigrationStep:
+        many_from, n_to = len(self.from_) > 1, len(self.to)
+        wrong = {
+            "rename": many_from or n_to != 1,
+            "merge": n_to != 1 or not many_from,
+            "split": many_from or n_to < 2,
+            "retire": many_from or n_to > 1,
+        }[self.op]
+        if wrong:
+            shapes = {"rename": "from: OLD, to: NEW", "merge": "from: [OLD, OLD, ...], to: NEW",
+                      "split": "from: OLD, to: [NEW, NEW, ...]", "retire": "from: OLD, and to: NEW or no `to`"}
+            raise ValueError(f"{self.op} on axis {self.axis} needs {shapes[self.op]}; got from {self.from_}, to {self.to}")
+        return self
+
+
+class TaxonomyMigration(BaseModel):
+    """How tickets labelled under `from_version` of the same taxonomy move to this version."""
+
+    model_config = ConfigDict(extra="forbid")
+    from_version: str
+    steps: list[MigrationStep] = Field(default_factory=list)
+
+
 class Taxonomy(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     version: str
     description: str = ""
     axes: dict[AxisName, AxisDef]
+    migration: TaxonomyMigration | None = None
 
     @field_validator("axes")
     @classmethod
@@ -83,6 +130,27 @@ class Taxonomy(BaseModel):
             if axis.fallback not in axis.ids:
                 raise ValueError(f"axis {name!r}: fallback {axis.fallback!r} is not one of its labels {axis.ids}")
         return axes
+
+    @model_validator(mode="after")
+    def _migration_targets_exist(self) -> Taxonomy:
+        if self.migration is None:
+            return self
+        if self.migration.from_version == self.version:
+            raise ValueError(f"migration.from_version {self.version!r} is this version; name the previous one")
+        moved: set[tuple[str, str]] = set()
+        for i, step in enumerate(self.migration.steps):
+            ids = self.axes[step.axis].ids
+            unknown = [t for t in step.to if t not in ids]
+            if unknown:
+                raise ValueError(f"migration step {i} ({step.op}): {unknown} are not labels of axis {step.axis} in this version")
+            kept = [f for f in step.from_ if f in ids and not (step.op == "split" and f in step.to)]
+            if kept:
+                raise ValueError(f"migration step {i} ({step.op}): {kept} are still labels of axis {step.axis}; a step moves labels that are gone")
+            twice = [f for f in step.from_ if (step.axis, f) in moved]
+            if twice:
+                raise ValueError(f"migration step {i} ({step.op}): {twice} on axis {step.axis} already moved by an earlier step")
+            moved.update((step.axis, f) for f in step.from_)
+        return self
 
     @property
     def ref(self) -> str:
@@ -218,3 +286,36 @@ class Article(BaseModel):
     license: str | None = None
     section: str | None = None
     service: str | None = None
+
+
+# ---------------------------------------------------------------- taxonomy migration
+
+
+class MigrationChange(BaseModel):
+    """One ticket whose current labels a migration changes (or would, in a dry run)."""
+
+    ticket_id: str
+    before: dict[str, str]
+    after: dict[str, str]
+    reasked: list[str] = Field(default_factory=list, description="axes the agent chose anew (split, retire without target)")
+
+
+class MigrationReport(BaseModel):
+    """What applying a taxonomy version does to the stored history: the dry run's answer, and the commit's."""
+
+    previous: str
+    target: str
+    committed: bool
+    tickets: int = Field(description="tickets with current labels")
+    already_current: int = Field(description="tickets already labelled under the target version")
+    changed: int
+    unchanged: int
+    reasked: int = Field(description="changed tickets on which the agent had to choose among new labels")
+    transitions: dict[str, dict[str, int]] = Field(description="axis -> 'old -> new' -> tickets")
+    reviewed_tickets: int = Field(description="reviewed tickets re-classified under the target version")
+    reviewed_accuracy: dict[str, float] = Field(
+        default_factory=dict, description="per axis: agent's new label = the lead's label moved to the target version"
+    )
+    revisions_written: int = 0
+    store_relabelled: int = 0
+    examples: list[MigrationChange] = Field(default_factory=list, description="the first changes, for a look")

@@ -33,9 +33,12 @@ from agent.contracts import (
     Draft,
     LabelledTicket,
     Message,
+    MigrationChange,
+    MigrationReport,
     Taxonomy,
     TicketIn,
 )
+from agent.migration import MigrationError, MigrationPlan, choose, plan_migration
 from agent.nodes.normalize import clean, redact
 from agent.records import (
     MessageRow,
@@ -57,6 +60,7 @@ from agent.revisions import (
     human_classification,
     merge_agent,
     rejected_by,
+    route_for,
     validate_labels,
 )
 from agent.service import TriageService
@@ -233,6 +237,12 @@ class TicketReader:
         if self._taxonomy is None:
             raise RuntimeError("this reader has no taxonomy; build a Lifecycle for label checks")
         return self._taxonomy
+
+    def served_taxonomy(self, ref: str) -> Taxonomy | None:
+        """A taxonomy version this deployment served (registered when the API started or a migration committed)."""
+        with self.records.read() as session:
+            row = session.scalars(select(TaxonomyVersionRow).where(TaxonomyVersionRow.ref == ref)).first()
+            return Taxonomy.model_validate(row.content) if row is not None else None
 
     def ticket(self, ticket_id: str) -> TicketView:
         with self.records.read() as session:
@@ -551,6 +561,8 @@ class Lifecycle(TicketReader):
     def register_taxonomy(self) -> None:
         """Record the taxonomy in force (once per version), so revisions can name the version they used."""
         content = self.taxonomy.model_dump(mode="json")
+        if content.get("migration") is None:  # versions registered before migrations existed keep their hash
+            content.pop("migration", None)
         sha = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
         try:
             with self.records.write() as session:
@@ -566,6 +578,98 @@ class Lifecycle(TicketReader):
                     log.warning("taxonomy %s changed without a new version; bump `version` in its YAML", self.taxonomy.ref)
         except IntegrityError:
             pass  # another worker registered it first
+
+    def migrate_taxonomy(
+        self, previous: Taxonomy, *, commit: bool = False, reviewed_sample: int = 200,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> MigrationReport:
+        """Move the stored history from `previous` to the taxonomy in force (its `migration:` section).
+
+        A dry run (the default) writes nothing and reports what would change and how often the agent, re-asked
+        under the new version, agrees with the leads' reviewed labels moved to it. `commit` then writes one
+        `taxonomy_migration` revision per changed ticket (history kept: the old revisions stay as they were) and
+        relabels the retrieval store. A re-asked axis (split, retire without target) is the agent's choice, so
+        such a ticket goes to the review queue."""
+        try:
+            plan = plan_migration(previous, self.taxonomy)
+        except MigrationError as exc:
+            raise Invalid(str(exc)) from exc
+        if commit:
+            self.register_taxonomy()
+        with self.records.read() as session:
+            ids = list(session.scalars(select(TicketRow.id).where(TicketRow.current_seq.is_not(None)).order_by(TicketRow.id)))
+        report = MigrationReport(previous=plan.previous, target=plan.target, committed=commit, tickets=len(ids),
+                                 already_current=0, changed=0, unchanged=0, reasked=0, transitions={}, reviewed_tickets=0)
+        hits: dict[str, int] = {}
+        totals: dict[str, int] = {}
+        for done, ticket_id in enumerate(ids, 1):
+            if progress is not None:
+                progress(done, len(ids))
+            row, messages = self._snapshot(ticket_id)
+            with self.records.read() as session:
+                current = _classification(session.scalars(self._revision_query(ticket_id, row.current_seq)).first())
+            if current is None or current.taxonomy_version == self.taxonomy.ref:
+                report.already_current += current is not None
+                continue
+            before = flat_labels(current) or {}
+            after, reask = plan.apply(before)
+            reviewed = all(current.labels[axis].source == "human" for axis in ("service", "tier"))
+            check = reviewed and report.reviewed_tickets < reviewed_sample
+            fresh = self.service.classify(self._thread(row, messages)[0]) if reask or check else None
+            chosen = {axis: choose(fresh.labels[axis], choices) for axis, choices in reask.items()} if fresh else {}
+            after.update({axis: label.label for axis, label in chosen.items()})
+            if check and fresh is not None:
+                report.reviewed_tickets += 1
+                for axis in ("service", "tier"):
+                    if axis not in reask:  # the lead's label predates a split: it is no truth for the new ids
+                        totals[axis] = totals.get(axis, 0) + 1
+                        hits[axis] = hits.get(axis, 0) + (fresh.labels[axis].label == after[axis])
+            if after == before:
+                report.unchanged += 1
+                continue
+            report.changed += 1
+            report.reasked += bool(reask)
+            for axis in changed_axes(before, after):
+                key = f"{before.get(axis)} -> {after[axis]}"
+                report.transitions.setdefault(axis, {})[key] = report.transitions.get(axis, {}).get(key, 0) + 1
+            if len(report.examples) < 50:
+                report.examples.append(MigrationChange(ticket_id=ticket_id, before=before, after=after, reasked=sorted(reask)))
+            if commit:
+                report.revisions_written += self._write_migration(ticket_id, row.current_seq, current, after, chosen, plan)
+        report.reviewed_accuracy = {axis: round(hits[axis] / totals[axis], 4) for axis in totals if totals[axis]}
+        if commit:
+            try:
+                report.store_relabelled = self.service.store.relabel_tickets(plan.stored_labels)
+            except (ChromaError, httpx.HTTPError, OSError) as exc:
+                raise StoreUnavailable(f"the history was migrated but the retrieval store was not ({exc}); run the commit again") from exc
+        return report
+
+    def _write_migration(
+        self, ticket_id: str, seen_seq: int | None, current: Classification, after: dict[str, str],
+        chosen: dict[str, AxisLabel], plan: MigrationPlan,
+    ) -> int:
+        """One `taxonomy_migration` revision, unless the ticket moved on meanwhile (then the next run picks it up)."""
+        labels = {
+            axis: chosen.get(axis) or held.model_copy(update={"label": after[axis]}) for axis, held in current.labels.items()  # type: ignore[misc]
+        }
+        decision = Decision.NEEDS_REVIEW if chosen else current.decision
+        how = "; ".join(f"{axis} {current.labels[axis].label} {plan.describe(axis, current.labels[axis].label)}"
+                        for axis in AXES if after.get(axis) != current.labels[axis].label)
+        migrated = current.model_copy(update={
+            "labels": labels, "decision": decision, "taxonomy_version": self.taxonomy.ref,
+            "route": route_for(self.taxonomy, labels["service"].label),
+        })
+        started = self.clock()
+        with self.records.write() as session:
+            locked = self._lock(session, ticket_id)
+            if locked.current_seq != seen_seq:
+                return 0
+            revision = self._append(
+                session, locked, reason="taxonomy_migration", actor="system:taxonomy-migration", classification=migrated,
+                suggestion={}, started_at=started, before=flat_labels(current), note=f"{plan.previous} -> {plan.target}: {how}",
+            )
+            self._set_current(locked, revision, migrated, in_queue=locked.in_queue or bool(chosen))
+        return 1
 
     # ------------------------------------------------------------ internals
 

@@ -24,6 +24,7 @@ from agent.embeddings import Embedder, OnnxEmbedder, OpenAIEmbedder, packaged_mi
 from agent.graph import triage_graph
 from agent.llm import LLMClient, StructuredMode
 from agent.local_llm import LocalLLMServer
+from agent.migration import migrate_stored_labels
 from agent.proposal import HeadOptions, ProposalHead
 from agent.settings import Settings
 from agent.state import Calibration, TriageContext
@@ -180,7 +181,9 @@ class TriageService:
             self.head = None
             return None
         weights = np.array([3.0 if t.verified else 1.0 for t in tickets])
-        labels = {axis: [t.labels.get(axis) for t in tickets] for axis in AXES}
+        # tickets stored under the previous taxonomy version teach in the new ids (agent/migration.py)
+        stored = [migrate_stored_labels(self.taxonomy, t.labels) for t in tickets]
+        labels = {axis: [lab.get(axis) for lab in stored] for axis in AXES}
         self.head = ProposalHead.fit(
             [t.text() for t in tickets], vectors, labels, self.taxonomy, sample_weight=weights, fingerprint=fingerprint
         )
@@ -214,6 +217,8 @@ class TriageService:
     def _valid_tickets(self, tickets: Iterable[LabelledTicket]) -> tuple[list[LabelledTicket], int]:
         valid, skipped = [], 0
         for ticket in tickets:
+            if self.taxonomy.migration is not None:  # a seed labelled under the previous version
+                ticket = ticket.model_copy(update={"labels": migrate_stored_labels(self.taxonomy, ticket.labels)})
             known = {axis: label for axis, label in ticket.labels.items() if axis in self.taxonomy.axes and label in self.taxonomy.axes[axis].ids}
             if len(known) != len(ticket.labels):
                 log.warning("ticket %s has labels outside taxonomy %s: %s", ticket.id, self.taxonomy.ref, ticket.labels)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -78,6 +78,23 @@ class VectorStore:
                 for a in articles
             ],
         )
+
+    def relabel_tickets(self, relabel: Callable[[dict[str, str]], dict[str, str]], *, batch: int = 1000) -> int:
+        """Rewrite stored tickets' labels (a taxonomy migration); vectors, texts and content hashes stay, so a
+        later ingest of the same seed does not undo it. Returns how many tickets changed."""
+        got = self.tickets.get(include=["metadatas"])
+        ids, metas = [], []
+        for id_, meta in zip(got["ids"], got["metadatas"], strict=True):
+            meta = dict(meta or {})
+            labels = json.loads(meta.get("labels", "{}"))
+            new = relabel(labels)
+            if new != labels:
+                meta["labels"] = json.dumps(new, sort_keys=True)
+                ids.append(id_)
+                metas.append(meta)
+        for i in range(0, len(ids), batch):
+            self.tickets.update(ids=ids[i : i + batch], metadatas=metas[i : i + batch])
+        return len(ids)
 
     def stale_ids(self, collection: str, fingerprints: dict[str, str]) -> list[str]:
         """Ids that are absent from the collection or stored with another content fingerprint."""

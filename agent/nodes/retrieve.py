@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from langgraph.runtime import Runtime
 
+from agent.migration import migrate_stored_labels
 from agent.state import TriageContext, TriageState
 
 
@@ -14,6 +15,8 @@ def retrieve(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState
     k = ctx.settings.top_k_tickets
     # a stored ticket (a reviewed one is in the store) is never evidence for itself when it is re-classified
     neighbours = [n for n in ctx.store.similar_tickets(vector, k + 1 if own else k) if n.id != own][:k]
+    if ctx.taxonomy.migration is not None:  # tickets stored under the previous version vote in the new ids
+        neighbours = [n.model_copy(update={"labels": migrate_stored_labels(ctx.taxonomy, n.labels)}) for n in neighbours]
     articles = ctx.store.similar_articles(vector, ctx.settings.top_k_articles) if ctx.settings.top_k_articles else []
     warnings = [] if neighbours else ["the ticket store is empty: run `triage ingest` to seed it"]
     return {"vector": vector, "neighbours": neighbours, "articles": articles, "warnings": warnings}

@@ -1,0 +1,84 @@
+"""Planning a taxonomy migration: each kind of step, and the mistakes a YAML author makes, refused with the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent.contracts import AxisLabel, LabelAlternative
+from agent.migration import MigrationError, choose, migrate_stored_labels, plan_migration
+from agent.taxonomy import TaxonomyError, load_taxonomy
+from tests.taxonomy_versions import DEFAULT, STEPS, write_v2
+
+
+def test_each_step_moves_its_labels_and_a_split_is_re_asked(tmp_path: Path) -> None:
+    old, new = load_taxonomy(DEFAULT), load_taxonomy(write_v2(tmp_path / "v2.yaml"))
+    plan = plan_migration(old, new)
+    assert plan.previous == old.ref and plan.target == new.ref
+    cases = {
+        "it_help_desk": ("service_desk", {}),
+        "cloud": ("infrastructure", {}),
+        "network": ("infrastructure", {}),
+        "feedback_complaints": ("general_information", {}),
+        "billing_payments": ("billing_payments", {}),
+        "technical_support": ("technical_support", {"service": ("software_application", "hardware")}),
+    }
+    for old_label, (expected, reask) in cases.items():
+        moved, asked = plan.apply({"service": old_label, "tier": "L2", "channel": "email"})
+        assert (moved["service"], asked) == (expected, reask), old_label
+        assert moved["tier"] == "L2" and moved["channel"] == "email"
+    # a stored example teaches nothing about a split it predates: that axis is dropped, the others kept
+    assert plan.stored_labels({"service": "technical_support", "tier": "L3"}) == {"tier": "L3"}
+    assert migrate_stored_labels(new, {"service": "cloud", "tier": "L1"}) == {"service": "infrastructure", "tier": "L1"}
+    assert migrate_stored_labels(old, {"service": "cloud"}) == {"service": "cloud"}  # no migration: unchanged
+
+
+def test_a_label_gone_without_a_step_is_refused_naming_it(tmp_path: Path) -> None:
+    old, new = load_taxonomy(DEFAULT), load_taxonomy(write_v2(tmp_path / "v2.yaml", steps=STEPS[:2]))
+    with pytest.raises(MigrationError, match=r"\['technical_support', 'feedback_complaints'\].*no migration step"):
+        plan_migration(old, new)
+    with pytest.raises(MigrationError, match="no `migration:` section"):
+        plan_migration(new, old)
+
+
+def test_migration_from_another_version_is_refused(tmp_path: Path) -> None:
+    new = load_taxonomy(write_v2(tmp_path / "v2.yaml"))
+    older = load_taxonomy(DEFAULT).model_copy(update={"version": "1999.1"})
+    with pytest.raises(MigrationError, match=f"migrates from default@{load_taxonomy(DEFAULT).version}"):
+        plan_migration(older, new)
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        ({"op": "rename", "axis": "service", "from": "it_help_desk", "to": "nowhere"}, "not labels of axis service"),
+        ({"op": "rename", "axis": "service", "from": "billing_payments", "to": "service_desk"}, "still labels of axis service"),
+        ({"op": "merge", "axis": "service", "from": "cloud", "to": "infrastructure"}, "merge on axis service needs"),
+        ({"op": "split", "axis": "service", "from": "technical_support", "to": "hardware"}, "split on axis service needs"),
+        ({"op": "explode", "axis": "service", "from": "cloud"}, "op"),
+    ],
+)
+def test_a_broken_step_is_refused_when_the_file_is_loaded(tmp_path: Path, step: dict, message: str) -> None:
+    path = write_v2(tmp_path / "v2.yaml", steps=[step])
+    with pytest.raises(TaxonomyError, match=message):
+        load_taxonomy(path)
+
+
+def test_a_step_moving_a_label_twice_is_refused(tmp_path: Path) -> None:
+    path = write_v2(tmp_path / "v2.yaml", steps=[*STEPS, {"op": "retire", "axis": "service", "from": "cloud"}])
+    with pytest.raises(TaxonomyError, match="already moved"):
+        load_taxonomy(path)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert raw["migration"]["from_version"] == load_taxonomy(DEFAULT).version
+
+
+def test_choose_keeps_the_agent_inside_the_split_targets() -> None:
+    suggested = AxisLabel(label="cloud", confidence=0.6, source="proposal",
+                          alternatives=[LabelAlternative(label="network", confidence=0.2), LabelAlternative(label="hardware", confidence=0.1)])
+    picked = choose(suggested, ("software_application", "hardware"))
+    assert (picked.label, picked.confidence) == ("hardware", 0.1)
+    none_fit = choose(AxisLabel(label="cloud", confidence=0.9, source="proposal"), ("software_application", "hardware"))
+    assert (none_fit.label, none_fit.confidence, none_fit.source) == ("software_application", 0.0, "fallback")
+    assert choose(suggested, ("cloud", "hardware")) == suggested
