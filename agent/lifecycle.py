@@ -602,28 +602,30 @@ class Lifecycle(TicketReader):
                                  already_current=0, changed=0, unchanged=0, reasked=0, transitions={}, reviewed_tickets=0)
         hits: dict[str, int] = {}
         totals: dict[str, int] = {}
+        sample = self._reviewed_on_old_version(ids, reviewed_sample)
+        # the store learned from the reviewed tickets: score the agent on them with a head and evidence without them
+        held_out = self.service.held_out_context(frozenset(sample)) if sample else None
         for done, ticket_id in enumerate(ids, 1):
             if progress is not None:
                 progress(done, len(ids))
             row, messages = self._snapshot(ticket_id)
-            with self.records.read() as session:
-                current = _classification(session.scalars(self._revision_query(ticket_id, row.current_seq)).first())
+            current = self._current(ticket_id, row.current_seq)
             if current is None or current.taxonomy_version == self.taxonomy.ref:
                 report.already_current += current is not None
                 continue
             before = flat_labels(current) or {}
             after, reask = plan.apply(before)
-            reviewed = all(current.labels[axis].source == "human" for axis in ("service", "tier"))
-            check = reviewed and report.reviewed_tickets < reviewed_sample
-            fresh = self.service.classify(self._thread(row, messages)[0]) if reask or check else None
+            thread = self._thread(row, messages)[0] if reask or ticket_id in sample else None
+            fresh = self.service.classify(thread) if reask and thread is not None else None
             chosen = {axis: choose(fresh.labels[axis], choices) for axis, choices in reask.items()} if fresh else {}
             after.update({axis: label.label for axis, label in chosen.items()})
-            if check and fresh is not None:
+            if ticket_id in sample and thread is not None:
+                unseen = self.service.classify(thread, context=held_out)
                 report.reviewed_tickets += 1
                 for axis in ("service", "tier"):
                     if axis not in reask:  # the lead's label predates a split: it is no truth for the new ids
                         totals[axis] = totals.get(axis, 0) + 1
-                        hits[axis] = hits.get(axis, 0) + (fresh.labels[axis].label == after[axis])
+                        hits[axis] = hits.get(axis, 0) + (unseen.labels[axis].label == after[axis])
             if after == before:
                 report.unchanged += 1
                 continue
@@ -643,6 +645,25 @@ class Lifecycle(TicketReader):
             except (ChromaError, httpx.HTTPError, OSError) as exc:
                 raise StoreUnavailable(f"the history was migrated but the retrieval store was not ({exc}); run the commit again") from exc
         return report
+
+    def _current(self, ticket_id: str, seq: int | None) -> Classification | None:
+        with self.records.read() as session:
+            return _classification(session.scalars(self._revision_query(ticket_id, seq)).first())
+
+    def _reviewed_on_old_version(self, ids: Sequence[str], limit: int) -> set[str]:
+        """Up to `limit` tickets whose current labels a lead set under another taxonomy version."""
+        found: set[str] = set()
+        for ticket_id in ids:
+            if len(found) >= limit:
+                break
+            with self.records.read() as session:
+                row = self._get(session, ticket_id)
+                current = _classification(session.scalars(self._revision_query(ticket_id, row.current_seq)).first())
+            if current is not None and current.taxonomy_version != self.taxonomy.ref and all(
+                current.labels[axis].source == "human" for axis in ("service", "tier")
+            ):
+                found.add(ticket_id)
+        return found
 
     def _write_migration(
         self, ticket_id: str, seen_seq: int | None, current: Classification, after: dict[str, str],

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -176,19 +176,29 @@ class TriageService:
             if head is not None and head.fingerprint == fingerprint:
                 self.head = head
                 return head
+        self.head = self._fit_head(fingerprint)
+        if self.head is not None:
+            self.head.save(self.head_path)
+        return self.head
+
+    def _fit_head(self, fingerprint: str, *, without: frozenset[str] = frozenset()) -> ProposalHead | None:
         tickets, vectors = self.store.labelled_tickets()
-        if not tickets:
-            self.head = None
+        keep = [i for i, t in enumerate(tickets) if t.id not in without]
+        if not keep:
             return None
+        tickets, vectors = [tickets[i] for i in keep], vectors[keep]
         weights = np.array([3.0 if t.verified else 1.0 for t in tickets])
         # tickets stored under the previous taxonomy version teach in the new ids (agent/migration.py)
         stored = [migrate_stored_labels(self.taxonomy, t.labels) for t in tickets]
         labels = {axis: [lab.get(axis) for lab in stored] for axis in AXES}
-        self.head = ProposalHead.fit(
+        return ProposalHead.fit(
             [t.text() for t in tickets], vectors, labels, self.taxonomy, sample_weight=weights, fingerprint=fingerprint
         )
-        self.head.save(self.head_path)
-        return self.head
+
+    def held_out_context(self, ids: frozenset[str]) -> TriageContext:
+        """A graph context that has never seen the stored tickets `ids`: a head fitted without them (not saved)
+        and retrieval that skips them, to measure the agent on tickets the store already learned from."""
+        return replace(self.context(), head=self._fit_head("held-out", without=ids), hidden_ids=ids)
 
     # ------------------------------------------------------------ ingest
 
@@ -253,9 +263,9 @@ class TriageService:
             calibration=self.calibration,
         )
 
-    def classify(self, ticket: TicketIn) -> Classification:
+    def classify(self, ticket: TicketIn, *, context: TriageContext | None = None) -> Classification:
         self.check_ticket(ticket)
-        ctx = self.context()
+        ctx = context or self.context()
         started = ctx.clock()
         state = triage_graph.invoke({"ticket": ticket, "warnings": [], "usage": Usage()}, context=ctx)
         labels = state["labels"]

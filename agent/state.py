@@ -130,3 +130,5 @@ class TriageContext:
     llm: LLMClient | None
     calibration: Calibration = field(default_factory=Calibration)
     clock: Callable[[], float] = time.perf_counter
+    # stored tickets that may not be evidence (a held-out measurement: the head was fitted without them too)
+    hidden_ids: frozenset[str] = frozenset()

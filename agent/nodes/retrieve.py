@@ -14,7 +14,8 @@ def retrieve(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState
     own = state["ticket"].ticket_id
     k = ctx.settings.top_k_tickets
     # a stored ticket (a reviewed one is in the store) is never evidence for itself when it is re-classified
-    neighbours = [n for n in ctx.store.similar_tickets(vector, k + 1 if own else k) if n.id != own][:k]
+    hidden = ctx.hidden_ids | {own} if own else ctx.hidden_ids
+    neighbours = [n for n in ctx.store.similar_tickets(vector, k + len(hidden)) if n.id not in hidden][:k]
     if ctx.taxonomy.migration is not None:  # tickets stored under the previous version vote in the new ids
         neighbours = [n.model_copy(update={"labels": migrate_stored_labels(ctx.taxonomy, n.labels)}) for n in neighbours]
     articles = ctx.store.similar_articles(vector, ctx.settings.top_k_articles) if ctx.settings.top_k_articles else []

@@ -20,9 +20,9 @@ from agent.records import Records
 from agent.service import TriageService
 from agent.settings import Settings
 from agent.taxonomy import load_taxonomy
+from evals.migration_demo import write_v2
 from tests.integration.conftest import TRIAGE, cli_env
 from tests.records_support import TAXONOMY_PATH, copy_seeded, database_url, proposal_settings, running_api
-from tests.taxonomy_versions import write_v2
 
 TICKETS = {  # the label a lead gives each (None: left as the agent labelled it)
     "help_desk": ({"subject": "Locked out", "body": "My work laptop says my Windows account is locked. Please unlock it.", "channel": "email"}, "it_help_desk"),
@@ -89,14 +89,14 @@ def test_dry_run_then_commit_moves_the_history_and_keeps_every_revision(deployme
 
         # the CLI's dry run, in another process, reports the same
         env = cli_env(deployment.data_dir, TRIAGE_DATABASE_URL=deployment.url, TRIAGE_TAXONOMY_PATH=str(deployment.v2))
-        cli = subprocess.run([TRIAGE, "taxonomy", "migrate", "--mode", "proposal", "--json"], env=env,
+        cli = subprocess.run([TRIAGE, "taxonomy", "migrate", "--mode", "proposal", "--reviewed-sample", "0", "--json"], env=env,
                              capture_output=True, text=True, timeout=600)
         assert cli.returncode == 0, cli.stderr
         assert {k: v for k, v in json.loads(cli.stdout).items() if k in ("changed", "reasked", "transitions")} == {
             "changed": dry.changed, "reasked": dry.reasked, "transitions": dry.transitions}
         assert revision_counts(lifecycle, ids) == before
 
-        done = lifecycle.migrate_taxonomy(previous, commit=True)
+        done = lifecycle.migrate_taxonomy(previous, commit=True, reviewed_sample=0)  # measured above; a head fit saved
         assert done.committed and done.revisions_written == dry.changed and done.store_relabelled > 0
         after = revision_counts(lifecycle, ids)
         for name in ids:

@@ -10,7 +10,7 @@ import yaml
 from agent.contracts import AxisLabel, LabelAlternative
 from agent.migration import MigrationError, choose, migrate_stored_labels, plan_migration
 from agent.taxonomy import TaxonomyError, load_taxonomy
-from tests.taxonomy_versions import DEFAULT, STEPS, write_v2
+from evals.migration_demo import DEFAULT, STEPS, write_v2
 
 
 def test_each_step_moves_its_labels_and_a_split_is_re_asked(tmp_path: Path) -> None:

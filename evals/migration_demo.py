@@ -1,0 +1,101 @@
+"""A taxonomy migration on a real deployment, end to end: `python -m evals.migration_demo` (README figures).
+
+It seeds a store under evals/runs/migration_demo/, files 200 of the project's own written e-mail tickets
+(evals/data/tier_written_emails.jsonl) through the lifecycle in proposal mode, lets a "lead" review every second
+one with the labels it was written with, writes the next version of the default taxonomy (one step of each kind:
+`write_v2`, also used by the tests) and runs the real `triage taxonomy migrate`, dry run then --commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from tqdm import tqdm
+
+from agent.settings import REPO_ROOT
+
+DEFAULT = REPO_ROOT / "knowledge_base" / "taxonomies" / "default.yaml"
+STEPS = [
+    {"op": "rename", "axis": "service", "from": "it_help_desk", "to": "service_desk"},
+    {"op": "merge", "axis": "service", "from": ["network", "cloud"], "to": "infrastructure"},
+    {"op": "split", "axis": "service", "from": "technical_support", "to": ["software_application", "hardware"]},
+    {"op": "retire", "axis": "service", "from": "feedback_complaints", "to": "general_information"},
+]
+
+
+def write_v2(dest: Path, steps: list[dict] | None = None) -> Path:
+    """default.yaml as version `<v>.2`: it_help_desk renamed, network + cloud merged, technical_support split,
+    feedback_complaints retired into general_information."""
+    raw = yaml.safe_load(DEFAULT.read_text(encoding="utf-8"))
+    previous = raw["version"]
+    service = raw["axes"]["service"]
+    by_id = {label["id"]: label for label in service["labels"]}
+    gone = {"network", "cloud", "technical_support", "feedback_complaints"}
+    labels = []
+    for label in service["labels"]:
+        if label["id"] == "it_help_desk":
+            label = {**label, "id": "service_desk", "name": "Service desk"}
+        if label["id"] == "network":
+            merged = f"{by_id['network']['description']} {by_id['cloud']['description']}"
+            label = {**label, "id": "infrastructure", "name": "Infrastructure", "description": merged,
+                     "examples": by_id["network"].get("examples", []) + by_id["cloud"].get("examples", [])}
+        elif label["id"] in gone:
+            continue
+        labels.append(label)
+    service["labels"] = labels
+    if service["fallback"] in gone:
+        service["fallback"] = "general_information"
+    raw["version"] = f"{previous}.2"
+    raw["migration"] = {"from_version": previous, "steps": STEPS if steps is None else steps}
+    dest.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return dest
+
+
+WRITTEN = REPO_ROOT / "evals" / "data" / "tier_written_emails.jsonl"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tickets", type=int, default=200, help="tickets filed before the migration")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "evals" / "runs" / "migration_demo")
+    args = parser.parse_args(argv)
+    from agent.contracts import TicketIn
+    from agent.lifecycle import Lifecycle, ReviewIn
+    from agent.records import Records
+    from agent.service import running_service
+    from agent.settings import Settings
+
+    shutil.rmtree(args.out, ignore_errors=True)
+    data_dir = args.out / "data"
+    url = f"sqlite:///{data_dir / 'triage.db'}"
+    settings = Settings(data_dir=data_dir, taxonomy_path=DEFAULT, mode="proposal", database_url=url)
+    rows = [json.loads(line) for line in WRITTEN.read_text(encoding="utf-8").splitlines()[: args.tickets]]
+    with running_service(settings, progress=True) as service:
+        records = Records(url)
+        records.upgrade()
+        lifecycle = Lifecycle(service, records)
+        lifecycle.register_taxonomy()
+        for i, row in enumerate(tqdm(rows, desc="filing tickets", unit="ticket")):
+            view, _ = lifecycle.create_ticket(TicketIn(subject=row["subject"], body=row["body"], channel="email"), created_by="demo")
+            if i % 2 == 0:
+                lifecycle.review(view.id, ReviewIn(action="edit", labels=row["labels"]), reviewer="demo-lead")
+        records.close()
+    v2 = write_v2(args.out / "default-v2.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")}
+    env.update(TRIAGE_DATA_DIR=str(data_dir), TRIAGE_DATABASE_URL=url, TRIAGE_TAXONOMY_PATH=str(v2))
+    triage = str(Path(sys.executable).parent / "triage")
+    for extra in ([], ["--commit"]):
+        command = [triage, "taxonomy", "migrate", "--mode", "proposal", *extra]
+        print(f"\n$ TRIAGE_TAXONOMY_PATH={v2.relative_to(REPO_ROOT)} triage taxonomy migrate --mode proposal {' '.join(extra)}".rstrip(), flush=True)
+        subprocess.run(command, env=env, check=True)
+
+
+if __name__ == "__main__":
+    main()
