@@ -20,10 +20,11 @@ from agent import __version__
 from agent.api_guards import BodyLimit, Credentials, install_error_handlers, needs
 from agent.api_insights import router as insights_router
 from agent.auth import Principal, create_key, list_keys, revoke_key
-from agent.contracts import Classification, Message, Taxonomy, TicketIn
+from agent.contracts import Classification, Message, MigrationReport, Taxonomy, TicketIn
 from agent.lifecycle import (
     EscalationIn,
     Lifecycle,
+    MigrationIn,
     NotFound,
     Page,
     QueueItem,
@@ -261,14 +262,22 @@ def create_app(
             return [TaxonomyVersionView(ref=r.ref, name=r.name, version=r.version, sha256=r.sha256, created_at=r.created_at) for r in rows]
 
     @app.get("/v1/taxonomy/versions/{ref}", response_model=Taxonomy, tags=["taxonomy"])
-    def taxonomy_version(ref: str, request: Request, who: Lead) -> Taxonomy:
+    def taxonomy_version(ref: str, who: Lead, life: Life) -> Taxonomy:
         """One served version's content as it was served (`name@version`), so a lead can see what a past label meant
         and diff it with the taxonomy in force."""
-        with request.app.state.records.read() as session:
-            row = session.scalars(select(TaxonomyVersionRow).where(TaxonomyVersionRow.ref == ref)).first()
-            if row is None:
-                raise NotFound(f"no taxonomy version {ref!r} was served here; GET /v1/taxonomy/versions lists them")
-            return Taxonomy.model_validate(row.content)
+        served = life.served_taxonomy(ref)
+        if served is None:
+            raise NotFound(f"no taxonomy version {ref!r} was served here; GET /v1/taxonomy/versions lists them")
+        return served
+
+    @app.post("/v1/taxonomy/migration", response_model=MigrationReport, tags=["taxonomy"])
+    def migrate_taxonomy(body: MigrationIn, who: Admin, life: Life) -> MigrationReport:
+        """Move the stored history to the taxonomy in force, following its `migration:` section: a dry run unless
+        `commit` (what would change, label by label, and the agent's agreement with the leads' reviewed labels
+        under the new version); with `commit`, one `taxonomy_migration` revision per changed ticket. Re-asked
+        tickets are classified in the request, so a large history takes a while: `triage taxonomy migrate` shows
+        progress."""
+        return life.migrate_taxonomy(life.previous_taxonomy(body.previous), commit=body.commit, reviewed_sample=body.reviewed_sample)
 
     @app.post("/v1/keys", response_model=NewKey, status_code=201, tags=["keys"])
     def new_key(body: KeyIn, request: Request, who: Admin) -> NewKey:

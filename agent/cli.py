@@ -247,7 +247,7 @@ def taxonomy_migrate(
         fail(f"--mode must be hybrid, proposal or llm, not {mode!r}")
     from tqdm import tqdm
 
-    from agent.lifecycle import Invalid, Lifecycle, StoreUnavailable
+    from agent.lifecycle import Invalid, Lifecycle, NotFound, StoreUnavailable
     from agent.service import running_service
 
     settings = _settings(mode)  # type: ignore[arg-type]
@@ -263,18 +263,15 @@ def taxonomy_migrate(
     try:
         with running_service(settings, progress=not as_json) as service:
             lifecycle = Lifecycle(service, records)
-            ref = f"{target.name}@{target.migration.from_version}"  # type: ignore[union-attr]
-            before = before or lifecycle.served_taxonomy(ref)
-            if before is None:
-                fail(f"this deployment never served {ref}; pass its YAML with --previous PATH")
+            before = before or lifecycle.previous_taxonomy()
             with tqdm(desc="tickets", unit="ticket", disable=as_json) as bar:
                 def advance(done: int, total: int) -> None:
                     bar.total = total
                     bar.update(done - bar.n)
 
                 report = lifecycle.migrate_taxonomy(before, commit=commit, reviewed_sample=reviewed_sample, progress=advance)  # type: ignore[arg-type]
-    except (Invalid, StoreUnavailable) as exc:
-        fail(str(exc))
+    except (Invalid, NotFound, StoreUnavailable) as exc:
+        fail(f"{exc}" + ("; or pass its YAML with --previous PATH" if isinstance(exc, NotFound) else ""))
     finally:
         records.close()
     if as_json:

@@ -143,6 +143,15 @@ class ReviewIn(BaseModel):
 # ---------------------------------------------------------------- what callers get
 
 
+class MigrationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    commit: bool = Field(default=False, description="Write the revisions; false (default) is a dry run that writes nothing.")
+    previous: str | None = Field(
+        default=None, description="The served version to migrate from (`name@version`); default: the one `migration.from_version` names."
+    )
+    reviewed_sample: int = Field(default=200, ge=0, le=5000, description="Reviewed tickets re-classified to score the agent.")
+
+
 class MessageView(BaseModel):
     seq: int
     author: str
@@ -578,6 +587,17 @@ class Lifecycle(TicketReader):
                     log.warning("taxonomy %s changed without a new version; bump `version` in its YAML", self.taxonomy.ref)
         except IntegrityError:
             pass  # another worker registered it first
+
+    def previous_taxonomy(self, ref: str | None = None) -> Taxonomy:
+        """The served version a migration starts from: `ref`, else the one the taxonomy in force migrates from."""
+        migration = self.taxonomy.migration
+        if ref is None and migration is None:
+            raise Invalid(f"the taxonomy in force, {self.taxonomy.ref}, has no `migration:` section to apply")
+        ref = ref or f"{self.taxonomy.name}@{migration.from_version}"  # type: ignore[union-attr]
+        found = self.served_taxonomy(ref)
+        if found is None:
+            raise NotFound(f"this deployment never served taxonomy {ref!r}; GET /v1/taxonomy/versions lists the ones it did")
+        return found
 
     def migrate_taxonomy(
         self, previous: Taxonomy, *, commit: bool = False, reviewed_sample: int = 200,

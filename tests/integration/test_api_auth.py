@@ -34,6 +34,7 @@ NEEDS = {
     ("GET", "/v1/stats/queue"): "lead",
     ("GET", "/v1/taxonomy/versions"): "lead",
     ("GET", "/v1/taxonomy/versions/{ref}"): "lead",
+    ("POST", "/v1/taxonomy/migration"): "admin",
     ("POST", "/v1/keys"): "admin",
     ("GET", "/v1/keys"): "admin",
     ("DELETE", "/v1/keys/{key_id}"): "admin",

@@ -94,6 +94,14 @@ def test_dry_run_then_commit_moves_the_history_and_keeps_every_revision(deployme
         assert cli.returncode == 0, cli.stderr
         assert {k: v for k, v in json.loads(cli.stdout).items() if k in ("changed", "reasked", "transitions")} == {
             "changed": dry.changed, "reasked": dry.reasked, "transitions": dry.transitions}
+        # and so does the admin's HTTP call on an API serving the new version
+        with running_api(lifecycle.service, deployment.url) as api:
+            assert api.post("/v1/taxonomy/migration", {"reviewed_sample": 0}, scope="lead").status_code == 403
+            http = api.post("/v1/taxonomy/migration", {"reviewed_sample": 0}, scope="admin")
+            assert http.status_code == 200, http.text
+            assert (http.json()["changed"], http.json()["committed"]) == (dry.changed, False)
+            unknown = api.post("/v1/taxonomy/migration", {"previous": "default@0"}, scope="admin")
+            assert unknown.status_code == 404 and "GET /v1/taxonomy/versions" in unknown.json()["detail"]
         assert revision_counts(lifecycle, ids) == before
 
         done = lifecycle.migrate_taxonomy(previous, commit=True, reviewed_sample=0)  # measured above; a head fit saved
