@@ -237,6 +237,12 @@ class TriageClient:
         """One served version's full content (see ui/NEEDS.md: not every API has this endpoint yet)."""
         return self._request("GET", f"/v1/taxonomy/versions/{ref}")
 
+    def migrate_taxonomy(self, *, commit: bool = False, reviewed_sample: int = 200) -> dict[str, Any]:
+        """Move the stored history to the taxonomy in force (`MigrationReport`); a dry run unless `commit`. Needs an
+        admin key; re-asked tickets are classified inside the request, hence the long timeout."""
+        body = {"commit": commit, "reviewed_sample": reviewed_sample}
+        return self._request("POST", "/v1/taxonomy/migration", json=body, timeout=1800.0)
+
     def stats(self, **params: Any) -> dict[str, Any]:
         """The KPIs (`GET /v1/stats`): volumes, decision shares, overturn rates, time to decision, KB use and gaps."""
         return self._request("GET", "/v1/stats", params=params, timeout=60.0)

@@ -49,3 +49,23 @@ def _text(value: Any) -> str:
     if isinstance(value, list):
         return " | ".join(str(v) for v in value)
     return "" if value is None else str(value)
+
+
+def migration_steps(tax: dict[str, Any]) -> list[dict[str, Any]]:
+    """The `migration:` steps of a taxonomy as table rows (none when it has no migration)."""
+    migration = tax.get("migration") or {}
+    return [
+        {"op": step["op"], "axis": step["axis"], "from": ", ".join(step.get("from") or step.get("from_") or []),
+         "to": ", ".join(step.get("to") or []) or "(re-classified)", "note": step.get("note") or ""}
+        for step in migration.get("steps") or []
+    ]
+
+
+def migration_transitions(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """A `MigrationReport`'s moves as rows, most tickets first."""
+    rows = [
+        {"axis": axis, "from": move.split(" -> ")[0], "to": move.split(" -> ")[-1], "tickets": n}
+        for axis, moves in (report.get("transitions") or {}).items()
+        for move, n in moves.items()
+    ]
+    return sorted(rows, key=lambda r: (-r["tickets"], r["axis"], r["from"]))

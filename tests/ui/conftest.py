@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,13 +125,19 @@ def unseeded_api(seeded_store: Path, tmp_path_factory: pytest.TempPathFactory) -
     data_dir = copy_seeded(seeded_store, tmp_path_factory.mktemp("ui-api") / "data")
     calibration = data_dir.parent / "calibration.json"
     calibration.write_text(json.dumps({"thresholds": {}, "default": 0.99}))
+    with serving(data_dir, TRIAGE_CALIBRATION_PATH=str(calibration)) as live:
+        yield live
+
+
+@contextmanager
+def serving(data_dir: Path, **env: str) -> Iterator[LiveApi]:
+    """A real API (uvicorn subprocess, proposal mode) on a free port over `data_dir`; `env` sets TRIAGE_* variables."""
     port = free_port()
-    log = data_dir.parent / "api.log"
-    env = cli_env(data_dir, TRIAGE_MODE="proposal", TRIAGE_CALIBRATION_PATH=str(calibration))
+    log = data_dir.parent / f"api-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "agent.api:create_app", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT, env=cli_env(data_dir, TRIAGE_MODE="proposal", **env), stdout=out, stderr=subprocess.STDOUT,
         )
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", process, log)

@@ -6,7 +6,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from tests.ui.conftest import LiveApi, app_test, run_page, texts
+from tests.ui.conftest import LiveApi, app_test, run_page, serving, texts
 from ui.format import anchor, cited_ids
 
 pytestmark = pytest.mark.integration
@@ -253,6 +253,9 @@ def test_taxonomy_lists_labels_and_diffs_a_candidate_version(api: LiveApi, monke
     rows = set(zip(diff["label"], diff["change"], diff["field"], strict=True))
     # from next.yaml to the taxonomy in force: the label it removed is added back, and so on
     assert {(removed, "added", ""), ("warranty", "removed", ""), (service[0]["id"], "changed", "description")} <= rows
+    # the default taxonomy follows no earlier version: nothing to move, and no migration buttons
+    assert any("no `migration:` section" in c.value for c in at.caption)
+    assert not [b for b in at.button if b.key and b.key.startswith("tax_migrate")]
 
 
 def test_taxonomy_diffs_a_version_the_api_served_before(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -276,3 +279,39 @@ def test_taxonomy_diffs_a_version_the_api_served_before(api: LiveApi, monkeypatc
     diff = at.dataframe[-1].value
     # the label the older version lacked is the one added since
     assert (dropped, "added") in set(zip(diff["label"], diff["change"], strict=True))
+
+
+def test_an_admin_dry_runs_then_commits_a_taxonomy_migration(api: LiveApi, monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> None:  # noqa: ANN001
+    """A copy of the deployment served under the next taxonomy version (one step of each kind): the page lists the
+    steps, the dry run reports the moves and writes nothing, the commit writes one revision per changed ticket."""
+    import shutil
+
+    from evals.migration_demo import write_v2
+
+    root = tmp_path_factory.mktemp("ui-migration")
+    shutil.copytree(api.data_dir, root / "data")  # the tickets the UI tests filed, reviewed ones included
+    with serving(root / "data", TRIAGE_TAXONOMY_PATH=str(write_v2(root / "v2.yaml"))) as live:
+        at = run_page(app_test(monkeypatch, live.url, live.key("admin")), "views/taxonomy.py")
+        steps = at.dataframe[-1].value
+        assert list(steps["op"]) == ["rename", "merge", "split", "retire"]
+        assert at.button(key="tax_migrate_commit").disabled  # no commit before a dry run
+        with live.http("admin") as http:
+            tickets = http.get("/v1/tickets", params={"limit": 200}).json()["items"]
+            before = {t["id"]: t["revisions"] for t in tickets}
+            at.button(key="tax_migrate_dry").click().run(timeout=600)
+            assert not at.exception, [e.value for e in at.exception]
+            shown = texts(at)
+            assert "Dry run: default@" in shown and "would change" in shown
+            dry = http.post("/v1/taxonomy/migration", json={"reviewed_sample": 0}, timeout=600).json()
+            assert {t["id"]: t["revisions"] for t in http.get("/v1/tickets", params={"limit": 200}).json()["items"]} == before
+            assert dry["changed"] >= 1  # the filed tickets include a VPN outage and an app crash: network, technical support
+            assert f"{len(before)} tickets: {dry['changed']} would change" in shown
+            at.button(key="tax_migrate_commit").click().run(timeout=600)
+            assert not at.exception, [e.value for e in at.exception]
+            assert f"{dry['changed']} changed" in texts(at)
+            after = {t["id"]: t["revisions"] for t in http.get("/v1/tickets", params={"limit": 200}).json()["items"]}
+            assert sum(after[i] - before[i] for i in before) == dry["changed"]
+            moved = [i for i in before if after[i] > before[i]]
+            for ticket_id in moved[:3]:
+                last = http.get(f"/v1/tickets/{ticket_id}/revisions").json()[-1]
+                assert last["reason"] == "taxonomy_migration" and last["actor"] == "system:taxonomy-migration"

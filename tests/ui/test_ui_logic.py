@@ -13,7 +13,7 @@ from ui.api_client import ApiAuthError, ApiNotFound, ApiRejected, ApiUnreachable
 from ui.batch_io import flat_row, parse_tickets, to_csv
 from ui.evals_data import Report, coverage_precision, per_class_f1, reliability
 from ui.format import age_params, escape_md, label_changes, link_citations, review_request, timeline, within_age
-from ui.taxonomy_diff import diff
+from ui.taxonomy_diff import diff, migration_steps, migration_transitions
 
 
 def test_citations_link_to_evidence_cards_and_unknown_ids_stay_text() -> None:
@@ -88,6 +88,23 @@ def test_taxonomy_diff() -> None:
     rows = [(r["label"], r["change"], r["field"]) for r in diff(old, new)]
     assert rows == [("y", "removed", ""), ("z", "added", ""), ("x", "changed", "description"), ("x", "changed", "routing"), ("", "fallback", "fallback")]
     assert diff(old, old) == []
+
+
+def test_migration_tables_read_the_taxonomy_and_report_as_the_api_serves_them(tmp_path) -> None:  # noqa: ANN001
+    from agent.taxonomy import load_taxonomy
+    from evals.migration_demo import write_v2
+
+    served = load_taxonomy(write_v2(tmp_path / "v2.yaml")).model_dump(mode="json", by_alias=True)
+    steps = migration_steps(served)
+    assert [(s["op"], s["from"], s["to"]) for s in steps] == [
+        ("rename", "it_help_desk", "service_desk"), ("merge", "network, cloud", "infrastructure"),
+        ("split", "technical_support", "software_application, hardware"), ("retire", "feedback_complaints", "general_information"),
+    ]
+    assert migration_steps(load_taxonomy(tmp_path / "v2.yaml").model_dump(mode="json")) == steps  # stored content (from_)
+    assert migration_steps({"axes": {}}) == []
+    report = {"transitions": {"service": {"cloud -> infrastructure": 3, "it_help_desk -> service_desk": 5}, "tier": {"L1 -> L2": 3}}}
+    assert [(r["axis"], r["from"], r["to"], r["tickets"]) for r in migration_transitions(report)] == [
+        ("service", "it_help_desk", "service_desk", 5), ("service", "cloud", "infrastructure", 3), ("tier", "L1", "L2", 3)]
 
 
 def client_answering(status: int, body: object) -> TriageClient:

@@ -12,7 +12,7 @@ from agent.contracts import Taxonomy
 from ui.api_client import ApiAuthError, ApiError, ApiNotFound
 from ui.common import client, settings, show_error, taxonomy
 from ui.format import escape_md
-from ui.taxonomy_diff import AXES, diff
+from ui.taxonomy_diff import AXES, diff, migration_steps, migration_transitions
 
 
 def label_table(tax: dict[str, Any], axis: str) -> list[dict[str, Any]]:
@@ -95,3 +95,48 @@ if other is not None:
         counts = {k: sum(1 for c in changes if c["change"] == k) for k in ("added", "removed", "changed")}
         st.write(f"{counts['added']} labels added, {counts['removed']} removed, {counts['changed']} field changes.")
         st.dataframe(changes, hide_index=True)
+
+
+st.header("Moving the history to this version")
+steps = migration_steps(tax)
+if not steps:
+    st.caption(
+        "The taxonomy in force has no `migration:` section, so there is nothing to move. A new version names the one "
+        "it follows and its rename / merge / split / retire steps (README, \"Changing the taxonomy\")."
+    )
+else:
+    st.caption(f"From **{escape_md(tax['name'])}@{escape_md(str(tax['migration']['from_version']))}**:")
+    st.dataframe(steps, hide_index=True)
+    dry, apply = st.columns(2)
+
+    def run_migration(wanted: str) -> None:
+        try:
+            with st.spinner("Re-classifying what the new version needs re-asked..."):
+                result = client().migrate_taxonomy(commit=wanted == "commit")
+            st.session_state["tax_dry_run" if wanted == "dry" else "tax_committed"] = result
+        except ApiAuthError as err:
+            st.warning(f"Moving the history needs an admin key: {escape_md(str(err))}", icon=":material/key:")
+        except ApiError as err:
+            show_error(err)
+
+    if dry.button("Dry run (writes nothing)", key="tax_migrate_dry"):
+        run_migration("dry")
+    # the commit is offered once a dry run has shown what it will do
+    if apply.button("Commit the migration", key="tax_migrate_commit", disabled="tax_dry_run" not in st.session_state,
+                    help="Writes one revision per changed ticket; run the dry run first."):
+        run_migration("commit")
+    for key, verb in (("tax_committed", "changed"), ("tax_dry_run", "would change")):
+        result = st.session_state.get(key)
+        if not result:
+            continue
+        label = "Committed" if result["committed"] else "Dry run"
+        st.subheader(f"{label}: {result['previous']} → {result['target']}")
+        st.write(
+            f"{result['tickets']} tickets: {result['changed']} {verb} ({result['reasked']} re-asked by the agent), "
+            f"{result['unchanged']} unchanged, {result['already_current']} already on the new version."
+        )
+        if result["reviewed_tickets"]:
+            scores = ", ".join(f"{axis} {acc:.0%}" for axis, acc in result["reviewed_accuracy"].items())
+            st.write(f"The agent under the new version agrees with the leads on {result['reviewed_tickets']} reviewed tickets: {scores}.")
+        st.dataframe(migration_transitions(result), hide_index=True)
+        break
