@@ -636,8 +636,10 @@ class Lifecycle(TicketReader):
             before = flat_labels(current) or {}
             after, reask = plan.apply(before)
             thread = self._thread(row, messages)[0] if reask or ticket_id in sample else None
-            fresh = self.service.classify(thread) if reask and thread is not None else None
-            chosen = {axis: choose(fresh.labels[axis], choices) for axis, choices in reask.items()} if fresh else {}
+            chosen: dict[str, AxisLabel] = {}
+            if reask and thread is not None:
+                fresh = self.service.classify(thread)
+                chosen = {axis: choose(fresh.labels[axis], choices) for axis, choices in reask.items()}
             after.update({axis: label.label for axis, label in chosen.items()})
             if ticket_id in sample and thread is not None:
                 unseen = self.service.classify(thread, context=held_out)
@@ -652,8 +654,9 @@ class Lifecycle(TicketReader):
             report.changed += 1
             report.reasked += bool(reask)
             for axis in changed_axes(before, after):
+                moves = report.transitions.setdefault(axis, {})
                 key = f"{before.get(axis)} -> {after[axis]}"
-                report.transitions.setdefault(axis, {})[key] = report.transitions.get(axis, {}).get(key, 0) + 1
+                moves[key] = moves.get(key, 0) + 1
             if len(report.examples) < 50:
                 report.examples.append(MigrationChange(ticket_id=ticket_id, before=before, after=after, reasked=sorted(reask)))
             if commit:
@@ -690,9 +693,7 @@ class Lifecycle(TicketReader):
         chosen: dict[str, AxisLabel], plan: MigrationPlan,
     ) -> int:
         """One `taxonomy_migration` revision, unless the ticket moved on meanwhile (then the next run picks it up)."""
-        labels = {
-            axis: chosen.get(axis) or held.model_copy(update={"label": after[axis]}) for axis, held in current.labels.items()  # type: ignore[misc]
-        }
+        labels = {axis: chosen.get(axis) or plan.moved_label(axis, held, after[axis]) for axis, held in current.labels.items()}
         decision = Decision.NEEDS_REVIEW if chosen else current.decision
         how = "; ".join(f"{axis} {current.labels[axis].label} {plan.describe(axis, current.labels[axis].label)}"
                         for axis in AXES if after.get(axis) != current.labels[axis].label)

@@ -43,6 +43,23 @@ class MigrationPlan:
         moved, reask = _apply(self.moves, labels)
         return {axis: label for axis, label in moved.items() if axis not in reask}
 
+    def move(self, axis: str, label: str) -> str | None:
+        """The new id of one old label (itself when kept); None when the agent must choose (split, retire alone)."""
+        found = self.moves.get(axis, {}).get(label)
+        return label if found is None else found.to
+
+    def moved_label(self, axis: str, held: AxisLabel, new: str) -> AxisLabel:
+        """`held` (a label in force under the previous version) as `new`, its alternatives moved too: an
+        alternative that a step re-asks is dropped, two merged into one keep the higher confidence."""
+        alternatives: dict[str, float] = {}
+        for alternative in held.alternatives:
+            target = self.move(axis, alternative.label)
+            if target is not None and target != new:
+                alternatives[target] = max(alternatives.get(target, 0.0), alternative.confidence)
+        return held.model_copy(
+            update={"label": new, "alternatives": [LabelAlternative(label=k, confidence=v) for k, v in alternatives.items()]}
+        )
+
     def describe(self, axis: str, old: str) -> str:
         move = self.moves.get(axis, {}).get(old)
         if move is None:

@@ -110,6 +110,10 @@ def test_dry_run_then_commit_moves_the_history_and_keeps_every_revision(deployme
         for name in ids:
             moved = name in {"help_desk", "split"} or ids[name] in changes
             assert after[name] == before[name] + moved, name
+        ids_now = {axis: set(spec.ids) for axis, spec in lifecycle.taxonomy.axes.items()}
+        for name in ids:  # no label of the migrated history, alternatives included, is outside the new version
+            for axis, label in lifecycle.revisions(ids[name])[-1].classification.labels.items():
+                assert {label.label, *(a.label for a in label.alternatives)} <= ids_now[axis], (name, axis)
         help_desk = lifecycle.revisions(ids["help_desk"])
         last = help_desk[-1]
         assert (last.reason, last.actor) == ("taxonomy_migration", "system:taxonomy-migration")

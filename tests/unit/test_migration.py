@@ -82,3 +82,17 @@ def test_choose_keeps_the_agent_inside_the_split_targets() -> None:
     none_fit = choose(AxisLabel(label="cloud", confidence=0.9, source="proposal"), ("software_application", "hardware"))
     assert (none_fit.label, none_fit.confidence, none_fit.source) == ("software_application", 0.0, "fallback")
     assert choose(suggested, ("cloud", "hardware")) == suggested
+
+
+def test_a_moved_label_takes_its_alternatives_along_and_none_is_left_outside_the_new_version(tmp_path: Path) -> None:
+    old, new = load_taxonomy(DEFAULT), load_taxonomy(write_v2(tmp_path / "v2.yaml"))
+    plan = plan_migration(old, new)
+    held = AxisLabel(label="it_help_desk", confidence=0.7, source="proposal", alternatives=[
+        LabelAlternative(label="network", confidence=0.1), LabelAlternative(label="cloud", confidence=0.15),
+        LabelAlternative(label="technical_support", confidence=0.03), LabelAlternative(label="billing_payments", confidence=0.02)])
+    moved = plan.moved_label("service", held, "service_desk")
+    assert (moved.label, moved.confidence, moved.source) == ("service_desk", 0.7, "proposal")
+    # network + cloud merged keep the higher confidence; the split one is the agent's to choose, so it goes
+    assert [(a.label, a.confidence) for a in moved.alternatives] == [("infrastructure", 0.15), ("billing_payments", 0.02)]
+    assert {a.label for a in moved.alternatives} <= set(new.axes["service"].ids)
+    assert plan.move("service", "billing_payments") == "billing_payments" and plan.move("service", "technical_support") is None
