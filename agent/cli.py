@@ -231,8 +231,9 @@ def taxonomy_migrate(
     """Move the stored tickets to the taxonomy in force, following its `migration:` section.
 
     First without --commit, a dry run that writes nothing: it re-asks the agent where the new version needs it
-    (a split, a retirement without a target) and reports how many tickets would change, label by label, and how
-    often the agent agrees with the leads' reviewed labels under the new version.
+    (a split, a retirement without a target, unless one of the step's `rules` or its `otherwise` decides) and
+    reports how many tickets would change, label by label, and how often the agent agrees with the leads'
+    reviewed labels under the new version.
 
     With --commit: one `taxonomy_migration` revision per changed ticket (earlier revisions stay as they were),
     the retrieval store relabelled, re-asked tickets sent to the review queue.
@@ -279,7 +280,8 @@ def taxonomy_migrate(
         return
     verb = "changed" if commit else "would change"
     typer.secho(f"{report.previous} -> {report.target}{'' if commit else ' (dry run: nothing written)'}", bold=True)
-    typer.echo(f"{report.tickets} tickets: {report.changed} {verb} ({report.reasked} re-asked), {report.unchanged} unchanged, "
+    typer.echo(f"{report.tickets} tickets: {report.changed} {verb} ({report.reasked} re-asked, {report.ruled} by rules), "
+               f"{report.unchanged} unchanged, "
                f"{report.already_current} already on {report.target}")
     for axis, moves in report.transitions.items():
         for move, n in sorted(moves.items(), key=lambda kv: -kv[1]):

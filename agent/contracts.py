@@ -6,6 +6,7 @@ it is defined once, here, and everything else imports it.
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Literal
 
@@ -69,18 +70,64 @@ class AxisDef(BaseModel):
 MigrationOp = Literal["rename", "merge", "split", "retire"]
 
 
+class SplitRule(BaseModel):
+    """Sends a ticket of a split (or target-less retired) label to `to` without asking the agent, when every
+    condition given holds: any of `keywords` (whole words, any case) or `pattern` (a regular expression, any
+    case) in the ticket's text, and its labels under the previous version among `when` (axis -> ids)."""
+
+    model_config = ConfigDict(extra="forbid")
+    to: str
+    keywords: list[str] = Field(default_factory=list)
+    pattern: str | None = None
+    when: dict[AxisName, list[str]] = Field(default_factory=dict)
+
+    @field_validator("keywords", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _has_a_condition(self) -> SplitRule:
+        if not (self.keywords or self.pattern or self.when):
+            raise ValueError(f"the rule to {self.to!r} has no condition: give keywords, pattern or when (use the step's `otherwise` for the rest)")
+        if any(not k.strip() for k in self.keywords):
+            raise ValueError(f"the rule to {self.to!r} has an empty keyword")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"the rule to {self.to!r} has a pattern that is not a regular expression: {exc}") from exc
+        return self
+
+    def matches(self, text: str, labels: dict[str, str]) -> bool:
+        if any(labels.get(axis) not in ids for axis, ids in self.when.items()):
+            return False
+        if self.keywords and not re.search(r"\b(?:" + "|".join(re.escape(k.strip()) for k in self.keywords) + r")\b", text, re.IGNORECASE):
+            return False
+        return self.pattern is None or re.search(self.pattern, text, re.IGNORECASE) is not None
+
+    def describe(self) -> str:
+        parts = [f"keywords {', '.join(self.keywords)}"] if self.keywords else []
+        parts += [f"pattern /{self.pattern}/"] if self.pattern else []
+        parts += [f"{axis} in {ids}" for axis, ids in self.when.items()]
+        return " and ".join(parts)
+
+
 class MigrationStep(BaseModel):
     """One change of one axis from the previous version: where the tickets of the old label(s) go.
 
     rename: one old id -> one new id; merge: several old ids -> one new id; split: one old id -> several new ids,
     the agent re-asked to choose among them; retire: the old id goes, its tickets to `to` (one id) or, with no
-    `to`, re-classified on the whole axis."""
+    `to`, re-classified on the whole axis. A split or a target-less retire may carry `rules` (the first that
+    matches decides, no agent needed) and `otherwise` (where the tickets no rule matches go, instead of a re-ask)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     op: MigrationOp
     axis: AxisName
     from_: list[str] = Field(alias="from", min_length=1)
     to: list[str] = Field(default_factory=list)
+    rules: list[SplitRule] = Field(default_factory=list)
+    otherwise: str | None = None
     note: str = ""
 
     @field_validator("from_", "to", mode="before")
@@ -101,7 +148,17 @@ class MigrationStep(BaseModel):
             shapes = {"rename": "from: OLD, to: NEW", "merge": "from: [OLD, OLD, ...], to: NEW",
                       "split": "from: OLD, to: [NEW, NEW, ...]", "retire": "from: OLD, and to: NEW or no `to`"}
             raise ValueError(f"{self.op} on axis {self.axis} needs {shapes[self.op]}; got from {self.from_}, to {self.to}")
+        if (self.rules or self.otherwise) and not (self.op == "split" or (self.op == "retire" and not self.to)):
+            raise ValueError(f"{self.op} of {self.from_} has one target already; `rules` and `otherwise` belong to a split or a retire without `to`")
+        if self.op == "split":
+            outside = [t for t in [*(r.to for r in self.rules), self.otherwise] if t is not None and t not in self.to]
+            if outside:
+                raise ValueError(f"split of {self.from_[0]!r}: rules or otherwise send tickets to {outside}, which are not among its targets {self.to}")
         return self
+
+    def targets(self) -> list[str]:
+        """The new ids this step's rules and `otherwise` name (for a split, `to` already lists them)."""
+        return [*(r.to for r in self.rules), *([self.otherwise] if self.otherwise else [])]
 
 
 class TaxonomyMigration(BaseModel):
@@ -140,7 +197,7 @@ class Taxonomy(BaseModel):
         moved: set[tuple[str, str]] = set()
         for i, step in enumerate(self.migration.steps):
             ids = self.axes[step.axis].ids
-            unknown = [t for t in step.to if t not in ids]
+            unknown = list(dict.fromkeys(t for t in [*step.to, *step.targets()] if t not in ids))
             if unknown:
                 raise ValueError(f"migration step {i} ({step.op}): {unknown} are not labels of axis {step.axis} in this version")
             kept = [f for f in step.from_ if f in ids and not (step.op == "split" and f in step.to)]
@@ -298,6 +355,7 @@ class MigrationChange(BaseModel):
     before: dict[str, str]
     after: dict[str, str]
     reasked: list[str] = Field(default_factory=list, description="axes the agent chose anew (split, retire without target)")
+    ruled: list[str] = Field(default_factory=list, description="axes a split's rule (or its `otherwise`) decided")
 
 
 class MigrationReport(BaseModel):
@@ -311,6 +369,7 @@ class MigrationReport(BaseModel):
     changed: int
     unchanged: int
     reasked: int = Field(description="changed tickets on which the agent had to choose among new labels")
+    ruled: int = Field(default=0, description="changed tickets whose new label a migration rule (or `otherwise`) chose")
     transitions: dict[str, dict[str, int]] = Field(description="axis -> 'old -> new' -> tickets")
     reviewed_tickets: int = Field(description="reviewed tickets re-classified under the target version")
     reviewed_accuracy: dict[str, float] = Field(

@@ -634,7 +634,8 @@ class Lifecycle(TicketReader):
                 report.already_current += current is not None
                 continue
             before = flat_labels(current) or {}
-            after, reask = plan.apply(before)
+            moved = plan.apply(before, "\n\n".join([row.subject, row.body, *(m.text for m in messages)]))
+            after, reask = moved.labels, moved.reask
             thread = self._thread(row, messages)[0] if reask or ticket_id in sample else None
             chosen: dict[str, AxisLabel] = {}
             if reask and thread is not None:
@@ -653,15 +654,18 @@ class Lifecycle(TicketReader):
                 continue
             report.changed += 1
             report.reasked += bool(reask)
+            report.ruled += bool(moved.ruled)
             for axis in changed_axes(before, after):
                 moves = report.transitions.setdefault(axis, {})
                 key = f"{before.get(axis)} -> {after[axis]}"
                 moves[key] = moves.get(key, 0) + 1
             if len(report.examples) < 50:
-                report.examples.append(MigrationChange(ticket_id=ticket_id, before=before, after=after, reasked=sorted(reask)))
+                report.examples.append(
+                    MigrationChange(ticket_id=ticket_id, before=before, after=after, reasked=sorted(reask), ruled=sorted(moved.ruled))
+                )
             if commit:
-                report.revisions_written += self._write_migration(ticket_id, row.current_seq, current, after, chosen, plan)
-        report.reviewed_accuracy = {axis: round(hits[axis] / totals[axis], 4) for axis in totals if totals[axis]}
+                report.revisions_written += self._write_migration(ticket_id, row.current_seq, current, after, chosen, plan, moved.ruled)
+        report.reviewed_accuracy = {axis: round(hits[axis] / totals[axis], 4) for axis in AXES if totals.get(axis)}
         if commit:
             try:
                 report.store_relabelled = self.service.store.relabel_tickets(plan.stored_labels)
@@ -690,13 +694,15 @@ class Lifecycle(TicketReader):
 
     def _write_migration(
         self, ticket_id: str, seen_seq: int | None, current: Classification, after: dict[str, str],
-        chosen: dict[str, AxisLabel], plan: MigrationPlan,
+        chosen: dict[str, AxisLabel], plan: MigrationPlan, ruled: dict[str, str],
     ) -> int:
         """One `taxonomy_migration` revision, unless the ticket moved on meanwhile (then the next run picks it up)."""
         labels = {axis: chosen.get(axis) or plan.moved_label(axis, held, after[axis]) for axis, held in current.labels.items()}
         decision = Decision.NEEDS_REVIEW if chosen else current.decision
-        how = "; ".join(f"{axis} {current.labels[axis].label} {plan.describe(axis, current.labels[axis].label)}"
-                        for axis in AXES if after.get(axis) != current.labels[axis].label)
+        how = "; ".join(
+            f"{axis} {current.labels[axis].label} {plan.describe(axis, current.labels[axis].label, after[axis], ruled.get(axis, ''))}"
+            for axis in AXES if after.get(axis) != current.labels[axis].label
+        )
         migrated = current.model_copy(update={
             "labels": labels, "decision": decision, "taxonomy_version": self.taxonomy.ref,
             "route": route_for(self.taxonomy, labels["service"].label),

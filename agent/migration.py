@@ -2,7 +2,8 @@
 
 A new version's YAML carries a `migration:` section naming the version it follows and one step per changed
 label. This module only plans: which old id becomes which new id, and which tickets the agent must re-ask
-because the old label does not say (a split, a retirement with no target). The lifecycle applies a plan to the
+because the old label does not say (a split, a retirement with no target) unless a rule of the step does
+(keywords, a pattern or the ticket's other labels; the first matching rule wins, then `otherwise`). The lifecycle applies a plan to the
 stored history (a dry run first, then one `taxonomy_migration` revision per changed ticket); the store and
 `triage ingest` apply its fixed part to stored labelled tickets, so the head learns the new ids.
 """
@@ -10,9 +11,9 @@ stored history (a dry run first, then one `taxonomy_migration` revision per chan
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from agent.contracts import AXES, AxisLabel, LabelAlternative, MigrationOp, Taxonomy
+from agent.contracts import AXES, AxisLabel, LabelAlternative, MigrationOp, SplitRule, Taxonomy
 
 
 class MigrationError(ValueError):
@@ -21,11 +22,35 @@ class MigrationError(ValueError):
 
 @dataclass(frozen=True)
 class Move:
-    """Where one old label goes: a fixed new id, or a re-ask among `choices`."""
+    """Where one old label goes: a fixed new id, or the first matching rule's, or `otherwise`, or a re-ask
+    among `choices`."""
 
     op: MigrationOp
     to: str | None
     choices: tuple[str, ...] = ()
+    rules: tuple[SplitRule, ...] = ()
+    otherwise: str | None = None
+
+    def decide(self, labels: Mapping[str, str], text: str | None) -> tuple[str | None, str]:
+        """(new id, which rule chose it: '' for a fixed move); (None, '') when the agent must choose. Without the
+        ticket's text a rule that reads text cannot be ruled out, so such a ticket is re-asked."""
+        if self.to is not None:
+            return self.to, ""
+        for i, rule in enumerate(self.rules, 1):
+            if text is None and (rule.keywords or rule.pattern):
+                return None, ""
+            if rule.matches(text or "", dict(labels)):
+                return rule.to, f"rule {i} ({rule.describe()})"
+        return (self.otherwise, "otherwise") if self.otherwise else (None, "")
+
+
+@dataclass
+class Moved:
+    """One ticket's labels under the new version, so far: what the agent must still choose, and what rules chose."""
+
+    labels: dict[str, str]
+    reask: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    ruled: dict[str, str] = field(default_factory=dict)  # axis -> the rule that chose its label
 
 
 @dataclass(frozen=True)
@@ -34,14 +59,15 @@ class MigrationPlan:
     target: str
     moves: Mapping[str, Mapping[str, Move]]  # axis -> old id -> move; labels kept as they are have none
 
-    def apply(self, labels: Mapping[str, str]) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
-        """The labels with every fixed move applied, and the axes to re-ask with the ids to choose among."""
-        return _apply(self.moves, labels)
+    def apply(self, labels: Mapping[str, str], text: str | None = None) -> Moved:
+        """The labels with every fixed move and matching rule applied, and the axes to re-ask with the ids to
+        choose among. `text` is the ticket's (subject, body, messages) for rules that read it."""
+        return _apply(self.moves, labels, text)
 
-    def stored_labels(self, labels: Mapping[str, str]) -> dict[str, str]:
-        """A stored example's labels moved: fixed moves applied, axes that would need a re-ask dropped."""
-        moved, reask = _apply(self.moves, labels)
-        return {axis: label for axis, label in moved.items() if axis not in reask}
+    def stored_labels(self, labels: Mapping[str, str], text: str | None = None) -> dict[str, str]:
+        """A stored example's labels moved: fixed moves and rules applied, axes that would need a re-ask dropped."""
+        moved = _apply(self.moves, labels, text)
+        return {axis: label for axis, label in moved.labels.items() if axis not in moved.reask}
 
     def move(self, axis: str, label: str) -> str | None:
         """The new id of one old label (itself when kept); None when the agent must choose (split, retire alone)."""
@@ -60,11 +86,15 @@ class MigrationPlan:
             update={"label": new, "alternatives": [LabelAlternative(label=k, confidence=v) for k, v in alternatives.items()]}
         )
 
-    def describe(self, axis: str, old: str) -> str:
+    def describe(self, axis: str, old: str, new: str | None = None, ruled: str = "") -> str:
         move = self.moves.get(axis, {}).get(old)
         if move is None:
             return "kept"
-        return f"{move.op} -> {move.to}" if move.to else f"{move.op} -> one of {list(move.choices)}"
+        if move.to:
+            return f"{move.op} -> {move.to}"
+        if ruled and new:
+            return f"{move.op} -> {new} by {ruled}"
+        return f"{move.op} -> one of {list(move.choices)}"
 
 
 def plan_migration(previous: Taxonomy, target: Taxonomy) -> MigrationPlan:
@@ -93,10 +123,11 @@ def plan_migration(previous: Taxonomy, target: Taxonomy) -> MigrationPlan:
     return MigrationPlan(previous=previous.ref, target=target.ref, moves=moves)
 
 
-def migrate_stored_labels(taxonomy: Taxonomy, labels: Mapping[str, str]) -> dict[str, str]:
-    """Labels of a stored example (seed line, taught review) in `taxonomy`'s ids: fixed moves applied, labels that
-    would need a re-ask dropped (an example teaches nothing about a split it predates); others left as they are."""
-    return MigrationPlan(previous="", target=taxonomy.ref, moves=_moves(taxonomy)).stored_labels(labels)
+def migrate_stored_labels(taxonomy: Taxonomy, labels: Mapping[str, str], text: str | None = None) -> dict[str, str]:
+    """Labels of a stored example (seed line, taught review) in `taxonomy`'s ids: fixed moves and matching rules
+    applied, labels that would need a re-ask dropped (an example teaches nothing about a split it predates);
+    others left as they are."""
+    return MigrationPlan(previous="", target=taxonomy.ref, moves=_moves(taxonomy)).stored_labels(labels, text)
 
 
 def choose(suggested: AxisLabel, choices: Sequence[str]) -> AxisLabel:
@@ -121,18 +152,21 @@ def _moves(taxonomy: Taxonomy) -> dict[str, dict[str, Move]]:
                 axis_moves[old] = Move(op=step.op, to=step.to[0])
             else:
                 choices = tuple(step.to) if step.op == "split" else tuple(taxonomy.axes[step.axis].ids)
-                axis_moves[old] = Move(op=step.op, to=None, choices=choices)
+                axis_moves[old] = Move(op=step.op, to=None, choices=choices, rules=tuple(step.rules), otherwise=step.otherwise)
     return moves
 
 
-def _apply(moves: Mapping[str, Mapping[str, Move]], labels: Mapping[str, str]) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
-    out, reask = dict(labels), {}
+def _apply(moves: Mapping[str, Mapping[str, Move]], labels: Mapping[str, str], text: str | None) -> Moved:
+    moved = Moved(labels=dict(labels))
     for axis, label in labels.items():
         move = moves.get(axis, {}).get(label)
         if move is None:
             continue
-        if move.to is not None:
-            out[axis] = move.to
-        else:
-            reask[axis] = move.choices
-    return out, reask
+        new, rule = move.decide(labels, text)  # rules read the labels under the previous version
+        if new is None:
+            moved.reask[axis] = move.choices
+            continue
+        moved.labels[axis] = new
+        if rule:
+            moved.ruled[axis] = rule
+    return moved

@@ -189,7 +189,7 @@ class TriageService:
         tickets, vectors = [tickets[i] for i in keep], vectors[keep]
         weights = np.array([3.0 if t.verified else 1.0 for t in tickets])
         # tickets stored under the previous taxonomy version teach in the new ids (agent/migration.py)
-        stored = [migrate_stored_labels(self.taxonomy, t.labels) for t in tickets]
+        stored = [migrate_stored_labels(self.taxonomy, t.labels, t.text()) for t in tickets]
         labels = {axis: [lab.get(axis) for lab in stored] for axis in AXES}
         return ProposalHead.fit(
             [t.text() for t in tickets], vectors, labels, self.taxonomy, sample_weight=weights, fingerprint=fingerprint
@@ -228,7 +228,7 @@ class TriageService:
         valid, skipped = [], 0
         for ticket in tickets:
             if self.taxonomy.migration is not None:  # a seed labelled under the previous version
-                ticket = ticket.model_copy(update={"labels": migrate_stored_labels(self.taxonomy, ticket.labels)})
+                ticket = ticket.model_copy(update={"labels": migrate_stored_labels(self.taxonomy, ticket.labels, ticket.text())})
             known = {axis: label for axis, label in ticket.labels.items() if axis in self.taxonomy.axes and label in self.taxonomy.axes[axis].ids}
             if len(known) != len(ticket.labels):
                 log.warning("ticket %s has labels outside taxonomy %s: %s", ticket.id, self.taxonomy.ref, ticket.labels)

@@ -79,15 +79,15 @@ class VectorStore:
             ],
         )
 
-    def relabel_tickets(self, relabel: Callable[[dict[str, str]], dict[str, str]], *, batch: int = 1000) -> int:
-        """Rewrite stored tickets' labels (a taxonomy migration); vectors, texts and content hashes stay, so a
-        later ingest of the same seed does not undo it. Returns how many tickets changed."""
-        got = self.tickets.get(include=["metadatas"])
+    def relabel_tickets(self, relabel: Callable[[dict[str, str], str], dict[str, str]], *, batch: int = 1000) -> int:
+        """Rewrite stored tickets' labels (a taxonomy migration) with `relabel(labels, text)`; vectors, texts and
+        content hashes stay, so a later ingest of the same seed does not undo it. Returns how many changed."""
+        got = self.tickets.get(include=["metadatas", "documents"])
         ids, metas = [], []
-        for id_, meta in zip(got["ids"], got["metadatas"], strict=True):
+        for id_, meta, doc in zip(got["ids"], got["metadatas"], got["documents"], strict=True):
             meta = dict(meta or {})
             labels = json.loads(meta.get("labels", "{}"))
-            new = relabel(labels)
+            new = relabel(labels, doc or "")
             if new != labels:
                 meta["labels"] = json.dumps(new, sort_keys=True)
                 ids.append(id_)

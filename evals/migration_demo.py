@@ -3,7 +3,7 @@
 It seeds a store under evals/runs/migration_demo/, files 200 of the project's own written e-mail tickets
 (evals/data/tier_written_emails.jsonl) through the lifecycle in proposal mode, lets a "lead" review every second
 one with the labels it was written with, writes the next version of the default taxonomy (one step of each kind:
-`write_v2`, also used by the tests) and runs the real `triage taxonomy migrate`, dry run then --commit.
+`write_v2`, also used by the tests; the split with a keyword rule) and runs the real `triage taxonomy migrate`, dry run then --commit.
 """
 
 from __future__ import annotations
@@ -28,6 +28,15 @@ STEPS = [
     {"op": "split", "axis": "service", "from": "technical_support", "to": ["software_application", "hardware"]},
     {"op": "retire", "axis": "service", "from": "feedback_complaints", "to": "general_information"},
 ]
+
+# the demo's split lets keywords settle what they can (software words first: "the app on our tablets" is the app)
+# and re-asks the agent for the rest
+SPLIT_RULES = [
+    {"to": "software_application",
+     "keywords": ["app", "api", "webhook", "integration", "export", "update", "software", "Schnittstelle", "Anwendung", "integración"]},
+    {"to": "hardware", "keywords": ["laptop", "printer", "monitor", "keyboard", "tablet", "docking station", "headset"]},
+]
+DEMO_STEPS = [{**step, "rules": SPLIT_RULES} if step["op"] == "split" else step for step in STEPS]
 
 
 def write_v2(dest: Path, steps: list[dict] | None = None) -> Path:
@@ -87,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
             if i % 2 == 0:
                 lifecycle.review(view.id, ReviewIn(action="edit", labels=row["labels"]), reviewer="demo-lead")
         records.close()
-    v2 = write_v2(args.out / "default-v2.yaml")
+    v2 = write_v2(args.out / "default-v2.yaml", steps=DEMO_STEPS)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")}
     env.update(TRIAGE_DATA_DIR=str(data_dir), TRIAGE_DATABASE_URL=url, TRIAGE_TAXONOMY_PATH=str(v2))
     triage = str(Path(sys.executable).parent / "triage")

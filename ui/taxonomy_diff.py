@@ -56,9 +56,24 @@ def migration_steps(tax: dict[str, Any]) -> list[dict[str, Any]]:
     migration = tax.get("migration") or {}
     return [
         {"op": step["op"], "axis": step["axis"], "from": ", ".join(step.get("from") or step.get("from_") or []),
-         "to": ", ".join(step.get("to") or []) or "(re-classified)", "note": step.get("note") or ""}
+         "to": ", ".join(step.get("to") or []) or "(re-classified)", "rules": _rules(step), "note": step.get("note") or ""}
         for step in migration.get("steps") or []
     ]
+
+
+def _rules(step: dict[str, Any]) -> str:
+    """A split's rules in one line: where each sends tickets and when, then `otherwise` (else the agent chooses)."""
+    parts = []
+    for rule in step.get("rules") or []:
+        when = [f"keywords {', '.join(rule['keywords'])}"] if rule.get("keywords") else []
+        when += [f"/{rule['pattern']}/"] if rule.get("pattern") else []
+        when += [f"{axis} in {', '.join(ids)}" for axis, ids in (rule.get("when") or {}).items()]
+        parts.append(f"{rule['to']} if {' and '.join(when)}")
+    if step.get("otherwise"):
+        parts.append(f"otherwise {step['otherwise']}")
+    elif parts:
+        parts.append("otherwise the agent chooses")
+    return "; ".join(parts)
 
 
 def migration_transitions(report: dict[str, Any]) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ def retrieve(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState
     hidden = ctx.hidden_ids | {own} if own else ctx.hidden_ids
     neighbours = [n for n in ctx.store.similar_tickets(vector, k + len(hidden)) if n.id not in hidden][:k]
     if ctx.taxonomy.migration is not None:  # tickets stored under the previous version vote in the new ids
-        neighbours = [n.model_copy(update={"labels": migrate_stored_labels(ctx.taxonomy, n.labels)}) for n in neighbours]
+        neighbours = [n.model_copy(update={"labels": migrate_stored_labels(ctx.taxonomy, n.labels, n.text)}) for n in neighbours]
     articles = ctx.store.similar_articles(vector, ctx.settings.top_k_articles) if ctx.settings.top_k_articles else []
     warnings = [] if neighbours else ["the ticket store is empty: run `triage ingest` to seed it"]
     return {"vector": vector, "neighbours": neighbours, "articles": articles, "warnings": warnings}

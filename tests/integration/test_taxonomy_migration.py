@@ -137,3 +137,57 @@ def test_dry_run_then_commit_moves_the_history_and_keeps_every_revision(deployme
         assert again.changed == 0 and again.already_current == done.revisions_written
     finally:
         records.close()
+
+
+RULED_SPLIT = {
+    "op": "split", "axis": "service", "from": "technical_support", "to": ["software_application", "hardware"],
+    "rules": [{"to": "hardware", "keywords": ["laptop", "docking station", "printer"]}],
+}
+
+
+def test_a_split_rule_moves_matching_tickets_without_the_agent_and_re_asks_the_rest(
+    seeded_data_dir: Path, tmp_path: Path
+) -> None:
+    data_dir = copy_seeded(seeded_data_dir, tmp_path / "data")
+    url = f"sqlite:///{data_dir / 'rules.sqlite'}"
+    tickets = {
+        "ruled": {"subject": "Dock", "body": "My laptop no longer charges on the docking station since Monday.", "channel": "email"},
+        "asked": {"subject": "Export", "body": "The export dialog of your desktop app shows an empty list.", "channel": "email"},
+    }
+    ids = {}
+    with running_api(TriageService(proposal_settings(data_dir)), url) as api:
+        for name, body in tickets.items():
+            ids[name] = api.post("/v1/tickets", body).json()["id"]
+            edit = {"action": "edit", "labels": {"service": "technical_support", "tier": "L2"}}
+            assert api.post(f"/v1/tickets/{ids[name]}/reviews", edit, scope="lead").status_code == 201
+    steps = [{"op": "rename", "axis": "service", "from": "it_help_desk", "to": "service_desk"},
+             {"op": "merge", "axis": "service", "from": ["network", "cloud"], "to": "infrastructure"}, RULED_SPLIT,
+             {"op": "retire", "axis": "service", "from": "feedback_complaints", "to": "general_information"}]
+    v2 = write_v2(tmp_path / "default-v2.yaml", steps=steps)
+    records = Records(url)
+    try:
+        lifecycle = Lifecycle(TriageService(Settings(data_dir=data_dir, taxonomy_path=v2, mode="proposal")), records)
+        previous = lifecycle.previous_taxonomy()
+        dry = lifecycle.migrate_taxonomy(previous, reviewed_sample=0)
+        changes = {c.ticket_id: c for c in dry.examples}
+        assert (changes[ids["ruled"]].after["service"], changes[ids["ruled"]].ruled, changes[ids["ruled"]].reasked) == (
+            "hardware", ["service"], [])
+        assert changes[ids["asked"]].reasked == ["service"] and changes[ids["asked"]].ruled == []
+        assert (dry.ruled, dry.reasked) == (1, 1)
+
+        done = lifecycle.migrate_taxonomy(previous, commit=True, reviewed_sample=0)
+        assert done.revisions_written == dry.changed == 2
+        ruled = lifecycle.ticket(ids["ruled"])
+        last = lifecycle.revisions(ids["ruled"])[-1]
+        assert last.reason == "taxonomy_migration" and last.labels["service"] == "hardware"
+        assert "technical_support split -> hardware by rule 1 (keywords laptop" in (last.note or "")
+        # the rule is the taxonomy owner's decision, like a rename: the lead's label stays theirs, nothing to review
+        assert last.classification.labels["service"].source == "human" and not ruled.in_queue
+        asked = lifecycle.ticket(ids["asked"])
+        assert asked.in_queue and asked.current.classification.decision.value == "needs_review"
+        # the store: the ruled ticket teaches `hardware`; the re-asked one teaches no service label until reviewed
+        stored = lifecycle.service.store.tickets.get(ids=[ids["ruled"], ids["asked"]], include=["metadatas"])
+        services = {i: json.loads(m["labels"]).get("service") for i, m in zip(stored["ids"], stored["metadatas"], strict=True)}
+        assert services == {ids["ruled"]: "hardware", ids["asked"]: None}
+    finally:
+        records.close()

@@ -26,9 +26,9 @@ def test_each_step_moves_its_labels_and_a_split_is_re_asked(tmp_path: Path) -> N
         "technical_support": ("technical_support", {"service": ("software_application", "hardware")}),
     }
     for old_label, (expected, reask) in cases.items():
-        moved, asked = plan.apply({"service": old_label, "tier": "L2", "channel": "email"})
-        assert (moved["service"], asked) == (expected, reask), old_label
-        assert moved["tier"] == "L2" and moved["channel"] == "email"
+        moved = plan.apply({"service": old_label, "tier": "L2", "channel": "email"}, "My laptop will not boot")
+        assert (moved.labels["service"], moved.reask, moved.ruled) == (expected, reask, {}), old_label
+        assert moved.labels["tier"] == "L2" and moved.labels["channel"] == "email"
     # a stored example teaches nothing about a split it predates: that axis is dropped, the others kept
     assert plan.stored_labels({"service": "technical_support", "tier": "L3"}) == {"tier": "L3"}
     assert migrate_stored_labels(new, {"service": "cloud", "tier": "L1"}) == {"service": "infrastructure", "tier": "L1"}
@@ -50,6 +50,44 @@ def test_migration_from_another_version_is_refused(tmp_path: Path) -> None:
         plan_migration(older, new)
 
 
+RULED_SPLIT = {
+    "op": "split", "axis": "service", "from": "technical_support", "to": ["software_application", "hardware"],
+    "rules": [
+        {"to": "hardware", "keywords": ["laptop", "printer", "docking station"]},
+        {"to": "software_application", "pattern": r"\bapp(lication)?\b.*\b(crash|freez)", "when": {"tier": ["L2", "L3"]}},
+    ],
+}
+
+
+def test_a_split_with_rules_decides_where_a_rule_matches_and_re_asks_the_rest(tmp_path: Path) -> None:
+    steps = [step for step in STEPS if step["op"] != "split"] + [RULED_SPLIT]
+    old, new = load_taxonomy(DEFAULT), load_taxonomy(write_v2(tmp_path / "v2.yaml", steps=steps))
+    plan = plan_migration(old, new)
+    labels = {"service": "technical_support", "tier": "L2", "channel": "email"}
+    # keywords: whole words, any case; the first matching rule wins
+    moved = plan.apply(labels, "Subject: LAPTOP\n\nthe app crashes when I dock it")
+    assert moved.labels["service"] == "hardware" and moved.reask == {}
+    assert moved.ruled == {"service": "rule 1 (keywords laptop, printer, docking station)"}
+    assert plan.describe("service", "technical_support", "hardware", moved.ruled["service"]) == (
+        "split -> hardware by rule 1 (keywords laptop, printer, docking station)"
+    )
+    assert plan.apply(labels, "our laptops").reask == {"service": ("software_application", "hardware")}  # not a whole word
+    # pattern and `when` together: the labels read are those under the previous version
+    moved = plan.apply(labels, "The application keeps crashing on start")
+    assert moved.labels["service"] == "software_application" and moved.ruled["service"].startswith("rule 2 (pattern")
+    assert plan.apply({**labels, "tier": "L1"}, "The application keeps crashing").reask  # tier L1: rule 2 does not hold
+    # without a rule that matches, or without the text a rule reads, the agent is re-asked
+    assert plan.apply(labels, "How do I export a report?").reask == {"service": ("software_application", "hardware")}
+    assert plan.apply(labels).reask and plan.stored_labels(labels) == {"tier": "L2", "channel": "email"}
+    assert plan.stored_labels(labels, "printer jam") == {"service": "hardware", "tier": "L2", "channel": "email"}
+    assert migrate_stored_labels(new, {"service": "technical_support"}, "new docking station") == {"service": "hardware"}
+    # `otherwise` takes what no rule matched, so nothing is re-asked
+    steps[-1] = {**RULED_SPLIT, "otherwise": "software_application"}
+    plan = plan_migration(old, load_taxonomy(write_v2(tmp_path / "v3.yaml", steps=steps)))
+    moved = plan.apply(labels, "How do I export a report?")
+    assert (moved.labels["service"], moved.reask, moved.ruled) == ("software_application", {}, {"service": "otherwise"})
+
+
 @pytest.mark.parametrize(
     ("step", "message"),
     [
@@ -58,6 +96,13 @@ def test_migration_from_another_version_is_refused(tmp_path: Path) -> None:
         ({"op": "merge", "axis": "service", "from": "cloud", "to": "infrastructure"}, "merge on axis service needs"),
         ({"op": "split", "axis": "service", "from": "technical_support", "to": "hardware"}, "split on axis service needs"),
         ({"op": "explode", "axis": "service", "from": "cloud"}, "op"),
+        ({**RULED_SPLIT, "rules": [{"to": "hardware"}]}, "has no condition"),
+        ({**RULED_SPLIT, "rules": [{"to": "hardware", "pattern": "(unclosed"}]}, "not a regular expression"),
+        ({**RULED_SPLIT, "rules": [{"to": "general_information", "keywords": ["faq"]}]}, r"not among its targets \['software_application', 'hardware'\]"),
+        ({**RULED_SPLIT, "otherwise": "nowhere"}, "not among its targets"),
+        ({"op": "rename", "axis": "service", "from": "it_help_desk", "to": "service_desk", "otherwise": "service_desk"},
+         "belong to a split or a retire without `to`"),
+        ({"op": "retire", "axis": "service", "from": "cloud", "rules": [{"to": "nowhere", "keywords": "vm"}]}, "not labels of axis service"),
     ],
 )
 def test_a_broken_step_is_refused_when_the_file_is_loaded(tmp_path: Path, step: dict, message: str) -> None:

@@ -132,7 +132,8 @@ else:
         label = "Committed" if result["committed"] else "Dry run"
         st.subheader(f"{label}: {result['previous']} → {result['target']}")
         st.write(
-            f"{result['tickets']} tickets: {result['changed']} {verb} ({result['reasked']} re-asked by the agent), "
+            f"{result['tickets']} tickets: {result['changed']} {verb} ({result['reasked']} re-asked by the agent, "
+            f"{result.get('ruled', 0)} moved by the steps' rules), "
             f"{result['unchanged']} unchanged, {result['already_current']} already on the new version."
         )
         if result["reviewed_tickets"]:
