@@ -96,6 +96,23 @@ def banking77_oos(out: Path, *, held_out_share: float = 0.25, share: float = 0.2
     return write_csv(out / "train.csv", train, ["id", "text", "category"]), write_csv(out / "test.csv", test, ["id", "text", "category"])
 
 
+FOREIGN_BITEXT = ("ORDER", "DELIVERY", "SHIPPING_ADDRESS", "NEWSLETTER")  # nothing a bank's intents cover
+
+
+def banking77_foreign_oos(out: Path, *, per_source: int = 250, seed: int = SPLIT_SEED) -> tuple[Path, Path]:
+    """The banking77_oos split with foreign out-of-scope rows added to its test side: `per_source` e-commerce
+    requests (Bitext categories a bank does not serve) and IT service-desk tickets, labelled 'oos' (ids say which:
+    bitext-*, it-*), to see the same score on out-of-scope text that is not a near-paraphrase of a kept intent."""
+    train_path, test_path = banking77_oos(out)
+    test = _load(test_path)
+    rng = random.Random(seed + 2)
+    bitext = [r for r in _load(DATASETS / "bitext_customer_support" / "bitext_dev.csv") if r["category"] in FOREIGN_BITEXT]
+    it = [r for r in _load(DATASETS / "it_service_tickets" / "it_service_tickets.csv") if r["document"].strip()]
+    test += [{"id": f"bitext-{r['utterance_id']}", "text": r["instruction"], "category": "oos"} for r in rng.sample(bitext, per_source)]
+    test += [{"id": r["ticket_id"], "text": r["document"], "category": "oos"} for r in rng.sample(it, per_source)]
+    return train_path, write_csv(out / "test_foreign.csv", test, ["id", "text", "category"])
+
+
 def tobi_queue(out: Path, *, share: float = 0.2, seed: int = SPLIT_SEED) -> tuple[Path, Path]:
     rows = _load(DATASETS / "support_tickets_multilang" / "tickets_dev.csv")
     train, test = stratified_split(rows, lambda r: r["queue"], share, seed)
