@@ -42,6 +42,7 @@ def read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     """Columns and rows of a CSV/TSV or JSONL file; every value as a string ('' for null)."""
     if not path.is_file():
         raise DatasetError(f"{path} does not exist")
+    _check_utf8(path)
     suffix = path.suffix.lower()
     if suffix in {".jsonl", ".ndjson", ".json"}:
         return _read_jsonl(path)
@@ -52,6 +53,20 @@ def read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
             return _read_jsonl(path)
         return _read_csv(path, delimiter="\t" if suffix == ".tsv" else ",")
     raise DatasetError(f"{path}: unknown file type {suffix!r}; give a .csv, .tsv or .jsonl file")
+
+
+def _check_utf8(path: Path) -> None:
+    """Refuse a file that is not UTF-8 with the fix, instead of a traceback or silently wrong letters (an export
+    from Excel is often Windows-1252)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DatasetError(
+            f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as UTF-8 (Excel: "
+            f"\"CSV UTF-8\") or convert it, e.g. `iconv -f cp1252 -t utf-8 {path.name} > {path.stem}.utf8{path.suffix}`"
+        ) from None
 
 
 def _read_csv(path: Path, delimiter: str) -> tuple[list[str], list[dict[str, str]]]:
@@ -130,20 +145,27 @@ def parse_label_specs(specs: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def load_rows(path: Path, text_columns: Sequence[str], label_columns: dict[str, str]) -> list[EvalRow]:
-    """Rows with their joined text and raw labels; rows without any text are skipped."""
+def load_rows(
+    path: Path, text_columns: Sequence[str], label_columns: dict[str, str], skipped: list[str] | None = None
+) -> list[EvalRow]:
+    """Rows with their joined text and raw labels; rows without any text are skipped (their ids, `row-N` where
+    the file has no id column, are appended to `skipped` so the report can name them)."""
     columns, table = read_table(path)
     missing = [c for c in [*text_columns, *label_columns.values()] if c not in columns]
     if missing:
-        raise DatasetError(f"{path} lacks column(s) {missing}; it has {columns}")
+        hint = next((f" (is it separated by {sep!r}? save it comma-separated, RFC 4180)" for sep in (";", "\t", "|")
+                     if len(columns) == 1 and sep in columns[0]), "")
+        raise DatasetError(f"{path} lacks column(s) {missing}; it has {columns}{hint}")
     id_column = next((c for c in ID_COLUMNS if c in columns), None)
     rows: list[EvalRow] = []
     seen: Counter[str] = Counter()
     for i, raw in enumerate(table):
         text = "\n\n".join(raw.get(c, "").strip() for c in text_columns if raw.get(c, "").strip())
-        if not text:
-            continue
         row_id = (raw.get(id_column, "").strip() if id_column else "") or f"row-{i + 1}"
+        if not text:
+            if skipped is not None:
+                skipped.append(row_id)
+            continue
         seen[row_id] += 1
         if seen[row_id] > 1:  # duplicate ids stay distinct rows
             row_id = f"{row_id}#{seen[row_id]}"

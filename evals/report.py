@@ -155,6 +155,24 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f} %"
 
 
+def _left_out(left: dict[str, Any]) -> list[str]:
+    """One line per kind of row the run could not use, with the first ids, so nothing is lost silently."""
+    def ids(found: list[str]) -> str:
+        return ", ".join(f"`{i}`" for i in found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
+
+    lines = []
+    if left.get("train_without_text"):
+        lines.append(f"- left out of train: {len(left['train_without_text'])} row(s) without text ({ids(left['train_without_text'])})")
+    if left.get("train_without_label"):
+        lines.append(f"- left out of train: {left['train_without_label']} row(s) with no label on any scored axis")
+    if left.get("test_without_text"):
+        lines.append(f"- left out of test: {len(left['test_without_text'])} row(s) without text ({ids(left['test_without_text'])})")
+    for axis, found in (left.get("test_without_label") or {}).items():
+        if found:
+            lines.append(f"- not scored on {axis}: {len(found)} test row(s) with an empty label ({ids(found)})")
+    return lines
+
+
 def render_report(metrics: dict[str, Any], details: dict[str, Any], images: list[tuple[str, str]], cfg: EvalConfig) -> str:
     ctx = details["context"]
     lines = [
@@ -166,6 +184,7 @@ def render_report(metrics: dict[str, Any], details: dict[str, Any], images: list
         f"- taxonomy `{ctx['taxonomy']}`, embedder `{ctx['embedder']}`, head {ctx['head']}",
         f"- thresholds fitted by {cfg.folds}-fold cross-validation on train only, target precision {cfg.target_precision}",
         f"- timings: {ctx['timings']}",
+        *_left_out(ctx.get("left_out") or {}),
     ]
     if details.get("command"):
         lines.append(f"- command: `{details['command']}`")

@@ -256,8 +256,12 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
     base_settings = base_settings or Settings()
     axes = list(cfg.labels)
 
-    train_rows = load_rows(cfg.train, cfg.text, cfg.labels)
-    test_rows = sample_rows(load_rows(cfg.test, cfg.text, cfg.labels), cfg.limit, cfg.seed)
+    no_text: dict[str, list[str]] = {"train": [], "test": []}
+    train_rows = load_rows(cfg.train, cfg.text, cfg.labels, skipped=no_text["train"])
+    test_rows = sample_rows(load_rows(cfg.test, cfg.text, cfg.labels, skipped=no_text["test"]), cfg.limit, cfg.seed)
+    for side, ids in no_text.items():
+        if ids:
+            log.warning("%d %s row(s) without text left out (%s); they are named in report.md", len(ids), side, ", ".join(ids[:5]))
     dropped_oos = 0
     if cfg.oos_label is not None:
         kept = [r for r in train_rows if all(r.labels.get(a) != cfg.oos_label for a in axes)]
@@ -375,6 +379,13 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         "test": str(cfg.test),
         "n_train": len(train_texts),
         "dropped_oos_train": dropped_oos,
+        # rows nobody can score: the report names them so a lead sees that nothing was lost silently
+        "left_out": {
+            "train_without_text": no_text["train"],
+            "train_without_label": len(train_rows) - len(usable),
+            "test_without_text": no_text["test"],
+            "test_without_label": {axis: [r.id for r in test_rows if not r.labels.get(axis)] for axis in axes},
+        },
         "taxonomy": taxonomy.ref,
         "embedder": embedder.name,
         "head": asdict(cfg.head),

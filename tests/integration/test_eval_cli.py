@@ -93,17 +93,23 @@ def test_eval_csv_auto_taxonomy_two_axes_and_resume(tmp_path: Path) -> None:
     train = _write_csv(tmp_path / "train.csv", _rows(8, 0))
     test_rows = _rows(3, 1)
     test_rows.append({"id": "odd-1", "subject": "", "body": "Where do I send a complaint about the staff?", "queue": "Complaints", "tier": "L1"})
+    # rows nobody can score are left out or not scored, and named: never lost silently, never a crash
+    test_rows.append({"id": "blank-1", "subject": " ", "body": "", "queue": "Technical Support", "tier": "L3"})
+    test_rows.append({"id": "unlabelled-1", "subject": "", "body": "The app crashes when I open settings", "queue": "", "tier": ""})
     test = _write_csv(tmp_path / "test.csv", test_rows)
     out = tmp_path / "out"
     args = ["--train", str(train), "--test", str(test), "--text", "subject,body", "--label", "service=queue", "--label", "tier=tier", "--taxonomy", "auto", "--out", str(out)]
     run = _eval(*args)
     assert run.returncode == 0, run.stderr
-    metrics = _check_outputs(out, n=10, axes={"service", "tier"}, oos=False)
+    metrics = _check_outputs(out, n=11, axes={"service", "tier"}, oos=False)
     assert json.loads(run.stdout) == metrics
     assert metrics["axes"]["service"]["out_of_taxonomy"] == 1  # "Complaints" is not in train: an error, not a crash
     assert metrics["axes"]["service"]["accuracy"] >= 0.6
-    # the report shows raw values, not slugified ids
-    assert "Returns & Exchanges" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "Returns & Exchanges" in report  # the report shows raw values, not slugified ids
+    assert "left out of test: 1 row(s) without text (`blank-1`)" in report and "blank-1" in run.stderr
+    assert "not scored on service: 1 test row(s) with an empty label (`unlabelled-1`)" in report
+    assert "not scored on tier: 1 test row(s)" in report
     # resumable: a second run skips the rows already predicted
     before = (out / "predictions.jsonl").read_text()
     again = _eval(*args)

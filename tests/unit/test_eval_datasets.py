@@ -29,6 +29,25 @@ def test_jsonl_ids_from_row_numbers_and_non_string_values(tmp_path: Path) -> Non
     assert [(r.id, r.text, r.labels["tier"]) for r in rows] == [("row-1", "a", "3"), ("row-2", "b", "")]
 
 
+def test_rows_without_text_are_skipped_and_named(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"text": "a", "label": "x"}\n{"text": null, "label": 3}\n{"text": "  ", "label": "y"}\n', encoding="utf-8")
+    skipped: list[str] = []
+    rows = load_rows(path, ["text"], {"tier": "label"}, skipped=skipped)
+    assert [r.id for r in rows] == ["row-1"] and skipped == ["row-2", "row-3"]
+
+
+def test_a_file_that_is_not_utf8_or_not_comma_separated_is_refused_with_the_fix(tmp_path: Path) -> None:
+    latin1 = tmp_path / "export.csv"
+    latin1.write_bytes("text,label\nRückerstattung bitte,Billing\n".encode("cp1252"))
+    with pytest.raises(DatasetError, match=r"not UTF-8 text \(byte 0xfc on line 2\).*iconv -f cp1252 -t utf-8 export.csv"):
+        load_rows(latin1, ["text"], {"service": "label"})
+    semicolons = tmp_path / "excel.csv"
+    semicolons.write_text("text;label\nhello;A\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="separated by ';'"):
+        load_rows(semicolons, ["text"], {"service": "label"})
+
+
 def test_missing_column_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     path.write_text("text,label\nx,y\n", encoding="utf-8")
