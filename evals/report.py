@@ -165,6 +165,10 @@ def _left_out(left: dict[str, Any]) -> list[str]:
         lines.append(f"- left out of train: {len(left['train_without_text'])} row(s) without text ({ids(left['train_without_text'])})")
     if left.get("train_without_label"):
         lines.append(f"- left out of train: {left['train_without_label']} row(s) with no label on any scored axis")
+    for axis, values in (left.get("train_unknown_labels") or {}).items():
+        if values:
+            shown = ", ".join(f"{v!r} × {n}" for v, n in sorted(values.items(), key=lambda kv: -kv[1])[:10])
+            lines.append(f"- train {axis} labels that are not in the taxonomy, not learned: {shown} (`--taxonomy auto` takes the train file's labels)")
     if left.get("test_without_text"):
         lines.append(f"- left out of test: {len(left['test_without_text'])} row(s) without text ({ids(left['test_without_text'])})")
     for axis, found in (left.get("test_without_label") or {}).items():

@@ -383,6 +383,10 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         "left_out": {
             "train_without_text": no_text["train"],
             "train_without_label": len(train_rows) - len(usable),
+            "train_unknown_labels": {
+                axis: dict(Counter(r.labels[axis] for r in train_rows if r.labels.get(axis) and codec.encode(axis, r.labels[axis]) is None))
+                for axis in axes
+            },
             "test_without_text": no_text["test"],
             "test_without_label": {axis: [r.id for r in test_rows if not r.labels.get(axis)] for axis in axes},
         },

@@ -212,3 +212,20 @@ def test_a_cached_calibration_that_no_longer_loads_is_fitted_again(tmp_path) -> 
     assert read_cached_calibration(path).threshold("service", "x") == 0.8
     path.write_text('{"confidence_models": {"service": {"features": ["an older set"], "coef": [1], "intercept": 0}}}', encoding="utf-8")
     assert read_cached_calibration(path) is None
+
+
+def test_the_report_names_every_row_the_run_could_not_use() -> None:
+    from evals.report import _left_out
+
+    lines = _left_out({
+        "train_without_text": ["row-3"], "train_without_label": 12, "train_unknown_labels": {"service": {"Compte / Konto": 12}},
+        "test_without_text": [f"t{i}" for i in range(12)], "test_without_label": {"service": ["t-x"], "tier": []},
+    })
+    assert lines == [
+        "- left out of train: 1 row(s) without text (`row-3`)",
+        "- left out of train: 12 row(s) with no label on any scored axis",
+        "- train service labels that are not in the taxonomy, not learned: 'Compte / Konto' × 12 (`--taxonomy auto` takes the train file's labels)",
+        "- left out of test: 12 row(s) without text (`t0`, `t1`, `t2`, `t3`, `t4`, `t5`, `t6`, `t7`, `t8`, `t9` and 2 more)",
+        "- not scored on service: 1 test row(s) with an empty label (`t-x`)",
+    ]
+    assert _left_out({}) == []
