@@ -33,6 +33,7 @@ from agent.lifecycle import (
     TicketSummary,
     TicketView,
 )
+from agent.migration_jobs import MigrationJob, MigrationJobs
 from agent.pool import WorkerPool
 from agent.records import Records, TaxonomyVersionRow
 from agent.service import TicketError, TriageService, running_service
@@ -70,6 +71,13 @@ def lifecycle_of(request: Request) -> Lifecycle:
 
 
 Life = Annotated[Lifecycle, Depends(lifecycle_of)]
+
+
+def migration_jobs_of(request: Request) -> MigrationJobs:
+    return request.app.state.migration_jobs
+
+
+Jobs = Annotated[MigrationJobs, Depends(migration_jobs_of)]
 
 
 class Health(BaseModel):
@@ -129,6 +137,7 @@ def create_app(
             await run_in_threadpool(lifecycle.register_taxonomy)
             await run_in_threadpool(svc.ensure_head)  # load (or train) the head before the first request needs it
             app.state.service, app.state.records, app.state.pool, app.state.lifecycle = svc, recs, pool, lifecycle
+            app.state.migration_jobs = MigrationJobs(lifecycle, recs)
             yield
 
     app = FastAPI(
@@ -275,9 +284,28 @@ def create_app(
         """Move the stored history to the taxonomy in force, following its `migration:` section: a dry run unless
         `commit` (what would change, label by label, and the agent's agreement with the leads' reviewed labels
         under the new version); with `commit`, one `taxonomy_migration` revision per changed ticket. Re-asked
-        tickets are classified in the request, so a large history takes a while: `triage taxonomy migrate` shows
-        progress."""
+        tickets are classified in the request, so a large history takes a while: start it as a job instead
+        (`POST /v1/taxonomy/migration/jobs`) and follow its progress."""
         return life.migrate_taxonomy(life.previous_taxonomy(body.previous), commit=body.commit, reviewed_sample=body.reviewed_sample)
+
+    @app.post("/v1/taxonomy/migration/jobs", response_model=MigrationJob, status_code=202, tags=["taxonomy"])
+    def start_migration_job(body: MigrationIn, who: Admin, jobs: Jobs, response: Response) -> MigrationJob:
+        """The same migration as `POST /v1/taxonomy/migration`, run in the background: answers at once with the job;
+        `GET /v1/taxonomy/migration/jobs/{id}` gives its progress (`done` of `total` tickets) and, once `done`, the
+        `MigrationReport`. One job runs at a time (409 names the running one)."""
+        job = jobs.start(body, created_by=f"user:{who.name}")
+        response.headers["Location"] = f"/v1/taxonomy/migration/jobs/{job.id}"
+        return job
+
+    @app.get("/v1/taxonomy/migration/jobs", response_model=list[MigrationJob], tags=["taxonomy"])
+    def migration_jobs(who: Admin, jobs: Jobs) -> list[MigrationJob]:
+        """The 20 most recent migration jobs, newest first."""
+        return jobs.recent()
+
+    @app.get("/v1/taxonomy/migration/jobs/{job_id}", response_model=MigrationJob, tags=["taxonomy"])
+    def migration_job(job_id: str, who: Admin, jobs: Jobs) -> MigrationJob:
+        """One migration job: `running` (with `done` / `total`), `done` (with its `report`) or `failed` (with `error`)."""
+        return jobs.get(job_id)
 
     @app.post("/v1/keys", response_model=NewKey, status_code=201, tags=["keys"])
     def new_key(body: KeyIn, request: Request, who: Admin) -> NewKey:

@@ -211,6 +211,30 @@ class TaxonomyVersionRow(Base):
     created_at: Mapped[datetime]
 
 
+class MigrationJobRow(Base):
+    """A taxonomy migration run in the background for the HTTP API: its progress is readable from any worker,
+    and a heartbeat (`updated_at`) tells a running job from one whose worker stopped."""
+
+    __tablename__ = "migration_jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))  # running | done | failed
+    commit: Mapped[bool] = mapped_column(Boolean)
+    previous: Mapped[str] = mapped_column(String(200))
+    target: Mapped[str] = mapped_column(String(200))
+    reviewed_sample: Mapped[int] = mapped_column(Integer)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    report: Mapped[dict[str, Any] | None]  # agent.contracts.MigrationReport once done
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_migration_jobs_started", "started_at"),)
+
+
 # ---------------------------------------------------------------- engine and sessions
 
 

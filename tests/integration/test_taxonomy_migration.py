@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,22 @@ def test_dry_run_then_commit_moves_the_history_and_keeps_every_revision(deployme
             assert (http.json()["changed"], http.json()["committed"]) == (dry.changed, False)
             unknown = api.post("/v1/taxonomy/migration", {"previous": "default@0"}, scope="admin")
             assert unknown.status_code == 404 and "GET /v1/taxonomy/versions" in unknown.json()["detail"]
+            # as a background job: answered at once, followed until done, the same report
+            started = api.post("/v1/taxonomy/migration/jobs", {"reviewed_sample": 0}, scope="admin")
+            assert started.status_code == 202, started.text
+            location = started.headers["Location"]
+            job = started.json()
+            deadline = time.monotonic() + 300
+            while job["state"] == "running" and time.monotonic() < deadline:
+                time.sleep(0.2)
+                job = api.get(location, scope="admin").json()
+            assert job["state"] == "done", job
+            assert (job["done"], job["total"]) == (dry.tickets, dry.tickets) and job["created_by"] == "user:admin-tester"
+            assert {k: job["report"][k] for k in ("changed", "reasked", "transitions", "committed")} == {
+                "changed": dry.changed, "reasked": dry.reasked, "transitions": dry.transitions, "committed": False}
+            assert [j["id"] for j in api.get("/v1/taxonomy/migration/jobs", scope="admin").json()][:1] == [job["id"]]
+            assert api.get("/v1/taxonomy/migration/jobs/mj_nope", scope="admin").status_code == 404
+            assert api.post("/v1/taxonomy/migration/jobs", {}, scope="lead").status_code == 403
         assert revision_counts(lifecycle, ids) == before
 
         done = lifecycle.migrate_taxonomy(previous, commit=True, reviewed_sample=0)  # measured above; a head fit saved

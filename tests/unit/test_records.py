@@ -62,8 +62,8 @@ def test_migrations_build_exactly_the_models_and_rerun_as_a_no_op(records: Recor
     records.upgrade()  # a second start changes nothing
     with records.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
-    assert {"tickets", "messages", "revisions", "reviews", "api_keys", "taxonomy_versions"} <= set(
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+    assert {"tickets", "messages", "revisions", "reviews", "api_keys", "taxonomy_versions", "migration_jobs"} <= set(
         inspect(records.engine).get_table_names()
     )
 
