@@ -31,7 +31,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-taxonomy_app = typer.Typer(help="Inspect and validate taxonomy files.", no_args_is_help=True)
+taxonomy_app = typer.Typer(help="Inspect and validate taxonomy files; move the stored history to a new version (migrate).", no_args_is_help=True)
 app.add_typer(taxonomy_app, name="taxonomy")
 
 

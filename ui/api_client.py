@@ -237,11 +237,15 @@ class TriageClient:
         """One served version's full content (see ui/NEEDS.md: not every API has this endpoint yet)."""
         return self._request("GET", f"/v1/taxonomy/versions/{ref}")
 
-    def migrate_taxonomy(self, *, commit: bool = False, reviewed_sample: int = 200) -> dict[str, Any]:
-        """Move the stored history to the taxonomy in force (`MigrationReport`); a dry run unless `commit`. Needs an
-        admin key; re-asked tickets are classified inside the request, hence the long timeout."""
-        body = {"commit": commit, "reviewed_sample": reviewed_sample}
-        return self._request("POST", "/v1/taxonomy/migration", json=body, timeout=1800.0)
+    def start_migration_job(self, *, commit: bool = False, reviewed_sample: int = 200) -> dict[str, Any]:
+        """Move the stored history to the taxonomy in force, in the background (`MigrationJob`, state `running`); a
+        dry run unless `commit`. Needs an admin key. Follow it with `migration_job`; once `done` it holds the
+        `MigrationReport`."""
+        return self._request("POST", "/v1/taxonomy/migration/jobs", json={"commit": commit, "reviewed_sample": reviewed_sample})
+
+    def migration_job(self, job_id: str) -> dict[str, Any]:
+        """One migration job: `running` with `done` / `total`, `done` with its `report`, or `failed` with `error`."""
+        return self._request("GET", f"/v1/taxonomy/migration/jobs/{job_id}")
 
     def stats(self, **params: Any) -> dict[str, Any]:
         """The KPIs (`GET /v1/stats`): volumes, decision shares, overturn rates, time to decision, KB use and gaps."""

@@ -311,6 +311,10 @@ def test_an_admin_dry_runs_then_commits_a_taxonomy_migration(api: LiveApi, monke
             assert f"{dry['changed']} changed" in texts(at)
             after = {t["id"]: t["revisions"] for t in http.get("/v1/tickets", params={"limit": 200}).json()["items"]}
             assert sum(after[i] - before[i] for i in before) == dry["changed"]
+            # both ran as background jobs, followed by the page to the end
+            jobs = http.get("/v1/taxonomy/migration/jobs").json()
+            assert [(j["state"], j["commit"]) for j in jobs] == [("done", True), ("done", False)]
+            assert jobs[0]["report"]["changed"] == dry["changed"] and jobs[0]["created_by"].startswith("user:")
             moved = [i for i in before if after[i] > before[i]]
             for ticket_id in moved[:3]:
                 last = http.get(f"/v1/tickets/{ticket_id}/revisions").json()[-1]

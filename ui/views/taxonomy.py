@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import streamlit as st
@@ -110,10 +111,21 @@ else:
     dry, apply = st.columns(2)
 
     def run_migration(wanted: str) -> None:
+        """Start the migration as a background job and follow it: the page shows its progress, and a long history
+        never hangs on one HTTP request."""
         try:
-            with st.spinner("Re-classifying what the new version needs re-asked..."):
-                result = client().migrate_taxonomy(commit=wanted == "commit")
-            st.session_state["tax_dry_run" if wanted == "dry" else "tax_committed"] = result
+            job = client().start_migration_job(commit=wanted == "commit")
+            bar = st.progress(0.0, text="Starting...")
+            while job["state"] == "running":
+                time.sleep(0.5)
+                job = client().migration_job(job["id"])
+                share = job["done"] / job["total"] if job["total"] else 0.0
+                bar.progress(share, text=f"Re-classifying where the new version needs it: {job['done']} of {job['total'] or '?'} tickets")
+            bar.empty()
+            if job["state"] == "failed":
+                st.error(f"The migration job {job['id']} failed: {escape_md(job['error'] or 'no reason given')}", icon=":material/error:")
+                return
+            st.session_state["tax_dry_run" if wanted == "dry" else "tax_committed"] = job["report"]
         except ApiAuthError as err:
             st.warning(f"Moving the history needs an admin key: {escape_md(str(err))}", icon=":material/key:")
         except ApiError as err:
