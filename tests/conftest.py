@@ -1,14 +1,16 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.contracts import Article, LabelledTicket
+from agent.records import Records
 from agent.settings import REPO_ROOT, Settings
 from agent.store import VectorStore, make_client
 from tests.fakes import HashEmbedder
-from tests.pg import postgres  # noqa: F401  (session fixture: a real PostgreSQL for the records tests)
+from tests.pg import PostgresServer, postgres  # noqa: F401  (session fixture: a real PostgreSQL for the records tests)
 
 SEED = [
     LabelledTicket(id="t-bill-1", body="I was charged twice on my credit card for the same order, please refund", labels={"service": "billing_payments", "tier": "L2", "channel": "email"}, answer="We refunded the duplicate charge."),
@@ -22,6 +24,20 @@ ARTICLES = [
     Article(id="kb-refund", title="Refunds for duplicate charges", text="If you were charged twice, we refund the duplicate charge within 5 days. Open Billing, pick the charge and click Refund."),
     Article(id="kb-password", title="Reset your password", text="Click Forgot password on the login page and follow the link we e-mail you."),
 ]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def records(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Records]:
+    """A fresh, migrated records database of each kind (SQLite, PostgreSQL)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'triage.db'}"
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres")
+        url = server.create_database()
+    recs = Records(url)
+    recs.upgrade()
+    yield recs
+    recs.close()
 
 
 @pytest.fixture

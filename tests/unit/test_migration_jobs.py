@@ -5,9 +5,8 @@ job whose worker stopped. The lifecycle is a scripted stand-in: the unit here is
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -16,7 +15,6 @@ from agent.contracts import MigrationReport
 from agent.lifecycle import Conflict, Invalid, MigrationIn, NotFound
 from agent.migration_jobs import STALE_AFTER, MigrationJobs
 from agent.records import Records
-from tests.pg import PostgresServer
 
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
@@ -53,19 +51,6 @@ class ScriptedLifecycle:
             raise self.fail
         return MigrationReport(previous="default@1", target="default@2", committed=commit, tickets=3, already_current=0,
                                changed=2, unchanged=1, reasked=0, transitions={"service": {"a -> b": 2}}, reviewed_tickets=0)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def records(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Records]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'triage.db'}"
-    else:
-        server: PostgresServer = request.getfixturevalue("postgres")
-        url = server.create_database()
-    recs = Records(url)
-    recs.upgrade()
-    yield recs
-    recs.close()
 
 
 def test_a_job_reports_progress_then_its_report(records: Records) -> None:

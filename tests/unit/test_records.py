@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import stat
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -17,21 +16,6 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from agent.auth import AuthError, authenticate, create_key, ensure_admin_key, list_keys, require, revoke_key
 from agent.records import ApiKeyRow, Base, MessageRow, Records, RevisionRow, TicketRow, new_id, utcnow
 from agent.settings import Settings
-from tests.pg import PostgresServer
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def records(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Records]:
-    """A fresh, migrated database of each kind."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'triage.db'}"
-    else:
-        server: PostgresServer = request.getfixturevalue("postgres")
-        url = server.create_database()
-    recs = Records(url)
-    recs.upgrade()
-    yield recs
-    recs.close()
 
 
 def add_ticket(records: Records, *, key: str | None = None) -> str:
