@@ -193,14 +193,47 @@ def _start_ui(settings: Settings, host: str, api_url: str, key_path: Path) -> su
 
 
 @taxonomy_app.command("validate")
-def taxonomy_validate(path: Path) -> None:
-    """Check a taxonomy YAML file; exits 0 and prints its label counts when it is usable."""
+def taxonomy_validate(
+    path: Path,
+    previous: Annotated[
+        Optional[Path], typer.Option("--previous", help="The version it follows: check that its `migration:` says where every label that is gone goes.")
+    ] = None,
+) -> None:
+    """Check a taxonomy YAML file; exits 0 and prints its label counts when it is usable.
+
+    With --previous, also check its `migration:` against that version, offline, before any deployment sees it,
+    and print where each moved label goes:
+
+      triage taxonomy validate knowledge_base/taxonomies/acme-v2.yaml --previous knowledge_base/taxonomies/acme.yaml
+    """
+    from agent.migration import MigrationError, plan_migration
+
     try:
         taxonomy = load_taxonomy(path)
+        before = load_taxonomy(previous) if previous else None
     except TaxonomyError as exc:
         fail(str(exc))
     counts = ", ".join(f"{axis}: {len(axis_def.labels)}" for axis, axis_def in taxonomy.axes.items())
     typer.echo(f"{taxonomy.ref} is valid ({counts})")
+    if before is None:
+        if taxonomy.migration is not None:
+            typer.echo(f"it migrates from {taxonomy.name}@{taxonomy.migration.from_version}: add --previous PATH to check the steps against that version")
+        return
+    try:
+        plan = plan_migration(before, taxonomy)
+    except MigrationError as exc:
+        fail(str(exc))
+    typer.echo(f"the migration from {before.ref} accounts for every label that is gone:")
+    for axis, moves in plan.moves.items():
+        for old, move in moves.items():
+            how = plan.describe(axis, old)
+            if move.to is None and (move.rules or move.otherwise):
+                rest = f"otherwise {move.otherwise}" if move.otherwise else "otherwise the agent chooses"
+                how += f" ({len(move.rules)} rule{'s' if len(move.rules) != 1 else ''}, {rest})"
+            typer.echo(f"  {axis} {old}: {how}")
+    kept = sum(len(set(before.axes[a].ids) & set(taxonomy.axes[a].ids)) for a in taxonomy.axes)
+    added = sum(len(set(taxonomy.axes[a].ids) - set(before.axes[a].ids)) for a in taxonomy.axes)
+    typer.echo(f"  {kept} labels kept, {added} new")
 
 
 @taxonomy_app.command("show")

@@ -81,7 +81,16 @@ def test_human_output_and_clear_errors(seeded_data_dir: Path, tmp_path: Path) ->
     broken.write_text("name: x\naxes: [")
     invalid = run_cli(["taxonomy", "validate", str(broken)], seeded_data_dir)
     assert invalid.returncode == 2 and "not valid YAML" in invalid.stderr
-    assert "Traceback" not in bad_channel.stderr + empty.stderr + invalid.stderr
+    # a new version's migration is checked against the version it follows, offline
+    from evals.migration_demo import DEFAULT, DEMO_STEPS, STEPS, write_v2
+
+    good = run_cli(["taxonomy", "validate", str(write_v2(tmp_path / "v2.yaml", steps=DEMO_STEPS)), "--previous", str(DEFAULT)], seeded_data_dir)
+    assert good.returncode == 0, good.stderr
+    assert "service cloud: merge -> infrastructure" in good.stdout
+    assert "service technical_support: split -> one of ['software_application', 'hardware'] (2 rules, otherwise the agent chooses)" in good.stdout
+    incomplete = run_cli(["taxonomy", "validate", str(write_v2(tmp_path / "v2-bad.yaml", steps=STEPS[:2])), "--previous", str(DEFAULT)], seeded_data_dir)
+    assert incomplete.returncode == 2 and "['technical_support', 'feedback_complaints']" in incomplete.stderr
+    assert "Traceback" not in bad_channel.stderr + empty.stderr + invalid.stderr + incomplete.stderr
 
 
 def test_serve_answers_curl_and_ctrl_c_stops_everything(seeded_data_dir: Path) -> None:
