@@ -243,6 +243,10 @@ class TriageClient:
         `MigrationReport`."""
         return self._request("POST", "/v1/taxonomy/migration/jobs", json={"commit": commit, "reviewed_sample": reviewed_sample})
 
+    def migration_jobs(self) -> list[dict[str, Any]]:
+        """The 20 most recent migration jobs, newest first (admin key)."""
+        return self._request("GET", "/v1/taxonomy/migration/jobs")
+
     def migration_job(self, job_id: str) -> dict[str, Any]:
         """One migration job: `running` with `done` / `total`, `done` with its `report`, or `failed` with `error`."""
         return self._request("GET", f"/v1/taxonomy/migration/jobs/{job_id}")

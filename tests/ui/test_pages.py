@@ -309,6 +309,7 @@ def test_an_admin_dry_runs_then_commits_a_taxonomy_migration(api: LiveApi, monke
             at.button(key="tax_migrate_commit").click().run(timeout=600)
             assert not at.exception, [e.value for e in at.exception]
             assert f"{dry['changed']} changed" in texts(at)
+            assert "Last migration job: dry run default@" in texts(at)  # read before the commit started
             after = {t["id"]: t["revisions"] for t in http.get("/v1/tickets", params={"limit": 200}).json()["items"]}
             assert sum(after[i] - before[i] for i in before) == dry["changed"]
             # both ran as background jobs, followed by the page to the end

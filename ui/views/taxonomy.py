@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from agent.contracts import Taxonomy
 from ui.api_client import ApiAuthError, ApiError, ApiNotFound
-from ui.common import client, settings, show_error, taxonomy
+from ui.common import api_errors, client, settings, show_error, taxonomy
 from ui.format import escape_md
 from ui.taxonomy_diff import AXES, diff, migration_steps, migration_transitions
 
@@ -110,26 +110,45 @@ else:
     st.dataframe(steps, hide_index=True)
     dry, apply = st.columns(2)
 
+    def follow(job: dict[str, Any]) -> None:
+        """Poll a migration job to its end with a progress bar; keep its report for the page."""
+        bar = st.progress(0.0, text="Starting...")
+        while job["state"] == "running":
+            time.sleep(0.5)
+            job = client().migration_job(job["id"])
+            share = job["done"] / job["total"] if job["total"] else 0.0
+            bar.progress(share, text=f"Re-classifying where the new version needs it: {job['done']} of {job['total'] or '?'} tickets")
+        bar.empty()
+        if job["state"] == "failed":
+            st.error(f"The migration job {job['id']} failed: {escape_md(job['error'] or 'no reason given')}", icon=":material/error:")
+            return
+        st.session_state["tax_committed" if job["commit"] else "tax_dry_run"] = job["report"]
+
     def run_migration(wanted: str) -> None:
         """Start the migration as a background job and follow it: the page shows its progress, and a long history
         never hangs on one HTTP request."""
         try:
-            job = client().start_migration_job(commit=wanted == "commit")
-            bar = st.progress(0.0, text="Starting...")
-            while job["state"] == "running":
-                time.sleep(0.5)
-                job = client().migration_job(job["id"])
-                share = job["done"] / job["total"] if job["total"] else 0.0
-                bar.progress(share, text=f"Re-classifying where the new version needs it: {job['done']} of {job['total'] or '?'} tickets")
-            bar.empty()
-            if job["state"] == "failed":
-                st.error(f"The migration job {job['id']} failed: {escape_md(job['error'] or 'no reason given')}", icon=":material/error:")
-                return
-            st.session_state["tax_dry_run" if wanted == "dry" else "tax_committed"] = job["report"]
+            follow(client().start_migration_job(commit=wanted == "commit"))
         except ApiAuthError as err:
             st.warning(f"Moving the history needs an admin key: {escape_md(str(err))}", icon=":material/key:")
         except ApiError as err:
             show_error(err)
+
+    # a job started earlier (another tab, a page left mid-way) is shown, and can be followed to its end
+    try:
+        latest = next(iter(client().migration_jobs()), None)
+    except ApiError:  # no admin key (the buttons say so when pressed) or no API: nothing to show here
+        latest = None
+    if latest is not None and latest["state"] == "running":
+        kind = "commit" if latest["commit"] else "dry run"
+        st.info(f"A migration {kind} started by {escape_md(latest['created_by'])} is running: {latest['done']} of "
+                f"{latest['total'] or '?'} tickets.", icon=":material/sync:")
+        if st.button("Follow it", key="tax_follow_job"):
+            with api_errors(stop=False):
+                follow(latest)
+    elif latest is not None:
+        st.caption(f"Last migration job: {'commit' if latest['commit'] else 'dry run'} {latest['previous']} → {latest['target']}, "
+                   f"{latest['state']} ({escape_md(latest['created_by'])}).")
 
     if dry.button("Dry run (writes nothing)", key="tax_migrate_dry"):
         run_migration("dry")
