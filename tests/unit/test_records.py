@@ -52,6 +52,24 @@ def test_migrations_build_exactly_the_models_and_rerun_as_a_no_op(records: Recor
     )
 
 
+def test_a_database_made_by_the_previous_release_upgrades_in_place(tmp_path: Path) -> None:
+    """A deployment at revision 0001 (before migration jobs) gets the new table on its next start; its tickets stay."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = Records(url)
+    old.upgrade("0001")
+    ticket_id = add_ticket(old)
+    assert "migration_jobs" not in inspect(old.engine).get_table_names()
+    old.close()
+    recs = Records.open(Settings(data_dir=tmp_path, database_url=url))
+    try:
+        assert "migration_jobs" in inspect(recs.engine).get_table_names()
+        with recs.read() as session:
+            assert session.get(TicketRow, ticket_id) is not None
+            assert session.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+    finally:
+        recs.close()
+
+
 def test_sqlite_runs_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
     recs = Records.open(Settings(data_dir=tmp_path / "data"))
     with recs.engine.connect() as conn:
