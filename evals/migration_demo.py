@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tickets", type=int, default=200, help="tickets filed before the migration")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "evals" / "runs" / "migration_demo")
+    parser.add_argument("--screenshot", type=Path, default=None,
+                        help="Before the CLI runs, serve the API and the review UI on the new version, press the Taxonomy "
+                        "page's dry run in Debian's Chromium and save the page here (how docs/screenshots/taxonomy.png is made)")
     args = parser.parse_args(argv)
     from agent.contracts import TicketIn
     from agent.lifecycle import Lifecycle, ReviewIn
@@ -100,10 +103,74 @@ def main(argv: list[str] | None = None) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")}
     env.update(TRIAGE_DATA_DIR=str(data_dir), TRIAGE_DATABASE_URL=url, TRIAGE_TAXONOMY_PATH=str(v2))
     triage = str(Path(sys.executable).parent / "triage")
+    if args.screenshot is not None:
+        screenshot_dry_run(env, url, args.screenshot)
     for extra in ([], ["--commit"]):
         command = [triage, "taxonomy", "migrate", "--mode", "proposal", *extra]
         print(f"\n$ TRIAGE_TAXONOMY_PATH={v2.relative_to(REPO_ROOT)} triage taxonomy migrate --mode proposal {' '.join(extra)}".rstrip(), flush=True)
         subprocess.run(command, env=env, check=True)
+
+
+def screenshot_dry_run(env: dict[str, str], url: str, dest: Path) -> None:
+    """The real API and UI on the new version (an admin key), the Taxonomy page's dry run pressed in a browser."""
+    import socket
+    import time
+
+    import httpx
+    from playwright.sync_api import sync_playwright
+
+    from agent.auth import create_key
+    from agent.records import Records
+
+    records = Records(url)
+    key = create_key(records, scope="admin", name="demo-admin")[0]
+    records.close()
+
+    def port() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+    def wait(address: str, timeout: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(address, timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        raise SystemExit(f"{address} did not come up in {timeout:.0f} s")
+
+    api_port, ui_port = port(), port()
+    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "agent.api:create_app", "--port", str(api_port)],
+                           env={**env, "TRIAGE_MODE": "proposal"}, cwd=REPO_ROOT)
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "ui" / "app.py"), "--server.port", str(ui_port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+         "--client.toolbarMode", "viewer"],
+        env={**env, "TRIAGE_API_URL": f"http://127.0.0.1:{api_port}", "TRIAGE_API_KEY": key}, cwd=REPO_ROOT,
+    )
+    try:
+        wait(f"http://127.0.0.1:{api_port}/healthz")
+        wait(f"http://127.0.0.1:{ui_port}/_stcore/health")
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox", "--disable-gpu"])
+            tab = browser.new_page(viewport={"width": 1400, "height": 1400})
+            tab.set_default_timeout(600_000)
+            tab.goto(f"http://127.0.0.1:{ui_port}/taxonomy")
+            tab.get_by_role("button", name="Dry run (writes nothing)").click()
+            tab.get_by_text("Dry run: ").wait_for()
+            tab.get_by_text("Moving the history to this version").evaluate("e => e.scrollIntoView({block: 'start'})")
+            tab.wait_for_timeout(500)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tab.screenshot(path=str(dest))
+            browser.close()
+        print(f"screenshot: {dest}", flush=True)
+    finally:
+        for process in (ui, api):
+            process.terminate()
+            process.wait(timeout=30)
 
 
 if __name__ == "__main__":
