@@ -139,10 +139,18 @@ def run_folds(cfg: dict[str, Any], split_dir: Path, out: Path, base: dict[str, A
     return write_outputs(out, records, axes=list(cfg["labels"]), codec=codec, fitted=fitted, cfg=combined, context=context)
 
 
+def run_predictions(run_dir: Path) -> dict[str, Any]:
+    """A run's predictions by row id: its own file, or its folds' (run_folds pools metrics, not the file)."""
+    found: dict[str, Any] = {}
+    for path in [run_dir / "predictions.jsonl", *sorted(run_dir.glob("fold*/predictions.jsonl"))]:
+        found.update(read_predictions(path))
+    return found
+
+
 def paired_accuracy(proposal_dir: Path, other_dir: Path, axes: list[str]) -> dict[str, dict[str, float]] | None:
-    """Accuracy of the proposal run and of another run on the same test rows (a --limit sample of the same split)."""
-    base = read_predictions(proposal_dir / "predictions.jsonl")
-    other = read_predictions(other_dir / "predictions.jsonl")
+    """Accuracy of the proposal run and of another run on the same test rows (a --limit sample of the same split;
+    cross-validated configs keep their predictions per fold)."""
+    base, other = run_predictions(proposal_dir), run_predictions(other_dir)
     ids = [i for i in other if i in base]
     if not ids:
         return None
