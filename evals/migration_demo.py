@@ -113,23 +113,18 @@ def main(argv: list[str] | None = None) -> None:
 
 def screenshot_dry_run(env: dict[str, str], url: str, dest: Path) -> None:
     """The real API and UI on the new version (an admin key), the Taxonomy page's dry run pressed in a browser."""
-    import socket
     import time
 
     import httpx
     from playwright.sync_api import sync_playwright
 
     from agent.auth import create_key
+    from agent.local_llm import free_port
     from agent.records import Records
 
     records = Records(url)
     key = create_key(records, scope="admin", name="demo-admin")[0]
     records.close()
-
-    def port() -> int:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            return sock.getsockname()[1]
 
     def wait(address: str, timeout: float = 300.0) -> None:
         deadline = time.monotonic() + timeout
@@ -142,7 +137,7 @@ def screenshot_dry_run(env: dict[str, str], url: str, dest: Path) -> None:
             time.sleep(0.5)
         raise SystemExit(f"{address} did not come up in {timeout:.0f} s")
 
-    api_port, ui_port = port(), port()
+    api_port, ui_port = free_port(), free_port()
     api = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "agent.api:create_app", "--port", str(api_port)],
                            env={**env, "TRIAGE_MODE": "proposal"}, cwd=REPO_ROOT)
     ui = subprocess.Popen(
