@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from sqlalchemy import select, text
 
-from agent.contracts import MigrationReport
+from agent.contracts import MigrationReport, Taxonomy
 from agent.lifecycle import Conflict, Lifecycle, LifecycleError, MigrationIn, NotFound
 from agent.records import MigrationJobRow, Records, as_utc, new_id, utcnow
 
@@ -76,9 +76,9 @@ class MigrationJobs:
             )
             session.add(row)
         if self.run_inline:
-            self._run(row.id, body)
+            self._run(row.id, previous, body)
         else:
-            threading.Thread(target=self._run, args=(row.id, body), name=f"migration-{row.id}", daemon=True).start()
+            threading.Thread(target=self._run, args=(row.id, previous, body), name=f"migration-{row.id}", daemon=True).start()
         return self.get(row.id)
 
     def get(self, job_id: str) -> MigrationJob:
@@ -95,7 +95,7 @@ class MigrationJobs:
 
     # ------------------------------------------------------------ internals
 
-    def _run(self, job_id: str, body: MigrationIn) -> None:
+    def _run(self, job_id: str, previous: Taxonomy, body: MigrationIn) -> None:
         last_beat = 0.0
 
         def progress(done: int, total: int) -> None:
@@ -105,7 +105,6 @@ class MigrationJobs:
                 self._update(job_id, done=done, total=total)
 
         try:
-            previous = self.lifecycle.previous_taxonomy(body.previous)
             report = self.lifecycle.migrate_taxonomy(previous, commit=body.commit, reviewed_sample=body.reviewed_sample, progress=progress)
         except LifecycleError as exc:
             self._update(job_id, state="failed", error=str(exc))
