@@ -13,6 +13,9 @@
    rate (metrics.json `throughput_per_s`).
 
     python -m evals.bench_speed            # both; writes evals/reports/speed.json
+
+Before the protocols it times two fixed workloads (`machine_probe`): the same VM type ran the same code 30 %
+slower on one day than on another (evals/README.md, "Speed"), so a figure is only comparable with its probe.
 """
 
 from __future__ import annotations
@@ -73,6 +76,35 @@ def classify_rate(out: Path) -> float:
     return json.loads((out / "metrics.json").read_text())["throughput_per_s"]
 
 
+PROBE_WORDS = (
+    "invoice", "order", "refund", "password", "account", "server", "outage", "the", "our", "please", "error",
+    "since", "yesterday", "customers", "cannot", "login", "payment", "card", "charged", "twice", "delivery",
+    "integration", "api", "timeout", "dashboard", "report", "sync", "failed", "urgent", "update", "version",
+)
+
+
+def machine_probe() -> dict[str, float]:
+    """This machine's speed today on two fixed workloads: the shipped embedder on 200 fixed ~90-word texts one by
+    one (the largest cost of classifying a long ticket) and a pure-Python dict loop (the graph's own code)."""
+    from agent.service import make_embedder
+    from agent.settings import Settings
+
+    embedder = make_embedder(Settings())
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice(PROBE_WORDS) for _ in range(90)) for _ in range(200)]
+    embedder.embed(texts[:5])  # onnxruntime's first runs allocate
+    started = time.perf_counter()
+    for text in texts:
+        embedder.embed([text])
+    embed_rate = len(texts) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    counts: dict[str, int] = {}
+    for i in range(10_000_000):
+        word = PROBE_WORDS[i % len(PROBE_WORDS)]
+        counts[word] = counts.get(word, 0) + 1
+    return {"embed_texts_per_s": round(embed_rate, 1), "python_loop_s": round(time.perf_counter() - started, 2)}
+
+
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
         if line.startswith("model name"):
@@ -82,12 +114,17 @@ def cpu_model() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["banking77", "tobi"], help="run one protocol")
+    parser.add_argument("--only", choices=["banking77", "tobi", "probe"], help="run one protocol, or only the machine probe (seconds)")
     args = parser.parse_args(argv)
     results: dict[str, object] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}",
         "command": "python -m evals.bench_speed",
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "probe": machine_probe(),
     }
+    print(json.dumps({"probe": results["probe"]}), flush=True)
+    if args.only == "probe":
+        return 0
     if args.only in (None, "banking77"):
         base = SPEED / "banking77"
         shutil.rmtree(base, ignore_errors=True)
