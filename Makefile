@@ -44,7 +44,7 @@ unit: install
 
 bench: install ## accuracy and speed on ../shared/datasets; reports under evals/reports/
 	$(BIN)/python -m evals.bench
-	$(BIN)/python -m evals.bench_speed
+	$(BIN)/python -m evals.bench_speed --runs 3
 
 clean:
 	rm -rf data test-artifacts
