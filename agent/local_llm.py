@@ -29,6 +29,30 @@ class LocalLLMError(RuntimeError):
     pass
 
 
+class ServerExited(RuntimeError):
+    """The process that was to answer exited first."""
+
+    def __init__(self, returncode: int | None) -> None:
+        super().__init__(f"exited with code {returncode}")
+        self.returncode = returncode
+
+
+def wait_until_ok(url: str, timeout_s: float, *, process: subprocess.Popen[bytes] | None = None, interval_s: float = 0.3) -> bool:
+    """Poll `url` until it answers 200 (True) or `timeout_s` passes (False); raises ServerExited when `process`
+    exits first. The one wait for every server the project starts: this LLM, and the API and UI of tests and demos."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ServerExited(process.returncode)
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(interval_s)
+    return False
+
+
 def packaged_gguf_path() -> Path:
     """The GGUF shipped in a PyPI package, found on disk without importing the package."""
     package, filename = PACKAGED_GGUF
@@ -121,19 +145,14 @@ class LocalLLMServer:
         return self
 
     def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
         url = f"{self.base_url}/models"
-        while time.monotonic() < deadline:
-            assert self._process is not None
-            if self._process.poll() is not None:
-                hint = f" (see {self.log_path})" if self.log_path else ""
-                raise LocalLLMError(f"embedded LLM server exited with code {self._process.returncode}{hint}")
-            try:
-                if httpx.get(url, timeout=2.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
+        assert self._process is not None
+        try:
+            if wait_until_ok(url, self.startup_timeout_s, process=self._process, interval_s=0.25):
+                return
+        except ServerExited as exc:
+            hint = f" (see {self.log_path})" if self.log_path else ""
+            raise LocalLLMError(f"embedded LLM server exited with code {exc.returncode}{hint}") from None
         raise LocalLLMError(f"embedded LLM server not healthy after {self.startup_timeout_s:.0f}s at {url}")
 
     def stop(self) -> None:

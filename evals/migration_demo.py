@@ -113,13 +113,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def screenshot_dry_run(env: dict[str, str], url: str, dest: Path) -> None:
     """The real API and UI on the new version (an admin key), the Taxonomy page's dry run pressed in a browser."""
-    import time
-
-    import httpx
     from playwright.sync_api import sync_playwright
 
     from agent.auth import create_key
-    from agent.local_llm import free_port
+    from agent.local_llm import free_port, wait_until_ok
     from agent.records import Records
 
     records = Records(url)
@@ -127,15 +124,8 @@ def screenshot_dry_run(env: dict[str, str], url: str, dest: Path) -> None:
     records.close()
 
     def wait(address: str, timeout: float = 300.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(address, timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        raise SystemExit(f"{address} did not come up in {timeout:.0f} s")
+        if not wait_until_ok(address, timeout, interval_s=0.5):
+            raise SystemExit(f"{address} did not come up in {timeout:.0f} s")
 
     api_port, ui_port = free_port(), free_port()
     api = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "agent.api:create_app", "--port", str(api_port)],

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -18,13 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from agent.local_llm import free_port
+
 PG_BIN = Path(os.environ.get("TRIAGE_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -69,7 +64,7 @@ def start_postgres() -> Iterator[PostgresServer]:
         capture_output=True, text=True, timeout=120,
     )
     assert init.returncode == 0, init.stderr
-    port = _free_port()
+    port = free_port()
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {cluster} -c fsync=on -c max_connections=200"
     start = subprocess.run(
         _as_owner([str(PG_BIN / "pg_ctl"), "-D", str(cluster), "-l", str(cluster / "server.log"), "-o", options, "-w", "-t", "60", "start"]),

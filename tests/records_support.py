@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from agent.api import create_app
 from agent.auth import SCOPES, create_key
+from agent.local_llm import ServerExited, wait_until_ok
 from agent.records import Records
 from agent.service import TriageService
 from agent.settings import REPO_ROOT, Settings
@@ -72,17 +72,12 @@ def running_api(service: TriageService, url: str, settings: Settings | None = No
         records.close()
 
 
-def wait_http(url: str, *, timeout_s: float = 120, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"the server exited with {process.returncode} before answering {url}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
+def wait_http(url: str, *, timeout_s: float = 120, process: subprocess.Popen[bytes] | None = None) -> None:
+    try:
+        if wait_until_ok(url, timeout_s, process=process):
+            return
+    except ServerExited as exc:
+        raise AssertionError(f"the server exited with {exc.returncode} before answering {url}") from None
     raise AssertionError(f"{url} did not answer within {timeout_s} s")
 
 

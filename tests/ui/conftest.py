@@ -12,10 +12,8 @@ import csv
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from agent.local_llm import ServerExited, free_port, wait_until_ok
 from agent.settings import REPO_ROOT
 from tests.integration.conftest import TRIAGE, cli_env
 from tests.records_support import copy_seeded
@@ -48,23 +47,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         items[slot] = item
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"{url} exited with {process.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
+    try:
+        if wait_until_ok(url, timeout, process=process, interval_s=0.5):
+            return
+    except ServerExited as exc:
+        pytest.fail(f"{url} exited with {exc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
     pytest.fail(f"{url} did not come up in {timeout:.0f} s:\n{log.read_text(errors='replace')[-3000:]}")
 
 
