@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,9 +108,17 @@ def machine_probe() -> dict[str, float]:
     return {"embed_texts_per_s": round(embed_rate, 1), "python_loop_s": round(time.perf_counter() - started, 2)}
 
 
-def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run with the median wall time (the lower middle one for an even count), its own timings kept."""
-    return sorted(runs, key=lambda r: r["wall_s"])[(len(runs) - 1) // 2]
+def timed_runs(n: int, args: list[str], out: Path, reset: Callable[[], None]) -> dict[str, Any]:
+    """`triage eval ARGS --out OUT` timed `n` times, `reset` restoring the starting state before each: the run
+    with the median wall time (the lower middle one for an even count) with its own timings, and every wall time."""
+    runs = []
+    for _ in range(n):
+        reset()
+        shutil.rmtree(out, ignore_errors=True)
+        wall = triage_eval([*args, "--out", str(out)])
+        runs.append({"wall_s": round(wall, 1), "classify_per_s": classify_rate(out), "timings": run_dir_timings(out)})
+    typical = sorted(runs, key=lambda r: r["wall_s"])[(n - 1) // 2]
+    return {**typical, "wall_s_runs": [r["wall_s"] for r in runs]}
 
 
 def cpu_model() -> str:
@@ -139,15 +148,14 @@ def main(argv: list[str] | None = None) -> int:
         base = SPEED / "banking77"
         shutil.rmtree(base, ignore_errors=True)
         train, test = banking77_protocol(base)
-        runs = []
-        for _ in range(args.runs):  # each run cold: no embedding cache, a fresh --out
-            shutil.rmtree(base / "cache", ignore_errors=True)
-            shutil.rmtree(base / "run", ignore_errors=True)
-            wall = triage_eval(["--train", str(train), "--test", str(test), "--text", "text", "--label", "service=category",
-                                "--taxonomy", "auto", "--out", str(base / "run"), "--cache-dir", str(base / "cache")])
-            runs.append({"wall_s": round(wall, 1), "classify_per_s": classify_rate(base / "run"), "timings": run_dir_timings(base / "run")})
-        typical = median_run(runs)
-        results["banking77_cold"] = {"train": 10003, "test": 3080, **typical, "wall_s_runs": [r["wall_s"] for r in runs], "target_s": 180}
+        cold = timed_runs(  # each run cold: no embedding cache, a fresh --out
+            args.runs,
+            ["--train", str(train), "--test", str(test), "--text", "text", "--label", "service=category",
+             "--taxonomy", "auto", "--cache-dir", str(base / "cache")],
+            base / "run",
+            reset=lambda: shutil.rmtree(base / "cache", ignore_errors=True),
+        )
+        results["banking77_cold"] = {"train": 10003, "test": 3080, **cold, "target_s": 180}
         print(json.dumps(results["banking77_cold"]), flush=True)
     if args.only in (None, "tobi"):
         base = SPEED / "tobi"
@@ -158,17 +166,15 @@ def main(argv: list[str] | None = None) -> int:
         warm = triage_eval([*common, "--limit", "1", "--out", str(base / "warm")])  # embeds train (+ 1 test row)
         shutil.copytree(base / "cache", base / "cache-warm")  # each timed run starts from this: train cached, test not
         n_test = sum(1 for _ in csv.DictReader(test.open(encoding="utf-8")))
-        runs = []
-        for _ in range(args.runs):
+
+        def restore_warm_cache() -> None:
             shutil.rmtree(base / "cache", ignore_errors=True)
             shutil.copytree(base / "cache-warm", base / "cache")
-            shutil.rmtree(base / "run", ignore_errors=True)
-            wall = triage_eval([*common, "--out", str(base / "run")])
-            runs.append({"wall_s": round(wall, 1), "classify_per_s": classify_rate(base / "run"), "timings": run_dir_timings(base / "run")})
-        typical = median_run(runs)
+
+        typical = timed_runs(args.runs, common, base / "run", reset=restore_warm_cache)
         results["tobi_train_cached"] = {
             "train": sum(1 for _ in csv.DictReader(train.open(encoding="utf-8"))), "test": n_test, "warm_up_s": round(warm, 1),
-            **typical, "tickets_per_s_end_to_end": round(n_test / typical["wall_s"], 1), "wall_s_runs": [r["wall_s"] for r in runs],
+            **typical, "tickets_per_s_end_to_end": round(n_test / typical["wall_s"], 1),
             "target_per_s": 20,
         }
         print(json.dumps(results["tobi_train_cached"]), flush=True)
