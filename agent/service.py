@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -20,7 +20,18 @@ import numpy as np
 from tqdm import tqdm
 
 from agent.contracts import AXES, Article, Classification, Evidence, LabelledTicket, Route, TicketIn, Usage
-from agent.embeddings import Embedder, OnnxEmbedder, OpenAIEmbedder, packaged_minilm
+from agent.embeddings import (
+    MINILM,
+    PACKAGED,
+    USE_MULTILINGUAL,
+    Embedder,
+    EmbeddingError,
+    OnnxEmbedder,
+    OpenAIEmbedder,
+    UseEmbedder,
+    choose_packaged_model,
+    packaged_minilm,
+)
 from agent.graph import triage_graph
 from agent.llm import LLMClient, StructuredMode
 from agent.local_llm import LocalLLMServer
@@ -38,13 +49,32 @@ class TicketError(ValueError):
     """A ticket the agent cannot take as given; the message says what to change."""
 
 
-def make_embedder(settings: Settings) -> Embedder:
+def embedding_model_name(settings: Settings, texts: Sequence[str] | None = None) -> str:
+    """The model `make_embedder` would load, `auto` resolved (cheap: nothing is loaded)."""
+    if settings.embedding_model == "auto" and not settings.embedding_base_url and not settings.embedding_model_dir:
+        return choose_packaged_model(texts or [])
+    return settings.embedding_model
+
+
+def make_embedder(settings: Settings, texts: Sequence[str] | None = None) -> Embedder:
+    """The embedder the settings name; `auto` chooses a packaged model by the language mix of `texts` (the train
+    file of `triage eval`), and is MiniLM when no texts are given (the service: set `use-multilingual-v3` for a
+    multilingual help desk, then re-ingest)."""
+    name = embedding_model_name(settings, texts)
     if settings.embedding_base_url:
-        return OpenAIEmbedder(base_url=settings.embedding_base_url, model=settings.embedding_model, api_key=settings.llm_api_key)
+        if name in ("auto", *PACKAGED):
+            raise EmbeddingError(
+                f"TRIAGE_EMBEDDING_BASE_URL is set: also set TRIAGE_EMBEDDING_MODEL to the endpoint's model name, not {name!r}"
+            )
+        return OpenAIEmbedder(base_url=settings.embedding_base_url, model=name, api_key=settings.llm_api_key)
     if settings.embedding_model_dir:
         return OnnxEmbedder.from_dir(settings.embedding_model_dir, batch_size=settings.embedding_batch_size)
+    if name == USE_MULTILINGUAL:
+        return UseEmbedder()
+    if name != MINILM:
+        raise EmbeddingError(f"unknown embedding model {name!r}: use auto, {MINILM}, {USE_MULTILINGUAL}, or set TRIAGE_EMBEDDING_MODEL_DIR")
     model, tokenizer = packaged_minilm()
-    return OnnxEmbedder(model, tokenizer, name=settings.embedding_model, batch_size=settings.embedding_batch_size)
+    return OnnxEmbedder(model, tokenizer, name=MINILM, batch_size=settings.embedding_batch_size)
 
 
 def make_llm(settings: Settings, base_url: str | None, *, embedded: bool = False) -> LLMClient | None:

@@ -47,7 +47,14 @@ class Settings(BaseSettings):
 
     # embeddings: empty URL = packaged ONNX model
     embedding_base_url: str | None = None
-    embedding_model: str = "all-MiniLM-L6-v2-int8"
+    embedding_model: str = Field(
+        default="auto",
+        description=(
+            "auto (triage eval: use-multilingual-v3 when >= 10 % of the train texts are not English, else "
+            "all-MiniLM-L6-v2-int8; the service: all-MiniLM-L6-v2-int8), one of those two packaged models, or the "
+            "model name of TRIAGE_EMBEDDING_BASE_URL."
+        ),
+    )
     embedding_model_dir: Path | None = None
     embedding_batch_size: int = 32
 

@@ -71,10 +71,11 @@ class EvalConfig:
     max_false_flag: float = 0.08  # out-of-scope budget on held-out in-scope train rows (measured: evals/README.md)
     oos_score: str = "similarity+confidence"  # agent.proposal.in_scope_score rule (measured: evals/README.md)
 
-    def _spec(self, train_sha: str) -> dict[str, Any]:
+    def _spec(self, train_sha: str, embedder: str) -> dict[str, Any]:
         return {
             "format": RUN_FORMAT,
             "train": train_sha,
+            "embedder": embedder,
             "text": self.text,
             "labels": self.labels,
             "taxonomy": self.taxonomy,
@@ -87,12 +88,12 @@ class EvalConfig:
             "oos_score": self.oos_score,
         }
 
-    def calibration_fingerprint(self, train_sha: str) -> str:
+    def calibration_fingerprint(self, train_sha: str, embedder: str) -> str:
         """What the fitted calibration depends on (not the test file, the mode or the sample)."""
-        return _digest(self._spec(train_sha))
+        return _digest(self._spec(train_sha, embedder))
 
-    def fingerprint(self, train_sha: str, test_sha: str) -> str:
-        return _digest({**self._spec(train_sha), "test": test_sha, "mode": self.mode, "limit": self.limit})
+    def fingerprint(self, train_sha: str, test_sha: str, embedder: str) -> str:
+        return _digest({**self._spec(train_sha, embedder), "test": test_sha, "mode": self.mode, "limit": self.limit})
 
 
 def _digest(spec: dict[str, Any]) -> str:
@@ -277,11 +278,14 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         taxonomy = load_taxonomy(Path(cfg.taxonomy) if cfg.taxonomy else base_settings.taxonomy_path)
         codec = LabelCodec.for_ids({axis: taxonomy.axes[axis].ids for axis in axes})
 
+    # the embedder: `auto` chooses by the train file's language mix (agent.embeddings.choose_packaged_model)
+    cache_dir = cfg.cache_dir or base_settings.data_dir / "cache"
+    embedder = CachedEmbedder(make_embedder(base_settings, [r.text for r in train_rows]), cache_dir / "embeddings.sqlite")
+
     # resumability: DIR belongs to one configuration
     train_sha = file_sha(cfg.train)
-    fingerprint = cfg.fingerprint(train_sha, file_sha(cfg.test))
-    cal_fingerprint = cfg.calibration_fingerprint(train_sha)
-    cache_dir = cfg.cache_dir or base_settings.data_dir / "cache"
+    fingerprint = cfg.fingerprint(train_sha, file_sha(cfg.test), embedder.name)
+    cal_fingerprint = cfg.calibration_fingerprint(train_sha, embedder.name)
     run_file = out / "run.json"
     predictions_path = out / "predictions.jsonl"
     previous: dict[str, Any] = {}
@@ -307,7 +311,6 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
             "top_k_articles": 0,  # the eval store holds no KB: classification only
         }
     )
-    embedder = CachedEmbedder(make_embedder(base_settings), cache_dir / "embeddings.sqlite")
 
     # train as the agent stores it
     train_texts = [normalized(r.text) for r in train_rows]

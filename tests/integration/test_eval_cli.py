@@ -107,6 +107,7 @@ def test_eval_csv_auto_taxonomy_two_axes_and_resume(tmp_path: Path) -> None:
     assert metrics["axes"]["service"]["accuracy"] >= 0.6
     report = (out / "report.md").read_text()
     assert "Returns & Exchanges" in report  # the report shows raw values, not slugified ids
+    assert "embedder `all-MiniLM-L6-v2-int8`" in report  # English train file: `auto` keeps MiniLM
     assert "left out of test: 1 row(s) without text (`blank-1`)" in report and "blank-1" in run.stderr
     assert "not scored on service: 1 test row(s) with an empty label (`unlabelled-1`)" in report
     assert "not scored on tier: 1 test row(s)" in report
@@ -118,6 +119,29 @@ def test_eval_csv_auto_taxonomy_two_axes_and_resume(tmp_path: Path) -> None:
     # another configuration in the same directory is refused with a clear message
     other = _eval(*args, "--seed", "3")
     assert other.returncode == 2 and "new --out" in other.stderr
+
+
+GERMAN = {
+    "Billing and Payments": ["Mir wurde die Rechnung doppelt berechnet", "die Zahlung mit meiner Kreditkarte ist fehlgeschlagen"],
+    "Technical Support": ["die App stürzt ab, wenn ich die Einstellungen öffne", "ich kann die Software nicht installieren"],
+    "Returns & Exchanges": ["ich möchte die Schuhe zurückgeben, sie sind zu klein", "wie kann ich die Jacke umtauschen"],
+}
+
+
+def test_eval_on_a_multilingual_train_file_uses_the_multilingual_embedder(tmp_path: Path) -> None:
+    german = [
+        {"id": f"de-{topic[:4].lower()}-{i}", "subject": "", "body": f"Hallo, {phrase}. Bitte helfen Sie mir, danke", "queue": topic, "tier": TIERS[topic]}
+        for topic, phrases in GERMAN.items()
+        for i, phrase in enumerate(phrases * 2)
+    ]
+    train = _write_csv(tmp_path / "train.csv", _rows(6, 0) + german)  # 12 of 30 rows in German
+    test = _write_csv(tmp_path / "test.csv", _rows(2, 1))
+    out = tmp_path / "out"
+    run = _eval("--train", str(train), "--test", str(test), "--text", "subject,body", "--label", "service=queue", "--taxonomy", "auto", "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    metrics = _check_outputs(out, n=6, axes={"service"}, oos=False)
+    assert metrics["axes"]["service"]["accuracy"] >= 0.5
+    assert "embedder `use-multilingual-v3`" in (out / "report.md").read_text()
 
 
 def test_eval_jsonl_default_taxonomy_oos_and_calibration_path(tmp_path: Path) -> None:
