@@ -12,7 +12,7 @@
    classified through the graph. Reported: test tickets / wall time of the whole command, and the classify
    rate (metrics.json `throughput_per_s`).
 
-    python -m evals.bench_speed            # both; writes evals/reports/speed.json
+    python -m evals.bench_speed            # both; writes evals/reports/speed.json (--only: that protocol's entry)
     python -m evals.bench_speed --runs 3   # each protocol three times, the median run reported (all walls kept)
 
 Before the protocols it times two fixed workloads (`machine_probe`): the same VM type ran the same code 30 %
@@ -39,6 +39,7 @@ from agent.settings import REPO_ROOT
 from evals import splits
 
 SPEED = splits.RUNS / "speed"
+PROTOCOLS = ("banking77_cold", "tobi_train_cached")
 REPORT = REPO_ROOT / "evals" / "reports" / "speed.json"
 
 
@@ -178,9 +179,19 @@ def main(argv: list[str] | None = None) -> int:
             "target_per_s": 20,
         }
         print(json.dumps(results["tobi_train_cached"]), flush=True)
-    if args.only is None:
-        REPORT.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    write_report(results)
     return 0
+
+
+def write_report(results: dict[str, Any]) -> None:
+    """speed.json: each protocol with the date and probe of the run that measured it; `--only` replaces its own
+    protocol and keeps the others (a probe-only run writes nothing)."""
+    protocols = {k: {**v, "date": results["date"], "probe": results["probe"]} for k, v in results.items() if k in PROTOCOLS}
+    if not protocols:
+        return
+    kept = json.loads(REPORT.read_text(encoding="utf-8")) if REPORT.is_file() else {}
+    kept = {k: v for k, v in kept.items() if k not in ("date", "probe")}  # older files kept one date for all
+    REPORT.write_text(json.dumps({**kept, **{k: results[k] for k in ("machine", "command")}, **protocols}, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
