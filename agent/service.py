@@ -50,8 +50,12 @@ class TicketError(ValueError):
 
 
 def embedding_model_name(settings: Settings, texts: Sequence[str] | None = None) -> str:
-    """The model `make_embedder` would load, `auto` resolved (cheap: nothing is loaded)."""
-    if settings.embedding_model == "auto" and not settings.embedding_base_url and not settings.embedding_model_dir:
+    """The `name` of the embedder `make_embedder` would build, `auto` resolved (cheap: nothing is loaded)."""
+    if settings.embedding_base_url:
+        return settings.embedding_model
+    if settings.embedding_model_dir:
+        return settings.embedding_model_dir.name
+    if settings.embedding_model == "auto":
         return choose_packaged_model(texts or [])
     return settings.embedding_model
 

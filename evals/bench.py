@@ -25,13 +25,12 @@ from typing import Any
 
 import yaml
 
-from agent.service import embedding_model_name
 from agent.settings import REPO_ROOT, Settings
 from evals import splits
 from evals.calibration import FittedCalibration
-from evals.datasets import LabelCodec, load_rows
+from evals.datasets import LabelCodec
 from evals.report import write_outputs
-from evals.runner import EvalConfig, clear_run, file_sha, read_predictions, run_eval
+from evals.runner import EvalConfig, clear_run, read_predictions, run_eval, run_fingerprint
 
 CONFIGS = REPO_ROOT / "evals" / "configs"
 REPORTS = REPO_ROOT / "evals" / "reports"
@@ -76,9 +75,7 @@ def outdated_cleared(cfg: EvalConfig) -> EvalConfig:
     run_file = cfg.out / "run.json"
     if run_file.is_file():
         stored = json.loads(run_file.read_text(encoding="utf-8")).get("fingerprint")
-        rows = load_rows(cfg.train, cfg.text, cfg.labels)
-        texts = [r.text for r in rows if cfg.oos_label is None or all(v != cfg.oos_label for v in r.labels.values())]
-        if stored != cfg.fingerprint(file_sha(cfg.train), file_sha(cfg.test), embedding_model_name(Settings(), texts)):
+        if stored != run_fingerprint(cfg, Settings()):
             clear_run(cfg.out)
     return cfg
 

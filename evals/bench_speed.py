@@ -190,7 +190,6 @@ def write_report(results: dict[str, Any]) -> None:
     if not protocols:
         return
     kept = json.loads(REPORT.read_text(encoding="utf-8")) if REPORT.is_file() else {}
-    kept = {k: v for k, v in kept.items() if k not in ("date", "probe")}  # older files kept one date for all
     REPORT.write_text(json.dumps({**kept, **{k: results[k] for k in ("machine", "command")}, **protocols}, indent=2) + "\n", encoding="utf-8")
 
 

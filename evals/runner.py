@@ -37,7 +37,7 @@ from agent.embeddings import Embedder
 from agent.llm import LLMClient
 from agent.nodes.normalize import clean, redact
 from agent.proposal import HeadOptions, ProposalHead
-from agent.service import TicketError, TriageService, load_head, make_embedder
+from agent.service import TicketError, TriageService, embedding_model_name, load_head, make_embedder
 from agent.service import llm_for as service_llm_for
 from agent.settings import Settings
 from agent.store import TICKETS
@@ -263,11 +263,9 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
     for side, ids in no_text.items():
         if ids:
             log.warning("%d %s row(s) without text left out (%s); they are named in report.md", len(ids), side, ", ".join(ids[:5]))
-    dropped_oos = 0
-    if cfg.oos_label is not None:
-        kept = [r for r in train_rows if all(r.labels.get(a) != cfg.oos_label for a in axes)]
-        dropped_oos = len(train_rows) - len(kept)
-        train_rows = kept
+    kept = in_scope(train_rows, cfg.oos_label, axes)
+    dropped_oos = len(train_rows) - len(kept)
+    train_rows = kept
     if not train_rows:
         raise EvalError("no train rows left (all are out of scope or lack text)")
 
@@ -402,6 +400,20 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
     return write_outputs(out, records, axes=axes, codec=codec, fitted=fitted, cfg=cfg, context=context)
 
 
+def in_scope(rows: list[EvalRow], oos_label: str | None, axes: Sequence[str]) -> list[EvalRow]:
+    """Train rows the agent may learn from: those labelled `--oos-label` on any scored axis are dropped."""
+    if oos_label is None:
+        return rows
+    return [r for r in rows if all(r.labels.get(a) != oos_label for a in axes)]
+
+
+def run_fingerprint(cfg: EvalConfig, settings: Settings) -> str:
+    """The fingerprint `run_eval` gives cfg.out (inputs, options and the embedder `auto` resolves to), so the bench
+    can clear a run directory left by other code or options before `run_eval` would refuse it."""
+    train = in_scope(load_rows(cfg.train, cfg.text, cfg.labels), cfg.oos_label, list(cfg.labels))
+    return cfg.fingerprint(file_sha(cfg.train), file_sha(cfg.test), embedding_model_name(settings, [r.text for r in train]))
+
+
 def read_cached_calibration(path: Path) -> cal.FittedCalibration | None:
     """A calibration this command cached earlier, or None if there is none or it no longer loads (written by an
     older version): it is then fitted again."""
@@ -525,4 +537,4 @@ def clear_run(out: Path) -> None:
     shutil.rmtree(out / "data", ignore_errors=True)
 
 
-__all__ = ["DatasetError", "EvalConfig", "EvalError", "run_eval", "clear_run"]
+__all__ = ["DatasetError", "EvalConfig", "EvalError", "run_eval", "run_fingerprint", "clear_run"]
