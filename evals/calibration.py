@@ -30,7 +30,15 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from agent.confidence import ConfidenceModel, confidence_features
 from agent.contracts import EvidenceTicket, Taxonomy
-from agent.proposal import Distribution, HeadOptions, ProposalHead, in_scope_score, propose_distribution
+from agent.proposal import (
+    Distribution,
+    HeadOptions,
+    ProposalHead,
+    SoftmaxSVC,
+    in_scope_score,
+    mix_mlp,
+    propose_distribution,
+)
 from agent.state import Calibration
 
 NEVER = 1.001
@@ -43,6 +51,7 @@ class OutOfFold:
     proposals: list[dict[str, Distribution]]
     nearest: np.ndarray
     neighbours: list[list[EvidenceTicket]] = field(default_factory=list)  # what retrieval gave each row
+    svm_scales: dict[str, float] = field(default_factory=dict)  # per axis, fitted on the pooled folds
 
 
 def nearest_neighbours(
@@ -90,7 +99,9 @@ def out_of_fold(
     progress: bool = False,
     jobs: int | None = None,
 ) -> OutOfFold:
-    """The folds run in parallel processes (one per core): the head fits are single-threaded (liblinear)."""
+    """Each fold's linear model and MLP are fitted as two jobs in parallel processes (one per core; each fit is
+    single-threaded), so ten similar jobs keep two cores busy to the end. The SVM's softmax scale is fitted once
+    on the pooled out-of-fold decision values, not on a holdout inside every fold (one SVM fit a fold saved)."""
     from joblib import Parallel, delayed
     from tqdm import tqdm
 
@@ -99,23 +110,49 @@ def out_of_fold(
     first_axis = next(iter(labels))
     strata = [str(y) for y in labels[first_axis]]
     row_labels = [{axis: ys[i] for axis, ys in labels.items() if ys[i]} for i in range(n)]
+    opts = options or HeadOptions()
+    splits = _folds(n, strata, folds, seed)
+    kinds = ["linear", "mlp"] if opts.mlp_weight > 0 else ["linear"]
+    jobs = jobs or min(len(splits) * len(kinds), os.cpu_count() or 1)
+    tasks = [
+        delayed(_fold_part)(kind, k, texts, vectors, labels, row_labels, train_idx, held_idx, taxonomy, opts, top_k)
+        for kind in kinds  # the longer linear jobs first
+        for k, (train_idx, held_idx) in enumerate(splits)
+    ]
+    results = Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks) if jobs > 1 else (task[0](*task[1], **task[2]) for task in tasks)
+    parts: dict[tuple[str, int], FoldPart] = {}
+    for part in tqdm(results, total=len(tasks), desc="cross-validating thresholds", unit="fit", disable=not progress):
+        parts[(part.kind, part.fold)] = part
+    scales = pooled_svm_scales([parts[("linear", k)] for k in range(len(splits))], labels) if opts.classifier == "svm" else {}
+
     proposals: list[dict[str, Distribution]] = [{} for _ in range(n)]
     found: list[list[EvidenceTicket]] = [[] for _ in range(n)]
     nearest = np.zeros(n, dtype=np.float32)
-    opts = options or HeadOptions()
-    splits = _folds(n, strata, folds, seed)
-    jobs = jobs or min(len(splits), os.cpu_count() or 1)
-    tasks = (delayed(_one_fold)(texts, vectors, labels, row_labels, train_idx, held_idx, taxonomy, opts, top_k) for train_idx, held_idx in splits)
-    results = Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks) if jobs > 1 else (task[0](*task[1], **task[2]) for task in tasks)
-    for held_idx, fold_proposals, fold_neighbours in tqdm(results, total=len(splits), desc="cross-validating thresholds", unit="fold", disable=not progress):
+    for k, (_, held_idx) in enumerate(splits):
+        linear = parts[("linear", k)]
+        mlp = parts.get(("mlp", k))
+        head_probs = _head_probs(len(held_idx), linear.scores, mlp.scores if mlp else {}, scales, opts.mlp_weight)
         for j, i in enumerate(held_idx):
-            proposals[i] = fold_proposals[j]
-            found[i] = fold_neighbours[j]
-            nearest[i] = fold_neighbours[j][0].score if fold_neighbours[j] else 0.0
-    return OutOfFold(proposals=proposals, nearest=nearest, neighbours=found)
+            found[i] = linear.neighbours[j]
+            nearest[i] = found[i][0].score if found[i] else 0.0
+            proposals[i] = propose_distribution(head_probs[j], found[i], taxonomy, knn_weight=opts.knn_weight, dup_low=opts.dup_low, dup_high=opts.dup_high)
+    return OutOfFold(proposals=proposals, nearest=nearest, neighbours=found, svm_scales=scales)
 
 
-def _one_fold(
+@dataclass
+class FoldPart:
+    """What one cross-validation job returns for its fold's held-out rows: per axis, classes and scores."""
+
+    kind: str  # "linear" (with the rows' neighbours) or "mlp"
+    fold: int
+    held: np.ndarray
+    scores: dict[str, tuple[np.ndarray, np.ndarray]]
+    neighbours: list[list[EvidenceTicket]] = field(default_factory=list)
+
+
+def _fold_part(
+    kind: str,
+    fold: int,
     texts: Sequence[str],
     vectors: np.ndarray,
     labels: Mapping[str, Sequence[str | None]],
@@ -125,11 +162,54 @@ def _one_fold(
     taxonomy: Taxonomy,
     opts: HeadOptions,
     top_k: int,
-) -> tuple[np.ndarray, list[dict[str, Distribution]], list[list[EvidenceTicket]]]:
-    """Fit on the other folds, propose for the held-out rows exactly as the graph would."""
+) -> FoldPart:
+    """Fit one part of the head on the other folds and score the held-out rows (the SVM's scores unscaled)."""
+    base_labels = {a: [ys[i] for i in train_idx] for a, ys in labels.items()}
+    scale_later = dict.fromkeys(labels, 1.0)  # placeholders: the pooled scale is applied to the raw scores
+    head = ProposalHead.fit([texts[i] for i in train_idx], vectors[train_idx], base_labels, taxonomy, options=opts, svm_scales=scale_later, parts=kind)
+    if kind == "mlp":
+        return FoldPart(kind, fold, held_idx, head.mlp_scores(vectors[held_idx]))
     neighbours = _neighbours(vectors, row_labels, train_idx, held_idx, top_k)
-    proposals = _propose(texts, vectors, labels, train_idx, held_idx, neighbours, taxonomy, opts)
-    return held_idx, proposals, neighbours
+    return FoldPart(kind, fold, held_idx, head.linear_scores([texts[i] for i in held_idx], vectors[held_idx]), neighbours)
+
+
+def pooled_svm_scales(linear: Sequence[FoldPart], labels: Mapping[str, Sequence[str | None]]) -> dict[str, float]:
+    """Per axis, the softmax scale with the least log-loss over every fold's held-out rows (their true class
+    known to that fold's SVM): the holdout fit of `SoftmaxSVC`, done once on all of train instead of per fold."""
+    scales: dict[str, float] = {}
+    for axis in {axis for part in linear for axis in part.scores}:
+        scored = []
+        for part in linear:
+            if axis not in part.scores:
+                continue
+            classes, decision = part.scores[axis]
+            index = {str(c): i for i, c in enumerate(classes)}
+            rows = [(j, index[str(labels[axis][i])]) for j, i in enumerate(part.held) if str(labels[axis][i]) in index]
+            if rows:
+                scored.append((decision[[j for j, _ in rows]], np.array([c for _, c in rows])))
+        scales[axis] = SoftmaxSVC.best_scale(scored) if sum(len(t) for _, t in scored) >= 20 else 1.0
+    return scales
+
+
+def _head_probs(
+    n: int,
+    linear: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    mlp: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    scales: Mapping[str, float],
+    mlp_weight: float,
+) -> list[dict[str, Distribution]]:
+    """What `ProposalHead.predict` gives, from the parts' scores: the SVM's decision values through the pooled
+    scale, the MLP's probabilities mixed in."""
+    out: list[dict[str, Distribution]] = [{} for _ in range(n)]
+    for axis, (classes, scores) in linear.items():
+        probs = SoftmaxSVC._softmax(scales[axis] * scores) if axis in scales else scores
+        if axis in mlp:
+            mlp_classes, mlp_probs = mlp[axis]
+            assert list(mlp_classes) == list(classes)  # both learned the same labels, sorted
+            probs = mix_mlp(probs, mlp_probs, mlp_weight)
+        for row, p in zip(out, probs, strict=True):
+            row[axis] = {str(c): float(v) for c, v in zip(classes, p, strict=True)}
+    return out
 
 
 def _neighbours(
