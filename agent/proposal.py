@@ -16,14 +16,14 @@ import pickle
 import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy import sparse
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
@@ -183,6 +183,26 @@ def make_vectorizer(*, word: bool = True, char: bool = True) -> FeatureUnion | N
     return FeatureUnion(parts) if parts else None
 
 
+def tfidf_transform(union: FeatureUnion, texts: Sequence[str]) -> sparse.csr_matrix:
+    """`union.transform(texts)` for the vectorizers `make_vectorizer` builds, without sklearn's per-call input
+    validation and joblib dispatch, which cost twice the n-gram counting on one ticket (the `propose` node's hot
+    path; tests/unit/test_proposal_head.py checks it gives the same matrix). Anything else: sklearn's own."""
+    blocks = []
+    for _, vectorizer in union.transformer_list:
+        if not (isinstance(vectorizer, TfidfVectorizer) and vectorizer.norm == "l2" and vectorizer.use_idf):
+            return union.transform(texts)
+        counts = CountVectorizer.transform(vectorizer, texts).astype(np.float64)
+        if vectorizer.sublinear_tf:
+            np.log(counts.data, out=counts.data)
+            counts.data += 1.0
+        counts.data *= vectorizer.idf_[counts.indices]
+        rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
+        norms = np.sqrt(np.bincount(rows, weights=counts.data**2, minlength=counts.shape[0]))
+        counts.data /= norms[rows]  # a row with entries has a positive norm; empty rows have none to divide
+        blocks.append(counts)
+    return sparse.hstack(blocks, format="csr")
+
+
 @dataclass
 class ProposalHead:
     """Per axis, a linear classifier over sparse + dense features, plus (mlp_weight) a small MLP on the dense vector
@@ -235,11 +255,9 @@ class ProposalHead:
             sample_weight = np.concatenate([base, np.full(len(docs), opts.taxonomy_weight)])
             if use_dense:
                 vectors = np.vstack([vectors, np.zeros((len(docs), vectors.shape[1]), dtype=vectors.dtype)])
-        vectorizer = make_vectorizer(word=opts.word, char=opts.char) if texts and parts != "mlp" else None
-        sparse_x = vectorizer.fit_transform(texts) if vectorizer is not None else None
         has_sparse = bool(texts) and (opts.word or opts.char)
         head = cls(
-            vectorizer=vectorizer,
+            vectorizer=None,
             dense_weight=dense_weight,
             fingerprint=fingerprint,
             use_dense=use_dense,
@@ -248,6 +266,7 @@ class ProposalHead:
             dup_high=opts.dup_high,
             mlp_weight=opts.mlp_weight,
         )
+        plans = []  # per axis: its labelled rows, their labels and the label counts
         for axis in AXES:
             valid = set(taxonomy.axes[axis].ids)
             axis_labels = labels.get(axis, [])
@@ -259,22 +278,40 @@ class ProposalHead:
             for y in ys:
                 counts[y] += 1
             head.priors[axis] = {k: v / len(ys) for k, v in counts.items()}
-            if len(counts) < 2 or not (has_sparse or use_dense):
-                continue
+            if len(counts) >= 2 and (has_sparse or use_dense):
+                plans.append((axis, rows, ys, counts))
+        # the MLPs train in a thread while the vectorizer and the linear models fit (numpy's products and liblinear
+        # release the GIL), unless an SVM's holdout fit already takes the second core: Banking77 head 15-17 s
+        # instead of 18-19 s; with a holdout as well, 20-23 s (evals/README.md, "Speed")
+        overlap = svm_scales is not None or opts.classifier != "svm"
+        mlps: dict[str, Future[MLPClassifier]] = {}
+        with ThreadPoolExecutor(max_workers=1) as mlp_pool:
+
+            def start_mlps() -> None:
+                for axis, rows, ys, counts in plans:
+                    if opts.mlp_weight > 0 and use_dense and parts != "linear":
+                        mlps[axis] = mlp_pool.submit(_fit_mlp, vectors[rows], ys, counts, opts.mlp_hidden)
+
+            if overlap:
+                start_mlps()
             if parts != "mlp":
-                x = head._features(sparse_x[rows] if sparse_x is not None else None, vectors[rows] if use_dense else None)
-                weight = sample_weight[rows] if sample_weight is not None else None
-                model: LogisticRegression | SoftmaxSVC | MeanEnsemble
-                if opts.classifier == "svm":
-                    model = SoftmaxSVC(C=C, class_weight=opts.class_weight)
-                    model.fit(x, ys, sample_weight=weight, scale=(svm_scales or {}).get(axis))
-                elif opts.classifier == "ensemble":
-                    model = MeanEnsemble(C=C, class_weight=opts.class_weight).fit(x, ys, sample_weight=weight)
-                else:
-                    model = LogisticRegression(C=C, max_iter=3000, class_weight=opts.class_weight).fit(x, ys, sample_weight=weight)
-                head.heads[axis] = model
-            if opts.mlp_weight > 0 and use_dense and parts != "linear":
-                head.mlps[axis] = _fit_mlp(vectors[rows], ys, counts, opts.mlp_hidden)
+                head.vectorizer = make_vectorizer(word=opts.word, char=opts.char) if texts else None
+                sparse_x = head.vectorizer.fit_transform(texts) if head.vectorizer is not None else None
+                for axis, rows, ys, _ in plans:
+                    x = head._features(sparse_x[rows] if sparse_x is not None else None, vectors[rows] if use_dense else None)
+                    weight = sample_weight[rows] if sample_weight is not None else None
+                    model: LogisticRegression | SoftmaxSVC | MeanEnsemble
+                    if opts.classifier == "svm":
+                        model = SoftmaxSVC(C=C, class_weight=opts.class_weight)
+                        model.fit(x, ys, sample_weight=weight, scale=(svm_scales or {}).get(axis))
+                    elif opts.classifier == "ensemble":
+                        model = MeanEnsemble(C=C, class_weight=opts.class_weight).fit(x, ys, sample_weight=weight)
+                    else:
+                        model = LogisticRegression(C=C, max_iter=3000, class_weight=opts.class_weight).fit(x, ys, sample_weight=weight)
+                    head.heads[axis] = model
+            if not overlap:
+                start_mlps()
+            head.mlps = {axis: future.result() for axis, future in mlps.items()}
         return head
 
     def _features(self, sparse_x: sparse.spmatrix | None, dense_x: np.ndarray | None) -> sparse.csr_matrix:
@@ -288,7 +325,7 @@ class ProposalHead:
     def predict(self, texts: Sequence[str], vectors: np.ndarray) -> list[dict[str, Distribution]]:
         """Per text, per axis, a probability over the labels the head knows."""
         out: list[dict[str, Distribution]] = [{} for _ in texts]
-        sparse_x = self.vectorizer.transform(texts) if self.vectorizer is not None else None
+        sparse_x = tfidf_transform(self.vectorizer, texts) if self.vectorizer is not None else None
         x = None
         for axis in AXES:
             model = self.heads.get(axis)
@@ -311,7 +348,7 @@ class ProposalHead:
     def linear_scores(self, texts: Sequence[str], vectors: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per axis, the linear model's classes and scores: an SVM's raw decision values (cross-validation scales
         them once every fold is in), any other model's probabilities."""
-        sparse_x = self.vectorizer.transform(texts) if self.vectorizer is not None else None
+        sparse_x = tfidf_transform(self.vectorizer, texts) if self.vectorizer is not None else None
         x = self._features(sparse_x, vectors)
         return {
             axis: (model.classes_, model.decision(x) if isinstance(model, SoftmaxSVC) else model.predict_proba(x))

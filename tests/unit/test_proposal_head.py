@@ -1,5 +1,6 @@
-"""Cross-validation splits each fold's head into jobs and scales the SVM once on the pooled folds: the proposals
-it gives must still be exactly the graph's (`ProposalHead.predict` + `propose_distribution`) at that scale."""
+"""The proposal head's fast paths must give what the slow ones did: cross-validation splits each fold's head into
+jobs and scales the SVM once on the pooled folds, yet proposes exactly what the graph (`ProposalHead.predict` +
+`propose_distribution`) would at that scale; the lean TF-IDF transform gives sklearn's matrix."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.proposal import HeadOptions, ProposalHead, SoftmaxSVC, propose_distribution
+from agent.proposal import HeadOptions, ProposalHead, SoftmaxSVC, propose_distribution, tfidf_transform
 from agent.taxonomy import load_taxonomy
 from evals.calibration import _folds, out_of_fold
 
@@ -76,3 +77,19 @@ def test_a_given_scale_skips_the_holdout_and_a_missing_one_is_fitted() -> None:
     assert given.heads["service"].scale == 3.17
     fitted = ProposalHead.fit(texts, vectors, labels, TAXONOMY)
     assert fitted.heads["service"].scale in SoftmaxSVC.SCALES and fitted.heads["service"].scale != 1.0
+
+
+def test_the_lean_tfidf_transform_is_sklearns() -> None:
+    texts, vectors, labels = corpus()
+    head = ProposalHead.fit(texts, vectors, labels, TAXONOMY)
+    assert head.vectorizer is not None
+    new = [
+        "refund my card payment", "", "!!!", "Sehr geehrtes Support-Team, die Rechnung ist falsch",
+        "unseen words only zzz qqq", texts[0], "a " * 300,
+    ]
+    for batch in ([t] for t in new), [new]:
+        for chunk in batch:
+            lean = tfidf_transform(head.vectorizer, chunk)
+            reference = head.vectorizer.transform(chunk)
+            assert lean.shape == reference.shape
+            assert abs(lean - reference).max() < 1e-12
