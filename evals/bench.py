@@ -107,7 +107,7 @@ def run_config(cfg: dict[str, Any], *, hybrid: bool, fresh: bool) -> list[dict[s
         wall = round(time.perf_counter() - started, 1)
         # a resumed run reports the run(s) that did the work (cross-validated configs: the sum of their folds)
         did_work = sum(float(json.loads(f.read_text()).get("timings", {}).get("total_s", 0.0)) for f in [*out.glob("run.json"), *out.glob("fold*/run.json")])
-        wall = max(wall, did_work)
+        wall = round(max(wall, did_work), 1)
         row = {"name": name, "mode": mode, "limit": run.get("limit"), "metrics": metrics, "targets": cfg.get("targets", {}), "wall_s": wall}
         if mode != "proposal":
             row["paired_proposal"] = paired_accuracy(splits.RUNS / name / "proposal", out, list(cfg["labels"]))

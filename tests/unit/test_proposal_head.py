@@ -59,7 +59,7 @@ def test_out_of_fold_proposals_are_the_graphs_at_the_pooled_scale(jobs: int) -> 
             expected = propose_distribution(probs, oof.neighbours[i], TAXONOMY, knn_weight=opts.knn_weight)["service"]
             got = oof.proposals[i]["service"]
             assert set(got) == set(expected)
-            assert max(abs(got[k] - expected[k]) for k in got) < 1e-4  # liblinear shuffles rows unseeded: ~1e-5 apart
+            assert max(abs(got[k] - expected[k]) for k in got) < 1e-9  # the SVM is seeded: the same fit, the same numbers
 
 
 def test_best_scale_finds_the_temperature_the_labels_were_drawn_at() -> None:
