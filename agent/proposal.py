@@ -107,7 +107,7 @@ class SoftmaxSVC:
         return np.column_stack([-d, d]) if d.ndim == 1 else d
 
     @staticmethod
-    def _softmax(z: np.ndarray) -> np.ndarray:
+    def softmax(z: np.ndarray) -> np.ndarray:
         z = z - z.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
@@ -118,7 +118,7 @@ class SoftmaxSVC:
         losses = np.zeros(len(cls.SCALES))
         for decision, truth in scored:
             rows = np.arange(len(truth))
-            losses += [-np.log(cls._softmax(s * decision)[rows, truth] + 1e-12).sum() for s in cls.SCALES]
+            losses += [-np.log(cls.softmax(s * decision)[rows, truth] + 1e-12).sum() for s in cls.SCALES]
         return float(cls.SCALES[int(np.argmin(losses))])
 
     def fit(
@@ -151,7 +151,7 @@ class SoftmaxSVC:
         return self._decision(self.svc, x)
 
     def predict_proba(self, x: sparse.spmatrix) -> np.ndarray:
-        return self._softmax(self.scale * self.decision(x))
+        return self.softmax(self.scale * self.decision(x))
 
 
 class MeanEnsemble:
@@ -338,13 +338,10 @@ class ProposalHead:
                 continue
             if x is None:
                 x = self._features(sparse_x, vectors)
-            probs = model.predict_proba(x)
             mlp = getattr(self, "mlps", {}).get(axis)
-            if mlp is not None and vectors is not None:
-                assert list(mlp.classes_) == list(model.classes_)  # both learned the same labels, sorted
-                probs = mix_mlp(probs, mlp.predict_proba(vectors), self.mlp_weight)
-            for row, p in zip(out, probs, strict=True):
-                row[axis] = {str(c): float(v) for c, v in zip(model.classes_, p, strict=True)}
+            mlp_scores = (mlp.classes_, mlp.predict_proba(vectors)) if mlp is not None and vectors is not None else None
+            for row, dist in zip(out, axis_distributions(model.classes_, model.predict_proba(x), mlp_scores, self.mlp_weight), strict=True):
+                row[axis] = dist
         return out
 
     def linear_scores(self, texts: Sequence[str], vectors: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -380,9 +377,16 @@ class ProposalHead:
         return head
 
 
-def mix_mlp(linear: np.ndarray, mlp: np.ndarray, weight: float) -> np.ndarray:
-    """The linear model's probabilities with the MLP's mixed in at `weight` (same classes, same order)."""
-    return (1.0 - weight) * linear + weight * mlp
+def axis_distributions(
+    classes: np.ndarray, linear: np.ndarray, mlp: tuple[np.ndarray, np.ndarray] | None, mlp_weight: float
+) -> list[Distribution]:
+    """Per row, the linear model's probabilities with the MLP's (classes, probabilities) mixed in at `mlp_weight`:
+    what `ProposalHead.predict` gives an axis, and what cross-validation rebuilds from its separate jobs."""
+    if mlp is not None:
+        mlp_classes, mlp_probs = mlp
+        assert list(mlp_classes) == list(classes)  # both learned the same labels, sorted
+        linear = (1.0 - mlp_weight) * linear + mlp_weight * mlp_probs
+    return [{str(c): float(v) for c, v in zip(classes, p, strict=True)} for p in linear]
 
 
 def _fit_mlp(vectors: np.ndarray, labels: Sequence[str], counts: Mapping[str, float], hidden: int) -> MLPClassifier:

@@ -35,8 +35,8 @@ from agent.proposal import (
     HeadOptions,
     ProposalHead,
     SoftmaxSVC,
+    axis_distributions,
     in_scope_score,
-    mix_mlp,
     propose_distribution,
 )
 from agent.state import Calibration
@@ -202,13 +202,9 @@ def _head_probs(
     scale, the MLP's probabilities mixed in."""
     out: list[dict[str, Distribution]] = [{} for _ in range(n)]
     for axis, (classes, scores) in linear.items():
-        probs = SoftmaxSVC._softmax(scales[axis] * scores) if axis in scales else scores
-        if axis in mlp:
-            mlp_classes, mlp_probs = mlp[axis]
-            assert list(mlp_classes) == list(classes)  # both learned the same labels, sorted
-            probs = mix_mlp(probs, mlp_probs, mlp_weight)
-        for row, p in zip(out, probs, strict=True):
-            row[axis] = {str(c): float(v) for c, v in zip(classes, p, strict=True)}
+        probs = SoftmaxSVC.softmax(scales[axis] * scores) if axis in scales else scores
+        for row, dist in zip(out, axis_distributions(classes, probs, mlp.get(axis), mlp_weight), strict=True):
+            row[axis] = dist
     return out
 
 

@@ -65,7 +65,7 @@ def test_out_of_fold_proposals_are_the_graphs_at_the_pooled_scale(jobs: int) -> 
 def test_best_scale_finds_the_temperature_the_labels_were_drawn_at() -> None:
     rng = np.random.default_rng(1)
     decision = rng.normal(size=(4000, 5))
-    truth = np.array([rng.choice(5, p=p) for p in SoftmaxSVC._softmax(4.0 * decision)])
+    truth = np.array([rng.choice(5, p=p) for p in SoftmaxSVC.softmax(4.0 * decision)])
     assert SoftmaxSVC.best_scale([(decision, truth)]) == pytest.approx(4.0)
     halves = [(decision[:2000], truth[:2000]), (decision[2000:], truth[2000:])]  # pooled folds: the same answer
     assert SoftmaxSVC.best_scale(halves) == pytest.approx(4.0)
