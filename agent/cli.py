@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from pydantic import ValidationError
 
-from agent.contracts import Classification, TicketIn
+from agent.contracts import Classification, TicketIn, otherwise_phrase
 from agent.local_llm import die_with_parent
 from agent.settings import REPO_ROOT, Mode, Settings
 from agent.taxonomy import TaxonomyError, load_taxonomy
@@ -228,8 +228,7 @@ def taxonomy_validate(
         for old, move in moves.items():
             how = plan.describe(axis, old)
             if move.to is None and (move.rules or move.otherwise):
-                rest = f"otherwise {move.otherwise}" if move.otherwise else "otherwise the agent chooses"
-                how += f" ({len(move.rules)} rule{'s' if len(move.rules) != 1 else ''}, {rest})"
+                how += f" ({len(move.rules)} rule{'s' if len(move.rules) != 1 else ''}, {otherwise_phrase(move.otherwise)})"
             typer.echo(f"  {axis} {old}: {how}")
     kept = sum(len(set(before.axes[a].ids) & set(taxonomy.axes[a].ids)) for a in taxonomy.axes)
     added = sum(len(set(taxonomy.axes[a].ids) - set(before.axes[a].ids)) for a in taxonomy.axes)

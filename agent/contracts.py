@@ -7,6 +7,7 @@ it is defined once, here, and everything else imports it.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from enum import Enum
 from typing import Literal
 
@@ -107,10 +108,23 @@ class SplitRule(BaseModel):
         return self.pattern is None or re.search(self.pattern, text, re.IGNORECASE) is not None
 
     def describe(self) -> str:
+        """The conditions in words, e.g. `keywords laptop, printer and tier in L3` (notes, CLI and UI alike)."""
         parts = [f"keywords {', '.join(self.keywords)}"] if self.keywords else []
         parts += [f"pattern /{self.pattern}/"] if self.pattern else []
-        parts += [f"{axis} in {ids}" for axis, ids in self.when.items()]
+        parts += [f"{axis} in {', '.join(ids)}" for axis, ids in self.when.items()]
         return " and ".join(parts)
+
+
+def describe_rules(rules: Sequence[SplitRule], otherwise: str | None) -> str:
+    """A split's rules in one line: where each sends tickets and when, then where the rest go; '' without rules."""
+    if not rules and not otherwise:
+        return ""
+    return "; ".join([*(f"{rule.to} if {rule.describe()}" for rule in rules), otherwise_phrase(otherwise)])
+
+
+def otherwise_phrase(otherwise: str | None) -> str:
+    """Where the tickets that no rule matches go: a fixed label, or back to the agent."""
+    return f"otherwise {otherwise}" if otherwise else "otherwise the agent chooses"
 
 
 class MigrationStep(BaseModel):

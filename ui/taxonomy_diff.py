@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from agent.contracts import SplitRule, describe_rules
+
 AXES = ("service", "channel", "tier")
 FIELDS = ("name", "description", "routing", "examples")
 
@@ -63,17 +65,7 @@ def migration_steps(tax: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _rules(step: dict[str, Any]) -> str:
     """A split's rules in one line: where each sends tickets and when, then `otherwise` (else the agent chooses)."""
-    parts = []
-    for rule in step.get("rules") or []:
-        when = [f"keywords {', '.join(rule['keywords'])}"] if rule.get("keywords") else []
-        when += [f"/{rule['pattern']}/"] if rule.get("pattern") else []
-        when += [f"{axis} in {', '.join(ids)}" for axis, ids in (rule.get("when") or {}).items()]
-        parts.append(f"{rule['to']} if {' and '.join(when)}")
-    if step.get("otherwise"):
-        parts.append(f"otherwise {step['otherwise']}")
-    elif parts:
-        parts.append("otherwise the agent chooses")
-    return "; ".join(parts)
+    return describe_rules([SplitRule.model_validate(rule) for rule in step.get("rules") or []], step.get("otherwise"))
 
 
 def migration_transitions(report: dict[str, Any]) -> list[dict[str, Any]]:

@@ -108,7 +108,7 @@ def test_migration_tables_read_the_taxonomy_and_report_as_the_api_serves_them(tm
                        {"to": "software_application", "pattern": "crash", "when": {"tier": ["L3"]}}]}
     ruled_v2 = load_taxonomy(write_v2(tmp_path / "v2r.yaml", steps=[s for s in STEPS if s["op"] != "split"] + [ruled]))
     assert migration_steps(ruled_v2.model_dump(mode="json", by_alias=True))[-1]["rules"] == (
-        "hardware if keywords laptop, printer; software_application if /crash/ and tier in L3; otherwise the agent chooses")
+        "hardware if keywords laptop, printer; software_application if pattern /crash/ and tier in L3; otherwise the agent chooses")
     report = {"transitions": {"service": {"cloud -> infrastructure": 3, "it_help_desk -> service_desk": 5}, "tier": {"L1 -> L2": 3}}}
     assert [(r["axis"], r["from"], r["to"], r["tickets"]) for r in migration_transitions(report)] == [
         ("service", "it_help_desk", "service_desk", 5), ("service", "cloud", "infrastructure", 3), ("tier", "L1", "L2", 3)]
