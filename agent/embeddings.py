@@ -13,8 +13,9 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -94,6 +95,15 @@ class UseEmbedder:
 
 
 class OnnxEmbedder:
+    """Any directory's `model.onnx` + `tokenizer.json` (mean pooling, L2 norm), run with onnxruntime.
+
+    Texts are sorted by token count and cut into batches of at most `batch_size` texts and `max_batch_tokens`
+    padded tokens: short texts go in wide batches, long ones in narrow ones (a batch of 32 long tickets spends
+    its time on attention matrices that no longer fit the cache). A call of one batch (one ticket: the latency
+    path) uses every core in one run; a call of several runs one batch per core, which keeps both cores busier
+    than one run on two threads. Same vectors either way (evals/README.md, "Speed").
+    """
+
     def __init__(
         self,
         model_path: Path,
@@ -101,52 +111,91 @@ class OnnxEmbedder:
         *,
         name: str = "onnx",
         max_length: int = 256,
-        batch_size: int = 32,
+        batch_size: int = 64,
+        max_batch_tokens: int = 1024,
         threads: int | None = None,
     ) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         for path in (model_path, tokenizer_path):
             if not path.is_file():
                 raise EmbeddingError(f"embedding model file {path} is missing")
         self.name = name
-        self.batch_size = batch_size
+        self.batch_size = max(1, batch_size)
+        self.max_batch_tokens = max(1, max_batch_tokens)
         self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self._tokenizer.enable_truncation(max_length=max_length)
-        self._tokenizer.enable_padding(pad_id=self._tokenizer.token_to_id("[PAD]") or 0)
+        self._tokenizer.no_padding()  # each batch is padded to its own longest text
+        self._pad_id = self._tokenizer.token_to_id("[PAD]") or 0
+        self._cores = threads or os.cpu_count() or 1
+        self._model_path = model_path
+        self._session = self._new_session(threads)
+        self._input_names = {i.name for i in self._session.get_inputs()}
+        self._batch_session: Any = None  # one thread per run, several runs at once (made on first use)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _new_session(self, threads: int | None) -> Any:
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-        self._input_names = {i.name for i in self._session.get_inputs()}
+        return ort.InferenceSession(str(self._model_path), options, providers=["CPUExecutionProvider"])
 
     @classmethod
     def from_dir(cls, model_dir: Path, **kwargs: object) -> OnnxEmbedder:
         return cls(model_dir / "model.onnx", model_dir / "tokenizer.json", name=model_dir.name, **kwargs)  # type: ignore[arg-type]
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        # batches of similar length pad little: twice the throughput on mixed-length tickets (evals/README.md)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = [self._embed_batch([texts[i] for i in order[k : k + self.batch_size]]) for k in range(0, len(order), self.batch_size)]
-        if not out:
+        if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        vectors = np.empty((len(texts), out[0].shape[1]), dtype=np.float32)
-        vectors[order] = np.vstack(out)
+        encodings = self._tokenizer.encode_batch([t if t.strip() else " " for t in texts])
+        ids = [e.ids for e in encodings]
+        batches = token_batches([len(i) for i in ids], self.batch_size, self.max_batch_tokens)
+        if len(batches) == 1 or self._cores == 1:
+            parts = [self._run(self._session, [ids[i] for i in batch]) for batch in batches]
+        else:
+            if self._pool is None:
+                self._batch_session = self._new_session(1)
+                self._pool = ThreadPoolExecutor(self._cores, thread_name_prefix="embed")
+            session = self._batch_session
+            parts = list(self._pool.map(lambda batch: self._run(session, [ids[i] for i in batch]), batches))
+        vectors = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
+        for batch, part in zip(batches, parts, strict=True):
+            vectors[batch] = part
         return vectors
 
-    def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        encodings = self._tokenizer.encode_batch([t if t.strip() else " " for t in texts])
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+    def _run(self, session: Any, batch_ids: list[list[int]]) -> np.ndarray:
+        longest = max(len(i) for i in batch_ids)
+        ids = np.full((len(batch_ids), longest), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch_ids), longest), dtype=np.int64)
+        for row, token_ids in enumerate(batch_ids):
+            ids[row, : len(token_ids)] = token_ids
+            mask[row, : len(token_ids)] = 1
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(ids)
-        hidden = self._session.run(None, feeds)[0]
+        hidden = session.run(None, feeds)[0]
         weights = mask[..., None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+
+
+def token_batches(lengths: Sequence[int], max_texts: int, max_tokens: int) -> list[list[int]]:
+    """Indices sorted by length, cut into batches of at most `max_texts` texts and `max_tokens` padded tokens
+    (texts x the batch's longest); a text longer than `max_tokens` gets a batch of its own."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current and (len(current) >= max_texts or (len(current) + 1) * lengths[i] > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
 
 
 class OpenAIEmbedder:

@@ -72,13 +72,13 @@ def make_embedder(settings: Settings, texts: Sequence[str] | None = None) -> Emb
             )
         return OpenAIEmbedder(base_url=settings.embedding_base_url, model=name, api_key=settings.llm_api_key)
     if settings.embedding_model_dir:
-        return OnnxEmbedder.from_dir(settings.embedding_model_dir, batch_size=settings.embedding_batch_size)
+        return OnnxEmbedder.from_dir(settings.embedding_model_dir, batch_size=settings.embedding_batch_size, max_batch_tokens=settings.embedding_batch_tokens)
     if name == USE_MULTILINGUAL:
         return UseEmbedder()
     if name != MINILM:
         raise EmbeddingError(f"unknown embedding model {name!r}: use auto, {MINILM}, {USE_MULTILINGUAL}, or set TRIAGE_EMBEDDING_MODEL_DIR")
     model, tokenizer = packaged_minilm()
-    return OnnxEmbedder(model, tokenizer, name=MINILM, batch_size=settings.embedding_batch_size)
+    return OnnxEmbedder(model, tokenizer, name=MINILM, batch_size=settings.embedding_batch_size, max_batch_tokens=settings.embedding_batch_tokens)
 
 
 def make_llm(settings: Settings, base_url: str | None, *, embedded: bool = False) -> LLMClient | None:

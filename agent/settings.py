@@ -56,7 +56,9 @@ class Settings(BaseSettings):
         ),
     )
     embedding_model_dir: Path | None = None
-    embedding_batch_size: int = 32
+    # packaged ONNX models: a batch holds at most this many texts and this many padded tokens (evals/README.md, "Speed")
+    embedding_batch_size: int = 64
+    embedding_batch_tokens: int = 1024
 
     # vector store: empty URL = embedded PersistentClient under data_dir
     chroma_url: str | None = None

@@ -15,6 +15,7 @@ from agent.embeddings import (
     choose_packaged_model,
     non_english_share,
     packaged_minilm,
+    token_batches,
 )
 from agent.service import embedding_model_name, make_embedder
 from agent.settings import Settings
@@ -22,13 +23,27 @@ from agent.settings import Settings
 
 def test_batched_vectors_keep_the_input_order() -> None:
     model, tokenizer = packaged_minilm()
-    embedder = OnnxEmbedder(model, tokenizer, batch_size=2)
     texts = ["a much longer ticket about a refund that never arrived on my card", "hi", "vpn drops", "", "invoice copy please"]
-    batched = embedder.embed(texts)
-    one_by_one = np.vstack([embedder.embed([t]) for t in texts])
-    assert batched.shape == (5, 384)
-    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
-    assert embedder.embed([]).shape[0] == 0
+    one_by_one = np.vstack([OnnxEmbedder(model, tokenizer).embed([t]) for t in texts])
+    # one batch on every core; batches of two in parallel; batches cut by tokens; one core
+    for options in ({}, {"batch_size": 2}, {"max_batch_tokens": 8}, {"batch_size": 2, "threads": 1}):
+        embedder = OnnxEmbedder(model, tokenizer, **options)
+        batched = embedder.embed(texts)
+        assert batched.shape == (5, 384)
+        np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+        assert embedder.embed([]).shape[0] == 0
+
+
+def test_token_batches_bound_texts_and_padded_tokens() -> None:
+    lengths = [3, 40, 5, 300, 4, 6, 39]
+    batches = token_batches(lengths, max_texts=3, max_tokens=100)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) <= 3
+        assert len(batch) * max(lengths[i] for i in batch) <= 100 or len(batch) == 1  # an over-long text goes alone
+    assert [lengths[i] for b in batches for i in b] == sorted(lengths)  # similar lengths share a batch
+    assert [3] in batches  # the 300-token text (index 3)
+    assert token_batches([], 3, 100) == []
 
 
 def test_the_multilingual_model_puts_a_translation_next_to_its_original() -> None:
