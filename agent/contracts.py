@@ -116,7 +116,8 @@ class SplitRule(BaseModel):
 
 
 def describe_rules(rules: Sequence[SplitRule], otherwise: str | None) -> str:
-    """A split's rules in one line: where each sends tickets and when, then where the rest go; '' without rules."""
+    """A split's rules in one line: where each sends tickets and when, then where the rest go; '' when the step has
+    neither rules nor `otherwise`."""
     if not rules and not otherwise:
         return ""
     return "; ".join([*(f"{rule.to} if {rule.describe()}" for rule in rules), otherwise_phrase(otherwise)])

@@ -10,6 +10,7 @@ USE multilingual wins where many tickets are in other languages (measured: evals
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from collections.abc import Sequence
@@ -131,8 +132,6 @@ class OnnxEmbedder:
         self._model_path = model_path
         self._session = self._new_session(threads)
         self._input_names = {i.name for i in self._session.get_inputs()}
-        self._batch_session: Any = None  # one thread per run, several runs at once (made on first use)
-        self._pool: ThreadPoolExecutor | None = None
 
     def _new_session(self, threads: int | None) -> Any:
         import onnxruntime as ort
@@ -141,6 +140,11 @@ class OnnxEmbedder:
         if threads:
             options.intra_op_num_threads = threads
         return ort.InferenceSession(str(self._model_path), options, providers=["CPUExecutionProvider"])
+
+    @functools.cached_property
+    def _workers(self) -> tuple[Any, ThreadPoolExecutor]:
+        """A one-thread session and a thread per core, to run several batches at once (made on first use)."""
+        return self._new_session(1), ThreadPoolExecutor(self._cores, thread_name_prefix="embed")
 
     @classmethod
     def from_dir(cls, model_dir: Path, **kwargs: object) -> OnnxEmbedder:
@@ -155,11 +159,8 @@ class OnnxEmbedder:
         if len(batches) == 1 or self._cores == 1:
             parts = [self._run(self._session, [ids[i] for i in batch]) for batch in batches]
         else:
-            if self._pool is None:
-                self._batch_session = self._new_session(1)
-                self._pool = ThreadPoolExecutor(self._cores, thread_name_prefix="embed")
-            session = self._batch_session
-            parts = list(self._pool.map(lambda batch: self._run(session, [ids[i] for i in batch]), batches))
+            session, pool = self._workers
+            parts = list(pool.map(lambda batch: self._run(session, [ids[i] for i in batch]), batches))
         vectors = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
         for batch, part in zip(batches, parts, strict=True):
             vectors[batch] = part
