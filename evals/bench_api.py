@@ -30,6 +30,7 @@ from pathlib import Path
 import httpx
 
 from agent.auth import create_key
+from agent.machine import usable_cores
 from agent.records import Records
 from agent.settings import REPO_ROOT, Settings
 
@@ -50,9 +51,9 @@ def machine() -> dict[str, object]:
         model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")), "")
     return {
         "arch": platform.machine(),
-        "cpus": os.cpu_count(),
+        "cpus": usable_cores(),
         "cpu_model": model,
-        "description": f"{os.cpu_count()}-core {platform.machine()}",
+        "description": f"{usable_cores()}-core {platform.machine()}",
         "python": platform.python_version(),
         "os": platform.platform(),
     }

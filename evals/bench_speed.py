@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import platform
 import random
 import shutil
@@ -35,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent.machine import usable_cores
 from agent.settings import REPO_ROOT
 from evals import splits
 
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     results: dict[str, object] = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {usable_cores()} cores, {cpu_model()}, Python {platform.python_version()}",
         "command": "python -m evals.bench_speed",
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "probe": machine_probe(),

@@ -39,6 +39,7 @@ from typing import Any
 
 import httpx
 
+from agent.machine import usable_cores
 from agent.settings import REPO_ROOT, Settings
 
 REPORTS = REPO_ROOT / "evals" / "reports"
@@ -355,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             calls = api_times(api, lead, ticket_id, args.repeat)
         result = {
             "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": {"cpus": os.cpu_count(), "arch": platform.machine(), "python": platform.python_version(), "note": "shared with other work while measured"},
+            "machine": {"cpus": usable_cores(), "arch": platform.machine(), "python": platform.python_version(), "note": "shared with other work while measured"},
             "store": {"tickets": total, "queue_counts": counts, "sample_through_api": args.sample, "reviewed_share": args.reviewed},
             "target_s": TARGET_S,
             "pages": {

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -30,6 +29,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from agent.confidence import ConfidenceModel, confidence_features
 from agent.contracts import EvidenceTicket, Taxonomy
+from agent.machine import usable_cores
 from agent.proposal import (
     Distribution,
     HeadOptions,
@@ -113,7 +113,7 @@ def out_of_fold(
     opts = options or HeadOptions()
     splits = _folds(n, strata, folds, seed)
     kinds = ["linear", "mlp"] if opts.mlp_weight > 0 else ["linear"]
-    jobs = jobs or min(len(splits) * len(kinds), os.cpu_count() or 1)
+    jobs = jobs or min(len(splits) * len(kinds), usable_cores())
     tasks = [
         delayed(_fold_part)(kind, k, texts, vectors, labels, row_labels, train_idx, held_idx, taxonomy, opts, top_k)
         for kind in kinds  # the longer linear jobs first
@@ -381,7 +381,7 @@ def fit_oos_threshold(
     if not splits:
         return 0.0, {}
     opts = options or HeadOptions()
-    jobs = 1 if rule == "similarity" else (jobs or min(len(splits), os.cpu_count() or 1))
+    jobs = 1 if rule == "similarity" else (jobs or min(len(splits), usable_cores()))
     tasks = [delayed(_oos_group)(texts, vectors, labels, row_labels, base, held, unknown, taxonomy, opts, top_k, rule) for base, held, unknown in splits]
     results = Parallel(n_jobs=jobs)(tasks) if jobs > 1 else [task[0](*task[1], **task[2]) for task in tasks]
     ins = np.concatenate([r[0] for r in results])
