@@ -210,7 +210,8 @@ def render_report(metrics: dict[str, Any], details: dict[str, Any], images: list
     lines += [
         "## Speed and cost",
         "",
-        f"latency p50 {metrics['latency_ms']['p50']} ms, p95 {metrics['latency_ms']['p95']} ms; throughput {metrics['throughput_per_s']} tickets/s (one process); "
+        f"latency p50 {metrics['latency_ms']['p50']} ms, p95 {metrics['latency_ms']['p95']} ms; throughput {metrics['throughput_per_s']} tickets/s (one process; "
+        f"each ticket through the graph with its vector embedded beforehand in batches: `embed_test_s` in the timings); "
         f"tokens: {metrics['usage']['prompt_tokens']} prompt + {metrics['usage']['completion_tokens']} completion; decisions: {details['decisions']}; errors: {details['errors']}.",
         "",
     ]

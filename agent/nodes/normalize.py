@@ -7,6 +7,7 @@ import unicodedata
 
 from langgraph.runtime import Runtime
 
+from agent.contracts import TicketIn
 from agent.state import TriageContext, TriageState
 
 _REDACTIONS: list[tuple[re.Pattern[str], str]] = [
@@ -45,11 +46,15 @@ def clean(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
+def ticket_text(ticket: TicketIn, limit: int) -> tuple[str, bool]:
+    """The text the graph embeds and classifies (cleaned, redacted, cut at `limit`), and whether it was cut.
+    The eval embeds test tickets in batches ahead of the graph with it, so both embed the same string."""
+    text = redact(clean(ticket.full_text()))
+    return (text[:limit], True) if len(text) > limit else (text, False)
+
+
 def normalize(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
     limit = runtime.context.settings.max_ticket_chars
-    text = redact(clean(state["ticket"].full_text()))
-    warnings = []
-    if len(text) > limit:
-        text = text[:limit]
-        warnings.append(f"ticket text truncated to {limit} characters for classification")
+    text, truncated = ticket_text(state["ticket"], limit)
+    warnings = [f"ticket text truncated to {limit} characters for classification"] if truncated else []
     return {"text": text, "language": detect_language(text), "warnings": warnings}
