@@ -90,7 +90,8 @@ def run_config(cfg: dict[str, Any], *, hybrid: bool, fresh: bool) -> list[dict[s
             continue
         out = splits.RUNS / name / mode
         if fresh:
-            clear_run(out)
+            for run_dir in [out, *sorted(out.glob("fold*"))]:  # cross-validated configs keep a run per fold
+                clear_run(run_dir)
         started = time.perf_counter()
         base = dict(
             text=cfg["text"], labels=cfg["labels"], taxonomy=_taxonomy(cfg.get("taxonomy")), mode=mode, limit=run.get("limit"),
