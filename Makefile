@@ -37,7 +37,7 @@ run: install ## seed the store, start the embedded LLM and serve the API
 	$(BIN)/triage serve
 
 test: install ## unit + integration tests (real llama.cpp server, real Chroma, real FastAPI)
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=15
 
 unit: install
 	$(BIN)/python -m pytest -q -m "not integration"
