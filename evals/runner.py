@@ -6,8 +6,9 @@ What happens, in order (also in evals/README.md):
 2. Embed train (cached on disk by text), fit the auto-apply thresholds and the out-of-scope threshold by
    cross-validation on train only, and write the calibration file.
 3. Store train as labelled tickets in a fresh Chroma under DIR/data, fit the proposal head on them.
-4. Classify every test row through the real graph (`TriageService.classify`) in the chosen mode, appending one
-   line per row to DIR/predictions.jsonl (a re-run with the same DIR skips the rows already there).
+4. Embed the test rows still to do in batches (into the cache the graph's retrieve node reads), then classify
+   each through the real graph (`TriageService.classify`) in the chosen mode, appending one line per row to
+   DIR/predictions.jsonl (a re-run with the same DIR skips the rows already there).
 5. Score: metrics.json (fixed keys), report.md, PNG plots.
 Nothing is fitted on the test file.
 """
@@ -529,9 +530,9 @@ def row_ticket(row: EvalRow, settings: Settings) -> TicketIn:
 def embed_ahead(embedder: CachedEmbedder, rows: Sequence[EvalRow], settings: Settings, *, progress: bool) -> None:
     """Embed the test tickets in batches before the graph sees them, into the cache its retrieve node reads.
 
-    One batch per core runs 2-3 times faster than one ticket at a time (evals/README.md, "Speed"); the vectors are
-    the same. So the per-ticket latency in metrics.json is the graph with the ticket's vector ready, and the
-    embedding's share is `embed_test_s` in the timings (a warm cache made it so before, too).
+    Short texts embed 2-3 times faster in batches than one at a time, long ones at the same speed on less CPU
+    (evals/README.md, "Speed"); the vectors are the same. So the per-ticket latency in metrics.json is the graph
+    with the ticket's vector ready, and the embedding's share is `embed_test_s` in the timings.
     """
     texts = [ticket_text(row_ticket(row, settings), settings.max_ticket_chars)[0] for row in rows]
     embedder.embed_batched(texts, batch=1024, progress=progress, desc="embedding test")
