@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -297,11 +298,15 @@ class TriageService:
             calibration=self.calibration,
         )
 
-    def classify(self, ticket: TicketIn, *, context: TriageContext | None = None) -> Classification:
+    def classify(self, ticket: TicketIn, *, context: TriageContext | None = None, trace: dict[str, Any] | None = None) -> Classification:
+        """Run the graph on one ticket. `trace`, when given, receives what `decide` combined (the proposal's
+        distributions and the LLM's answer), so the evals can replay other vote weights without the LLM."""
         self.check_ticket(ticket)
         ctx = context or self.context()
         started = ctx.clock()
         state = triage_graph.invoke({"ticket": ticket, "warnings": [], "usage": Usage()}, context=ctx)
+        if trace is not None:
+            trace.update(proposal=state.get("proposal", {}), llm_answer=state.get("llm_answer"))
         labels = state["labels"]
         service = self.taxonomy.axes["service"].get(labels["service"].label)
         routing = service.routing if service and service.routing else None

@@ -547,18 +547,33 @@ def classify_row(service: TriageService, row: EvalRow, codec: LabelCodec, axes: 
         "oos_gold": gold_oos,
     }
     ticket = row_ticket(row, service.settings)
+    trace: dict[str, Any] = {}
     t0 = time.perf_counter()
     try:
-        result = service.classify(ticket)
+        result = service.classify(ticket, trace=trace)
     except TicketError as exc:
         record.update(prediction=None, error=str(exc), wall_ms=round((time.perf_counter() - t0) * 1000, 1))
         return record
     record["wall_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    if service.settings.mode != "proposal":
+        record["vote"] = vote_record(trace, axes)
     record["predicted"] = {a: codec.decode(a, result.labels[a].label) for a in axes}  # type: ignore[index]
     # the auto-apply threshold in force for this row (so cross-validated runs can be pooled)
     record["threshold"] = {a: service.calibration.threshold(a, result.labels[a].label) for a in axes}  # type: ignore[index]
     record["prediction"] = _slim(result.model_dump(mode="json"))
     return record
+
+
+def vote_record(trace: dict[str, Any], axes: list[str]) -> dict[str, Any]:
+    """What `decide` combined for the scored axes: the proposal's distribution and the LLM's label and stated
+    confidence (None when it gave no answer). `evals.vote_weight` replays other vote weights from it."""
+    answer = trace.get("llm_answer") or {}
+    proposal = trace.get("proposal") or {}
+    return {
+        "proposal": {a: {label: round(p, 6) for label, p in (proposal.get(a) or {}).items() if p > 0} for a in axes},
+        "llm": {a: answer.get(a) for a in axes},
+        "llm_confidence": float(answer.get("confidence", 0.5)) if answer else None,
+    }
 
 
 def clear_run(out: Path) -> None:

@@ -172,3 +172,27 @@ def test_eval_reports_bad_columns_clearly(tmp_path: Path) -> None:
     run = _eval("--train", str(train), "--test", str(train), "--text", "nope", "--label", "service=queue", "--out", str(tmp_path / "o"))
     assert run.returncode == 2
     assert "lacks column" in run.stderr and "nope" in run.stderr
+
+
+def test_hybrid_eval_with_the_embedded_llm_records_votes_the_weight_replay_reproduces(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """The hybrid path end to end (the embedded llama.cpp server started by the command itself), and the record
+    `evals.vote_weight` measures vote weights from: replayed at the weight in force it gives the run's labels."""
+    from evals import vote_weight
+
+    train = _write_csv(tmp_path / "train.csv", _rows(6, 0))
+    test = _write_csv(tmp_path / "test.csv", _rows(1, 1))
+    out = tmp_path / "out"
+    run = _eval("--train", str(train), "--test", str(test), "--text", "subject,body", "--label", "service=queue", "--taxonomy", "auto", "--mode", "hybrid", "--limit", "2", "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mode"] == "hybrid" and metrics["n"] == 2
+    assert metrics["usage"]["prompt_tokens"] > 0  # the LLM was really asked
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    for record in records:
+        vote = record["vote"]
+        assert set(vote["proposal"]["service"]) <= {"Billing_and_Payments", "Technical_Support", "Returns_Exchanges"}
+        assert abs(sum(vote["proposal"]["service"].values()) - 1.0) < 0.01
+    assert vote_weight.main([str(out), "--weights", "0,0.15,1", "--json", str(tmp_path / "w.json")]) == 0
+    (result,) = json.loads((tmp_path / "w.json").read_text())
+    assert result["reproduced"] == "2/2" and result["rows"] == 2
+    assert [w["weight"] for w in result["weights"]] == [0.0, 0.15, 1.0]
