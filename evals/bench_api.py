@@ -49,11 +49,12 @@ def machine() -> dict[str, object]:
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")), "")
+    cores = usable_cores()
     return {
         "arch": platform.machine(),
-        "cpus": usable_cores(),
+        "cpus": cores,
         "cpu_model": model,
-        "description": f"{usable_cores()}-core {platform.machine()}",
+        "description": f"{cores}-core {platform.machine()}",
         "python": platform.python_version(),
         "os": platform.platform(),
     }

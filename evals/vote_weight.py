@@ -47,19 +47,23 @@ def top_label(distribution: dict[str, float]) -> str | None:
     return max(distribution, key=lambda label: distribution[label]) if distribution else None
 
 
+def label_at(record: dict[str, Any], axis: str, weight: float) -> str | None:
+    """The label `decide` gives a recorded row on `axis` at vote weight `weight` (0: the proposal alone)."""
+    vote = record["vote"]
+    confidence = vote["llm_confidence"]
+    return top_label(combine(vote["proposal"].get(axis, {}), vote["llm"].get(axis), 0.5 if confidence is None else confidence, weight))
+
+
 def replay(records: list[dict[str, Any]], axis: str, weights: tuple[float, ...]) -> dict[str, Any]:
     """Accuracy on `axis` at each weight, and how the labels moved against the proposal alone (weight 0)."""
     rows = [r for r in records if r.get("vote") and not r.get("oos_gold") and r.get("gold_id", {}).get(axis)]
     result: dict[str, Any] = {"axis": axis, "rows": len(rows), "left_out": len(records) - len(rows), "weights": []}
     if not rows:
         return result
-    alone = [top_label(r["vote"]["proposal"].get(axis, {})) for r in rows]
+    alone = [label_at(r, axis, 0.0) for r in rows]
     gold = [r["gold_id"][axis] for r in rows]
     for weight in weights:
-        labels = [
-            top_label(combine(r["vote"]["proposal"].get(axis, {}), r["vote"]["llm"].get(axis), r["vote"]["llm_confidence"] or 0.5, weight))
-            for r in rows
-        ]
+        labels = [label_at(r, axis, weight) for r in rows]
         right = [label == g for label, g in zip(labels, gold, strict=True)]
         was_right = [label == g for label, g in zip(alone, gold, strict=True)]
         result["weights"].append(
@@ -78,11 +82,7 @@ def reproduced(records: list[dict[str, Any]], axis: str, weight: float) -> tuple
     """(rows whose replay at the weight in force gives the label the run recorded, rows replayed): a check that
     the replay is the graph's own arithmetic."""
     rows = [r for r in records if r.get("vote") and r.get("prediction")]
-    same = sum(
-        top_label(combine(r["vote"]["proposal"].get(axis, {}), r["vote"]["llm"].get(axis), r["vote"]["llm_confidence"] or 0.5, weight))
-        == r["prediction"]["labels"][axis]["label"]
-        for r in rows
-    )
+    same = sum(label_at(r, axis, weight) == r["prediction"]["labels"][axis]["label"] for r in rows)
     return same, len(rows)
 
 

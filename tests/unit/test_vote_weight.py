@@ -36,6 +36,13 @@ def test_replay_moves_only_near_ties_and_counts_both_directions() -> None:
     assert by_weight[1.0]["changed"] == 3 and by_weight[1.0]["accuracy"] == 0.5  # the LLM alone: "clear" goes wrong too
 
 
+def test_a_stated_confidence_of_zero_is_replayed_as_decide_used_it() -> None:
+    proposal = {"billing": 0.40, "tech": 0.35, "returns": 0.25}
+    # at confidence 0.5 the vote lifts "tech" over "billing"; at 0 it spreads all its mass onto the other labels
+    assert vote_weight.label_at(_row("sure", "tech", proposal, "tech", confidence=0.5), "service", 0.5) == "tech"
+    assert vote_weight.label_at(_row("unsure", "tech", proposal, "tech", confidence=0.0), "service", 0.5) == "billing"
+
+
 def test_a_cross_validated_run_is_read_whole_and_a_proposal_run_is_refused(tmp_path: Path, capsys) -> None:  # noqa: ANN001
     for k, rows in enumerate((ROWS[:2], ROWS[2:])):
         (tmp_path / "cv" / f"fold{k}").mkdir(parents=True)
