@@ -185,6 +185,32 @@ def compare(a: Report, b: Report) -> list[dict[str, Any]]:
     return rows
 
 
+def embeds_ahead(report: Report) -> bool | None:
+    """Whether the run embedded its test file ahead in batches (`embed_test_s` in its timings): its latency is then
+    the graph with the vector ready, not embedding + graph. None when the report does not say (no details.json)."""
+    context = report.details.get("context")
+    if not isinstance(context, dict):
+        return None
+    return "embed_test_s" in (context.get("timings") or {})
+
+
+def latency_caveat(a: Report, b: Report) -> str | None:
+    """Why two runs' latencies are not comparable, or None: since the test file is embedded ahead, a run's latency
+    leaves the embedding out, so an older run set against a newer one shows a drop no single request sees."""
+    ahead = {report.name: embeds_ahead(report) for report in (a, b)}
+    if ahead[a.name] == ahead[b.name]:
+        return None
+    if None in ahead.values():
+        unknown = next(name for name, value in ahead.items() if value is None)
+        return f"`{unknown}` does not say how its latency was measured (no details.json timings): compare latencies with care."
+    older = next(name for name, value in ahead.items() if value is False)
+    return (
+        f"Latency is not measured the same way: `{older}` counts embedding each test ticket inside the graph, the other "
+        "run embedded its test file ahead in batches and counts the graph alone. Rerun the first with the current "
+        "version to compare latencies (one API request's latency, embedding included, is measured by evals/bench_api.py)."
+    )
+
+
 def _detail(report: Report, axis: str, key: str) -> list[dict[str, Any]]:
     return list(((report.details.get("axes") or {}).get(axis) or {}).get(key) or [])
 

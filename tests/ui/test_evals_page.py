@@ -30,6 +30,7 @@ def test_evals_draws_a_run_and_compares_two(reports: Path, monkeypatch: pytest.M
     assert not at.exception
     compared = at.dataframe[1].value
     assert {"A", "B", "B − A"} <= set(compared.columns)
+    assert not at.warning  # both runs embedded their test file ahead: their latencies compare
     coverage = compared[(compared["axis"] == "service") & (compared["metric"] == "coverage")]
     b = json.loads((reports / "run-b" / "metrics.json").read_text())["axes"]["service"]["auto_apply"]["coverage"]
     assert coverage["B"].item() == b and coverage["B − A"].item() == round(b - metrics["axes"]["service"]["auto_apply"]["coverage"], 4)

@@ -182,3 +182,18 @@ def test_volume_rows_fill_missing_periods_and_put_all_first() -> None:
     ]
     weeks, _ = volume_rows([{"period": "2026-11-02", "group": "a", "count": 1}, {"period": "2026-11-16", "group": "a", "count": 1}], "week")
     assert weeks == ["2026-11-02", "2026-11-09", "2026-11-16"]
+
+
+def test_run_comparison_warns_when_latencies_were_measured_differently() -> None:
+    from ui.evals_data import latency_caveat
+
+    def run(name: str, timings: dict | None) -> Report:
+        details = {} if timings is None else {"context": {"timings": timings}}
+        return Report(name, None, {"axes": {}}, details=details)  # type: ignore[arg-type]
+
+    ahead, ahead_too = run("new", {"embed_test_s": 9.6, "total_s": 160.0}), run("newer", {"embed_test_s": 9.1})
+    inside, unknown = run("old", {"total_s": 170.0}), run("bare", None)
+    assert latency_caveat(ahead, ahead_too) is None and latency_caveat(inside, inside) is None
+    assert "`old` counts embedding each test ticket inside the graph" in (latency_caveat(ahead, inside) or "")
+    assert latency_caveat(inside, ahead) == latency_caveat(ahead, inside)
+    assert "`bare` does not say how its latency was measured" in (latency_caveat(ahead, unknown) or "")

@@ -14,6 +14,7 @@ from ui.evals_data import (
     confusion_of,
     coverage_of,
     find_reports,
+    latency_caveat,
     load_report,
     per_class_f1,
     reliability_of,
@@ -143,6 +144,9 @@ st.dataframe([row for r in runs for row in summary(r)], hide_index=True)
 if b is not None:
     st.subheader(f"B − A: `{b.name}` against `{a.name}`")
     st.dataframe(compare(a, b), hide_index=True)
+    caveat = latency_caveat(a, b)
+    if caveat:
+        st.warning(caveat, icon=":material/timer:")
 st.caption(
     f"{a.metrics.get('n', '?')} test rows · mode {a.metrics.get('mode', '?')} · latency p50 "
     f"{(a.metrics.get('latency_ms') or {}).get('p50', '?')} ms · {a.metrics.get('throughput_per_s', '?')} tickets/s"
