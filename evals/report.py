@@ -177,6 +177,14 @@ def _left_out(left: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _thresholds_line(calibration: dict[str, Any], cfg: EvalConfig) -> str:
+    """How the thresholds were fitted: the folds the run used (evals.calibration.default_folds), or why none were."""
+    fitted_on = calibration.get("fitted_on") or {}
+    if "folds" not in fitted_on:
+        return f"- thresholds: {fitted_on.get('note', 'none fitted')}, target precision {cfg.target_precision}"
+    return f"- thresholds fitted by {fitted_on['folds']}-fold cross-validation on train only, target precision {cfg.target_precision}"
+
+
 def render_report(metrics: dict[str, Any], details: dict[str, Any], images: list[tuple[str, str]], cfg: EvalConfig) -> str:
     ctx = details["context"]
     lines = [
@@ -186,7 +194,7 @@ def render_report(metrics: dict[str, Any], details: dict[str, Any], images: list
         + (f", {ctx['dropped_oos_train']} out-of-scope rows dropped" if ctx["dropped_oos_train"] else "")
         + f"); test: `{Path(ctx['test']).name}` ({metrics['n']} rows" + (f", --limit {cfg.limit} seed {cfg.seed}" if cfg.limit else "") + ")",
         f"- taxonomy `{ctx['taxonomy']}`, embedder `{ctx['embedder']}`, head {ctx['head']}",
-        f"- thresholds fitted by {cfg.folds}-fold cross-validation on train only, target precision {cfg.target_precision}",
+        _thresholds_line(details.get("calibration") or {}, cfg),
         f"- timings: {ctx['timings']}",
         *_left_out(ctx.get("left_out") or {}),
     ]

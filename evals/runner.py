@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ class EvalConfig:
     target_precision: float = 0.9
     oos_label: str | None = None
     calibration: Path | None = None
-    folds: int = 5
+    folds: int | None = None  # calibration folds; None: evals.calibration.default_folds(train rows)
     head: HeadOptions = field(default_factory=HeadOptions)
     cache_dir: Path | None = None  # embedding cache; default <data_dir>/cache, shared across runs
     max_false_flag: float = 0.08  # out-of-scope budget on held-out in-scope train rows (measured: evals/README.md)
@@ -273,6 +273,7 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
     train_rows = kept
     if not train_rows:
         raise EvalError("no train rows left (all are out of scope or lack text)")
+    cfg = with_folds(cfg, len(train_rows))
 
     # taxonomy and label ids
     if cfg.taxonomy == "auto":
@@ -415,10 +416,17 @@ def in_scope(rows: list[EvalRow], oos_label: str | None, axes: Sequence[str]) ->
     return [r for r in rows if all(r.labels.get(a) != oos_label for a in axes)]
 
 
+def with_folds(cfg: EvalConfig, n_train: int) -> EvalConfig:
+    """cfg with its calibration folds set: as given, else by the in-scope train rows' count
+    (evals.calibration.default_folds), so the run's fingerprint names the folds it used."""
+    return cfg if cfg.folds else replace(cfg, folds=cal.default_folds(n_train))
+
+
 def run_fingerprint(cfg: EvalConfig, settings: Settings) -> str:
     """The fingerprint `run_eval` gives cfg.out (inputs, options and the embedder `auto` resolves to), so the bench
     can clear a run directory left by other code or options before `run_eval` would refuse it."""
     train = in_scope(load_rows(cfg.train, cfg.text, cfg.labels), cfg.oos_label, list(cfg.labels))
+    cfg = with_folds(cfg, len(train))
     return cfg.fingerprint(file_sha(cfg.train), file_sha(cfg.test), embedding_model_name(settings, [r.text for r in train]))
 
 
@@ -444,9 +452,10 @@ def fit_calibration(
     *,
     progress: bool,
 ) -> cal.FittedCalibration:
-    oof = cal.out_of_fold(texts, vectors, labels, taxonomy, folds=cfg.folds, seed=cfg.seed, options=cfg.head, progress=progress)
+    folds = cfg.folds or cal.default_folds(len(texts))  # run_eval has set them (with_folds)
+    oof = cal.out_of_fold(texts, vectors, labels, taxonomy, folds=folds, seed=cfg.seed, options=cfg.head, progress=progress)
     # the head `prepare_store` fits takes the SVM scales fitted here: the graph scores at the scale the thresholds saw
-    summary: dict[str, Any] = {"folds": cfg.folds, "n": len(texts), "target_precision": cfg.target_precision, "svm_scales": oof.svm_scales}
+    summary: dict[str, Any] = {"folds": folds, "n": len(texts), "target_precision": cfg.target_precision, "svm_scales": oof.svm_scales}
     fitted = cal.FittedCalibration.from_fits(cal.fit_axis_thresholds(oof, labels, axes, cfg.target_precision), summary)
     if cfg.oos_label is not None:
         scored = {axes[0]: labels[axes[0]], **labels}

@@ -108,6 +108,8 @@ def test_eval_csv_auto_taxonomy_two_axes_and_resume(tmp_path: Path) -> None:
     report = (out / "report.md").read_text()
     assert "Returns & Exchanges" in report  # the report shows raw values, not slugified ids
     assert "embedder `all-MiniLM-L6-v2-int8`" in report  # English train file: `auto` keeps MiniLM
+    assert "thresholds fitted by 5-fold cross-validation" in report  # a small train file: evals.calibration.default_folds
+    assert json.loads((out / "details.json").read_text())["calibration"]["fitted_on"]["folds"] == 5
     assert "left out of test: 1 row(s) without text (`blank-1`)" in report and "blank-1" in run.stderr
     assert "not scored on service: 1 test row(s) with an empty label (`unlabelled-1`)" in report
     assert "not scored on tier: 1 test row(s)" in report

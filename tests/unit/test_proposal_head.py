@@ -12,7 +12,7 @@ import pytest
 
 from agent.proposal import HeadOptions, ProposalHead, SoftmaxSVC, propose_distribution, tfidf_transform
 from agent.taxonomy import load_taxonomy
-from evals.calibration import _folds, out_of_fold
+from evals.calibration import MANY_ROWS, _folds, default_folds, out_of_fold
 
 TAXONOMY = load_taxonomy(Path(__file__).parents[2] / "knowledge_base" / "taxonomies" / "default.yaml")
 WORDS = {
@@ -93,3 +93,8 @@ def test_the_lean_tfidf_transform_is_sklearns() -> None:
             reference = head.vectorizer.transform(chunk)
             assert lean.shape == reference.shape
             assert abs(lean - reference).max() < 1e-12
+
+
+def test_large_train_files_are_cross_validated_in_three_folds() -> None:
+    assert default_folds(8) == 5 and default_folds(MANY_ROWS - 1) == 5
+    assert default_folds(MANY_ROWS) == 3 and default_folds(10_003) == 3
