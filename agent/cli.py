@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -89,12 +89,12 @@ def _print_human(result: Classification) -> None:
 
 @app.command()
 def classify(
-    subject: Annotated[Optional[str], typer.Option(help="Ticket subject line.")] = None,
-    body: Annotated[Optional[str], typer.Option(help="Ticket body text.")] = None,
-    channel: Annotated[Optional[str], typer.Option(help="Intake channel (email, phone, chat, social, portal, api); taken as is.")] = None,
-    file: Annotated[Optional[Path], typer.Option("--file", help="A JSON ticket file ({subject, body, channel?, messages?}); '-' for stdin.")] = None,
+    subject: Annotated[str | None, typer.Option(help="Ticket subject line.")] = None,
+    body: Annotated[str | None, typer.Option(help="Ticket body text.")] = None,
+    channel: Annotated[str | None, typer.Option(help="Intake channel (email, phone, chat, social, portal, api); taken as is.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="A JSON ticket file ({subject, body, channel?, messages?}); '-' for stdin.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the classification JSON contract.")] = False,
-    mode: Annotated[Optional[str], typer.Option(help="hybrid (default), proposal (no LLM) or llm.")] = None,
+    mode: Annotated[str | None, typer.Option(help="hybrid (default), proposal (no LLM) or llm.")] = None,
 ) -> None:
     """Classify one ticket.
 
@@ -125,8 +125,8 @@ def classify(
 
 @app.command()
 def ingest(
-    seed: Annotated[Optional[Path], typer.Option(help="Labelled tickets JSONL (default: knowledge_base/seed/tickets.jsonl).")] = None,
-    articles: Annotated[Optional[Path], typer.Option(help="KB articles JSONL (default: knowledge_base/articles/articles.jsonl).")] = None,
+    seed: Annotated[Path | None, typer.Option(help="Labelled tickets JSONL (default: knowledge_base/seed/tickets.jsonl).")] = None,
+    articles: Annotated[Path | None, typer.Option(help="KB articles JSONL (default: knowledge_base/articles/articles.jsonl).")] = None,
 ) -> None:
     """Seed the vector store with labelled tickets and KB articles (idempotent), then train the proposal head."""
     from agent.service import TriageService
@@ -145,8 +145,8 @@ def ingest(
 
 @app.command()
 def serve(
-    host: Annotated[Optional[str], typer.Option(help="Bind address (default 127.0.0.1).")] = None,
-    port: Annotated[Optional[int], typer.Option(help="API port (default 8000).")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="API port (default 8000).")] = None,
     ui: Annotated[bool, typer.Option("--ui/--no-ui", help="Also serve the review UI (Streamlit) on TRIAGE_UI_PORT.")] = True,
 ) -> None:
     """Serve the HTTP API and the review UI; start the embedded LLM when no endpoint is configured.
@@ -196,7 +196,7 @@ def _start_ui(settings: Settings, host: str, api_url: str, key_path: Path) -> su
 def taxonomy_validate(
     path: Path,
     previous: Annotated[
-        Optional[Path], typer.Option("--previous", help="The version it follows: check that its `migration:` says where every label that is gone goes.")
+        Path | None, typer.Option("--previous", help="The version it follows: check that its `migration:` says where every label that is gone goes.")
     ] = None,
 ) -> None:
     """Check a taxonomy YAML file; exits 0 and prints its label counts when it is usable.
@@ -236,7 +236,7 @@ def taxonomy_validate(
 
 
 @taxonomy_app.command("show")
-def taxonomy_show(path: Annotated[Optional[Path], typer.Argument(help="Default: the taxonomy in force.")] = None) -> None:
+def taxonomy_show(path: Annotated[Path | None, typer.Argument(help="Default: the taxonomy in force.")] = None) -> None:
     """Print the labels of a taxonomy with their routing."""
     try:
         taxonomy = load_taxonomy(path or Settings().taxonomy_path)
@@ -254,9 +254,9 @@ def taxonomy_show(path: Annotated[Optional[Path], typer.Argument(help="Default: 
 def taxonomy_migrate(
     commit: Annotated[bool, typer.Option("--commit", help="Write the revisions and relabel the store (default: a dry run that writes nothing).")] = False,
     previous: Annotated[
-        Optional[Path], typer.Option("--previous", help="The previous version's YAML. Default: the version `migration.from_version` names, as this deployment served it.")
+        Path | None, typer.Option("--previous", help="The previous version's YAML. Default: the version `migration.from_version` names, as this deployment served it.")
     ] = None,
-    mode: Annotated[Optional[str], typer.Option(help="How re-asked tickets are classified: hybrid, proposal (no LLM) or llm. Default: TRIAGE_MODE.")] = None,
+    mode: Annotated[str | None, typer.Option(help="How re-asked tickets are classified: hybrid, proposal (no LLM) or llm. Default: TRIAGE_MODE.")] = None,
     reviewed_sample: Annotated[int, typer.Option(min=0, help="Reviewed tickets re-classified to measure the agent against the leads' labels.")] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="Print the MigrationReport JSON.")] = False,
 ) -> None:

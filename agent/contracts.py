@@ -18,7 +18,7 @@ AxisName = Literal["service", "channel", "tier"]
 LabelSource = Literal["llm", "proposal", "intake", "human", "fallback"]
 
 
-class Decision(str, Enum):
+class Decision(str, Enum):  # noqa: UP042 (StrEnum would change str() and f-strings of stored values)
     AUTO_APPLY = "auto_apply"
     SUGGEST = "suggest"
     NEEDS_REVIEW = "needs_review"

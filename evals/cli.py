@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,14 +18,14 @@ def eval_command(
     text: Annotated[str, typer.Option("--text", help="Text column(s), comma-separated; several are joined with a blank line, e.g. --text subject,body.")],
     label: Annotated[list[str], typer.Option("--label", help="AXIS=COLUMN: score axis service, channel or tier against COLUMN; repeat for several axes, e.g. --label service=queue --label tier=priority.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory: metrics.json, predictions.jsonl, report.md, PNG plots, calibration.json, and the run's own Chroma store under data/. Re-running with the same --out resumes: rows already in predictions.jsonl are skipped.")],
-    taxonomy: Annotated[Optional[str], typer.Option("--taxonomy", help="Taxonomy YAML whose label ids the data uses, or 'auto' to derive each scored axis's labels from --train (raw values become safe ids; reports show the raw values). Default: the taxonomy in force (TRIAGE_TAXONOMY_PATH). A test label the taxonomy lacks counts as an error for that row.")] = None,
+    taxonomy: Annotated[str | None, typer.Option("--taxonomy", help="Taxonomy YAML whose label ids the data uses, or 'auto' to derive each scored axis's labels from --train (raw values become safe ids; reports show the raw values). Default: the taxonomy in force (TRIAGE_TAXONOMY_PATH). A test label the taxonomy lacks counts as an error for that row.")] = None,
     mode: Annotated[str, typer.Option("--mode", help="proposal: retrieval + calibrated head, no LLM (fast). llm: the LLM alone with the taxonomy descriptions. hybrid: the graph as shipped. llm/hybrid start the embedded LLM unless TRIAGE_LLM_BASE_URL is set.")] = "proposal",
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Score a seeded random sample of N test rows (the same N and --seed give the same rows).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Score a seeded random sample of N test rows (the same N and --seed give the same rows).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for --limit sampling and the cross-validation folds.")] = 0,
     target_precision: Annotated[float, typer.Option("--target-precision", help="Precision the per-class auto-apply thresholds aim for (fitted on train); metrics.json reports the coverage and precision reached on test.")] = 0.9,
-    oos_label: Annotated[Optional[str], typer.Option("--oos-label", help="Label value that marks out-of-scope rows: dropped from train; in test the agent must flag them out_of_scope. Adds recall and in-scope accuracy to metrics.json.")] = None,
-    calibration: Annotated[Optional[Path], typer.Option("--calibration", help="Also write the fitted calibration JSON here (the format `decide` reads, e.g. knowledge_base/taxonomies/default.calibration.json). Always written to DIR/calibration.json.")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Embedding cache (SQLite, keyed by model and text), shared by runs so a train file is embedded once. Default: data/cache/ under TRIAGE_DATA_DIR.")] = None,
+    oos_label: Annotated[str | None, typer.Option("--oos-label", help="Label value that marks out-of-scope rows: dropped from train; in test the agent must flag them out_of_scope. Adds recall and in-scope accuracy to metrics.json.")] = None,
+    calibration: Annotated[Path | None, typer.Option("--calibration", help="Also write the fitted calibration JSON here (the format `decide` reads, e.g. knowledge_base/taxonomies/default.calibration.json). Always written to DIR/calibration.json.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Embedding cache (SQLite, keyed by model and text), shared by runs so a train file is embedded once. Default: data/cache/ under TRIAGE_DATA_DIR.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars; print only the metrics JSON.")] = False,
 ) -> None:
     """Score the agent on a labelled file: accuracy, macro-F1, calibration, auto-apply coverage, latency, tokens.
