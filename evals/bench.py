@@ -30,7 +30,7 @@ from evals import splits
 from evals.calibration import FittedCalibration
 from evals.datasets import LabelCodec
 from evals.report import write_outputs
-from evals.runner import EvalConfig, clear_run, read_predictions, run_eval, run_fingerprint
+from evals.runner import EvalConfig, clear_run, read_predictions, run_eval, run_fingerprint, run_predictions
 
 CONFIGS = REPO_ROOT / "evals" / "configs"
 REPORTS = REPO_ROOT / "evals" / "reports"
@@ -138,14 +138,6 @@ def run_folds(cfg: dict[str, Any], split_dir: Path, out: Path, base: dict[str, A
     combined = EvalConfig(**{**fold_cfg.__dict__, "out": out})
     shutil.copy2(out / "fold0" / "calibration.json", out / "calibration.json")
     return write_outputs(out, records, axes=list(cfg["labels"]), codec=codec, fitted=fitted, cfg=combined, context=context)
-
-
-def run_predictions(run_dir: Path) -> dict[str, Any]:
-    """A run's predictions by row id: its own file, or its folds' (run_folds pools metrics, not the file)."""
-    found: dict[str, Any] = {}
-    for path in [run_dir / "predictions.jsonl", *sorted(run_dir.glob("fold*/predictions.jsonl"))]:
-        found.update(read_predictions(path))
-    return found
 
 
 def paired_accuracy(proposal_dir: Path, other_dir: Path, axes: list[str]) -> dict[str, dict[str, float]] | None:

@@ -235,6 +235,15 @@ def read_predictions(path: Path) -> dict[str, dict[str, Any]]:
     return done
 
 
+def run_predictions(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """A run's predictions by row id: its own file, or its folds' (a cross-validated bench run pools metrics, not
+    the file)."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in [run_dir / "predictions.jsonl", *sorted(run_dir.glob("fold*/predictions.jsonl"))]:
+        found.update(read_predictions(path))
+    return found
+
+
 def _slim(prediction: dict[str, Any]) -> dict[str, Any]:
     """The Classification JSON without evidence texts (ids and scores stay): small files, no copied data."""
     evidence = prediction.get("evidence", {})
@@ -452,7 +461,8 @@ def fit_calibration(
     *,
     progress: bool,
 ) -> cal.FittedCalibration:
-    folds = cfg.folds or cal.default_folds(len(texts))  # run_eval has set them (with_folds)
+    folds = cfg.folds
+    assert folds, "run_eval sets the folds before calibrating (with_folds)"
     oof = cal.out_of_fold(texts, vectors, labels, taxonomy, folds=folds, seed=cfg.seed, options=cfg.head, progress=progress)
     # the head `prepare_store` fits takes the SVM scales fitted here: the graph scores at the scale the thresholds saw
     summary: dict[str, Any] = {"folds": folds, "n": len(texts), "target_precision": cfg.target_precision, "svm_scales": oof.svm_scales}

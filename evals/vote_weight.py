@@ -21,16 +21,16 @@ from typing import Any
 
 from agent.nodes.decide import combine
 from agent.settings import Settings
-from evals.runner import read_predictions
+from evals.runner import run_predictions
 
 DEFAULT_WEIGHTS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 
 
 def run_records(run_dir: Path) -> list[dict[str, Any]]:
-    files = [run_dir / "predictions.jsonl"] if (run_dir / "predictions.jsonl").is_file() else sorted(run_dir.glob("fold*/predictions.jsonl"))
-    if not files:
+    records = list(run_predictions(run_dir).values())
+    if not records:
         raise FileNotFoundError(f"no predictions.jsonl in {run_dir} (nor in its fold*/ folders): run `triage eval --mode hybrid --out {run_dir}` first")
-    return [record for path in files for record in read_predictions(path).values()]
+    return records
 
 
 def weight_in_force(run_dir: Path) -> float:
