@@ -10,11 +10,14 @@ from langgraph.runtime import Runtime
 from agent.contracts import TicketIn
 from agent.state import TriageContext, TriageState
 
+# Every repetition is bounded (RFC 5321 lengths: local part 64, domain label 63), so a pattern tries at most a
+# few dozen characters from each position: ticket text is untrusted, and an unbounded `[\w.+-]+@` took 100 s on
+# a 200,000-character run of letters (it rescanned the rest of the run from every position).
 _REDACTIONS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), "<email>"),
+    (re.compile(r"[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}"), "<email>"),
     (re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b"), "<iban>"),
     (re.compile(r"\b(?:\d[ -]?){13,19}\b"), "<card>"),
-    (re.compile(r"(?<!\w)\+?\d[\d ()./-]{7,}\d\b"), "<phone>"),
+    (re.compile(r"(?<!\w)\+?\d[\d ()./-]{7,24}\d\b"), "<phone>"),
 ]
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _STOPWORDS = {

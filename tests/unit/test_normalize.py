@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from types import SimpleNamespace
+
+import pytest
 
 from agent.contracts import TicketIn
 from agent.nodes.normalize import detect_language, normalize, redact
@@ -28,3 +32,19 @@ def test_caps_length_with_a_warning(settings) -> None:  # noqa: ANN001
     state = normalize({"ticket": TicketIn(subject="Long", body="word " * 500)}, runtime)  # type: ignore[arg-type]
     assert len(state["text"]) == 300
     assert any("truncated" in w for w in state["warnings"])
+
+
+def test_redaction_stays_linear_on_hostile_text() -> None:
+    """Ticket text is untrusted: an unbounded `[\\w.+-]+@` rescanned a run of letters from every position (100 s
+    for 200,000 characters). A guard against hangs, not a speed measurement: the bounded patterns take well under
+    a second, the old one minutes; a child process because `re` holds the GIL, so no thread could time it out."""
+    script = (
+        "from agent.nodes.normalize import redact\n"
+        "for text in ['x' * 400_000, 'a.' * 200_000, 'a@' + 'b' * 400_000, '1 ' * 200_000 + 'a', '(' * 400_000 + '1']:\n"
+        "    redact(text)\n"
+    )
+    try:
+        subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("redaction did not finish in 60 s: a pattern backtracks over the whole text")
+    assert redact("write to " + "j" * 70 + "ane@example.com today").endswith("<email> today")  # long local part still redacted
