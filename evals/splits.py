@@ -131,13 +131,20 @@ def bitext(out: Path, *, share: float = 0.2, seed: int = SPLIT_SEED, limit_train
     return write_csv(out / "train.csv", train, cols), write_csv(out / "test.csv", test, cols)
 
 
-def tier_gold_rows() -> list[dict[str, str]]:
-    """tier_dev.csv joined with tickets_dev.csv: ticket_id, subject, body, tier (+ queue, type, priority, language)."""
-    base = {r["ticket_id"]: r for r in _load(DATASETS / "support_tickets_multilang" / "tickets_dev.csv")}
+def tier_gold_rows(gold: Path | None = None, tickets: Path | None = None) -> list[dict[str, str]]:
+    """A tier gold file (ticket_id, tier; default tier_dev.csv) joined with its tickets file (default
+    tickets_dev.csv): ticket_id, subject, body, tier (+ queue, type, priority, language where the file has them)."""
+    gold = gold or DATASETS / "support_tickets_multilang" / "tier_dev.csv"
+    tickets = tickets or DATASETS / "support_tickets_multilang" / "tickets_dev.csv"
+    base = {r["ticket_id"]: r for r in _load(tickets)}
     rows = []
-    for t in _load(DATASETS / "support_tickets_multilang" / "tier_dev.csv"):
-        ticket = base[t["ticket_id"]]
-        rows.append({**{k: ticket[k] for k in ("ticket_id", "language", "subject", "body", "queue", "type", "priority")}, "tier": t["tier"]})
+    for t in _load(gold):
+        if "ticket_id" not in t or "tier" not in t:
+            raise ValueError(f"{gold} needs the columns ticket_id and tier (as tier_dev.csv); it has {sorted(t)}")
+        ticket = base.get(t["ticket_id"])
+        if ticket is None:
+            raise ValueError(f"{gold}: ticket {t['ticket_id']!r} is not in {tickets}; pass the tickets file it was drawn from")
+        rows.append({**{k: ticket.get(k, "") for k in ("ticket_id", "language", "subject", "body", "queue", "type", "priority")}, "tier": t["tier"]})
     return rows
 
 
@@ -156,6 +163,18 @@ def tier_folds(out: Path, *, folds: int = 5, seed: int = SPLIT_SEED, extra_train
     return pairs
 
 
+def tier_scoring_files(out: Path, gold: Path, tickets: Path) -> tuple[Path, Path, int]:
+    """Files to score another tier gold set (the sealed twin of tier_dev.csv, or a deployment's own) with what
+    the tier bench trains each fold on, at full size: train = the shipped seed tickets with a tier + all 240
+    tier_dev.csv tickets; test = `gold` joined with `tickets`. Returns the two paths and how many train rows were
+    dropped because the test file holds the same ticket (so scoring tier_dev.csv itself is not a leak)."""
+    test = tier_gold_rows(gold, tickets)
+    in_test = {r["ticket_id"] for r in test}
+    train = tier_gold_rows() + seed_tier_rows()
+    kept = [r for r in train if r["ticket_id"] not in in_test]
+    return write_csv(out / "train.csv", kept, TIER_COLUMNS), write_csv(out / "test.csv", test, TIER_COLUMNS), len(train) - len(kept)
+
+
 def seed_tier_rows(path: Path | None = None) -> list[dict[str, str]]:
     """The shipped seed tickets (knowledge_base/seed/tickets.jsonl) that carry a tier, as tier-file rows."""
     path = path or REPO_ROOT / "knowledge_base" / "seed" / "tickets.jsonl"
@@ -171,3 +190,33 @@ def seed_tier_rows(path: Path | None = None) -> list[dict[str, str]]:
             if tier:
                 rows.append({"ticket_id": f"seed:{t['id']}", "language": t.get("language") or "", "subject": t.get("subject", ""), "body": t.get("body", ""), "tier": tier})
     return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m evals.splits",
+        description="Write the files to score a tier gold set (ticket_id,tier) with the shipped default, then print the "
+        "`triage eval` command that scores it. Train = the seed tickets + all of tier_dev.csv (what the tier bench "
+        "trains each fold on, at full size); test = the gold file joined with its tickets file.",
+        epilog="Example: python -m evals.splits tier --gold tier_test.csv --tickets tickets_test.csv --out evals/runs/tier_sealed",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    tier = sub.add_parser("tier", help="train/test files for a tier gold file")
+    tier.add_argument("--gold", type=Path, required=True, help="CSV with ticket_id and tier (L1/L2/L3), as tier_dev.csv")
+    tier.add_argument("--tickets", type=Path, required=True, help="the tickets file the gold ids come from (subject, body)")
+    tier.add_argument("--out", type=Path, default=RUNS / "splits" / "tier_scoring", help="where train.csv and test.csv go")
+    args = parser.parse_args(argv)
+    try:
+        train, test, dropped = tier_scoring_files(args.out, args.gold, args.tickets)
+    except (ValueError, OSError) as exc:
+        parser.exit(2, f"error: {exc}\n")
+    note = f" ({dropped} train rows left out: the same tickets are in the test file)" if dropped else ""
+    print(f"wrote {train} and {test}{note}; score them with:")
+    print(f"  triage eval --train {train} --test {test} --text subject,body --label tier=tier --out {args.out / 'run'}")  # the default taxonomy's tiers
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
