@@ -176,12 +176,24 @@ class MigrationStep(BaseModel):
         return [*(r.to for r in self.rules), *([self.otherwise] if self.otherwise else [])]
 
 
+def _quoted_version(value: object) -> object:
+    """YAML reads `version: 2.10` as the number 2.1, so a number is refused with the fix rather than guessed."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError(f'write the version as a quoted string, e.g. version: "{value}" (YAML reads 2.10 as the number 2.1)')
+    return value
+
+
 class TaxonomyMigration(BaseModel):
     """How tickets labelled under `from_version` of the same taxonomy move to this version."""
 
     model_config = ConfigDict(extra="forbid")
     from_version: str
     steps: list[MigrationStep] = Field(default_factory=list)
+
+    @field_validator("from_version", mode="before")
+    @classmethod
+    def _from_version_quoted(cls, value: object) -> object:
+        return _quoted_version(value)
 
 
 class Taxonomy(BaseModel):
@@ -191,6 +203,11 @@ class Taxonomy(BaseModel):
     description: str = ""
     axes: dict[AxisName, AxisDef]
     migration: TaxonomyMigration | None = None
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_quoted(cls, value: object) -> object:
+        return _quoted_version(value)
 
     @field_validator("axes")
     @classmethod

@@ -43,6 +43,13 @@ def test_default_taxonomy_has_the_contract_ids() -> None:
             "  tier: {fallback: a, labels: [{id: a, name: A, description: d}]}\n",
             "duplicate label id",
         ),
+        (
+            "name: x\nversion: 2.10\naxes:\n"
+            "  service: {fallback: a, labels: [{id: a, name: A, description: d}]}\n"
+            "  channel: {fallback: a, labels: [{id: a, name: A, description: d}]}\n"
+            "  tier: {fallback: a, labels: [{id: a, name: A, description: d}]}\n",
+            'write the version as a quoted string, e.g. version: "2.1"',
+        ),
     ],
 )
 def test_broken_taxonomy_files_say_what_is_wrong(tmp_path: Path, content: str, message: str) -> None:
