@@ -197,13 +197,13 @@ def embeds_ahead(report: Report) -> bool | None:
 def latency_caveat(a: Report, b: Report) -> str | None:
     """Why two runs' latencies are not comparable, or None: since the test file is embedded ahead, a run's latency
     leaves the embedding out, so an older run set against a newer one shows a drop no single request sees."""
-    ahead = {report.name: embeds_ahead(report) for report in (a, b)}
-    if ahead[a.name] == ahead[b.name]:
+    ahead = [(report.name, embeds_ahead(report)) for report in (a, b)]  # a list: two runs may share a name
+    if ahead[0][1] == ahead[1][1]:
         return None
-    if None in ahead.values():
-        unknown = next(name for name, value in ahead.items() if value is None)
+    if any(value is None for _, value in ahead):
+        unknown = next(name for name, value in ahead if value is None)
         return f"`{unknown}` does not say how its latency was measured (no details.json timings): compare latencies with care."
-    older = next(name for name, value in ahead.items() if value is False)
+    older = next(name for name, value in ahead if value is False)
     return (
         f"Latency is not measured the same way: `{older}` counts embedding each test ticket inside the graph, the other "
         "run embedded its test file ahead in batches and counts the graph alone. Rerun the first with the current "

@@ -197,3 +197,5 @@ def test_run_comparison_warns_when_latencies_were_measured_differently() -> None
     assert "`old` counts embedding each test ticket inside the graph" in (latency_caveat(ahead, inside) or "")
     assert latency_caveat(inside, ahead) == latency_caveat(ahead, inside)
     assert "`bare` does not say how its latency was measured" in (latency_caveat(ahead, unknown) or "")
+    # two runs of the same name (one mode of two configs, say) are still told apart
+    assert "counts embedding each test ticket inside the graph" in (latency_caveat(run("proposal", {"embed_test_s": 1.0}), run("proposal", {})) or "")
