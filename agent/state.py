@@ -12,6 +12,7 @@ import numpy as np
 
 from agent.confidence import ConfidenceModel
 from agent.contracts import (
+    AXES,
     AxisLabel,
     Decision,
     Draft,
@@ -55,6 +56,15 @@ class TriageState(TypedDict, total=False):
     usage: Annotated[Usage, _add_usage]
 
 
+def _is_vote_weight(value: object) -> bool:
+    """None, a number in [0, 1], or {axis: number in [0, 1]} naming known axes."""
+    if value is None:
+        return True
+    if isinstance(value, dict):
+        return all(axis in AXES and _is_threshold(w) and w <= 1 for axis, w in value.items())
+    return _is_threshold(value) and value <= 1  # type: ignore[operator]
+
+
 def _is_threshold(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
 
@@ -68,7 +78,8 @@ class Calibration:
     out_of_scope_threshold: float | None = None
     # what the threshold is compared with: "similarity" (nearest stored ticket) or "similarity+confidence"
     out_of_scope_score: str = "similarity"
-    llm_vote_weight: float | None = None
+    # one number for every axis, {axis: weight}, or None (the setting's): agent.settings.vote_weight_for
+    llm_vote_weight: float | dict[str, float] | None = None
     # axis -> ConfidenceModel JSON: P(top label is right) from the proposal and the neighbours (agent/confidence.py)
     confidence_models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -88,8 +99,8 @@ class Calibration:
             problems.append(f"out_of_scope_score {self.out_of_scope_score!r} is not one of {list(IN_SCOPE_SCORES)}")
         if not _is_threshold(self.default):
             problems.append(f"default must be a number >= 0 (above 1 = never auto-apply), got {self.default!r}")
-        if self.llm_vote_weight is not None and not (_is_threshold(self.llm_vote_weight) and self.llm_vote_weight <= 1):
-            problems.append(f"llm_vote_weight must be a number in [0, 1] or null, got {self.llm_vote_weight!r}")
+        if not _is_vote_weight(self.llm_vote_weight):
+            problems.append(f"llm_vote_weight must be a number in [0, 1], {{axis: number}} for axes {list(AXES)}, or null; got {self.llm_vote_weight!r}")
         if self.out_of_scope_threshold is not None and not isinstance(self.out_of_scope_threshold, int | float):
             problems.append(f"out_of_scope_threshold must be a number or null, got {self.out_of_scope_threshold!r}")
         if not isinstance(self.thresholds, dict):

@@ -11,6 +11,7 @@ with each target and whether it holds.
     python -m evals.bench --only banking77 tier # some configs
     python -m evals.bench --no-hybrid           # proposal mode only (no LLM)
     python -m evals.bench --fresh               # ignore earlier runs (re-classify)
+    python -m evals.bench --modes hybrid --fresh # re-run only the hybrid rows (a new vote weight, say)
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ from evals.runner import EvalConfig, clear_run, read_predictions, run_eval, run_
 CONFIGS = REPO_ROOT / "evals" / "configs"
 REPORTS = REPO_ROOT / "evals" / "reports"
 COPY = ("metrics.json", "report.md", "details.json", "calibration.json")
-# The LLM vote weight written into the shipped calibration (None = the setting's default, 0.15). Measured by the
-# hybrid runs below against proposal on the same rows: see evals/README.md, "Hybrid and the LLM's vote".
-LLM_VOTE_WEIGHT: float | None = None
+# The LLM vote weight written into the shipped calibration (None = the setting's: agent.settings.MEASURED_VOTE_WEIGHTS,
+# per axis). Measured by the hybrid runs below against proposal on the same rows: evals/README.md, "Hybrid and the LLM's vote".
+LLM_VOTE_WEIGHT: float | dict[str, float] | None = None
 
 
 def load_configs(names: list[str] | None) -> list[dict[str, Any]]:
@@ -80,13 +81,13 @@ def outdated_cleared(cfg: EvalConfig) -> EvalConfig:
     return cfg
 
 
-def run_config(cfg: dict[str, Any], *, hybrid: bool, fresh: bool) -> list[dict[str, Any]]:
+def run_config(cfg: dict[str, Any], *, hybrid: bool, fresh: bool, modes: set[str] | None = None) -> list[dict[str, Any]]:
     name = cfg["name"]
     split_dir = splits.RUNS / "splits" / name
     rows = []
     for run in cfg["runs"]:
         mode = run["mode"]
-        if mode != "proposal" and not hybrid:
+        if (mode != "proposal" and not hybrid) or (modes is not None and mode not in modes):
             continue
         out = splits.RUNS / name / mode
         if fresh:
@@ -229,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", help="config names (default: all in evals/configs)")
     parser.add_argument("--no-hybrid", action="store_true", help="skip llm/hybrid runs")
     parser.add_argument("--fresh", action="store_true", help="discard earlier predictions and re-run")
+    parser.add_argument("--modes", nargs="+", choices=["proposal", "hybrid", "llm"], help="only these runs of each config (e.g. hybrid after a vote-weight change); the others' rows stay")
     parser.add_argument("--no-default-calibration", action="store_true", help="do not re-fit knowledge_base/taxonomies/default.calibration.json")
     args = parser.parse_args(argv)
     if not splits.DATASETS.is_dir():
@@ -236,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rows: list[dict[str, Any]] = []
     for cfg in load_configs(args.only):
-        rows += run_config(cfg, hybrid=not args.no_hybrid, fresh=args.fresh)
+        rows += run_config(cfg, hybrid=not args.no_hybrid, fresh=args.fresh, modes=set(args.modes) if args.modes else None)
     # keep earlier rows of configs not re-run, so SUMMARY.md always shows everything
     state = REPORTS / "summary.json"
     previous = json.loads(state.read_text()) if state.is_file() else []

@@ -34,7 +34,7 @@ def fit_default(
     out_path: Path | None = None,
     target: float = 0.9,
     folds: int = 5,
-    llm_vote_weight: float | None = None,
+    llm_vote_weight: float | dict[str, float] | None = None,
     progress: bool = True,
 ) -> cal.FittedCalibration:
     settings = Settings()

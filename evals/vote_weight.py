@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.nodes.decide import combine
-from agent.settings import Settings
+from agent.settings import Settings, vote_weight_for
 from evals.runner import run_predictions
 
 DEFAULT_WEIGHTS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
@@ -33,14 +33,15 @@ def run_records(run_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
-def weight_in_force(run_dir: Path) -> float:
-    """The calibration's `llm_vote_weight` when the run's calibration sets one, else the setting's default."""
+def weight_in_force(run_dir: Path, axis: str) -> float:
+    """The weight `decide` used on `axis`: the run's calibration's `llm_vote_weight` where it sets one, else the
+    setting's (agent.settings.vote_weight_for)."""
     for path in [run_dir / "calibration.json", *sorted(run_dir.glob("fold*/calibration.json"))]:
         if path.is_file():
             weight = json.loads(path.read_text(encoding="utf-8")).get("llm_vote_weight")
             if weight is not None:
-                return float(weight)
-    return Settings().llm_vote_weight
+                return vote_weight_for(axis, weight, Settings().llm_vote_weight)
+    return vote_weight_for(axis, Settings().llm_vote_weight)
 
 
 def top_label(distribution: dict[str, float]) -> str | None:
@@ -109,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         if not axes:
             print(f"error: {run_dir} has no recorded votes (a proposal run, or made before votes were kept): re-run it with --mode hybrid", file=sys.stderr)
             return 2
-        in_force = weight_in_force(run_dir)
         for axis in axes:
+            in_force = weight_in_force(run_dir, axis)
             result = {"run": str(run_dir), "weight_in_force": in_force, **replay(records, axis, weights)}
             same, total = reproduced(records, axis, in_force)
             result["reproduced"] = f"{same}/{total}"

@@ -3,8 +3,8 @@
 The confidence reported for a top label is P(it is right) from the calibration's confidence model when the
 calibration file has one for the axis (agent/confidence.py), else the combined distribution's probability.
 
-The LLM's vote weight is a setting measured by the evals (a tiny local model gets a small weight; a
-capable endpoint earns more), so the LLM can break near-ties but cannot override strong evidence.
+The LLM's vote weight is measured by the evals per axis (the embedded 135M model: none on service, a small one on
+tier; a capable endpoint earns more), so the LLM can break near-ties but cannot override strong evidence.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from langgraph.runtime import Runtime
 
 from agent.contracts import AXES, AxisLabel, Decision, LabelAlternative
 from agent.proposal import Distribution, in_scope_score
+from agent.settings import vote_weight_for
 from agent.state import TriageContext, TriageState
 
 
@@ -48,9 +49,6 @@ def decide(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
     ctx = runtime.context
     settings, taxonomy, calibration = ctx.settings, ctx.taxonomy, ctx.calibration
     answer = state.get("llm_answer") or {}
-    weight = calibration.llm_vote_weight if calibration.llm_vote_weight is not None else settings.llm_vote_weight
-    if settings.mode == "llm":
-        weight = 1.0
     labels: dict[str, AxisLabel] = {}
     intake = state["ticket"].channel
     neighbours = state.get("neighbours", [])
@@ -59,6 +57,8 @@ def decide(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
             labels[axis] = AxisLabel(label=intake, confidence=1.0, source="intake")
             continue
         llm_label = answer.get(axis)
+        # per axis: the calibration's weight, else the setting's, else the measured default; the LLM alone: 1
+        weight = 1.0 if settings.mode == "llm" else vote_weight_for(axis, calibration.llm_vote_weight, settings.llm_vote_weight)
         dist = combine(state.get("proposal", {}).get(axis, {}), llm_label, float(answer.get("confidence", 0.5)), weight)
         model = calibration.confidence_model(axis)
         shown = model.rescale(dist, neighbours, axis) if model is not None else None

@@ -187,12 +187,16 @@ def test_a_written_calibration_loads_back_and_a_broken_one_is_refused_at_load(tm
     loaded = load_calibration(path)
     assert loaded.threshold("service", "billing") == NEVER and loaded.out_of_scope_score == "similarity+confidence"
     assert load_calibration(tmp_path / "missing.json").default == 0.9  # none on disk: the default threshold
+    path.write_text('{"llm_vote_weight": {"tier": 0.3}}', encoding="utf-8")
+    assert load_calibration(path).llm_vote_weight == {"tier": 0.3}  # per axis; the others: the setting's
     for broken, says in (
         ("{not json", "unusable"),
         ('["a list"]', "JSON object"),
         ('{"out_of_scope_score": "vibes"}', "'vibes' is not one of"),
         ('{"thresholds": {"service": {"billing": "high"}}}', "thresholds.service: 'billing'"),
         ('{"llm_vote_weight": 3}', "llm_vote_weight"),
+        ('{"llm_vote_weight": {"priority": 0.2}}', "llm_vote_weight"),
+        ('{"llm_vote_weight": {"tier": 1.5}}', "llm_vote_weight"),
         ('{"default": -1}', "default"),
         ('{"confidence_models": {"service": {"features": ["top"], "coef": [1], "intercept": 0}}}', "re-fit it"),
         ('{"confidence_models": {"service": {"features": ["top", "nearest", "nearest_agrees", "nearest_if_agrees"], "coef": [1, 2], "intercept": 0}}}', "4 numeric"),

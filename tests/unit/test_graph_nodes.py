@@ -51,11 +51,31 @@ def test_invalid_answers_are_reasked_with_the_error_then_fall_back(settings, emb
 
 
 def test_a_reask_that_succeeds_uses_the_llm_answer(settings, embedder, store) -> None:  # noqa: ANN001
+    settings = settings.model_copy(update={"llm_vote_weight": 0.15})  # one weight for every axis: service votes too
     service, llm = make_service(settings, embedder, store, ["```json\n{\"service\": 1}\n```", GOOD, "ok [kb-refund]"])
     result = service.classify(CHARGED_TWICE)
     assert len(llm.calls) == 3
     assert result.labels["service"].source == "llm"
     assert "LLM: like [t-bill-1]" in result.rationale
+
+
+def test_the_vote_weight_is_per_axis_and_the_calibration_file_wins(settings, embedder, store) -> None:  # noqa: ANN001
+    says_tech = json.dumps({"service": "technical_support", "tier": "L3", "confidence": 0.9, "rationale": "x"})
+    # the measured defaults: the embedded model's service vote has weight 0, its tier vote 0.15
+    service, _ = make_service(settings, embedder, store, [says_tech, "draft"])
+    result = service.classify(CHARGED_TWICE)
+    assert result.labels["service"].label == "billing_payments" and result.labels["service"].source == "proposal"
+    # a deployment that measured a capable model sets the axis it trusts; the others keep their defaults
+    service, _ = make_service(settings.model_copy(update={"llm_vote_weight": {"service": 1.0}}), embedder, store, [says_tech, "draft"])
+    assert service.classify(CHARGED_TWICE).labels["service"].label == "technical_support"
+    # the calibration file's weight is used before the setting's
+    service, _ = make_service(settings.model_copy(update={"llm_vote_weight": {"service": 1.0}}), embedder, store, [says_tech, "draft"])
+    service.calibration = Calibration(llm_vote_weight={"service": 0.0})
+    assert service.classify(CHARGED_TWICE).labels["service"].label == "billing_payments"
+    service, _ = make_service(settings, embedder, store, [says_tech, "draft"])
+    service.calibration = Calibration(llm_vote_weight=1.0)  # one number: every axis
+    labels = service.classify(CHARGED_TWICE).labels
+    assert (labels["service"].label, labels["tier"].label) == ("technical_support", "L3")
 
 
 def test_llm_down_gives_proposal_labels_and_needs_review(settings, embedder, store) -> None:  # noqa: ANN001
