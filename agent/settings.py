@@ -18,10 +18,10 @@ Mode = Literal["hybrid", "proposal", "llm"]
 VoteWeight = Annotated[float, Field(ge=0.0, le=1.0)] | dict[Literal["service", "channel", "tier"], Annotated[float, Field(ge=0.0, le=1.0)]]
 
 # The embedded SmolLM2-135M's vote, measured per axis by replaying the bench's hybrid runs (evals/README.md,
-# "Hybrid and the LLM's vote"): on service it answers one label for nearly every ticket, and no weight above 0
-# turned a proposal's wrong label right on Banking77 or Tobi-Bueck (0.15 cost one row on each); on tier 0.15
-# moved two of 100 gold tickets to the right tier and none away. Channel has no labelled measurement: it keeps
-# the earlier single default.
+# "Hybrid and the LLM's vote"): on service it answers one label for nearly every ticket, and no weight from 0.05
+# to 0.2 turned a proposal's wrong label right on Banking77 or Tobi-Bueck (0.15 cost one row on each); on tier
+# 0.15 moved two of 100 gold tickets to the right tier and none away. Channel has no labelled measurement: it
+# keeps the earlier single default.
 MEASURED_VOTE_WEIGHTS: dict[str, float] = {"service": 0.0, "channel": 0.15, "tier": 0.15}
 
 
