@@ -40,7 +40,7 @@ from agent.nodes.normalize import clean, redact, ticket_text
 from agent.proposal import HeadOptions, ProposalHead
 from agent.service import TicketError, TriageService, embedding_model_name, load_head, make_embedder
 from agent.service import llm_for as service_llm_for
-from agent.settings import Settings
+from agent.settings import Settings, vote_weight_for
 from agent.store import TICKETS
 from agent.taxonomy import load_taxonomy
 from evals import calibration as cal
@@ -93,8 +93,22 @@ class EvalConfig:
         """What the fitted calibration depends on (not the test file, the mode or the sample)."""
         return _digest(self._spec(train_sha, embedder))
 
-    def fingerprint(self, train_sha: str, test_sha: str, embedder: str) -> str:
-        return _digest({**self._spec(train_sha, embedder), "test": test_sha, "mode": self.mode, "limit": self.limit})
+    def fingerprint(self, train_sha: str, test_sha: str, embedder: str, llm: dict[str, Any] | None = None) -> str:
+        """`llm` (the endpoint, model and vote weights) counts in llm/hybrid mode only: a resumed run must not mix
+        rows labelled by two models or weights, and a proposal run does not depend on them."""
+        spec = {**self._spec(train_sha, embedder), "test": test_sha, "mode": self.mode, "limit": self.limit}
+        if self.mode != "proposal" and llm:
+            spec["llm"] = llm if self.mode == "hybrid" else {k: v for k, v in llm.items() if k != "vote_weight"}  # llm: weight 1
+        return _digest(spec)
+
+
+def llm_identity(settings: Settings) -> dict[str, Any]:
+    """What an llm/hybrid run's labels depend on besides the data: the endpoint, the model, the vote weights."""
+    return {
+        "base_url": settings.llm_base_url or "embedded",
+        "model": settings.llm_model,
+        "vote_weight": {axis: vote_weight_for(axis, settings.llm_vote_weight) for axis in AXES},
+    }
 
 
 def _digest(spec: dict[str, Any]) -> str:
@@ -297,7 +311,7 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
 
     # resumability: DIR belongs to one configuration
     train_sha = file_sha(cfg.train)
-    fingerprint = cfg.fingerprint(train_sha, file_sha(cfg.test), embedder.name)
+    fingerprint = cfg.fingerprint(train_sha, file_sha(cfg.test), embedder.name, llm_identity(base_settings))
     cal_fingerprint = cfg.calibration_fingerprint(train_sha, embedder.name)
     run_file = out / "run.json"
     predictions_path = out / "predictions.jsonl"
@@ -436,7 +450,7 @@ def run_fingerprint(cfg: EvalConfig, settings: Settings) -> str:
     can clear a run directory left by other code or options before `run_eval` would refuse it."""
     train = in_scope(load_rows(cfg.train, cfg.text, cfg.labels), cfg.oos_label, list(cfg.labels))
     cfg = with_folds(cfg, len(train))
-    return cfg.fingerprint(file_sha(cfg.train), file_sha(cfg.test), embedding_model_name(settings, [r.text for r in train]))
+    return cfg.fingerprint(file_sha(cfg.train), file_sha(cfg.test), embedding_model_name(settings, [r.text for r in train]), llm_identity(settings))
 
 
 def read_cached_calibration(path: Path) -> cal.FittedCalibration | None:

@@ -233,3 +233,20 @@ def test_the_report_names_every_row_the_run_could_not_use() -> None:
         "- not scored on service: 1 test row(s) with an empty label (`t-x`)",
     ]
     assert _left_out({}) == []
+
+
+def test_an_llm_run_resumes_only_with_the_same_model_and_vote_weights() -> None:
+    from pathlib import Path
+
+    from agent.settings import Settings
+    from evals.runner import EvalConfig, llm_identity
+
+    def fingerprint(mode: str, **settings: object) -> str:
+        cfg = EvalConfig(train=Path("t.csv"), test=Path("v.csv"), text=["text"], labels={"service": "y"}, out=Path("o"), mode=mode)
+        return cfg.fingerprint("train-sha", "test-sha", "minilm", llm_identity(Settings(**settings)))
+
+    assert fingerprint("proposal") == fingerprint("proposal", llm_vote_weight=0.5, llm_model="other")  # no LLM in it
+    assert fingerprint("hybrid") != fingerprint("hybrid", llm_vote_weight={"service": 0.3})
+    assert fingerprint("hybrid") != fingerprint("hybrid", llm_base_url="http://gpu-host:8000/v1")
+    assert fingerprint("llm") == fingerprint("llm", llm_vote_weight=0.5)  # the LLM alone: its weight is always 1
+    assert fingerprint("llm") != fingerprint("llm", llm_model="qwen2.5:7b")
