@@ -185,6 +185,14 @@ def _thresholds_line(calibration: dict[str, Any], cfg: EvalConfig) -> str:
     return f"- thresholds fitted by {fitted_on['folds']}-fold cross-validation on train only, target precision {cfg.target_precision}"
 
 
+def _llm_line(llm: dict[str, Any] | None, mode: str) -> list[str]:
+    """Which LLM labelled an llm/hybrid run, and (hybrid) the vote weight `decide` gave it on each axis."""
+    if not llm or mode == "proposal":
+        return []
+    weights = ", ".join(f"{axis} {w:g}" for axis, w in llm["vote_weight"].items()) if mode == "hybrid" else "1 (the LLM alone)"
+    return [f"- LLM `{llm['model']}` at {llm['base_url']}; vote weight: {weights}"]
+
+
 def render_report(metrics: dict[str, Any], details: dict[str, Any], images: list[tuple[str, str]], cfg: EvalConfig) -> str:
     ctx = details["context"]
     lines = [
@@ -194,6 +202,7 @@ def render_report(metrics: dict[str, Any], details: dict[str, Any], images: list
         + (f", {ctx['dropped_oos_train']} out-of-scope rows dropped" if ctx["dropped_oos_train"] else "")
         + f"); test: `{Path(ctx['test']).name}` ({metrics['n']} rows" + (f", --limit {cfg.limit} seed {cfg.seed}" if cfg.limit else "") + ")",
         f"- taxonomy `{ctx['taxonomy']}`, embedder `{ctx['embedder']}`, head {ctx['head']}",
+        *_llm_line(ctx.get("llm"), metrics["mode"]),
         _thresholds_line(details.get("calibration") or {}, cfg),
         f"- timings: {ctx['timings']}",
         *_left_out(ctx.get("left_out") or {}),

@@ -428,6 +428,7 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         "head": asdict(cfg.head),
         "timings": timings,
         "mode": cfg.mode,
+        "llm": llm_identity(base_settings) if cfg.mode != "proposal" else None,
     }
     return write_outputs(out, records, axes=axes, codec=codec, fitted=fitted, cfg=cfg, context=context)
 

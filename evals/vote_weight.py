@@ -34,8 +34,13 @@ def run_records(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def weight_in_force(run_dir: Path, axis: str) -> float:
-    """The weight `decide` used on `axis`: the run's calibration's `llm_vote_weight` where it sets one, else the
-    setting's (agent.settings.vote_weight_for)."""
+    """The weight `decide` used on `axis`: as the run recorded it (details.json, runs since 2026-12-05), else the
+    run's calibration's `llm_vote_weight` where it sets one, else the setting's (agent.settings.vote_weight_for)."""
+    for path in [run_dir / "details.json", *sorted(run_dir.glob("fold*/details.json"))]:
+        if path.is_file():
+            llm = (json.loads(path.read_text(encoding="utf-8")).get("context") or {}).get("llm") or {}
+            if axis in (llm.get("vote_weight") or {}):
+                return float(llm["vote_weight"][axis])
     for path in [run_dir / "calibration.json", *sorted(run_dir.glob("fold*/calibration.json"))]:
         if path.is_file():
             weight = json.loads(path.read_text(encoding="utf-8")).get("llm_vote_weight")

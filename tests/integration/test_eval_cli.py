@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,8 +54,9 @@ def _write_jsonl(path: Path, rows: list[dict[str, str]]) -> Path:
     return path
 
 
-def _eval(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", "eval", *args, "--quiet"], capture_output=True, text=True, timeout=600)
+def _eval(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, **env} if env else None
+    return subprocess.run([sys.executable, "-m", "agent.cli", "eval", *args, "--quiet"], capture_output=True, text=True, timeout=600, env=environ)
 
 
 def _check_outputs(out: Path, *, n: int, axes: set[str], oos: bool) -> dict:
@@ -184,8 +186,13 @@ def test_hybrid_eval_with_the_embedded_llm_records_votes_the_weight_replay_repro
     train = _write_csv(tmp_path / "train.csv", _rows(6, 0))
     test = _write_csv(tmp_path / "test.csv", _rows(1, 1))
     out = tmp_path / "out"
-    run = _eval("--train", str(train), "--test", str(test), "--text", "subject,body", "--label", "service=queue", "--taxonomy", "auto", "--mode", "hybrid", "--limit", "2", "--out", str(out))
+    # a service weight above 0 (the embedded model's measured default is 0), so the replay has a vote to reproduce
+    run = _eval(
+        "--train", str(train), "--test", str(test), "--text", "subject,body", "--label", "service=queue", "--taxonomy", "auto",
+        "--mode", "hybrid", "--limit", "2", "--out", str(out), env={"TRIAGE_LLM_VOTE_WEIGHT": '{"service": 0.15}'},
+    )  # fmt: skip
     assert run.returncode == 0, run.stderr
+    assert "vote weight: service 0.15, channel 0.15, tier 0.15" in (out / "report.md").read_text()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["mode"] == "hybrid" and metrics["n"] == 2
     assert metrics["usage"]["prompt_tokens"] > 0  # the LLM was really asked
@@ -197,4 +204,5 @@ def test_hybrid_eval_with_the_embedded_llm_records_votes_the_weight_replay_repro
     assert vote_weight.main([str(out), "--weights", "0,0.15,1", "--json", str(tmp_path / "w.json")]) == 0
     (result,) = json.loads((tmp_path / "w.json").read_text())
     assert result["reproduced"] == "2/2" and result["rows"] == 2
+    assert result["weight_in_force"] == 0.15  # as the run recorded it, not this process's setting
     assert [w["weight"] for w in result["weights"]] == [0.0, 0.15, 1.0]
