@@ -12,10 +12,13 @@ from typing import Annotated, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agent.contracts import AxisName
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 Mode = Literal["hybrid", "proposal", "llm"]
-VoteWeight = Annotated[float, Field(ge=0.0, le=1.0)] | dict[Literal["service", "channel", "tier"], Annotated[float, Field(ge=0.0, le=1.0)]]
+Weight = Annotated[float, Field(ge=0.0, le=1.0)]
+VoteWeight = Weight | dict[AxisName, Weight]
 
 # The embedded SmolLM2-135M's vote, measured per axis by replaying the bench's hybrid runs (evals/README.md,
 # "Hybrid and the LLM's vote"): on service it answers one label for nearly every ticket, and no weight from 0.05

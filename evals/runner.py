@@ -311,7 +311,8 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
 
     # resumability: DIR belongs to one configuration
     train_sha = file_sha(cfg.train)
-    fingerprint = cfg.fingerprint(train_sha, file_sha(cfg.test), embedder.name, llm_identity(base_settings))
+    llm_id = llm_identity(base_settings)
+    fingerprint = cfg.fingerprint(train_sha, file_sha(cfg.test), embedder.name, llm_id)
     cal_fingerprint = cfg.calibration_fingerprint(train_sha, embedder.name)
     run_file = out / "run.json"
     predictions_path = out / "predictions.jsonl"
@@ -428,7 +429,7 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         "head": asdict(cfg.head),
         "timings": timings,
         "mode": cfg.mode,
-        "llm": llm_identity(base_settings) if cfg.mode != "proposal" else None,
+        "llm": llm_id if cfg.mode != "proposal" else None,
     }
     return write_outputs(out, records, axes=axes, codec=codec, fitted=fitted, cfg=cfg, context=context)
 

@@ -137,10 +137,11 @@ def tier_gold_rows(gold: Path | None = None, tickets: Path | None = None) -> lis
     gold = gold or DATASETS / "support_tickets_multilang" / "tier_dev.csv"
     tickets = tickets or DATASETS / "support_tickets_multilang" / "tickets_dev.csv"
     base = {r["ticket_id"]: r for r in _load(tickets)}
+    columns, table = read_table(gold)
+    if "ticket_id" not in columns or "tier" not in columns:
+        raise ValueError(f"{gold} needs the columns ticket_id and tier (as tier_dev.csv); it has {columns}")
     rows = []
-    for t in _load(gold):
-        if "ticket_id" not in t or "tier" not in t:
-            raise ValueError(f"{gold} needs the columns ticket_id and tier (as tier_dev.csv); it has {sorted(t)}")
+    for t in table:
         ticket = base.get(t["ticket_id"])
         if ticket is None:
             raise ValueError(f"{gold}: ticket {t['ticket_id']!r} is not in {tickets}; pass the tickets file it was drawn from")
