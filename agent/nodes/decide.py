@@ -2,6 +2,7 @@
 
 The confidence reported for a top label is P(it is right) from the calibration's confidence model when the
 calibration file has one for the axis (agent/confidence.py), else the combined distribution's probability.
+Alternatives are reported on that scale and never above the chosen label (`axis_label` says how).
 
 The LLM's vote weight is measured by the evals per axis (the embedded 135M model: none on service, a small one on
 tier; a capable endpoint earns more), so the LLM can break near-ties but cannot override strong evidence.
@@ -9,12 +10,20 @@ tier; a capable endpoint earns more), so the LLM can break near-ties but cannot 
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from typing import Any
+
 from langgraph.runtime import Runtime
 
 from agent.contracts import AXES, AxisLabel, Decision, LabelAlternative
 from agent.proposal import Distribution, in_scope_score
 from agent.settings import vote_weight_for
 from agent.state import TriageContext, TriageState
+
+LLM_WORDS_MAX = 200
+# the classify prompt's answer shape writes placeholders in angle brackets: "<one or two sentences citing [ids]>"
+_ANGLE_PLACEHOLDER = re.compile(r"<[^<>\n]+>")
 
 
 def combine(proposal: Distribution, llm_label: str | None, llm_confidence: float, weight: float) -> Distribution:
@@ -31,18 +40,32 @@ def combine(proposal: Distribution, llm_label: str | None, llm_confidence: float
 
 
 def axis_label(dist: Distribution, *, llm_label: str | None, fallback: str, shown: Distribution | None = None) -> AxisLabel:
-    """The top label of `dist`; the confidences reported are `shown`'s (the calibrated ones) when given."""
+    """The top label of `dist` (what routing follows), with the confidences of `shown` (the calibrated ones) when given.
+
+    `shown` puts the calibrated P(top label is right) on the top label and shares the rest in the proposal's
+    proportions, so on a vague ticket (P(right) 0.21) an alternative's share of the rest could read 0.47, above
+    the label that is routed. The rule, so that one scale orders everything: the chosen label carries the highest
+    reported confidence; an alternative reports its share of 1 - P(top), capped at P(top) (a capped alternative
+    reads "as likely as the chosen label, not more": what the system cannot rank above the label it routes), and
+    alternatives are listed by that number (ties by `dist`). Which label is chosen never changes.
+    """
     if not dist:
         return AxisLabel(label=fallback, confidence=0.0, source="fallback")
     shown = shown or dist
-    ranked = sorted(dist, key=lambda k: dist[k], reverse=True)
-    label = ranked[0]
+    label = max(dist, key=lambda k: dist[k])
+    top = _reported(shown.get(label, 0.0))
+    others = {k: min(_reported(shown.get(k, 0.0)), top) for k in dist if k != label}
+    ranked = sorted(others, key=lambda k: (others[k], dist[k]), reverse=True)
     return AxisLabel(
         label=label,
-        confidence=round(min(max(shown[label], 0.0), 1.0), 4),
+        confidence=top,
         source="llm" if label == llm_label else "proposal",
-        alternatives=[LabelAlternative(label=k, confidence=round(shown[k], 4)) for k in ranked[1:4] if shown[k] > 0.0],
+        alternatives=[LabelAlternative(label=k, confidence=others[k]) for k in ranked[:3] if others[k] > 0.0],
     )
+
+
+def _reported(probability: float) -> float:
+    return round(min(max(probability, 0.0), 1.0), 4)
 
 
 def decide(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
@@ -97,7 +120,7 @@ def decide(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
 
 
 def build_rationale(state: TriageState, labels: dict[str, AxisLabel]) -> str:
-    """A rationale that always cites evidence ids, with the LLM's own words appended when it gave any."""
+    """A rationale that always cites evidence ids, with the LLM's own words quoted when they may stand beside them."""
     service, tier = labels["service"].label, labels["tier"].label
     supporting = [n for n in state.get("neighbours", []) if n.labels.get("service") == service][:3]
     cited = supporting or state.get("neighbours", [])[:2]
@@ -110,7 +133,29 @@ def build_rationale(state: TriageState, labels: dict[str, AxisLabel]) -> str:
     articles = state.get("articles", [])[:2]
     if articles:
         parts.append("KB: " + ", ".join(f"[{a.id}] {a.title}" for a in articles))
-    llm_words = (state.get("llm_answer") or {}).get("rationale")
-    if llm_words:
-        parts.append(f"LLM: {' '.join(str(llm_words).split())[:400]}")
+    words = llm_words(state.get("llm_answer"), labels)
+    if words:
+        parts.append(f'LLM said: "{words}"')
     return "; ".join(parts) + "."
+
+
+def llm_words(answer: Mapping[str, Any] | None, labels: Mapping[str, AxisLabel]) -> str | None:
+    """The LLM's rationale, cut to LLM_WORDS_MAX, or None where it is no explanation of this result.
+
+    Leads read the rationale as the system's explanation, and the LLM's words are ticket-steerable model text:
+    they are dropped when they echo the prompt's answer-shape placeholder (any <...>), and when none of the LLM's
+    labels was chosen on any axis (its answer was outvoted, so its words argue for labels that lost).
+    """
+    if not answer:
+        return None
+    words = " ".join(str(answer.get("rationale") or "").split())
+    if not words or _ANGLE_PLACEHOLDER.search(words) or not _llm_label_won(answer, labels):
+        return None
+    words = words.replace('"', "'")
+    return words if len(words) <= LLM_WORDS_MAX else words[: LLM_WORDS_MAX - 1].rstrip() + "…"
+
+
+def _llm_label_won(answer: Mapping[str, Any], labels: Mapping[str, AxisLabel]) -> bool:
+    return any(
+        answer.get(axis) == label.label for axis, label in labels.items() if label.source != "intake" and answer.get(axis)
+    )

@@ -1,28 +1,65 @@
 """draft: a self-service answer grounded in the retrieved KB articles, with citations, shaped for the channel.
 
-Only when the evidence supports it (an article above the similarity floor); otherwise no draft. With the
-LLM down, an extractive draft is built from the best article, so the citations stay honest.
+Only when the evidence supports it (an article above the similarity floor); otherwise no draft. The LLM writes
+it only after its classify answer validated: an LLM that failed validation (or is down) gets no second say, and
+the draft is extractive, built from the best customer-facing article, so the citations stay honest. An LLM
+draft that is data rather than prose (JSON, the prompt's placeholders) is refused the same way.
+
+Customer-facing means not an agent guideline. The ABCD articles (ids `abcd-*`, `source: abcd` in
+knowledge_base/articles/articles.jsonl, the id range knowledge_base/articles/ATTRIBUTION.md documents) are the
+dataset's procedures for agents: every one of the 55 speaks to the agent about "the customer" and lists dashboard
+steps ("Get Full Name or Account ID for [Pull up Account]"), so none has a sentence to send as it is. Extractive
+drafts skip them whole (no sentence filter to get wrong). The evidence reaching the graph (EvidenceArticle)
+carries the id but not the stored `source` field, hence the id prefix. The LLM still reads them, marked as
+guidelines, for their facts.
 """
 
 from __future__ import annotations
 
+import html
+import json
 import re
 
 from langgraph.runtime import Runtime
 
-from agent.contracts import Draft, EvidenceArticle
+from agent.contracts import Draft, EvidenceArticle, Usage
 from agent.llm import LLMUnavailable
 from agent.prompts import FENCE_CLOSE, FENCE_OPEN, fence, render
 from agent.state import TriageContext, TriageState
 
 SHORT_CHANNELS = {"chat", "social", "phone"}
+AGENT_GUIDELINE_PREFIXES = ("abcd-",)
 _CITATION = re.compile(r"\[([A-Za-z0-9_\-:.]+)\]")
+# real HTML elements and comments only: Arduino articles also write path placeholders such as <username>
+_HTML_TAG = re.compile(
+    r"<!--.*?-->|</?(?:a|abbr|b|blockquote|br|center|code|dd|details|div|dl|dt|em|figcaption|figure|font|h[1-6]|hr|i|"
+    r"iframe|img|kbd|li|ol|p|pre|s|section|small|span|strong|sub|summary|sup|table|tbody|td|tfoot|th|thead|tr|u|ul|"
+    r"video)(?:\s[^<>]*)?/?>",
+    re.IGNORECASE | re.DOTALL,
+)
+_JSON_START = re.compile(r'\s*(?:\{|\[\s*[\[{"])')
+_JSON_KEY = re.compile(r'[{,]\s*"[^"\n]{1,60}"\s*:')
+# the templates' own placeholders: {{name}} and <service id>, <L1|L2|L3>, <one or two sentences citing [ids]>
+# (not any <...>: articles write <COM port>, <platform name>, which a draft may quote)
+_TEMPLATE_PLACEHOLDER = re.compile(r"\{\{.*?\}\}|<[^<>\n]*(?:\bids?\b|\|)[^<>\n]*>")
+# ABCD's agent-dashboard buttons, e.g. [Pull up Account]; a Markdown link [text](url) is not one
+_AGENT_BUTTON = re.compile(r"\[[A-Z][a-z]+(?: [A-Za-z]+)+\](?!\()")
 
 
 def style_for(channel: str) -> str:
     if channel in SHORT_CHANNELS:
         return "Style: a short chat message, at most three sentences, no greeting line or signature."
     return "Style: an e-mail with a greeting, numbered steps where the article has steps, and a short closing."
+
+
+def plain_text(text: str) -> str:
+    """Text without HTML markup: tags and comments dropped, entities decoded (KB articles carry anchors, tables)."""
+    return html.unescape(_HTML_TAG.sub(" ", text))
+
+
+def is_agent_guideline(article: EvidenceArticle) -> bool:
+    """An article written for agents, not customers (see the module docstring for why the id prefix)."""
+    return article.id.startswith(AGENT_GUIDELINE_PREFIXES)
 
 
 def _first_sentences(text: str, limit: int) -> str:
@@ -37,10 +74,17 @@ def _first_sentences(text: str, limit: int) -> str:
 
 def extractive_draft(article: EvidenceArticle, channel: str) -> Draft:
     limit = 280 if channel in SHORT_CHANNELS else 700
-    body = _first_sentences(article.text or article.title, limit)
+    title = " ".join(plain_text(article.title).split())
+    body = _first_sentences(plain_text(article.text or "") or title, limit)
     if channel in SHORT_CHANNELS:
         return Draft(text=f"{body} [{article.id}]", citations=[article.id])
-    return Draft(text=f"Hello,\n\n{body} [{article.id}]\n\nSee: {article.title}.\n\nBest regards", citations=[article.id])
+    return Draft(text=f"Hello,\n\n{body} [{article.id}]\n\nSee: {title}.\n\nBest regards", citations=[article.id])
+
+
+def extractive_fallback(articles: list[EvidenceArticle], channel: str) -> Draft | None:
+    """The extractive draft from the best customer-facing article; none when only agent guidelines are supported."""
+    customer_facing = [a for a in articles if not is_agent_guideline(a)]
+    return extractive_draft(customer_facing[0], channel) if customer_facing else None
 
 
 def usable(text: str, ticket_text: str) -> bool:
@@ -53,6 +97,38 @@ def usable(text: str, ticket_text: str) -> bool:
     return copied < 0.6
 
 
+def looks_like_data(text: str) -> bool:
+    """JSON (a whole object or array, or an object's key inside chatter) or the prompts' placeholders: an LLM
+    that answers the classify shape, or echoes a template, has not written a reply a customer can read."""
+    body = text.strip().removeprefix("```json").strip("`").strip()
+    try:
+        if isinstance(json.loads(body), dict | list):
+            return True
+    except ValueError:
+        pass
+    return bool(_JSON_START.match(body) or _JSON_KEY.search(body) or _TEMPLATE_PLACEHOLDER.search(body))
+
+
+def copies_agent_steps(text: str) -> bool:
+    """The draft repeats an agent guideline's dashboard step ([Pull up Account]), which a customer cannot do."""
+    return bool(_AGENT_BUTTON.search(text))
+
+
+def _article_block(article: EvidenceArticle) -> str:
+    kind = " (agent guideline)" if is_agent_guideline(article) else ""
+    return f"[{article.id}]{kind} {plain_text(article.title)}\n{plain_text(article.text or '')[:700]}"
+
+
+def _fallback(articles: list[EvidenceArticle], channel: str, reason: str, usage: Usage | None = None) -> TriageState:
+    """The extractive draft with a warning that says why the LLM's was not used."""
+    fallback = extractive_fallback(articles, channel)
+    outcome = "the draft is extractive" if fallback is not None else "no customer-facing article to draft from"
+    result: TriageState = {"draft": fallback, "warnings": [f"{reason}; {outcome}"]}
+    if usage is not None:
+        result["usage"] = usage
+    return result
+
+
 def draft(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
     ctx = runtime.context
     floor = ctx.settings.draft_min_article_score
@@ -60,31 +136,32 @@ def draft(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
     if not supported or state.get("out_of_scope"):
         return {"draft": None}
     channel = state["labels"]["channel"].label
-    if ctx.llm is None or state.get("llm_failed") or ctx.settings.mode == "proposal":
-        return {"draft": extractive_draft(supported[0], channel)}
-    articles = "\n\n".join(f"[{a.id}] {a.title}\n{(a.text or '')[:700]}" for a in supported[:2])
+    # no valid classify answer (LLM down, or invalid after its re-asks): no second free-text call to it
+    if ctx.llm is None or ctx.settings.mode == "proposal" or not state.get("llm_answer"):
+        return {"draft": extractive_fallback(supported, channel)}
     user = render(
         ctx.settings.prompts_dir,
         "draft",
         example_id=supported[0].id,
         style=style_for(channel),
-        articles=articles,
+        articles="\n\n".join(_article_block(a) for a in supported[:2]),
         ticket=fence(state["text"]),
     )
     messages = [{"role": "system", "content": render(ctx.settings.prompts_dir, "system")}, {"role": "user", "content": user}]
     try:
         reply = ctx.llm.chat(messages, max_tokens=220, temperature=0.2)
     except LLMUnavailable as exc:
-        return {"draft": extractive_draft(supported[0], channel), "warnings": [f"draft is extractive: {exc}"]}
-    known = {a.id for a in supported}
+        return _fallback(supported, channel, f"the LLM's draft failed: {exc}")
     text = reply.text.strip()
-    citations = [c for c in dict.fromkeys(_CITATION.findall(text)) if c in known]
+    if looks_like_data(text):
+        return _fallback(supported, channel, "the LLM's draft was JSON or template text, not a reply", reply.usage)
+    if copies_agent_steps(text):
+        return _fallback(supported, channel, "the LLM's draft copied an agent guideline's steps", reply.usage)
     if not usable(text, state["text"]):
-        return {
-            "draft": extractive_draft(supported[0], channel),
-            "usage": reply.usage,
-            "warnings": ["the LLM's draft was empty or echoed the ticket; the draft is extractive"],
-        }
+        return _fallback(supported, channel, "the LLM's draft was empty or echoed the ticket", reply.usage)
+    text = plain_text(text).strip()
+    known = {a.id for a in supported}
+    citations = [c for c in dict.fromkeys(_CITATION.findall(text)) if c in known]
     if not citations:  # keep the draft honest about where it comes from
         citations = [supported[0].id]
         text = f"{text}\n\n[{supported[0].id}]"

@@ -33,8 +33,9 @@ def test_the_model_reports_its_probability_but_never_changes_the_label() -> None
     assert far["billing"] < 0.2 < 0.8 < near["billing"]
     assert abs(sum(far.values()) - 1.0) < 1e-9 and far["network"] / far["cloud"] == 4.0  # the rest keeps its order
     label = axis_label(dist, llm_label=None, fallback="general", shown=far)
-    assert label.label == "billing" and label.confidence == round(far["billing"], 4)  # below an alternative, still top
-    assert [a.label for a in label.alternatives] == ["network", "cloud"]
+    assert label.label == "billing" and label.confidence == round(far["billing"], 4)  # still the top label
+    # the rest's shares (0.68, 0.17) would outrank it: capped at the chosen label's confidence, order kept
+    assert [(a.label, a.confidence) for a in label.alternatives] == [("network", label.confidence), ("cloud", label.confidence)]
 
 
 def test_cross_validation_fits_a_model_that_trusts_agreeing_near_duplicates() -> None:
@@ -63,3 +64,24 @@ def test_cross_validation_fits_a_model_that_trusts_agreeing_near_duplicates() ->
 def test_no_model_when_right_or_wrong_is_too_rare_to_learn() -> None:
     assert fit_confidence_model([[0.9, 0.9, 1.0, 0.9]] * 100, [True] * 95 + [False] * 5) is None
     assert fit_confidence_model([[0.9, 0.9, 1.0, 0.9]] * 30 + [[0.2, 0.3, 0.0, 0.0]] * 30, [True] * 30 + [False] * 30) is not None
+
+
+def test_alternatives_never_outrank_the_chosen_label_on_a_vague_ticket() -> None:
+    """QA F3: 'need info' routed orders_delivery at 0.213 while account_management showed 0.468."""
+    dist = {"orders_delivery": 0.30, "account_management": 0.29, "general_information": 0.24, "billing_payments": 0.17}
+    shown = {"orders_delivery": 0.213, "account_management": 0.468, "general_information": 0.225, "billing_payments": 0.094}
+    label = axis_label(dist, llm_label=None, fallback="general_information", shown=shown)
+    assert label.label == axis_label(dist, llm_label=None, fallback="general_information").label == "orders_delivery"
+    assert label.confidence == 0.213
+    confidences = [a.confidence for a in label.alternatives]
+    assert [a.label for a in label.alternatives] == ["account_management", "general_information", "billing_payments"]
+    assert confidences == sorted(confidences, reverse=True) and max(confidences) <= label.confidence
+    assert confidences[-1] == 0.094  # below the cap: its share of the rest, unchanged
+
+
+def test_alternatives_below_the_chosen_label_keep_their_share() -> None:
+    model = ConfidenceModel(coef=(1.0, 0.0, 0.0, 4.0), intercept=-3.0)
+    dist = {"billing": 0.5, "network": 0.4, "cloud": 0.1}
+    near = model.rescale(dist, [neighbour("billing", 0.99)], "service")
+    label = axis_label(dist, llm_label=None, fallback="general", shown=near)
+    assert [(a.label, a.confidence) for a in label.alternatives] == [("network", round(near["network"], 4)), ("cloud", round(near["cloud"], 4))]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
-from agent.contracts import Decision, LabelledTicket, TicketIn
+from agent.contracts import AxisLabel, Decision, EvidenceArticle, EvidenceTicket, LabelledTicket, TicketIn
 from agent.llm import LLMUnavailable
-from agent.nodes.decide import combine
+from agent.nodes.decide import LLM_WORDS_MAX, build_rationale, combine
+from agent.nodes.draft import draft, looks_like_data, plain_text
 from agent.nodes.validate import extract_json
 from agent.proposal import in_scope_score
 from agent.service import TicketError, TriageService
@@ -42,7 +44,7 @@ def test_invalid_answers_are_reasked_with_the_error_then_fall_back(settings, emb
     bad = json.dumps({"service": "refunds_department", "tier": "L9", "confidence": 0.9, "rationale": "x"})
     service, llm = make_service(settings, embedder, store, ["not json at all", bad, bad, "draft"])
     result = service.classify(CHARGED_TWICE)
-    assert len(llm.calls) == 4  # 1 ask + 2 re-asks + draft
+    assert len(llm.calls) == 3  # 1 ask + 2 re-asks; no draft asked of an LLM that failed validation
     assert "previous answer was rejected" in llm.calls[1][1]["content"]
     assert result.decision == Decision.NEEDS_REVIEW
     assert any("invalid after 3 tries" in w for w in result.warnings)
@@ -56,7 +58,7 @@ def test_a_reask_that_succeeds_uses_the_llm_answer(settings, embedder, store) ->
     result = service.classify(CHARGED_TWICE)
     assert len(llm.calls) == 3
     assert result.labels["service"].source == "llm"
-    assert "LLM: like [t-bill-1]" in result.rationale
+    assert 'LLM said: "like [t-bill-1]"' in result.rationale
 
 
 def test_the_vote_weight_is_per_axis_and_the_calibration_file_wins(settings, embedder, store) -> None:  # noqa: ANN001
@@ -227,3 +229,142 @@ def plain_tier(service) -> float:  # noqa: ANN001
         return service.classify(CHARGED_TWICE).labels["tier"].confidence
     finally:
         service.calibration = calibration
+
+
+def test_calibrated_alternatives_stay_below_the_routed_label(settings, embedder, store) -> None:  # noqa: ANN001
+    """A confidence model that rates every top label unlikely: the rest's shares are capped, the label unchanged."""
+    from agent.confidence import ConfidenceModel
+
+    service, _ = make_service(settings.model_copy(update={"mode": "proposal"}), embedder, store, [])
+    service.calibration = Calibration()
+    plain = service.classify(CHARGED_TWICE).labels
+    unsure = ConfidenceModel(coef=(0.0, 0.0, 0.0, 0.0), intercept=-2.0).to_json()  # P(right) 0.12 everywhere
+    service.calibration = Calibration(confidence_models={"service": unsure, "tier": unsure})
+    calibrated = service.classify(CHARGED_TWICE).labels
+    for axis in ("service", "tier"):
+        assert calibrated[axis].label == plain[axis].label  # routing unchanged
+        confidences = [a.confidence for a in calibrated[axis].alternatives]
+        assert confidences == sorted(confidences, reverse=True)
+        assert all(c <= calibrated[axis].confidence for c in confidences), calibrated[axis]
+
+
+# ------------------------------------------------------------ draft (QA F2, F15) and rationale (QA F7)
+
+QA_GARBAGE = json.dumps({"service": "foo", "tier": "L9", "channel": "fax", "confidence": 0.99, "rationale": "pwned"})
+GUIDELINE = EvidenceArticle(
+    id="abcd-035",
+    title="Purchase Dispute: Mistimed Billing Already Returned",
+    score=0.9,
+    text="Applies to: Purchase Dispute. The customer believes they have a problem on their bill. - Get Full Name or Account ID for [Pull up Account]",
+)
+HELP_PAGE = EvidenceArticle(
+    id="ard-0100",
+    title="Create an &quot;Arduino&quot; account",
+    score=0.8,
+    text='<a id="keep" href="https://support.arduino.cc/x"></a> Create an Arduino account &amp; sign in. Your sketches live in C:\\Users\\<username>\\Documents.',
+)
+
+
+def run_draft(settings, articles, *, answer, llm_answers=(), channel="email"):  # noqa: ANN001, ANN201
+    llm = ScriptedLLM(list(llm_answers))
+    state = {
+        "articles": articles,
+        "labels": {"channel": AxisLabel(label=channel, confidence=1.0, source="intake")},
+        "text": "I was charged twice for my order, please refund one of the charges.",
+        "llm_answer": answer,
+    }
+    return draft(state, SimpleNamespace(context=SimpleNamespace(settings=settings, llm=llm))), llm  # type: ignore[arg-type]
+
+
+def test_an_llm_that_failed_validation_is_not_asked_for_the_draft(settings, embedder, store) -> None:  # noqa: ANN001
+    service, llm = make_service(settings, embedder, store, [QA_GARBAGE] * 3 + ["Here is your answer, written by the LLM after all [kb-refund]."])
+    result = service.classify(CHARGED_TWICE)
+    assert len(llm.calls) == 3 and any("invalid after 3 tries" in w for w in result.warnings)
+    assert result.draft is not None and result.draft.citations == ["kb-refund"]
+    assert "duplicate charge" in result.draft.text and "foo" not in result.draft.text and "L9" not in result.draft.text
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        QA_GARBAGE,
+        f"```json\n{QA_GARBAGE}\n```",
+        'Sure! {"service": "billing_payments", "tier": "L2", "confidence": 0.9} is the answer for this ticket [kb-refund]',
+        '[{"service": "billing_payments"}, {"tier": "L2"}, {"confidence": 0.9}]',
+        '{"service": "billing_payments", "tier": "L2", "confidence": 0.9, "rationale": "cut by max_tok',
+        "<one or two sentences citing [ids]> and then some more words to pass the length check",
+        "Dear {{customer}}, your refund for the duplicate charge is on its way [kb-refund].",
+    ],
+)
+def test_an_llm_draft_that_is_data_not_prose_is_replaced_by_the_extractive_one(settings, embedder, store, reply) -> None:  # noqa: ANN001
+    service, llm = make_service(settings, embedder, store, [GOOD, reply])
+    result = service.classify(CHARGED_TWICE)
+    assert len(llm.calls) == 2
+    assert result.draft is not None and result.draft.text.startswith("Hello,") and "duplicate charge" in result.draft.text
+    assert '"service"' not in result.draft.text and "{{" not in result.draft.text
+    assert any("JSON or template text" in w and "the draft is extractive" in w for w in result.warnings)
+
+
+def test_prose_with_citations_links_and_path_placeholders_is_not_data() -> None:
+    assert not looks_like_data("[kb-refund] says we refund the duplicate charge within 5 days.")
+    assert not looks_like_data("See [Create an account](https://example.org/a) and open C:\\Users\\<username>\\Documents.")
+    assert looks_like_data('{"draft": "hello"}') and looks_like_data('Answer: {"service": "x"}')
+
+
+def test_html_is_stripped_but_path_placeholders_stay() -> None:
+    text = plain_text(HELP_PAGE.text or "")
+    assert "<a" not in text and "&amp;" not in text and "Create an Arduino account & sign in." in text
+    assert "<username>" in text
+
+
+def test_extractive_drafts_skip_agent_guidelines_and_markup(settings) -> None:  # noqa: ANN001
+    result, llm = run_draft(settings, [GUIDELINE, HELP_PAGE], answer=None, llm_answers=["never asked"])  # down or invalid
+    assert llm.calls == []
+    drafted = result["draft"]
+    assert drafted is not None and drafted.citations == ["ard-0100"]
+    assert "The customer believes" not in drafted.text and "[Pull up Account]" not in drafted.text
+    assert "<a" not in drafted.text and "&quot;" not in drafted.text and 'See: Create an "Arduino" account.' in drafted.text
+    result, _ = run_draft(settings, [GUIDELINE], answer=None)
+    assert result["draft"] is None  # only agent procedure is supported: nothing to send
+
+
+def test_an_llm_draft_that_copies_agent_steps_falls_back(settings) -> None:  # noqa: ANN001
+    copied = "Please give us your Full Name or Account ID for [Pull up Account] so we can check the bill [abcd-035]."
+    result, llm = run_draft(settings, [GUIDELINE, HELP_PAGE], answer=json.loads(GOOD), llm_answers=[copied])
+    assert len(llm.calls) == 1 and "(agent guideline)" in llm.calls[0][1]["content"]
+    assert "<a id" not in llm.calls[0][1]["content"]  # the prompt's articles are plain text too
+    assert result["draft"].citations == ["ard-0100"] and any("agent guideline's steps" in w for w in result["warnings"])
+    result, _ = run_draft(settings, [GUIDELINE], answer=json.loads(GOOD), llm_answers=[copied])
+    assert result["draft"] is None and any("no customer-facing article" in w for w in result["warnings"])
+    good = "We are sorry about the bill: once the return arrives, the refund follows [abcd-035]."
+    result, _ = run_draft(settings, [GUIDELINE], answer=json.loads(GOOD), llm_answers=[good])
+    assert result["draft"].text == good and result["draft"].citations == ["abcd-035"]  # the LLM may use its facts
+
+
+def rationale_for(answer, service="billing_payments", tier="L2") -> str:  # noqa: ANN001
+    labels = {
+        "service": AxisLabel(label=service, confidence=0.9, source="proposal"),
+        "tier": AxisLabel(label=tier, confidence=0.8, source="proposal"),
+        "channel": AxisLabel(label="email", confidence=1.0, source="intake"),
+    }
+    state = {
+        "neighbours": [EvidenceTicket(id="t-bill-1", score=0.8, labels={"service": "billing_payments", "tier": "L2"})],
+        "articles": [EvidenceArticle(id="kb-refund", title="Refunds", score=0.7)],
+        "llm_answer": answer,
+    }
+    return build_rationale(state, labels)  # type: ignore[arg-type]
+
+
+def test_the_rationale_quotes_only_llm_words_that_explain_the_result() -> None:
+    agreeing = {"service": "billing_payments", "tier": "L2", "confidence": 0.9, "rationale": 'a "duplicate" charge, like [t-bill-1]'}
+    assert rationale_for(agreeing).endswith("""; LLM said: "a 'duplicate' charge, like [t-bill-1]".""")
+    outvoted = {"service": "cybersecurity", "tier": "L3", "confidence": 0.9, "rationale": "ignore all."}
+    placeholder = {**agreeing, "rationale": "<one or two sentences citing [ids]>"}
+    for answer in (outvoted, placeholder, None, {**agreeing, "rationale": ""}):
+        text = rationale_for(answer)
+        assert "LLM" not in text and "[t-bill-1]" in text and "[kb-refund]" in text
+    one_axis = {"service": "cybersecurity", "tier": "L2", "confidence": 0.9, "rationale": "pwned"}
+    assert 'LLM said: "pwned"' in rationale_for(one_axis)  # its tier won: kept, but marked as the model's words
+    long = rationale_for({**agreeing, "rationale": "word " * 200})
+    quoted = long.split('LLM said: "')[1].rsplit('"', 1)[0]
+    assert len(quoted) == LLM_WORDS_MAX and quoted.endswith("…")
