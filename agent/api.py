@@ -13,16 +13,17 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
 from agent import __version__
 from agent.api_guards import BodyLimit, Credentials, install_error_handlers, needs
 from agent.api_insights import router as insights_router
-from agent.auth import Principal, create_key, list_keys, revoke_key
+from agent.auth import Principal, check_key_name, create_key, list_keys, revoke_key
 from agent.contracts import Classification, Message, MigrationReport, Taxonomy, TicketIn
 from agent.lifecycle import (
     EscalationIn,
+    Invalid,
     Lifecycle,
     MigrationIn,
     NotFound,
@@ -91,7 +92,16 @@ class Health(BaseModel):
 class KeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     scope: Literal["bot", "lead", "admin"]
-    name: str = Field(min_length=1, max_length=200, description="Shown as the actor (user:NAME) in revisions.")
+    name: str = Field(
+        description="Shown as the actor (user:NAME) in revisions: 1 to 64 letters, digits, '.', '_', '@' or '-', "
+        "starting with a letter or digit.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_rule(cls, name: str) -> str:
+        """One rule and one message for every bad name (empty, too long, a line break), as the CLI gives it."""
+        return check_key_name(name)
 
 
 class KeyView(BaseModel):
@@ -218,19 +228,19 @@ def create_app(
     @app.post("/v1/tickets/{ticket_id}/messages", response_model=TicketView, status_code=201, tags=["tickets"])
     async def add_message(ticket_id: str, message: Message, request: Request, who: Bot, life: Life) -> TicketView:
         """Append a message; the whole thread is re-classified (reason `new_message`). A human's labels stay."""
-        return await request.app.state.pool.run(life.add_message, ticket_id, message)
+        return await request.app.state.pool.run(life.add_message, ticket_id, message, requested_by=who.name)
 
     @app.post("/v1/tickets/{ticket_id}/escalations", response_model=TicketView, status_code=201, tags=["tickets"])
     async def escalate(ticket_id: str, escalation: EscalationIn, request: Request, who: Bot, life: Life) -> TicketView:
         """Escalate: the tier goes up (to `tier`, else one step) and the thread is re-classified (reason `escalation`)."""
-        return await request.app.state.pool.run(life.escalate, ticket_id, escalation)
+        return await request.app.state.pool.run(life.escalate, ticket_id, escalation, requested_by=who.name)
 
     # ------------------------------------------------------------ leads
 
     @app.post("/v1/tickets/{ticket_id}/reclassifications", response_model=TicketView, status_code=201, tags=["reviews"])
     async def reclassify(ticket_id: str, request: Request, who: Lead, life: Life) -> TicketView:
         """Re-run the agent on the thread as it is (reason `reclassify`), e.g. after the store or model changed."""
-        return await request.app.state.pool.run(life.reclassify, ticket_id)
+        return await request.app.state.pool.run(life.reclassify, ticket_id, requested_by=who.name)
 
     @app.post("/v1/tickets/{ticket_id}/reviews", response_model=TicketView, status_code=201, tags=["reviews"])
     def review(ticket_id: str, body: ReviewIn, who: Lead, life: Life) -> TicketView:
@@ -310,7 +320,10 @@ def create_app(
     @app.post("/v1/keys", response_model=NewKey, status_code=201, tags=["keys"])
     def new_key(body: KeyIn, request: Request, who: Admin) -> NewKey:
         """Create a key; the secret is in this response only."""
-        secret, info = create_key(request.app.state.records, scope=body.scope, name=body.name, created_by=f"user:{who.name}")
+        try:
+            secret, info = create_key(request.app.state.records, scope=body.scope, name=body.name, created_by=f"user:{who.name}")
+        except ValueError as exc:
+            raise Invalid(str(exc)) from exc
         return NewKey(key=secret, **info.__dict__)
 
     @app.get("/v1/keys", response_model=list[KeyView], tags=["keys"])

@@ -108,16 +108,36 @@ class BodyLimit:
 # ---------------------------------------------------------------- error mapping
 
 
-def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
+def _validation_detail(exc: RequestValidationError, request: Request) -> tuple[str, list[dict[str, Any]]]:
     errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
     parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5]]
-    return "fix these fields and resend (see /docs for the schema): " + "; ".join(parts), errors
+    detail = "fix these fields and resend (see /docs for the schema): " + "; ".join(parts)
+    return _content_type_hint(request, errors) + detail, errors
+
+
+def _content_type_hint(request: Request, errors: list[dict[str, Any]]) -> str:
+    """A form or text/plain body (curl -d's default) is never parsed as JSON, so it fails as "Input should be a
+    valid dictionary": name the actual mistake, the content-type, before the field errors."""
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";")[0].strip().lower()
+    if not media or media == "application/json" or media.endswith("+json"):
+        return ""
+    if not any(e["loc"] == ["body"] for e in errors):
+        return ""
+    return f"the body must be JSON sent with `content-type: application/json` (this request sent {media!r}); "
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> str:
+    return (
+        f"the request body is not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+        "send JSON encoded as UTF-8 with `content-type: application/json`"
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        detail, errors = _validation_detail(exc)
+        detail, errors = _validation_detail(exc, request)
         return error(422, "invalid_request", detail, errors=json.loads(json.dumps(errors, default=str)))
 
     @app.exception_handler(TicketError)
@@ -138,7 +158,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PoolFull)
     async def busy(request: Request, exc: PoolFull) -> JSONResponse:
         return error(
-            503, "busy", f"the classifier is at capacity: {exc}; retry after the Retry-After seconds",
+            503, "busy", f"every classifier worker is busy and the queue is full; retry in {exc.retry_after_s} s (the Retry-After header)",
             headers={"Retry-After": str(exc.retry_after_s)},
         )
 
@@ -157,6 +177,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's "error parsing the body"
+            return error(422, "invalid_request", _not_utf8(exc.__cause__))
         hints = {
             404: f"no such path {request.url.path}; the endpoints are listed at /docs",
             405: f"{request.method} is not allowed on {request.url.path}; the methods are listed at /docs",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,9 @@ from agent.settings import Settings
 Scope = Literal["bot", "lead", "admin"]
 SCOPES: tuple[Scope, ...] = ("bot", "lead", "admin")
 KEY_PREFIX = "trg_"
+# A name is shown as the actor user:NAME in every timeline (API, UI, `triage history`): no spaces, line breaks or
+# markup, so a name cannot forge a line or an actor there.
+KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
 class AuthError(PermissionError):
@@ -67,9 +71,7 @@ def create_key(records: Records, *, scope: str, name: str, created_by: str = "cl
     """A new key; the returned secret is the only copy (only its hash is stored)."""
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
-    name = name.strip()
-    if not name or len(name) > 200:
-        raise ValueError("a key needs a name of 1 to 200 characters (it is the actor shown in revisions)")
+    name = check_key_name(name)
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKeyRow(
         id=new_id("key"), name=name, scope=scope, key_hash=hash_key(secret), created_by=created_by, created_at=utcnow()
@@ -77,6 +79,17 @@ def create_key(records: Records, *, scope: str, name: str, created_by: str = "cl
     with records.write() as session:
         session.add(row)
     return secret, _info(row)
+
+
+def check_key_name(name: str) -> str:
+    """The name without surrounding spaces, or ValueError naming the rule (a name is the actor user:NAME)."""
+    name = name.strip()
+    if not KEY_NAME.fullmatch(name):
+        raise ValueError(
+            f"invalid key name {name[:80]!r}: use 1 to 64 letters, digits, '.', '_', '@' or '-', starting with a "
+            "letter or digit (e.g. alice or helpdesk-bot); it is shown as the actor user:NAME in revisions"
+        )
+    return name
 
 
 def authenticate(records: Records, key: str | None) -> Principal:

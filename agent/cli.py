@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from pydantic import ValidationError
 
-from agent.contracts import Classification, TicketIn, otherwise_phrase
+from agent.contracts import Classification, Taxonomy, TicketIn, otherwise_phrase
 from agent.local_llm import die_with_parent
 from agent.settings import REPO_ROOT, Mode, Settings
 from agent.taxonomy import TaxonomyError, load_taxonomy
@@ -48,16 +48,65 @@ def _settings(mode: Mode | None = None) -> Settings:
     return settings.model_copy(update={"mode": mode}) if mode else settings
 
 
+def _not_utf8(what: str, exc: UnicodeDecodeError) -> str:
+    """The fix for a file that is not UTF-8, worded like `triage eval`'s (an editor or Excel often saves cp1252)."""
+    data = exc.object
+    line = data[: exc.start].count(b"\n") + 1
+    return (
+        f"{what} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as UTF-8 or convert it, "
+        "e.g. `iconv -f cp1252 -t utf-8 IN > OUT`"
+    )
+
+
+def _read_utf8(path: Path, what: str) -> str:
+    """A text file's content, or a one-line error that says what is wrong with the path instead of a traceback."""
+    if path.is_dir():
+        fail(f"{what} {path} is a directory; give the path of a file")
+    if not path.exists():
+        fail(f"{what} {path} does not exist")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        fail(_not_utf8(f"{what} {path}", exc))
+    except OSError as exc:
+        fail(f"cannot read {what} {path}: {exc.strerror or exc}")
+    raise AssertionError("unreachable")
+
+
+def _read_stdin() -> str:
+    try:
+        return sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        fail(_not_utf8("the ticket on stdin", exc))
+    raise AssertionError("unreachable")
+
+
+def _load_taxonomy(path: Path) -> Taxonomy:
+    """load_taxonomy with every unusable path as an error, not a traceback: the loader reports a bad YAML itself;
+    a directory (the loader would say "does not exist"), a file that is not UTF-8 or unreadable are caught here."""
+    if path.is_dir():
+        fail(f"taxonomy file {path} is a directory; give the path of a taxonomy YAML file (or set TRIAGE_TAXONOMY_PATH to one)")
+    try:
+        return load_taxonomy(path)
+    except TaxonomyError as exc:
+        fail(str(exc))
+    except UnicodeDecodeError as exc:
+        fail(_not_utf8(f"taxonomy file {path}", exc))
+    except OSError as exc:
+        fail(f"cannot read taxonomy file {path}: {exc.strerror or exc}")
+    raise AssertionError("unreachable")
+
+
 def _read_ticket(subject: str | None, body: str | None, channel: str | None, file: Path | None) -> TicketIn:
     raw: dict[str, object]
     if file is not None:
-        source = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+        source = _read_stdin() if str(file) == "-" else _read_utf8(file, "ticket file")
         try:
             raw = json.loads(source)
         except json.JSONDecodeError as exc:
             fail(f"{file} is not a JSON ticket ({exc}); expected {{\"subject\", \"body\", \"channel\"?, \"messages\"?}}")
     elif subject is None and body is None and not sys.stdin.isatty():
-        text = sys.stdin.read()
+        text = _read_stdin()
         try:
             raw = json.loads(text)
         except json.JSONDecodeError:
@@ -112,6 +161,7 @@ def classify(
 
     ticket = _read_ticket(subject, body, channel, file)
     settings = _settings(mode)  # type: ignore[arg-type]
+    _load_taxonomy(settings.taxonomy_path)  # a one-line error before any model loads
     try:
         with running_service(settings, progress=not as_json) as service:
             result = service.classify(ticket)
@@ -160,6 +210,7 @@ def serve(
     from agent.auth import ensure_admin_key
 
     settings = _settings()
+    _load_taxonomy(settings.taxonomy_path)  # the app loads it at start-up, where the error drowns in uvicorn's traceback
     host, port = host or settings.api_host, port or settings.api_port
     key, key_path = ensure_admin_key(settings)
     if key:
@@ -208,11 +259,8 @@ def taxonomy_validate(
     """
     from agent.migration import MigrationError, plan_migration
 
-    try:
-        taxonomy = load_taxonomy(path)
-        before = load_taxonomy(previous) if previous else None
-    except TaxonomyError as exc:
-        fail(str(exc))
+    taxonomy = _load_taxonomy(path)
+    before = _load_taxonomy(previous) if previous else None
     counts = ", ".join(f"{axis}: {len(axis_def.labels)}" for axis, axis_def in taxonomy.axes.items())
     typer.echo(f"{taxonomy.ref} is valid ({counts})")
     if before is None:
@@ -238,10 +286,7 @@ def taxonomy_validate(
 @taxonomy_app.command("show")
 def taxonomy_show(path: Annotated[Path | None, typer.Argument(help="Default: the taxonomy in force.")] = None) -> None:
     """Print the labels of a taxonomy with their routing."""
-    try:
-        taxonomy = load_taxonomy(path or Settings().taxonomy_path)
-    except TaxonomyError as exc:
-        fail(str(exc))
+    taxonomy = _load_taxonomy(path or _settings().taxonomy_path)
     typer.secho(taxonomy.ref, bold=True)
     for axis, axis_def in taxonomy.axes.items():
         typer.secho(f"\n{axis} (fallback {axis_def.fallback})", bold=True)
@@ -284,11 +329,8 @@ def taxonomy_migrate(
     from agent.service import running_service
 
     settings = _settings(mode)  # type: ignore[arg-type]
-    try:
-        target = load_taxonomy(settings.taxonomy_path)
-        before = load_taxonomy(previous) if previous else None
-    except TaxonomyError as exc:
-        fail(str(exc))
+    target = _load_taxonomy(settings.taxonomy_path)
+    before = _load_taxonomy(previous) if previous else None
     if target.migration is None:
         fail(f"the taxonomy in force, {target.ref} ({settings.taxonomy_path}), has no `migration:` section; "
              "point TRIAGE_TAXONOMY_PATH at the new version, whose `migration:` names from_version and the steps")
@@ -414,6 +456,12 @@ def db_upgrade() -> None:
     typer.echo(f"records at {_settings().resolved_database_url} are at the current schema")
 
 
+def _one_line(text: str) -> str:
+    """An actor as one terminal line: a key named before names were restricted may hold a line break, an escape
+    sequence or a bidi control that forges or reorders timeline lines, so those are shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _labels_line(labels: dict[str, str] | None) -> str:
     if not labels:
         return "(no labels)"
@@ -441,7 +489,7 @@ def tickets_show(ticket_id: str, as_json: Annotated[bool, typer.Option("--json",
     if current is None:
         typer.secho("current: no labels (every agent proposal was rejected); a lead sets them with an edit review", fg=typer.colors.YELLOW)
     else:
-        typer.echo(f"current: #{current.seq} {_labels_line(current.labels)}  [{view.decision}, {current.actor}]")
+        typer.echo(f"current: #{current.seq} {_labels_line(current.labels)}  [{view.decision}, {_one_line(current.actor)}]")
         if current.classification:
             typer.echo(f"route:   {current.classification.route.team}")
         if current.suggestion:
@@ -539,7 +587,7 @@ def history(ticket_id: str, as_json: Annotated[bool, typer.Option("--json", help
     for i, rev in enumerate(revisions):
         mark = "*" if rev.seq == view.current_seq else " "
         action = f" {rev.review.action}" if rev.review else ""
-        head = f"{mark}#{rev.seq:<3} {rev.created_at:%Y-%m-%d %H:%M:%S}  {rev.reason:13} {rev.actor}{action}"
+        head = f"{mark}#{rev.seq:<3} {rev.created_at:%Y-%m-%d %H:%M:%S}  {rev.reason:13} {_one_line(rev.actor)}{action}"
         typer.secho(head, bold=rev.seq == view.current_seq)
         if rev.rejects is not None:
             back = current_seq(revisions[: i + 1])

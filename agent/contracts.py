@@ -248,6 +248,17 @@ class Taxonomy(BaseModel):
 
 # ---------------------------------------------------------------- tickets
 
+# Characters that print nothing, so text made only of them (and whitespace) is no text: ASCII controls (tab,
+# newline and carriage return are whitespace), zero-width characters (U+200B-U+200D, U+2060, U+FEFF) and bidi
+# controls (U+200E/F, U+202A-U+202E, U+2066-U+2069), which can also hide or reorder what a reader sees.
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+INVISIBLE_CHARS = re.compile("[\u200b-\u200f\u2060\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def has_text(text: str) -> bool:
+    """Whether `text` shows anything: the "no text" checks run on raw input, before normalisation removes these."""
+    return bool(INVISIBLE_CHARS.sub("", CONTROL_CHARS.sub("", text)).strip())
+
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -266,8 +277,10 @@ class TicketIn(BaseModel):
     ticket_id: str | None = None
 
     def full_text(self) -> str:
+        """Subject, body and messages, blank-line separated; a part that shows nothing is left out, so a ticket
+        of only zero-width or control characters has no text."""
         parts = [self.subject.strip(), self.body.strip(), *(m.text.strip() for m in self.messages)]
-        return "\n\n".join(p for p in parts if p)
+        return "\n\n".join(p for p in parts if has_text(p))
 
 
 # ---------------------------------------------------------------- classification (fixed contract)

@@ -37,6 +37,7 @@ from agent.contracts import (
     MigrationReport,
     Taxonomy,
     TicketIn,
+    has_text,
 )
 from agent.migration import MigrationError, MigrationPlan, choose, plan_migration
 from agent.nodes.normalize import clean, redact
@@ -71,6 +72,8 @@ Reason = Literal["new_ticket", "new_message", "escalation", "human_review", "tax
 QUEUE_RANK = {Decision.NEEDS_REVIEW.value: 0, Decision.SUGGEST.value: 1, Decision.AUTO_APPLY.value: 2}
 MAX_PAGE = 200
 _RECLASSIFY_ATTEMPTS = 3
+_FOR_USER = " for user:"  # joins an agent actor to the key that asked: agent:<model> for user:<key name>
+_ACTOR_LENGTH = RevisionRow.__table__.c.actor.type.length
 T = TypeVar("T")
 
 
@@ -123,7 +126,9 @@ class ReviewIn(BaseModel):
     labels: dict[AxisName, str] | None = Field(default=None, description="edit only: the axes to set.")
     comment: str | None = Field(default=None, max_length=4000)
     revision: int | None = Field(
-        default=None, description="The revision seq you reviewed; if the ticket moved on since, the review is refused (409)."
+        default=None,
+        description="The revision seq you reviewed; if the ticket moved on since, the review is refused (409); "
+        "a seq the ticket never had is refused with 422.",
     )
     draft: DraftIn | None = Field(
         default=None, description="accept/edit: the answer as the lead sent it; kept with the reviewed revision."
@@ -183,6 +188,11 @@ class RevisionView(BaseModel):
     rejected_by: int | None = None
     note: str | None = None
     review: ReviewView | None = None
+    requested_by: str | None = Field(
+        default=None,
+        description="Who asked for it: `user:<key name>` (the key that created, messaged, escalated, re-classified or "
+        "reviewed), or `system:taxonomy-migration`; null for an agent revision written before this was recorded.",
+    )
 
 
 class TicketSummary(BaseModel):
@@ -465,7 +475,7 @@ class Lifecycle(TicketReader):
                     for i, m in enumerate(ticket.messages, 1)
                 )
                 revision = self._append(
-                    session, row, reason="new_ticket", actor=_agent(merged), classification=merged,
+                    session, row, reason="new_ticket", actor=_agent(merged, created_by), classification=merged,
                     suggestion=suggestion, started_at=started, before=None,
                 )
                 self._set_current(row, revision, merged, in_queue=merged.decision != Decision.AUTO_APPLY)
@@ -478,22 +488,27 @@ class Lifecycle(TicketReader):
                 raise
             return replay, False
 
-    def add_message(self, ticket_id: str, message: Message) -> TicketView:
-        """Append a message and re-classify the whole thread (reason `new_message`)."""
-        return self._reclassify(ticket_id, reason="new_message", message=message)
+    def add_message(self, ticket_id: str, message: Message, *, requested_by: str | None = None) -> TicketView:
+        """Append a message and re-classify the whole thread (reason `new_message`). `requested_by` (a key name)
+        is recorded with the revision; a message that shows nothing is refused before the costly classification."""
+        if not has_text(message.text):
+            raise Invalid(
+                "the message has no text (only spaces, zero-width or control characters); send the words of the new message"
+            )
+        return self._reclassify(ticket_id, reason="new_message", message=message, requested_by=requested_by)
 
-    def escalate(self, ticket_id: str, escalation: EscalationIn) -> TicketView:
+    def escalate(self, ticket_id: str, escalation: EscalationIn, *, requested_by: str | None = None) -> TicketView:
         """Raise the tier (to the given one, else one step) and re-classify (reason `escalation`)."""
         if escalation.tier is not None:
             try:
                 validate_labels(self.taxonomy, {"tier": escalation.tier})
             except LabelRuleError as exc:
                 raise Invalid(str(exc)) from exc
-        return self._reclassify(ticket_id, reason="escalation", escalation=escalation)
+        return self._reclassify(ticket_id, reason="escalation", escalation=escalation, requested_by=requested_by)
 
-    def reclassify(self, ticket_id: str) -> TicketView:
+    def reclassify(self, ticket_id: str, *, requested_by: str | None = None) -> TicketView:
         """Re-run the agent on the thread as it is (reason `reclassify`), e.g. after a better model or store."""
-        return self._reclassify(ticket_id, reason="reclassify")
+        return self._reclassify(ticket_id, reason="reclassify", requested_by=requested_by)
 
     def review(self, ticket_id: str, review: ReviewIn, *, reviewer: str) -> TicketView:
         """A lead accepts, edits or rejects the current labels; accepted and edited labels teach the store at once."""
@@ -511,6 +526,11 @@ class Lifecycle(TicketReader):
             history = self._revisions(session, ticket_id)
             by_seq = {r.seq: r for r in history}
             seen = locked.current_seq
+            if review.revision is not None and review.revision not in by_seq:
+                raise Invalid(
+                    f"ticket {ticket_id} has no revision {review.revision} (current: {seen if seen is not None else 'none'}); "
+                    "send the seq of the revision you reviewed (`current_seq` of GET /v1/tickets/{id}), or leave `revision` out"
+                )
             if review.revision is not None and review.revision != seen:
                 raise Conflict(
                     f"revision {review.revision} is no longer current (current: {seen}); reload the ticket and review again"
@@ -722,7 +742,8 @@ class Lifecycle(TicketReader):
     # ------------------------------------------------------------ internals
 
     def _reclassify(
-        self, ticket_id: str, *, reason: Reason, message: Message | None = None, escalation: EscalationIn | None = None
+        self, ticket_id: str, *, reason: Reason, message: Message | None = None, escalation: EscalationIn | None = None,
+        requested_by: str | None = None,
     ) -> TicketView:
         for attempt in range(_RECLASSIFY_ATTEMPTS):
             row, messages = self._snapshot(ticket_id)
@@ -753,7 +774,7 @@ class Lifecycle(TicketReader):
                         )
                     )
                 revision = self._append(
-                    session, locked, reason=reason, actor=_agent(proposed), classification=merged, suggestion=suggestion,
+                    session, locked, reason=reason, actor=_agent(proposed, requested_by), classification=merged, suggestion=suggestion,
                     started_at=started, before=flat_labels(current), note=escalation.note if escalation else None,
                 )
                 self._set_current(locked, revision, merged, in_queue=merged.decision != Decision.AUTO_APPLY)
@@ -871,8 +892,21 @@ class Lifecycle(TicketReader):
 # ---------------------------------------------------------------- helpers
 
 
-def _agent(classification: Classification) -> str:
-    return f"agent:{classification.model}"
+def _agent(classification: Classification, requested_by: str | None) -> str:
+    """The actor of an agent revision: `agent:<model>`, then ` for user:<key name>` when a caller asked for it.
+
+    The model comes first so that every `agent:` reader (the stats, the human-label rules) still sees an agent;
+    the column is cut at its length rather than refusing the write."""
+    actor = f"agent:{classification.model}" + (f"{_FOR_USER}{requested_by}" if requested_by else "")
+    return actor[:_ACTOR_LENGTH]
+
+
+def _requested_by(actor: str) -> str | None:
+    """Who asked for a revision, from its actor: the user an agent revision ran for, else the actor itself."""
+    if not actor.startswith("agent:"):
+        return actor
+    _, found, name = actor.partition(_FOR_USER)
+    return f"user:{name}" if found else None
 
 
 def _join(*parts: str) -> str:
@@ -929,6 +963,7 @@ def _revision_view(row: RevisionRow, review: ReviewRow | None, rejected: int | N
         rejects=row.rejects,
         rejected_by=rejected,
         note=row.note,
+        requested_by=_requested_by(row.actor),
         review=ReviewView(
             action=review.action, reviewer=review.reviewer, comment=review.comment, labels=review.labels,
             revision=review.revision_seq,

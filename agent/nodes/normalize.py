@@ -7,7 +7,7 @@ import unicodedata
 
 from langgraph.runtime import Runtime
 
-from agent.contracts import TicketIn
+from agent.contracts import CONTROL_CHARS, INVISIBLE_CHARS, TicketIn
 from agent.state import TriageContext, TriageState
 
 # Every repetition is bounded (RFC 5321 lengths: local part 64, domain label 63), so a pattern tries at most a
@@ -19,7 +19,6 @@ _REDACTIONS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\b(?:\d[ -]?){13,19}\b"), "<card>"),
     (re.compile(r"(?<!\w)\+?\d[\d ()./-]{7,24}\d\b"), "<phone>"),
 ]
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _STOPWORDS = {
     "en": {"the", "and", "is", "my", "to", "i", "you", "please", "with", "not", "have", "for", "this"},
     "de": {"der", "die", "und", "ist", "ich", "nicht", "mit", "bitte", "das", "wir", "ein", "eine", "für"},
@@ -43,8 +42,11 @@ def detect_language(text: str) -> str:
 
 
 def clean(text: str) -> str:
+    """NFKC, controls as spaces, zero-width and bidi controls dropped (they carry no words and can hide or
+    reorder text, e.g. U+202E), runs of spaces and blank lines collapsed."""
     text = unicodedata.normalize("NFKC", text)
-    text = _CONTROL.sub(" ", text)
+    text = CONTROL_CHARS.sub(" ", text)
+    text = INVISIBLE_CHARS.sub("", text)
     text = re.sub(r"[ \t]+", " ", text)
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 

@@ -247,7 +247,7 @@ def test_lifecycle_errors_are_json_that_say_what_to_do(api: Api) -> None:
         ({"action": "accept", "labels": {"tier": "L1"}}, 422, "use action"),
         ({"action": "edit", "labels": {"service": "plumbing"}}, 422, "unknown service label 'plumbing'"),
         ({"action": "maybe"}, 422, "action"),
-        ({"action": "accept", "revision": 7}, 409, "reload the ticket"),
+        ({"action": "accept", "revision": 7}, 422, "has no revision 7"),
     ]
     for body, status, needle in cases:
         response = api.post(f"/v1/tickets/{ticket_id}/reviews", body, scope="lead")

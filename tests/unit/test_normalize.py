@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from agent.contracts import TicketIn
-from agent.nodes.normalize import detect_language, normalize, redact
+from agent.contracts import TicketIn, has_text
+from agent.nodes.normalize import clean, detect_language, normalize, redact
 
 
 def test_redacts_contact_and_payment_data() -> None:
@@ -48,3 +48,20 @@ def test_redaction_stays_linear_on_hostile_text() -> None:
     except subprocess.TimeoutExpired:
         pytest.fail("redaction did not finish in 60 s: a pattern backtracks over the whole text")
     assert redact("write to " + "j" * 70 + "ane@example.com today").endswith("<email> today")  # long local part still redacted
+
+
+def test_zero_width_and_bidi_controls_are_dropped() -> None:
+    """They carry no words, split a word for retrieval (`re\u200bfund`) and can reorder what a reader sees (U+202E)."""
+    assert clean("re\u200bfund \u202emy\u202c card\ufeff \u2066charge\u2069\u200e") == "refund my card charge"
+    assert clean("a\x00b\x1bc") == "a b c"  # ASCII controls still become spaces
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\u200b\u200c\u200d\ufeff", "\u202a\u202e\u2066\u2069", "\x00\x01\x02", "\x7f \u200b\n\t"])
+def test_text_made_only_of_invisible_characters_is_no_text(text: str) -> None:
+    assert not has_text(text)
+    assert TicketIn(subject=text, body=text, messages=[{"text": text or " "}]).full_text() == ""
+
+
+def test_a_part_with_words_keeps_its_characters_for_normalisation() -> None:
+    ticket = TicketIn(subject="\u200b", body="\u202erefund\u200b please", messages=[{"text": "\x00"}])
+    assert has_text("\u200bé") and ticket.full_text() == "\u202erefund\u200b please"

@@ -13,7 +13,16 @@ from alembic.migration import MigrationContext
 from sqlalchemy import delete, inspect, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from agent.auth import AuthError, authenticate, create_key, ensure_admin_key, list_keys, require, revoke_key
+from agent.auth import (
+    AuthError,
+    authenticate,
+    check_key_name,
+    create_key,
+    ensure_admin_key,
+    list_keys,
+    require,
+    revoke_key,
+)
 from agent.records import ApiKeyRow, Base, MessageRow, Records, RevisionRow, TicketRow, new_id, utcnow
 from agent.settings import Settings
 
@@ -174,6 +183,18 @@ def test_scopes_are_ordered_and_revocation_is_immediate(records: Records) -> Non
     assert [k.revoked_at is not None for k in list_keys(records)] == [True, False]
     with pytest.raises(ValueError, match="unknown scope"):
         create_key(records, scope="root", name="x")
+
+
+@pytest.mark.parametrize("name", ["alice\nuser:admin <script>", "bob smith", ".hidden", "", "x" * 65, "a\u202eb"])
+def test_a_key_name_that_could_forge_a_timeline_line_is_refused_with_the_rule(name: str) -> None:
+    with pytest.raises(ValueError, match="use 1 to 64 letters, digits"):
+        check_key_name(name)
+
+
+def test_a_key_name_keeps_to_one_printable_word() -> None:
+    assert [check_key_name(n) for n in ("alice", " helpdesk-bot ", "ops.team_2@acme.example", "x" * 64)] == [
+        "alice", "helpdesk-bot", "ops.team_2@acme.example", "x" * 64,
+    ]
 
 
 def test_first_start_creates_one_admin_key_in_a_private_file(tmp_path: Path) -> None:

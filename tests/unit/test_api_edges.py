@@ -1,0 +1,173 @@
+"""The HTTP API's edges with the real app, a real proposal-mode service (hashing embedder, on-disk Chroma) and
+real SQLite records: who is recorded on a revision, text that shows nothing, bodies that are not UTF-8 JSON,
+reviews of revisions that never existed, the busy answer and key names (tests/integration/ runs the seeded store)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from agent.api import create_app
+from agent.auth import SCOPES, create_key
+from agent.lifecycle import _requested_by
+from agent.pool import PoolFull
+from agent.records import Records
+from agent.service import TriageService
+from agent.settings import Settings
+from agent.store import VectorStore, make_client
+from tests.conftest import ARTICLES, SEED
+from tests.fakes import HashEmbedder
+from tests.records_support import TAXONOMY_PATH, Api
+
+TICKET = {"subject": "Charged twice", "body": "I was charged twice on my credit card, please refund one.", "channel": "email"}
+INVISIBLE = "\u200b\u200c\u200d\ufeff\u202e\u2066"
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """One app for the module (each test makes its own ticket): building one trains a head, about a second."""
+    root = tmp_path_factory.mktemp("api-edges")
+    settings = Settings(data_dir=root / "data", taxonomy_path=TAXONOMY_PATH, mode="proposal")
+    embedder = HashEmbedder()
+    store = VectorStore(make_client(path=settings.chroma_dir), embedder)
+    store.upsert_tickets(SEED)
+    store.upsert_articles(ARTICLES)
+    service = TriageService(settings, embedder=embedder, store=store)
+    records = Records(f"sqlite:///{root / 'triage.db'}")
+    records.upgrade()
+    keys = {scope: create_key(records, scope=scope, name=f"{scope}-tester")[0] for scope in SCOPES}
+    try:
+        with TestClient(create_app(settings, service, records=records)) as client:
+            yield Api(client, records, keys)
+    finally:
+        records.close()
+
+
+def created(api: Api, body: dict | None = None) -> dict:
+    response = api.post("/v1/tickets", body or TICKET)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+# ---------------------------------------------------------------- F10: who asked
+
+
+def test_every_revision_names_the_key_that_asked_for_it(api: Api) -> None:
+    ticket_id = created(api)["id"]
+    assert api.post(f"/v1/tickets/{ticket_id}/messages", {"text": "Still no refund."}).status_code == 201
+    assert api.post(f"/v1/tickets/{ticket_id}/escalations", {"note": "customer angry"}).status_code == 201
+    assert api.post(f"/v1/tickets/{ticket_id}/reclassifications", {}, scope="lead").status_code == 201
+    assert api.post(f"/v1/tickets/{ticket_id}/reviews", {"action": "accept"}, scope="lead").status_code == 201
+
+    revisions = api.get(f"/v1/tickets/{ticket_id}/revisions").json()
+    assert [r["reason"] for r in revisions] == ["new_ticket", "new_message", "escalation", "reclassify", "human_review"]
+    assert [r["requested_by"] for r in revisions] == ["user:bot-tester"] * 3 + ["user:lead-tester"] * 2
+    for revision in revisions[:4]:  # still an agent revision, naming the model, for the stats and the human-label rules
+        model = revision["classification"]["model"]
+        assert revision["actor"] == f"agent:{model} for {revision['requested_by']}"
+    assert revisions[4]["actor"] == "user:lead-tester"
+
+
+# ---------------------------------------------------------------- F11: text that shows nothing
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"body": "   "}, {"body": INVISIBLE}, {"body": "\u0000\u0001\u0002"}, {"subject": "\u200b", "body": "\x7f \u2069\n"}],
+    ids=["spaces", "zero-width-and-bidi", "ascii-controls", "mixed"],
+)
+def test_a_ticket_that_shows_nothing_is_refused(api: Api, body: dict) -> None:
+    for path in ("/v1/classify", "/v1/tickets"):
+        response = api.post(path, body)
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == "invalid_ticket" and "the ticket has no text" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("text", ["   ", INVISIBLE, "\u0001\n\t"])
+def test_a_message_that_shows_nothing_writes_no_revision(api: Api, text: str) -> None:
+    ticket_id = created(api)["id"]
+    response = api.post(f"/v1/tickets/{ticket_id}/messages", {"text": text})
+    assert response.status_code == 422, response.text
+    assert "the message has no text" in response.json()["detail"]
+    assert len(api.get(f"/v1/tickets/{ticket_id}/revisions").json()) == 1
+
+
+def test_invisible_characters_around_words_are_no_obstacle(api: Api) -> None:
+    response = api.post("/v1/classify", {"body": "\u202erefund\u200b my double charge\ufeff"})
+    assert response.status_code == 200, response.text
+
+
+# ---------------------------------------------------------------- F14: bodies, reviews, busy
+
+
+def test_a_body_that_is_not_utf8_is_a_422_that_says_so(api: Api) -> None:
+    response = api.client.post(
+        "/v1/classify", content=b'{"body":"caf\xe9 \xff\xfe broken"}', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "invalid_request"
+    assert "not UTF-8" in response.json()["detail"] and "application/json" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain; charset=utf-8"])
+def test_a_body_sent_without_the_json_content_type_names_the_header(api: Api, content_type: str) -> None:
+    response = api.client.post("/v1/classify", content=b'{"body":"refund please"}', headers={"content-type": content_type})
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith("the body must be JSON sent with `content-type: application/json`")
+    assert repr(content_type.split(";")[0]) in detail
+
+
+def test_a_field_error_in_json_gets_no_content_type_hint(api: Api) -> None:
+    response = api.post("/v1/classify", {"body": "refund", "channel": 3})
+    assert response.status_code == 422 and "content-type" not in response.json()["detail"]
+
+
+@pytest.mark.parametrize("revision", [99, 0, -1])
+def test_a_review_of_a_revision_that_never_existed_is_a_422(api: Api, revision: int) -> None:
+    ticket_id = created(api)["id"]
+    response = api.post(f"/v1/tickets/{ticket_id}/reviews", {"action": "accept", "revision": revision}, scope="lead")
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith(f"ticket {ticket_id} has no revision {revision} (current: 1)")
+
+
+def test_a_review_of_a_past_revision_is_still_a_409(api: Api) -> None:
+    ticket_id = created(api)["id"]
+    assert api.post(f"/v1/tickets/{ticket_id}/messages", {"text": "Any news?"}).status_code == 201
+    response = api.post(f"/v1/tickets/{ticket_id}/reviews", {"action": "accept", "revision": 1}, scope="lead")
+    assert response.status_code == 409 and "no longer current (current: 2)" in response.json()["detail"]
+
+
+def test_the_busy_answer_is_one_sentence_with_the_wait(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def full(*args: object, **kwargs: object) -> None:
+        raise PoolFull(3, 1)
+
+    monkeypatch.setattr(api.client.app.state.pool, "run", full)  # type: ignore[attr-defined]
+    response = api.post("/v1/classify", TICKET)
+    assert response.status_code == 503 and response.headers["Retry-After"] == "3"
+    detail = response.json()["detail"]
+    assert detail.count("retry") == 1 and "retry in 3 s" in detail and ";" in detail and detail.count(";") == 1
+
+
+# ---------------------------------------------------------------- F16: key names
+
+
+@pytest.mark.parametrize("name", ["alice\nuser:admin <script>", "bob smith", "-dash", "", "x" * 65, "x" * 300, "<b>"])
+def test_a_key_name_outside_the_rule_is_refused_with_the_rule(api: Api, name: str) -> None:
+    response = api.post("/v1/keys", {"scope": "bot", "name": name}, scope="admin")
+    assert response.status_code == 422, response.text
+    assert "invalid key name" in response.json()["detail"] and "letters, digits" in response.json()["detail"]
+
+
+def test_a_key_name_inside_the_rule_is_taken(api: Api) -> None:
+    response = api.post("/v1/keys", {"scope": "bot", "name": " helpdesk-bot@acme.example "}, scope="admin")
+    assert response.status_code == 201, response.text
+    assert response.json()["name"] == "helpdesk-bot@acme.example"
+
+
+def test_an_agent_revision_from_before_requesters_were_kept_names_nobody() -> None:
+    assert _requested_by("agent:proposal:hash-test+tfidf") is None
+    assert _requested_by("agent:proposal:x for user:ada") == "user:ada"
+    assert _requested_by("user:ada") == "user:ada" and _requested_by("system:taxonomy-migration") == "system:taxonomy-migration"

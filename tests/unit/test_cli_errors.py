@@ -1,0 +1,108 @@
+"""The CLI answers a wrong path, a file that is not UTF-8, a broken taxonomy or a bad key name with an error that
+says what to fix and exit code 2, never a traceback (typer's CliRunner, nothing served, no model loaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from agent.cli import _one_line, app
+from agent.settings import REPO_ROOT
+
+TAXONOMY = REPO_ROOT / "knowledge_base" / "taxonomies" / "default.yaml"
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {"TRIAGE_DATA_DIR": str(tmp_path / "data"), "TRIAGE_TAXONOMY_PATH": str(TAXONOMY), "TRIAGE_MODE": "proposal"}
+
+
+def assert_error(result, *needles: str) -> None:  # noqa: ANN001
+    """Exit code 2 and only the error: its first line says what is wrong (a YAML error may add the spot)."""
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    first = result.output.strip().splitlines()[0]
+    assert first.startswith("error: ") and "Traceback" not in result.output, result.output
+    for needle in needles:
+        assert needle in first, first
+
+
+@pytest.fixture
+def latin1(tmp_path: Path) -> Path:
+    path = tmp_path / "latin1.json"
+    path.write_bytes(b'{"subject": "Caf\xe9", "body": "r\xe9sum\xe9 refund"}')
+    return path
+
+
+@pytest.fixture
+def binary(tmp_path: Path) -> Path:
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\xff\xfename: x\n")
+    return path
+
+
+def test_classify_names_a_missing_ticket_file(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
+    result = runner.invoke(app, ["classify", "--file", str(tmp_path / "nope.json")], env=env)
+    assert_error(result, "ticket file", "nope.json does not exist")
+
+
+def test_classify_names_a_directory_given_as_the_ticket_file(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
+    result = runner.invoke(app, ["classify", "--file", str(tmp_path)], env=env)
+    assert_error(result, "is a directory")
+
+
+def test_classify_says_how_to_convert_a_file_that_is_not_utf8(runner: CliRunner, env: dict[str, str], latin1: Path) -> None:
+    result = runner.invoke(app, ["classify", "--file", str(latin1)], env=env)
+    assert_error(result, "is not UTF-8 text (byte 0xe9 on line 1)", "iconv")
+
+
+def test_classify_says_so_when_stdin_is_not_utf8(runner: CliRunner, env: dict[str, str]) -> None:
+    result = runner.invoke(app, ["classify", "--file", "-"], input=b'{"body": "caf\xe9"}', env=env)
+    assert_error(result, "the ticket on stdin is not UTF-8")
+
+
+def test_taxonomy_validate_reports_a_binary_file_and_a_directory(runner: CliRunner, binary: Path, tmp_path: Path) -> None:
+    # the loader may word it itself (agent/taxonomy.py); either way one line that says what is wrong
+    assert_error(runner.invoke(app, ["taxonomy", "validate", str(binary)]), f"taxonomy file {binary} is not UTF-8")
+    assert_error(runner.invoke(app, ["taxonomy", "validate", str(tmp_path)]), "is a directory")
+    assert_error(runner.invoke(app, ["taxonomy", "validate", str(TAXONOMY), "--previous", str(tmp_path)]), "is a directory")
+    result = runner.invoke(app, ["taxonomy", "validate", str(TAXONOMY)])
+    assert result.exit_code == 0 and "is valid" in result.output
+
+
+@pytest.mark.parametrize("content", [b"name: broken\naxes: [\n", b"\xff\xfe\x00"], ids=["bad-yaml", "binary"])
+def test_serve_refuses_a_broken_taxonomy_before_starting_anything(
+    runner: CliRunner, env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes
+) -> None:
+    import uvicorn
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("uvicorn started with a broken taxonomy")
+
+    monkeypatch.setattr(uvicorn, "run", never)
+    taxonomy = tmp_path / "broken.yaml"
+    taxonomy.write_bytes(content)
+    result = runner.invoke(app, ["serve", "--no-ui"], env={**env, "TRIAGE_TAXONOMY_PATH": str(taxonomy)})
+    assert_error(result, f"taxonomy file {taxonomy}")
+    assert "API on" not in result.output and not (tmp_path / "data" / "admin.key").exists()  # refused before anything starts
+
+
+def test_keys_create_refuses_a_name_that_could_forge_a_timeline_line(runner: CliRunner, env: dict[str, str]) -> None:
+    result = runner.invoke(app, ["keys", "create", "--scope", "bot", "--name", "alice\nuser:admin <script>"], env=env)
+    assert_error(result, "invalid key name", "letters, digits")
+    assert runner.invoke(app, ["keys", "list"], env=env).output == ""
+    created = runner.invoke(app, ["keys", "create", "--scope", "bot", "--name", "helpdesk-bot"], env=env)
+    assert created.exit_code == 0, created.output
+
+
+def test_an_actor_is_printed_on_one_line_whatever_it_holds() -> None:
+    """Keys named before names were restricted are still shown; their controls come out escaped."""
+    assert _one_line("alice\nuser:admin \u202e\x1b[31m café") == "alice\\nuser:admin \\u202e\\x1b[31m café"
+    assert _one_line("agent:proposal:x+tfidf for user:bot") == "agent:proposal:x+tfidf for user:bot"
