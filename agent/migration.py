@@ -10,7 +10,7 @@ stored history (a dry run first, then one `taxonomy_migration` revision per chan
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from agent.contracts import AXES, AxisLabel, LabelAlternative, MigrationOp, SplitRule, Taxonomy
@@ -98,14 +98,26 @@ class MigrationPlan:
 
 
 def plan_migration(previous: Taxonomy, target: Taxonomy) -> MigrationPlan:
-    """The moves from `previous` to `target`; every label that is gone must have a step that says where it goes."""
+    """The moves from `previous` to `target`; every label that is gone must have a step that says where it goes.
+
+    A version that keeps every label needs no `migration:` section (its plan moves nothing); a file changed under
+    the same version is refused, since revisions name the version and could not tell the two contents apart."""
+    if previous.name != target.name:
+        raise MigrationError(
+            f"taxonomy {target.ref} is not a version of {previous.name!r}; compare it with an earlier version of {target.name!r}"
+        )
+    if previous.version == target.version:
+        return _same_version_plan(previous, target)
     migration = target.migration
     if migration is None:
-        raise MigrationError(
-            f"taxonomy {target.ref} has no `migration:` section; add one naming from_version {previous.version!r} "
-            "and a step for each renamed, merged, split or retired label"
-        )
-    if previous.name != target.name or migration.from_version != previous.version:
+        gone = gone_labels(previous, target)
+        if gone:
+            raise MigrationError(
+                f"taxonomy {target.ref} has no `migration:` section, but {_describe_gone(gone)} of {previous.ref} are gone "
+                f"from it; add one naming from_version {previous.version!r} and a rename, merge, split or retire step for each"
+            )
+        return MigrationPlan(previous=previous.ref, target=target.ref, moves={})
+    if migration.from_version != previous.version:
         raise MigrationError(
             f"taxonomy {target.ref} migrates from {target.name}@{migration.from_version}, not from {previous.ref}"
         )
@@ -123,11 +135,70 @@ def plan_migration(previous: Taxonomy, target: Taxonomy) -> MigrationPlan:
     return MigrationPlan(previous=previous.ref, target=target.ref, moves=moves)
 
 
+def gone_labels(previous: Taxonomy, target: Taxonomy) -> dict[str, list[str]]:
+    """Per axis, the labels of `previous` that `target` no longer has (axes with none left out)."""
+    gone = {axis: [i for i in previous.axes[axis].ids if i not in target.axes[axis].ids] for axis in AXES}
+    return {axis: ids for axis, ids in gone.items() if ids}
+
+
+def _describe_gone(gone: Mapping[str, Sequence[str]]) -> str:
+    return " and ".join(f"{axis} labels {list(ids)}" for axis, ids in gone.items())
+
+
+def _same_version_plan(previous: Taxonomy, target: Taxonomy) -> MigrationPlan:
+    """Nothing to move when the content is the same; an edit under the same version is told to bump it."""
+    if previous.model_dump(mode="json") == target.model_dump(mode="json"):
+        return MigrationPlan(previous=previous.ref, target=target.ref, moves={})
+    gone = gone_labels(previous, target)
+    also = (
+        f", and add a `migration:` naming from_version {previous.version!r} with a rename, merge, split or retire step "
+        f"for {_describe_gone(gone)}, which are gone"
+        if gone
+        else ""
+    )
+    raise MigrationError(
+        f"this file changes taxonomy {target.ref} under the same version: bump `version` in it{also} (revisions "
+        "name the version, so two contents under one version cannot be told apart)"
+    )
+
+
 def migrate_stored_labels(taxonomy: Taxonomy, labels: Mapping[str, str], text: str | None = None) -> dict[str, str]:
     """Labels of a stored example (seed line, taught review) in `taxonomy`'s ids: fixed moves and matching rules
     applied, labels that would need a re-ask dropped (an example teaches nothing about a split it predates);
     others left as they are."""
     return MigrationPlan(previous="", target=taxonomy.ref, moves=_moves(taxonomy)).stored_labels(labels, text)
+
+
+@dataclass(frozen=True)
+class Stranded:
+    """Current labels of stored tickets that `taxonomy` lacks and no step of its `migration:` moves."""
+
+    labels: dict[str, dict[str, int]]  # axis -> label -> tickets carrying it
+    tickets: int  # tickets with at least one such label
+
+    def describe(self) -> str:
+        """e.g. `service 'network' (2 tickets), tier 'L4' (1 ticket)`."""
+        return ", ".join(
+            f"{axis} {label!r} ({n} ticket{'s' if n != 1 else ''})" for axis, counts in self.labels.items() for label, n in counts.items()
+        )
+
+
+def stranded_labels(taxonomy: Taxonomy, in_use: Iterable[tuple[Mapping[str, str | None], int]]) -> Stranded:
+    """Which of the stored tickets' current labels `taxonomy` can neither show nor migrate. `in_use` holds each
+    distinct combination of current labels (axis -> label) with the number of tickets that carry it."""
+    moves = _moves(taxonomy)
+    labels: dict[str, dict[str, int]] = {}
+    tickets = 0
+    for combination, n in in_use:
+        lost = [
+            (axis, label) for axis, label in combination.items()
+            if label and axis in taxonomy.axes and label not in taxonomy.axes[axis].ids and label not in moves.get(axis, {})
+        ]
+        tickets += n if lost else 0
+        for axis, label in lost:
+            counts = labels.setdefault(axis, {})
+            counts[label] = counts.get(label, 0) + n
+    return Stranded(labels=labels, tickets=tickets)
 
 
 def choose(suggested: AxisLabel, choices: Sequence[str]) -> AxisLabel:

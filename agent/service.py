@@ -15,12 +15,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
 
-from agent.contracts import AXES, Article, Classification, Evidence, LabelledTicket, Route, TicketIn, Usage
+from agent.contracts import AXES, Article, Classification, Evidence, LabelledTicket, Route, Taxonomy, TicketIn, Usage
 from agent.embeddings import (
     MINILM,
     PACKAGED,
@@ -36,12 +36,15 @@ from agent.embeddings import (
 from agent.graph import triage_graph
 from agent.llm import LLMClient, StructuredMode
 from agent.local_llm import LocalLLMServer
-from agent.migration import migrate_stored_labels
+from agent.migration import Stranded, migrate_stored_labels, stranded_labels
 from agent.proposal import HeadOptions, ProposalHead
 from agent.settings import Settings
 from agent.state import Calibration, TriageContext
 from agent.store import ARTICLES, TICKETS, VectorStore, fingerprint, make_client
-from agent.taxonomy import load_taxonomy
+from agent.taxonomy import TaxonomyError, load_taxonomy
+
+if TYPE_CHECKING:
+    from agent.records import Records
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +336,101 @@ class TriageService:
         return f"{proposal}|llm:{llm_model or self.llm.model}"
 
 
+# ---------------------------------------------------------------- start-up: stored labels vs the taxonomy
+
+
+class StrandedLabelsError(TaxonomyError):
+    """The taxonomy in force lacks labels that stored tickets use and no step of its `migration:` moves them:
+    such tickets could not be accepted, filtered or migrated, so the service does not start."""
+
+
+def labels_in_use(records: Records) -> list[tuple[dict[str, str | None], int]]:
+    """Each distinct combination of the stored tickets' current labels with its number of tickets. One GROUP BY
+    over the labels the tickets table keeps beside each ticket: no revision is read, and the answer has a few
+    hundred rows at most (services x channels x tiers)."""
+    from sqlalchemy import func, select
+
+    from agent.records import TicketRow
+
+    columns = {"service": TicketRow.current_service, "channel": TicketRow.current_channel, "tier": TicketRow.current_tier}
+    query = select(*columns.values(), func.count()).where(TicketRow.current_seq.is_not(None)).group_by(*columns.values())
+    with records.read() as session:
+        return [(dict(zip(columns, row[:-1], strict=True)), int(row[-1])) for row in session.execute(query)]
+
+
+def check_labels_in_use(taxonomy: Taxonomy, records: Records, *, path: Path | None = None) -> None:
+    """Raise StrandedLabelsError, naming the labels, the tickets and the fix, when `taxonomy` strands stored
+    tickets; labels its `migration:` moves are fine (`triage taxonomy migrate` moves their tickets)."""
+    stranded = stranded_labels(taxonomy, labels_in_use(records))
+    if stranded.tickets:
+        raise StrandedLabelsError(_stranded_message(taxonomy, stranded, records, path))
+
+
+def _stranded_message(taxonomy: Taxonomy, stranded: Stranded, records: Records, path: Path | None) -> str:
+    """One line: what is lost and what to do, which depends on whether the file was edited in place (the same
+    version registered with other content), is a new version without a migration, or one whose steps miss labels."""
+    where = f" ({path})" if path else ""
+    tickets = f"{stranded.tickets} stored ticket{'s' if stranded.tickets != 1 else ''}"
+    lost = f"taxonomy {taxonomy.ref}{where} lacks labels that {tickets} use: {stranded.describe()}"
+    served = _served_versions(records, taxonomy.name)
+    step = "a rename, merge, split or retire step for each"
+    if _had_labels(served.get(taxonomy.ref), stranded):
+        return (
+            f"{lost}; the file was changed without a new version: put the labels back, or bump `version` and add a "
+            f"`migration:` naming from_version {taxonomy.version!r} with {step}"
+        )
+    if taxonomy.migration is not None:
+        return f"{lost}, and no step of its `migration:` moves them; add {step} to it, or keep the labels"
+    earlier = next((ref.split("@", 1)[1] for ref in served if ref != taxonomy.ref), None)
+    from_version = f"naming from_version {earlier!r} " if earlier else "naming the version they were labelled under "
+    return (
+        f"{lost}, and it has no `migration:` section; add one {from_version}with {step} (check it with `triage "
+        f"taxonomy validate NEW.yaml --previous OLD.yaml`), or keep the labels"
+    )
+
+
+def _served_versions(records: Records, name: str) -> dict[str, dict[str, Any]]:
+    """ref -> content of the versions of taxonomy `name` this deployment served, the latest first."""
+    from sqlalchemy import select
+
+    from agent.records import TaxonomyVersionRow
+
+    query = select(TaxonomyVersionRow).where(TaxonomyVersionRow.name == name).order_by(TaxonomyVersionRow.created_at.desc())
+    with records.read() as session:
+        return {row.ref: row.content for row in session.scalars(query)}
+
+
+def _had_labels(content: dict[str, Any] | None, stranded: Stranded) -> bool:
+    """Whether a served version's stored content has any of the stranded labels (an in-place edit removed them)."""
+    axes = (content or {}).get("axes") or {}
+    return any(
+        label in {lab.get("id") for lab in (axes.get(axis) or {}).get("labels", [])}
+        for axis, counts in stranded.labels.items()
+        for label in counts
+    )
+
+
+def check_stored_labels(settings: Settings, taxonomy: Taxonomy) -> None:
+    """At start-up: the deployment's stored tickets against the taxonomy in force. A data directory without a
+    records database has nothing to strand, and none is created for the check; a database the check cannot
+    read (no tables yet, server down) is left to `Records.open`, which reports it where the records are used."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from agent.records import Records, normalise_url
+
+    url = make_url(normalise_url(settings.resolved_database_url))
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        return
+    records = Records(settings.resolved_database_url)
+    try:
+        check_labels_in_use(taxonomy, records, path=settings.taxonomy_path)
+    except (OperationalError, ProgrammingError) as exc:
+        log.warning("stored labels not checked against taxonomy %s: the records cannot be read (%s)", taxonomy.ref, exc.orig)
+    finally:
+        records.close()
+
+
 @contextmanager
 def llm_for(settings: Settings) -> Iterator[LLMClient | None]:
     """The LLM a run talks to: none in proposal mode, the configured endpoint, or the embedded llama.cpp server
@@ -357,8 +455,10 @@ def llm_for(settings: Settings) -> Iterator[LLMClient | None]:
 def running_service(settings: Settings, *, seed: bool = True, progress: bool = False) -> Iterator[TriageService]:
     """A ready service: the embedded LLM started when no endpoint is configured, the store seeded if empty.
 
-    Everything started here is stopped on exit, so a CLI call or a server leaves no process behind.
+    Everything started here is stopped on exit, so a CLI call or a server leaves no process behind. A taxonomy
+    that strands stored tickets stops it first, before the LLM starts (StrandedLabelsError says what to do).
     """
+    check_stored_labels(settings, load_taxonomy(settings.taxonomy_path))
     with llm_for(settings) as llm:
         service = TriageService(settings, llm=llm)
         if seed and service.store.counts()[TICKETS] == 0:

@@ -6,6 +6,7 @@ and never leaves the graph.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,16 +26,67 @@ def load_taxonomy(path: Path | str) -> Taxonomy:
     if not path.is_file():
         raise TaxonomyError(f"taxonomy file {path} does not exist; set TRIAGE_TAXONOMY_PATH to a taxonomy YAML")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise TaxonomyError(f"taxonomy file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} on line {line}); save it as UTF-8") from exc
+    except _DuplicateKey as exc:
+        raise TaxonomyError(f"taxonomy file {path} {exc}") from exc
     except yaml.YAMLError as exc:
         raise TaxonomyError(f"taxonomy file {path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise TaxonomyError(f"taxonomy file {path} must be a mapping with name, version and axes")
     try:
-        return Taxonomy.model_validate(raw)
+        taxonomy = Taxonomy.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise TaxonomyError(f"taxonomy file {path} is invalid: {problems}") from exc
+    problem = tier_order_problem(taxonomy)
+    if problem:
+        raise TaxonomyError(f"taxonomy file {path} is invalid: {problem}")
+    return taxonomy
+
+
+class _DuplicateKey(yaml.YAMLError):
+    """A key written twice in one mapping: YAML keeps the last silently, so `name:` twice would rename the taxonomy."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a mapping that repeats a key (merge keys `<<` may still be overridden)."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else []:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                seen = first_line.get(key)
+            except TypeError:  # an unhashable key: the base loader says what is wrong with it
+                continue
+            if seen is not None:
+                raise _DuplicateKey(f"line {line}: key {key!r} is written twice in one mapping (first on line {seen}); keep one")
+            first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_TIER_NUMBER = re.compile(r"^\D*(\d+)$")
+
+
+def tier_order_problem(taxonomy: Taxonomy) -> str | None:
+    """Why the tier list is out of order, or None. A tier's rank is its place in the list: an escalation moves to
+    the next one and the agent never lowers a tier (agent/revisions.py), so the list runs from the front line up.
+    Where every tier id carries a number (L1, L2, L3) the numbers must ascend; other ids rank as listed."""
+    ids = taxonomy.axes["tier"].ids
+    numbers = [_TIER_NUMBER.match(label_id) for label_id in ids]
+    if not all(numbers):
+        return None
+    ranks = [int(match.group(1)) for match in numbers if match]
+    if all(low < high for low, high in zip(ranks, ranks[1:], strict=False)):
+        return None
+    ordered = [label_id for _, label_id in sorted(zip(ranks, ids, strict=True))]
+    return f"axes.tier lists {ids}; tiers rank in list order (an escalation moves to the next one), so list them from the front line up: {ordered}"
 
 
 def as_probability(value: object) -> object:

@@ -70,14 +70,54 @@ def _check_utf8(path: Path) -> None:
 
 
 def _read_csv(path: Path, delimiter: str) -> tuple[list[str], list[dict[str, str]]]:
+    """Rows as dicts; a malformed file is refused, not scored. A quote left open swallows every row after it and a
+    row with more or fewer fields than the header shifts text into label columns, so skipping such rows would
+    still score a file other than the one meant: each is reported with its line, to be fixed in the file."""
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
-        columns = list(reader.fieldnames or [])
-        rows = [{k: (v or "") for k, v in row.items() if k is not None} for row in reader]
-    if not columns:
+        records = list(_csv_records(path, fh, delimiter))
+    if not records:
         raise DatasetError(f"{path} has no header row")
-    return columns, rows
+    (_, columns), body = records[0], records[1:]
+    problems = [f"line {line}: {len(fields)} fields" for line, fields in body if len(fields) != len(columns)]
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise DatasetError(
+            f"{path}: the header has {len(columns)} fields ({delimiter!r}-separated) but {shown}; "
+            f"quote fields that contain {delimiter!r}, a line break or a quote (as \"\"), so every row has "
+            f"{len(columns)}{_separator_hint(columns)}"
+        )
+    return columns, [dict(zip(columns, fields, strict=True)) for _, fields in body]
+
+
+def _csv_records(path: Path, lines: Iterable[str], delimiter: str) -> Iterable[tuple[int, list[str]]]:
+    """(first line, fields) of each non-blank record. Strict parsing: a quote that is never closed, or text
+    right after a closing quote, is an error at the line where its record starts (a quoted field may span lines)."""
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    start = 1
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            what = (
+                "a quote opened in this row is never closed (the rest of the file would read as one field)"
+                if "end of data" in str(exc)
+                else f"text follows a closing quote ({exc})"
+            )
+            raise DatasetError(f'{path}:{start}: {what}; quote a field as a whole and double the quotes inside it, e.g. "say ""hi"""') from None
+        if fields:
+            yield start, fields
+        start = reader.line_num + 1
+
+
+def _separator_hint(columns: Sequence[str]) -> str:
+    """Where a one-column header holds another separator: a hint to save the file comma-separated."""
+    return next(
+        (f" (is it separated by {sep!r}? save it comma-separated, RFC 4180)" for sep in (";", "\t", "|") if len(columns) == 1 and sep in columns[0]),
+        "",
+    )
 
 
 def _stringify(value: object) -> str:
@@ -153,9 +193,7 @@ def load_rows(
     columns, table = read_table(path)
     missing = [c for c in [*text_columns, *label_columns.values()] if c not in columns]
     if missing:
-        hint = next((f" (is it separated by {sep!r}? save it comma-separated, RFC 4180)" for sep in (";", "\t", "|")
-                     if len(columns) == 1 and sep in columns[0]), "")
-        raise DatasetError(f"{path} lacks column(s) {missing}; it has {columns}{hint}")
+        raise DatasetError(f"{path} lacks column(s) {missing}; it has {columns}{_separator_hint(columns)}")
     id_column = next((c for c in ID_COLUMNS if c in columns), None)
     rows: list[EvalRow] = []
     seen: Counter[str] = Counter()
@@ -240,3 +278,13 @@ class LabelCodec:
 
     def to_json(self) -> dict[str, dict[str, str]]:
         return {axis: dict(table) for axis, table in self._to_id.items()}
+
+
+def unknown_labels(rows: Sequence[EvalRow], codec: LabelCodec, axes: Sequence[str], oos_label: str | None = None) -> dict[str, tuple[Counter[str], int]]:
+    """Per axis: the raw gold values the codec cannot encode (value -> rows) and how many rows have a gold value
+    at all (empty cells and `--oos-label` rows are not scored, so they count in neither)."""
+    out: dict[str, tuple[Counter[str], int]] = {}
+    for axis in axes:
+        given = [r.labels.get(axis, "") for r in rows if r.labels.get(axis) and r.labels.get(axis) != oos_label]
+        out[axis] = (Counter(v for v in given if codec.encode(axis, v) is None), len(given))
+    return out

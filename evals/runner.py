@@ -44,7 +44,7 @@ from agent.settings import Settings, vote_weight_for
 from agent.store import TICKETS
 from agent.taxonomy import load_taxonomy
 from evals import calibration as cal
-from evals.datasets import DatasetError, EvalRow, LabelCodec, load_rows
+from evals.datasets import DatasetError, EvalRow, LabelCodec, load_rows, unknown_labels
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +291,7 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
     for side, ids in no_text.items():
         if ids:
             log.warning("%d %s row(s) without text left out (%s); they are named in report.md", len(ids), side, ", ".join(ids[:5]))
+    warn_empty_labels(test_rows, axes)
     kept = in_scope(train_rows, cfg.oos_label, axes)
     dropped_oos = len(train_rows) - len(kept)
     train_rows = kept
@@ -304,6 +305,7 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
     else:
         taxonomy = load_taxonomy(Path(cfg.taxonomy) if cfg.taxonomy else base_settings.taxonomy_path)
         codec = LabelCodec.for_ids({axis: taxonomy.axes[axis].ids for axis in axes})
+    warn_unknown_labels(test_rows, codec, axes, cfg.oos_label, taxonomy.ref)
 
     # the embedder: `auto` chooses by the train file's language mix (agent.embeddings.choose_packaged_model)
     cache_dir = cfg.cache_dir or base_settings.data_dir / "cache"
@@ -432,6 +434,30 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         "llm": llm_id if cfg.mode != "proposal" else None,
     }
     return write_outputs(out, records, axes=axes, codec=codec, fitted=fitted, cfg=cfg, context=context)
+
+
+def warn_empty_labels(test_rows: Sequence[EvalRow], axes: Sequence[str]) -> None:
+    """On the console: test rows whose gold cell is empty are not scored on that axis (report.md names them)."""
+    for axis in axes:
+        empty = [r.id for r in test_rows if not r.labels.get(axis)]
+        if empty:
+            log.warning("%d test row(s) have an empty %s label and are not scored on %s (%s); they are named in report.md",
+                        len(empty), axis, axis, ", ".join(empty[:5]))
+
+
+def warn_unknown_labels(test_rows: Sequence[EvalRow], codec: LabelCodec, axes: Sequence[str], oos_label: str | None, taxonomy_ref: str) -> None:
+    """Loudly, before the run: when most test labels of an axis are not in the taxonomy, every such row scores as
+    an error, which is nearly always a wrong --label column or --taxonomy rather than a bad agent."""
+    for axis, (unknown, scored) in unknown_labels(test_rows, codec, axes, oos_label).items():
+        n = sum(unknown.values())
+        if scored and n * 2 > scored:
+            shown = ", ".join(f"{value!r} x {count}" for value, count in unknown.most_common(5))
+            log.warning(
+                "%d of %d test %s labels are not in taxonomy %s (%s) and will all score as errors: check that "
+                "--label %s=COLUMN names the label column and that --taxonomy is the one the labels come from "
+                "(--taxonomy auto takes the train file's labels)",
+                n, scored, axis, taxonomy_ref, shown, axis,
+            )
 
 
 def in_scope(rows: list[EvalRow], oos_label: str | None, axes: Sequence[str]) -> list[EvalRow]:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from agent.settings import REPO_ROOT
 from agent.taxonomy import load_taxonomy
-from evals.datasets import DatasetError, load_rows
-from evals.runner import derive_taxonomy
+from evals.datasets import DatasetError, LabelCodec, load_rows, unknown_labels
+from evals.runner import derive_taxonomy, warn_empty_labels, warn_unknown_labels
 
 
 def test_csv_multiline_fields_and_joined_columns(tmp_path: Path) -> None:
@@ -65,3 +67,48 @@ def test_auto_taxonomy_keeps_other_axes_and_uses_safe_ids(tmp_path: Path) -> Non
     assert taxonomy.axes["service"].fallback == "Technical_Support"  # the most frequent
     assert taxonomy.axes["tier"] == base.axes["tier"]
     assert codec.decode("service", "Billing_Payments") == "Billing & Payments"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        # an open quote would swallow every row after it into one field
+        ('id,subject,body,service\nx1,"unterminated quote,b,billing_payments\nx2,ok,ok,network\n',
+         r"t.csv:2: a quote opened in this row is never closed"),
+        ('id,subject,body,service\nx1,"a"b,c,network\n', r"t.csv:2: text follows a closing quote"),
+        # the line numbers count the lines of multi-line fields before them
+        ('id,subject,body,service\nx1,a,"two\nlines",network\nx2,a,b,network,EXTRA\nx3,ok\n',
+         r"the header has 4 fields \(','-separated\) but line 4: 5 fields; line 5: 2 fields; quote fields that contain ','"),
+        ("text;label\nhello, world;A\n", r"is it separated by ';'"),
+    ],
+)
+def test_a_malformed_csv_row_is_refused_with_its_line(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DatasetError, match=message):
+        load_rows(path, ["subject", "body"], {"service": "service"})
+
+
+def test_blank_lines_and_a_bom_are_not_rows(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text('\ufeffid,text,label\r\n\r\n1,"a\r\n\r\nb",x\r\n\r\n2,c,y\r\n', encoding="utf-8")
+    rows = load_rows(path, ["text"], {"service": "label"})
+    assert [(r.id, r.text, r.labels["service"]) for r in rows] == [("1", "a\r\n\r\nb", "x"), ("2", "c", "y")]
+
+
+def test_unknown_and_empty_test_labels_are_counted_and_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("text,service,tier\na,telepathy,L1\nb,Telepathy,L2\nc,billing_payments,\nd,,L9\ne,oos,L1\n", encoding="utf-8")
+    rows = load_rows(path, ["text"], {"service": "service", "tier": "tier"})
+    codec = LabelCodec.for_ids({"service": ["billing_payments"], "tier": ["L1", "L2", "L3"]})
+    found = unknown_labels(rows, codec, ["service", "tier"], oos_label="oos")
+    assert found == {"service": (Counter({"telepathy": 1, "Telepathy": 1}), 3), "tier": (Counter({"L9": 1}), 4)}
+    with caplog.at_level(logging.WARNING, logger="evals.runner"):
+        warn_unknown_labels(rows, codec, ["service", "tier"], "oos", "default@1")
+        warn_empty_labels(rows, ["service", "tier"])
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 3  # tier: 1 of 4 unknown is no reason to shout
+    assert messages[0].startswith("2 of 3 test service labels are not in taxonomy default@1 ('telepathy' x 1, 'Telepathy' x 1)")
+    assert "check that --label service=COLUMN names the label column and that --taxonomy" in messages[0]
+    assert messages[1].startswith("1 test row(s) have an empty service label and are not scored on service (row-4)")
+    assert messages[2].startswith("1 test row(s) have an empty tier label and are not scored on tier (row-3)")

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from agent.contracts import AxisLabel, LabelAlternative
-from agent.migration import MigrationError, choose, migrate_stored_labels, plan_migration
+from agent.migration import MigrationError, choose, migrate_stored_labels, plan_migration, stranded_labels
 from agent.taxonomy import TaxonomyError, load_taxonomy
 from evals.migration_demo import DEFAULT, STEPS, write_v2
 
@@ -41,6 +41,74 @@ def test_a_label_gone_without_a_step_is_refused_naming_it(tmp_path: Path) -> Non
         plan_migration(old, new)
     with pytest.raises(MigrationError, match="no `migration:` section"):
         plan_migration(new, old)
+
+
+def without_network(version: str | None = None, *, description: str | None = None) -> dict:
+    """default.yaml's content with `network` dropped (unless only the description changes), under `version`."""
+    raw = yaml.safe_load(DEFAULT.read_text(encoding="utf-8"))
+    service = raw["axes"]["service"]
+    if description is None:
+        service["labels"] = [label for label in service["labels"] if label["id"] != "network"]
+    else:
+        service["labels"][0]["description"] = description
+    raw["version"] = version or raw["version"]
+    return raw
+
+
+def write(path: Path, raw: dict) -> Path:
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def test_a_version_that_keeps_every_label_needs_no_migration_section(tmp_path: Path) -> None:
+    old = load_taxonomy(DEFAULT)
+    assert plan_migration(old, load_taxonomy(DEFAULT)).moves == {}  # the same file
+    reworded = load_taxonomy(write(tmp_path / "v2.yaml", without_network("2026.12.2", description="Reworded.")))
+    plan = plan_migration(old, reworded)
+    assert (plan.previous, plan.target, plan.moves) == (old.ref, reworded.ref, {})
+    assert plan.apply({"service": "network", "tier": "L2"}).labels == {"service": "network", "tier": "L2"}
+
+
+def test_a_label_gone_from_a_version_without_migration_is_named(tmp_path: Path) -> None:
+    old = load_taxonomy(DEFAULT)
+    new = load_taxonomy(write(tmp_path / "v2.yaml", without_network("2026.12.1")))
+    with pytest.raises(MigrationError, match=r"no `migration:` section, but service labels \['network'\] of default@2026.11.1 "
+                       r"are gone from it; add one naming from_version '2026.11.1'"):
+        plan_migration(old, new)
+
+
+def test_a_file_changed_under_the_same_version_is_told_to_bump_it(tmp_path: Path) -> None:
+    old = load_taxonomy(DEFAULT)
+    reworded = load_taxonomy(write(tmp_path / "same.yaml", without_network(description="Reworded.")))
+    with pytest.raises(MigrationError, match=r"this file changes taxonomy default@2026.11.1 under the same version: bump `version` in it \(") as info:
+        plan_migration(old, reworded)
+    assert "migration" not in str(info.value)
+    dropped = load_taxonomy(write(tmp_path / "dropped.yaml", without_network()))
+    with pytest.raises(MigrationError, match=r"bump `version` in it, and add a `migration:` naming from_version "
+                       r"'2026.11.1' with a rename, merge, split or retire step for service labels \['network'\]"):
+        plan_migration(old, dropped)
+
+
+def test_another_taxonomy_is_no_previous_version(tmp_path: Path) -> None:
+    other = load_taxonomy(write(tmp_path / "acme.yaml", {**without_network("1"), "name": "acme"}))
+    with pytest.raises(MigrationError, match="acme@1 is not a version of 'default'"):
+        plan_migration(load_taxonomy(DEFAULT), other)
+
+
+def test_stranded_labels_are_those_neither_kept_nor_moved(tmp_path: Path) -> None:
+    in_use = [
+        ({"service": "network", "channel": "email", "tier": "L2"}, 3),
+        ({"service": "network", "channel": "pigeon", "tier": "L2"}, 1),
+        ({"service": "billing_payments", "channel": "email", "tier": None}, 5),
+    ]
+    dropped = load_taxonomy(write(tmp_path / "v2.yaml", without_network("2026.12.1")))
+    stranded = stranded_labels(dropped, in_use)
+    assert (stranded.labels, stranded.tickets) == ({"service": {"network": 4}, "channel": {"pigeon": 1}}, 4)
+    assert stranded.describe() == "service 'network' (4 tickets), channel 'pigeon' (1 ticket)"
+    # a step that moves network strands nothing; the default keeps it
+    migrated = load_taxonomy(write_v2(tmp_path / "v3.yaml"))
+    assert stranded_labels(migrated, in_use[:1]).tickets == 0
+    assert stranded_labels(load_taxonomy(DEFAULT), in_use).labels == {"channel": {"pigeon": 1}}
 
 
 def test_migration_from_another_version_is_refused(tmp_path: Path) -> None:

@@ -50,14 +50,50 @@ def test_default_taxonomy_has_the_contract_ids() -> None:
             "  tier: {fallback: a, labels: [{id: a, name: A, description: d}]}\n",
             'write the version as a quoted string, e.g. version: "2.1"',
         ),
+        (  # YAML would keep the last `name:` silently
+            "name: x\nversion: '1'\nname: y\naxes:\n"
+            "  service: {fallback: a, labels: [{id: a, name: A, description: d}]}\n"
+            "  channel: {fallback: a, labels: [{id: a, name: A, description: d}]}\n"
+            "  tier: {fallback: a, labels: [{id: a, name: A, description: d}]}\n",
+            r"line 3: key 'name' is written twice in one mapping \(first on line 1\); keep one",
+        ),
+        (
+            "name: x\nversion: '1'\naxes:\n"
+            "  service: {fallback: a, labels: [{id: a, name: A, description: d, name: B}]}\n"
+            "  channel: {fallback: a, labels: [{id: a, name: A, description: d}]}\n"
+            "  tier: {fallback: a, labels: [{id: a, name: A, description: d}]}\n",
+            r"line 4: key 'name' is written twice",
+        ),
+        (  # escalation moves to the next tier listed, so the list runs from the front line up
+            "name: x\nversion: '1'\naxes:\n"
+            "  service: {fallback: a, labels: [{id: a, name: A, description: d}]}\n"
+            "  channel: {fallback: a, labels: [{id: a, name: A, description: d}]}\n"
+            "  tier: {fallback: L2, labels: [{id: L3, name: A, description: d}, {id: L2, name: B, description: d}, {id: L1, name: C, description: d}]}\n",
+            r"axes.tier lists \['L3', 'L2', 'L1'\]; tiers rank in list order .* from the front line up: \['L1', 'L2', 'L3'\]",
+        ),
+        ("name: caf\xe9\n", "not UTF-8 text"),
     ],
 )
 def test_broken_taxonomy_files_say_what_is_wrong(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "broken.yaml"
-    path.write_text(content)
+    path.write_bytes(content.encode("latin-1"))
     with pytest.raises(TaxonomyError, match=message) as info:
         load_taxonomy(path)
     assert str(path) in str(info.value)
+
+
+def test_tiers_without_numbers_rank_as_listed_and_merge_keys_may_override(tmp_path: Path) -> None:
+    path = tmp_path / "named.yaml"
+    path.write_text(
+        "name: x\nversion: '1'\naxes:\n"
+        "  service: {fallback: a, labels: [&base {id: a, name: A, description: d}, {<<: *base, id: b, name: B}]}\n"
+        "  channel: {fallback: a, labels: [{<<: *base}]}\n"
+        "  tier: {fallback: desk, labels: [{<<: *base, id: desk}, {<<: *base, id: experts}]}\n",
+        encoding="utf-8",
+    )
+    taxonomy = load_taxonomy(path)
+    assert taxonomy.axes["tier"].ids == ["desk", "experts"]
+    assert [label.name for label in taxonomy.axes["service"].labels] == ["A", "B"]
 
 
 def test_missing_taxonomy_file_names_the_setting(tmp_path: Path) -> None:
