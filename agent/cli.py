@@ -209,8 +209,15 @@ def serve(
     from agent.api import create_app
     from agent.auth import ensure_admin_key
 
+    from agent.service import check_stored_labels
+
     settings = _settings()
-    _load_taxonomy(settings.taxonomy_path)  # the app loads it at start-up, where the error drowns in uvicorn's traceback
+    # the app loads both at start-up, where an error drowns in uvicorn's traceback: check them first, one line each
+    taxonomy = _load_taxonomy(settings.taxonomy_path)
+    try:
+        check_stored_labels(settings, taxonomy)
+    except TaxonomyError as exc:
+        fail(str(exc))
     host, port = host or settings.api_host, port or settings.api_port
     key, key_path = ensure_admin_key(settings)
     if key:
@@ -271,7 +278,10 @@ def taxonomy_validate(
         plan = plan_migration(before, taxonomy)
     except MigrationError as exc:
         fail(str(exc))
-    typer.echo(f"the migration from {before.ref} accounts for every label that is gone:")
+    if any(plan.moves.values()):
+        typer.echo(f"the migration from {before.ref} accounts for every label that is gone:")
+    else:
+        typer.echo(f"it keeps every label of {before.ref}: no migration step is needed")
     for axis, moves in plan.moves.items():
         for old, move in moves.items():
             how = plan.describe(axis, old)
@@ -345,7 +355,7 @@ def taxonomy_migrate(
                     bar.update(done - bar.n)
 
                 report = lifecycle.migrate_taxonomy(before, commit=commit, reviewed_sample=reviewed_sample, progress=advance)  # type: ignore[arg-type]
-    except (Invalid, NotFound, StoreUnavailable) as exc:
+    except (Invalid, NotFound, StoreUnavailable, TaxonomyError) as exc:
         fail(f"{exc}" + ("; or pass its YAML with --previous PATH" if isinstance(exc, NotFound) else ""))
     finally:
         records.close()

@@ -106,3 +106,25 @@ def test_an_actor_is_printed_on_one_line_whatever_it_holds() -> None:
     """Keys named before names were restricted are still shown; their controls come out escaped."""
     assert _one_line("alice\nuser:admin \u202e\x1b[31m café") == "alice\\nuser:admin \\u202e\\x1b[31m café"
     assert _one_line("agent:proposal:x+tfidf for user:bot") == "agent:proposal:x+tfidf for user:bot"
+
+
+def test_serve_refuses_a_taxonomy_that_strands_stored_tickets_in_one_line(
+    runner: CliRunner, env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    from agent.records import Records
+    from agent.settings import Settings
+    from tests.unit.test_stored_labels import STORED, add_tickets, without_network
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("uvicorn started with a taxonomy that strands tickets")
+
+    monkeypatch.setattr(uvicorn, "run", never)
+    taxonomy = without_network(tmp_path / "v2.yaml", "2026.12.1")
+    records = Records.open(Settings(data_dir=tmp_path / "data", taxonomy_path=taxonomy, mode="proposal"))
+    add_tickets(records, STORED)
+    records.close()
+    result = runner.invoke(app, ["serve", "--no-ui"], env={**env, "TRIAGE_TAXONOMY_PATH": str(taxonomy)})
+    assert_error(result, "lacks labels that 2 stored tickets use", "'network'")
+    assert "API on" not in result.output
