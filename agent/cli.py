@@ -208,7 +208,6 @@ def serve(
 
     from agent.api import create_app
     from agent.auth import ensure_admin_key
-
     from agent.service import check_stored_labels
 
     settings = _settings()
