@@ -2,16 +2,24 @@
 
 Transport failures (connection, timeout, rate limit, 5xx) are retried with tenacity, bounded; auth and
 bad-request errors are not retried. Whatever still fails becomes `LLMUnavailable`, which the graph turns
-into a fallback label and `needs_review`, never a crash.
+into a fallback label and `needs_review`, never a crash. A circuit breaker stops paying timeout x attempts
+on every ticket while the endpoint is down or slow: after a few consecutive failures the LLM is skipped for a
+cool-down, then one probe request decides whether it is back.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+import math
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 import openai
 from openai import OpenAI
+from openai.types.chat import ChatCompletion
 from pydantic import BaseModel
 from tenacity import (
     RetryError,
@@ -23,6 +31,9 @@ from tenacity import (
 
 from agent.contracts import Usage
 
+if TYPE_CHECKING:
+    from agent.settings import Settings
+
 log = logging.getLogger(__name__)
 
 StructuredMode = Literal["json_schema", "json_object", "none"]
@@ -31,16 +42,121 @@ _TRANSIENT = (
     openai.RateLimitError,
     openai.InternalServerError,
 )
+# how servers word "prompt + max_tokens do not fit": OpenAI, vLLM and llama-cpp-python ("maximum context
+# length is 4096 tokens. However, you requested 6941 tokens"), llama.cpp's own server ("exceeds the available
+# context size"), and OpenAI's error code
+_CONTEXT_OVERFLOW = re.compile(r"context length|context size|context window|context_length_exceeded", re.IGNORECASE)
+_CONTEXT_LIMIT = re.compile(r"(?:context length|context size|context window) (?:is|of) (\d+)", re.IGNORECASE)
+_REQUESTED = re.compile(r"(?:requested|request has|resulted in) (\d+) (?:input )?tokens", re.IGNORECASE)
 
 
 class LLMUnavailable(RuntimeError):
     """The LLM could not answer (down, slow, rate-limited beyond retries, or refused the request)."""
 
 
+class LLMContextOverflow(LLMUnavailable):
+    """The server refused the request as longer than its context: the ticket is too long, the server is fine."""
+
+    def __init__(self, message: str, *, requested: int | None = None, limit: int | None = None) -> None:
+        super().__init__(message)
+        self.requested = requested
+        self.limit = limit
+
+
+class LLMSkipped(LLMUnavailable):
+    """The circuit breaker is open: the LLM was not asked at all."""
+
+
+class NotACompletion(RuntimeError):
+    """The endpoint answered 200 with something other than a chat completion (a proxy's HTML error page, say)."""
+
+
 class LLMReply(BaseModel):
     text: str
     usage: Usage
     model: str
+
+
+class CircuitBreaker:
+    """Counts consecutive transport failures of one endpoint; after `failures` of them, calls are skipped for a
+    cool-down that doubles (up to `max_cooldown_s`) each time the probe after it fails. Thread-safe: the API
+    classifies on several workers through one client."""
+
+    def __init__(
+        self,
+        *,
+        failures: int = 3,
+        cooldown_s: float = 30.0,
+        max_cooldown_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold = failures
+        self.cooldown_s = cooldown_s
+        self.max_cooldown_s = max(max_cooldown_s, cooldown_s)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._trips = 0  # consecutive openings without a success in between: the cool-down's exponent
+        self._last_error: str | None = None
+        self._open_until: float | None = None
+        self._probing = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CircuitBreaker:
+        return cls(
+            failures=settings.llm_breaker_failures,
+            cooldown_s=settings.llm_breaker_cooldown_s,
+            max_cooldown_s=settings.llm_breaker_max_cooldown_s,
+        )
+
+    def admit(self) -> bool:
+        """Let a request through (True when it is the probe), or raise `LLMSkipped` while open. After the
+        cool-down one request, the probe, goes through; the others are still skipped until it has answered."""
+        with self._lock:
+            if self._open_until is None:
+                return False
+            now = self._clock()
+            if now >= self._open_until and not self._probing:
+                self._probing = True
+                return True
+            wait = self._open_until - now
+            when = f"for {math.ceil(wait)}s" if wait > 0 else "while one request checks whether it is back"
+            raise LLMSkipped(f"LLM skipped {when} after {self._failures} consecutive failures: {self._last_error}")
+
+    def record(self, failure: str | None, *, probe: bool = False) -> None:
+        """The outcome of an admitted request: None when the endpoint answered, else what went wrong. A request
+        admitted before the circuit opened may end during the probe: only the probe's failure reopens it."""
+        with self._lock:
+            if probe:
+                self._probing = False
+            if failure is None:
+                self._failures, self._trips, self._open_until = 0, 0, None
+                return
+            self._failures += 1
+            self._last_error = failure
+            if probe or (self._open_until is None and self._failures >= self.threshold):
+                self._trips += 1
+                self._open_until = self._clock() + self._cooldown()
+                log.warning("LLM circuit open for %.0fs after %d consecutive failures: %s", self._cooldown(), self._failures, failure)
+
+    def _cooldown(self) -> float:
+        return min(self.cooldown_s * 2 ** max(self._trips - 1, 0), self.max_cooldown_s)
+
+    def health(self) -> dict[str, Any]:
+        """state: closed (calls go through), open (skipped), half_open (cool-down over: the next call, or the one
+        in flight, probes); retry_in_s: seconds until the next probe (None while closed)."""
+        with self._lock:
+            if self._open_until is None:
+                state, retry_in = "closed", None
+            else:
+                retry_in = max(self._open_until - self._clock(), 0.0)
+                state = "open" if retry_in > 0 and not self._probing else "half_open"
+            return {
+                "state": state,
+                "consecutive_failures": self._failures,
+                "last_error": self._last_error,
+                "retry_in_s": None if retry_in is None else round(retry_in, 1),
+            }
 
 
 class LLMClient:
@@ -54,12 +170,19 @@ class LLMClient:
         max_attempts: int = 3,
         structured: StructuredMode = "json_schema",
         client: OpenAI | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.base_url = base_url
         self.model = model
         self.structured = structured
         self.max_attempts = max_attempts
+        self.breaker = breaker or CircuitBreaker()
+        self.retry_wait = wait_exponential_jitter(multiplier=0.5, max=8.0)  # between attempts; tests set wait_none()
         self._client = client or OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)
+
+    def health(self) -> dict[str, Any]:
+        """Read-only view of the circuit breaker, for /healthz."""
+        return {"base_url": self.base_url, "model": self.model, **self.breaker.health()}
 
     def chat(
         self,
@@ -78,28 +201,90 @@ class LLMClient:
         if schema is not None and self.structured != "none":
             kwargs["response_format"] = self._response_format(schema)
         try:
-            for attempt in Retrying(
-                stop=stop_after_attempt(self.max_attempts),
-                wait=wait_exponential_jitter(multiplier=0.5, max=8.0),
-                retry=retry_if_exception_type(_TRANSIENT),
-                reraise=False,
-            ):
-                with attempt:
-                    response = self._client.chat.completions.create(**kwargs)
+            response = self._with_retries(kwargs)
         except RetryError as exc:
             cause = exc.last_attempt.exception()
             raise LLMUnavailable(f"LLM at {self.base_url} unreachable after {self.max_attempts} attempts: {cause}") from cause
         except openai.APIStatusError as exc:  # 4xx other than 429: retrying will not help
-            raise LLMUnavailable(f"LLM at {self.base_url} refused the request ({exc.status_code}): {exc.message}") from exc
-        choice = response.choices[0] if response.choices else None
-        text = (choice.message.content or "") if choice else ""
-        usage = Usage(
-            prompt_tokens=getattr(response.usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(response.usage, "completion_tokens", 0) or 0,
+            raise self._refused(exc) from exc
+        except LLMUnavailable:
+            raise
+        except Exception as exc:  # whatever else the client raises must not escape the graph as a 500
+            log.warning("LLM client failed unexpectedly", exc_info=True)
+            raise LLMUnavailable(f"LLM at {self.base_url} failed: {type(exc).__name__}: {exc}") from exc
+        return self._reply(response)
+
+    def _with_retries(self, kwargs: dict[str, Any]) -> ChatCompletion:
+        for attempt in Retrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self.retry_wait,
+            retry=retry_if_exception_type((*_TRANSIENT, NotACompletion)),
+            reraise=False,
+        ):
+            with attempt:
+                response = self._request(kwargs)
+        return response
+
+    def _request(self, kwargs: dict[str, Any]) -> ChatCompletion:
+        """One HTTP request through the breaker: transport failures count against the endpoint; any answer,
+        even a 4xx, shows it is up."""
+        probe = self.breaker.admit()
+        failure: str | None = None
+        try:
+            return _completion(self._client.chat.completions.create(**kwargs))
+        except (*_TRANSIENT, NotACompletion) as exc:
+            failure = str(exc) or type(exc).__name__
+            raise
+        except openai.APIStatusError:
+            raise
+        except Exception as exc:
+            failure = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self.breaker.record(failure, probe=probe)
+
+    def _refused(self, exc: openai.APIStatusError) -> LLMUnavailable:
+        message = f"LLM at {self.base_url} refused the request ({exc.status_code}): {exc.message}"
+        text = f"{exc.message} {exc.body}"
+        if not _CONTEXT_OVERFLOW.search(text):
+            return LLMUnavailable(message)
+        return LLMContextOverflow(message, requested=_first_int(_REQUESTED, text, exc.body, "n_prompt_tokens"),
+                                  limit=_first_int(_CONTEXT_LIMIT, text, exc.body, "n_ctx"))
+
+    def _reply(self, response: ChatCompletion) -> LLMReply:
+        """Text, usage and model of a completion; no choice or no content gives "" (an invalid answer, re-asked)."""
+        choices = response.choices
+        message = getattr(choices[0], "message", None) if choices else None
+        content = getattr(message, "content", None)
+        usage = getattr(response, "usage", None)
+        return LLMReply(
+            text=content if isinstance(content, str) else "",
+            usage=Usage(
+                prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            ),
+            model=getattr(response, "model", None) or self.model,
         )
-        return LLMReply(text=text, usage=usage, model=response.model or self.model)
 
     def _response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
         if self.structured == "json_schema":
             return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": False}}
         return {"type": "json_object", "schema": schema}  # llama.cpp's grammar-constrained form
+
+
+def _completion(response: object) -> ChatCompletion:
+    """`response` if it is a chat completion. The openai client hands back a non-JSON body as a str and builds
+    a ChatCompletion from any JSON without validating it, so both are checked here."""
+    if isinstance(response, ChatCompletion) and isinstance(getattr(response, "choices", None), list):
+        return response
+    shown = " ".join(str(response).split())[:200]
+    raise NotACompletion(f"the endpoint answered {type(response).__name__} {shown!r}, not a chat completion")
+
+
+def _first_int(pattern: re.Pattern[str], text: str, body: object, field: str) -> int | None:
+    """A number from the error message, else from llama.cpp's structured error body."""
+    match = pattern.search(text)
+    if match:
+        return int(match.group(1))
+    value = body.get(field) if isinstance(body, dict) else None
+    return value if isinstance(value, int) else None

@@ -61,11 +61,25 @@ class Settings(BaseSettings):
     llm_max_tokens: int = 256
     llm_structured: Literal["auto", "json_schema", "json_object", "none"] = "auto"
     llm_gguf_path: Path | None = Field(default=None, description="GGUF for the embedded server; default: packaged.")
-    llm_ctx: int = 4096
+    llm_ctx: int = Field(
+        default=4096,
+        description="The LLM's context in tokens: the embedded server is started with it, and the ticket text in the "
+        "classify prompt is cut to fit it; set it to a remote endpoint's context size.",
+    )
     llm_label_chars: int = Field(
         default=140, ge=0, description="Label descriptions in prompts cut to this many characters; 0 = full text."
     )
     llm_threads: int | None = None
+    llm_breaker_failures: int = Field(
+        default=3, ge=1, description="Consecutive LLM transport failures (timeout, connection, 5xx) after which tickets "
+        "skip the LLM for a cool-down (proposal labels, needs_review) instead of each paying timeout x attempts."
+    )
+    llm_breaker_cooldown_s: float = Field(
+        default=30.0, gt=0, description="First cool-down of the LLM circuit breaker; then one probe request goes through."
+    )
+    llm_breaker_max_cooldown_s: float = Field(
+        default=300.0, gt=0, description="The cool-down doubles each time the probe fails, up to this."
+    )
 
     # embeddings: empty URL = packaged ONNX model
     embedding_base_url: str | None = None

@@ -6,8 +6,8 @@ import json
 
 from langgraph.runtime import Runtime
 
-from agent.llm import LLMUnavailable
-from agent.prompts import fence, render
+from agent.llm import LLMContextOverflow, LLMSkipped, LLMUnavailable
+from agent.prompts import CUT_MARKER, estimate_messages_tokens, fence, fit_tokens, render
 from agent.state import TriageContext, TriageState
 from agent.taxonomy import answer_model, label_glossary
 
@@ -24,6 +24,17 @@ def _one_line(text: str | None) -> str:
 
 
 def build_messages(state: TriageState, ctx: TriageContext) -> list[dict[str, str]]:
+    return _messages(state, ctx, prompt_ticket(state, ctx)[0])
+
+
+def prompt_ticket(state: TriageState, ctx: TriageContext) -> tuple[str, bool]:
+    """The ticket text for the prompt, cut so prompt + answer fit the LLM's context (a character cap alone does
+    not: 6,000 Chinese characters are ~12,000 tokens), and whether it was cut."""
+    fixed = estimate_messages_tokens(_messages(state, ctx, ""))
+    return fit_tokens(state["text"], ctx.settings.llm_ctx - ctx.settings.llm_max_tokens - fixed)
+
+
+def _messages(state: TriageState, ctx: TriageContext, ticket: str) -> list[dict[str, str]]:
     taxonomy = ctx.taxonomy
     chars = ctx.settings.llm_label_chars or None
     with_channel = state["ticket"].channel is None
@@ -52,7 +63,7 @@ def build_messages(state: TriageState, ctx: TriageContext) -> list[dict[str, str
         proposal=suggestion,
         similar_tickets=similar,
         articles=articles,
-        ticket=fence(state["text"]),
+        ticket=fence(ticket),
         feedback=feedback,
         answer_shape=json.dumps(shape),
     )
@@ -64,12 +75,29 @@ def classify(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState
     ctx = runtime.context
     assert ctx.llm is not None, "route_after_propose sends here only with an LLM"
     model = answer_model(ctx.taxonomy, with_channel=state["ticket"].channel is None)
+    ticket, cut = prompt_ticket(state, ctx)
+    warnings = []
+    if cut and not state.get("attempts"):  # once, not again on each re-ask
+        warnings.append(f"ticket text cut to {len(ticket) - len(CUT_MARKER)} characters for the LLM's {ctx.settings.llm_ctx}-token context")
     try:
         reply = ctx.llm.chat(
-            build_messages(state, ctx),
+            _messages(state, ctx, ticket),
             schema=model.model_json_schema(),
             max_tokens=ctx.settings.llm_max_tokens,
         )
     except LLMUnavailable as exc:
-        return {"llm_failed": True, "llm_answer": None, "warnings": [f"LLM unreachable, labels come from the proposal: {exc}"]}
-    return {"llm_reply": reply.text, "usage": reply.usage, "model": reply.model, "llm_failed": False}
+        return {"llm_failed": True, "llm_answer": None, "warnings": [*warnings, failure_warning(exc)]}
+    result: TriageState = {"llm_reply": reply.text, "usage": reply.usage, "model": reply.model, "llm_failed": False}
+    if warnings:
+        result["warnings"] = warnings
+    return result
+
+
+def failure_warning(exc: LLMUnavailable) -> str:
+    """Says which failure it was, so an operator checks the network only when the network is the problem."""
+    if isinstance(exc, LLMContextOverflow):
+        sizes = f"{exc.requested} tokens > {exc.limit}" if exc.requested and exc.limit else str(exc)
+        return f"ticket too long for the LLM's context ({sizes}); labels come from the proposal"
+    if isinstance(exc, LLMSkipped):
+        return f"{exc}; labels come from the proposal"
+    return f"LLM unreachable, labels come from the proposal: {exc}"

@@ -8,10 +8,11 @@ from types import SimpleNamespace
 import pytest
 
 from agent.contracts import AxisLabel, Decision, EvidenceArticle, EvidenceTicket, LabelledTicket, TicketIn
-from agent.llm import LLMUnavailable
+from agent.llm import LLMContextOverflow, LLMSkipped, LLMUnavailable
 from agent.nodes.decide import LLM_WORDS_MAX, build_rationale, combine
 from agent.nodes.draft import draft, looks_like_data, plain_text
 from agent.nodes.validate import extract_json
+from agent.prompts import CUT_MARKER, FENCE_CLOSE, FENCE_OPEN, estimate_messages_tokens
 from agent.proposal import in_scope_score
 from agent.service import TicketError, TriageService
 from agent.state import Calibration
@@ -87,6 +88,46 @@ def test_llm_down_gives_proposal_labels_and_needs_review(settings, embedder, sto
     assert result.labels["service"].label == "billing_payments"
     assert any("LLM unreachable" in w for w in result.warnings)
     assert result.draft is not None and "[kb-refund]" in result.draft.text  # extractive, still cited
+
+
+def test_a_context_overflow_says_so_instead_of_unreachable(settings, embedder, store) -> None:  # noqa: ANN001
+    overflow = LLMContextOverflow("refused the request (400): maximum context length ...", requested=6941, limit=4096)
+    service, _ = make_service(settings, embedder, store, [overflow])
+    result = service.classify(CHARGED_TWICE)
+    assert result.decision == Decision.NEEDS_REVIEW and result.labels["service"].source == "proposal"
+    assert "ticket too long for the LLM's context (6941 tokens > 4096); labels come from the proposal" in result.warnings
+    assert not any("unreachable" in w for w in result.warnings)
+
+
+def test_an_open_circuit_says_the_llm_was_skipped(settings, embedder, store) -> None:  # noqa: ANN001
+    skipped = LLMSkipped("LLM skipped for 30s after 3 consecutive failures: Request timed out.")
+    service, _ = make_service(settings, embedder, store, [skipped])
+    result = service.classify(CHARGED_TWICE)
+    assert result.decision == Decision.NEEDS_REVIEW
+    assert "LLM skipped for 30s after 3 consecutive failures: Request timed out.; labels come from the proposal" in result.warnings
+
+
+@pytest.mark.parametrize("body", ["退款" * 1500, "لقد تم خصم المبلغ من بطاقتي مرتين " * 90])
+def test_a_long_non_latin_ticket_is_cut_to_fit_the_context(settings, embedder, store, body) -> None:  # noqa: ANN001
+    """F8: 3,000 Chinese or Arabic characters (under the 6,000-character cap) overflowed a 4,096-token context."""
+    service, llm = make_service(settings, embedder, store, ["not json", GOOD, "draft"])
+    result = service.classify(TicketIn(subject="退款", body=body, channel="email"))
+    asks = llm.calls[:2]
+    for messages in asks:
+        assert estimate_messages_tokens(messages) + settings.llm_max_tokens <= settings.llm_ctx
+        fenced = messages[1]["content"].split(FENCE_OPEN, 1)[1].split(FENCE_CLOSE, 1)[0]
+        assert fenced.rstrip().endswith(CUT_MARKER.strip())
+    cut_warnings = [w for w in result.warnings if "for the LLM's 4096-token context" in w]
+    assert len(cut_warnings) == 1  # said once, not again on the re-ask
+    assert not any("unreachable" in w or "too long" in w or "invalid" in w for w in result.warnings)
+
+
+def test_an_ordinary_ticket_reaches_the_llm_whole(settings, embedder, store) -> None:  # noqa: ANN001
+    body = "My card was charged twice for order 1234, please refund one. " * 40  # 2,480 characters
+    service, llm = make_service(settings, embedder, store, [GOOD, "draft"])
+    result = service.classify(TicketIn(subject="Charged twice", body=body, channel="email"))
+    assert body.strip() in llm.calls[0][1]["content"] and CUT_MARKER not in llm.calls[0][1]["content"]
+    assert not any("context" in w for w in result.warnings)
 
 
 def test_channel_is_inferred_only_without_intake(settings, embedder, store) -> None:  # noqa: ANN001

@@ -1,0 +1,292 @@
+"""LLMClient against a real OpenAI-shaped HTTP server on loopback: odd answers, refusals, and the circuit breaker."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+
+import pytest
+from tenacity import wait_none
+
+from agent.contracts import Decision, TicketIn
+from agent.llm import CircuitBreaker, LLMClient, LLMContextOverflow, LLMSkipped, LLMUnavailable
+from agent.local_llm import free_port
+from agent.service import TriageService
+from agent.settings import Settings
+
+ANSWER = json.dumps({"service": "billing_payments", "tier": "L2", "confidence": 0.9, "rationale": "like [t-bill-1]"})
+OPENAI_OVERFLOW = {
+    "error": {
+        "message": "This model's maximum context length is 4096 tokens. However, you requested 6941 tokens "
+        "(6685 in the messages, 256 in the completion). Please reduce the length of the messages or completion.",
+        "type": "invalid_request_error",
+        "code": "context_length_exceeded",
+    }
+}
+LLAMA_CPP_OVERFLOW = {
+    "error": {
+        "code": 400,
+        "message": "the request exceeds the available context size, try increasing it",
+        "type": "exceed_context_size_error",
+        "n_prompt_tokens": 5000,
+        "n_ctx": 4096,
+    }
+}
+
+
+def completion(content: str | None = ANSWER, *, choices: bool = True) -> dict:
+    choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+    return {
+        "id": "c-1", "object": "chat.completion", "created": 0, "model": "fake-llm",
+        "choices": [choice] if choices else [],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19},
+    }
+
+
+class FakeLLMServer(ThreadingHTTPServer):
+    """Answers POST /v1/chat/completions according to `mode`; counts the requests it got."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.mode = "ok"
+        self.requests = 0
+        self.release = threading.Event()  # ends a "slow" answer early at teardown
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+        """A client that timed out closed the socket under a slow answer: expected here, not worth a traceback."""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FakeLLMServer
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.server.requests += 1
+        mode = self.server.mode
+        if mode == "html":
+            self._send(200, "text/html", b"<html>502 Bad Gateway</html>")
+        elif mode == "not_openai":
+            self._json(200, {"status": "ok", "result": "nothing like a completion"})
+        elif mode == "no_choices":
+            self._json(200, completion(choices=False))
+        elif mode == "null_content":
+            self._json(200, completion(None))
+        elif mode == "500":
+            self._json(500, {"error": {"message": "upstream crashed", "type": "server_error"}})
+        elif mode == "overflow":
+            self._json(400, OPENAI_OVERFLOW)
+        elif mode == "llama_overflow":
+            self._json(400, LLAMA_CPP_OVERFLOW)
+        elif mode == "bad_request":
+            self._json(400, {"error": {"message": "unknown parameter 'foo'", "type": "invalid_request_error"}})
+        else:
+            if mode == "slow":
+                self.server.release.wait(2.0)
+            self._json(200, completion())
+
+    def _json(self, status: int, payload: dict) -> None:
+        self._send(status, "application/json", json.dumps(payload).encode())
+
+    def _send(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def server() -> Iterator[FakeLLMServer]:
+    srv = FakeLLMServer()
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield srv
+    srv.release.set()
+    srv.shutdown()
+    srv.server_close()
+    thread.join(timeout=5)
+
+
+def client_for(base_url: str, *, breaker: CircuitBreaker | None = None, attempts: int = 1, timeout_s: float = 5.0) -> LLMClient:
+    client = LLMClient(base_url=base_url, model="fake-llm", max_attempts=attempts, timeout_s=timeout_s, breaker=breaker)
+    client.retry_wait = wait_none()
+    return client
+
+
+MESSAGES = [{"role": "user", "content": "label this"}]
+
+
+def test_a_proper_completion_gives_its_text_usage_and_model(server: FakeLLMServer) -> None:
+    reply = client_for(server.base_url).chat(MESSAGES)
+    assert (reply.text, reply.model) == (ANSWER, "fake-llm")
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (12, 7)
+
+
+def test_a_200_html_page_is_llm_unavailable_not_a_crash(server: FakeLLMServer) -> None:
+    server.mode = "html"
+    with pytest.raises(LLMUnavailable, match=r"not a chat completion") as info:
+        client_for(server.base_url, attempts=2).chat(MESSAGES)
+    assert "502 Bad Gateway" in str(info.value)
+    assert server.requests == 2  # a proxy's error page is transient like a 5xx: retried
+
+
+def test_json_that_is_not_a_completion_is_llm_unavailable(server: FakeLLMServer) -> None:
+    server.mode = "not_openai"
+    with pytest.raises(LLMUnavailable, match=r"not a chat completion"):
+        client_for(server.base_url).chat(MESSAGES)
+
+
+@pytest.mark.parametrize("mode", ["no_choices", "null_content"])
+def test_a_completion_without_content_is_an_empty_answer_for_validate_to_reject(server: FakeLLMServer, mode: str) -> None:
+    server.mode = mode
+    client = client_for(server.base_url)
+    assert client.chat(MESSAGES).text == ""
+    assert client.health()["state"] == "closed"  # the endpoint answered: not a failure
+
+
+def test_any_other_exception_from_the_client_is_llm_unavailable() -> None:
+    def explode(**_: object) -> None:
+        raise ValueError("client bug")
+
+    client = LLMClient(base_url="http://x/v1", model="m", client=SimpleNamespace(chat=SimpleNamespace(completions=SimpleNamespace(create=explode))))  # type: ignore[arg-type]
+    with pytest.raises(LLMUnavailable, match=r"ValueError: client bug"):
+        client.chat(MESSAGES)
+
+
+@pytest.mark.parametrize(("mode", "requested", "limit"), [("overflow", 6941, 4096), ("llama_overflow", 5000, 4096)])
+def test_a_context_overflow_is_told_apart_and_does_not_count_against_the_endpoint(
+    server: FakeLLMServer, mode: str, requested: int, limit: int
+) -> None:
+    server.mode = mode
+    breaker = CircuitBreaker(failures=1, clock=FakeClock())
+    client = client_for(server.base_url, breaker=breaker, attempts=3)
+    with pytest.raises(LLMContextOverflow) as info:
+        client.chat(MESSAGES)
+    assert (info.value.requested, info.value.limit) == (requested, limit)
+    assert server.requests == 1  # a 4xx is not retried
+    assert breaker.health()["state"] == "closed"
+
+
+def test_another_bad_request_is_a_plain_refusal(server: FakeLLMServer) -> None:
+    server.mode = "bad_request"
+    with pytest.raises(LLMUnavailable, match=r"refused the request \(400\)") as info:
+        client_for(server.base_url).chat(MESSAGES)
+    assert not isinstance(info.value, LLMContextOverflow)
+
+
+def test_the_breaker_opens_after_consecutive_failures_and_skips_without_a_request() -> None:
+    clock = FakeClock()
+    client = client_for(f"http://127.0.0.1:{free_port()}/v1", breaker=CircuitBreaker(failures=2, cooldown_s=30, clock=clock))
+    for _ in range(2):
+        with pytest.raises(LLMUnavailable, match="unreachable after 1 attempts"):
+            client.chat(MESSAGES)
+    started = time.perf_counter()
+    with pytest.raises(LLMSkipped, match=r"LLM skipped for 30s after 2 consecutive failures: Connection error"):
+        client.chat(MESSAGES)
+    assert time.perf_counter() - started < 0.05
+    health = client.health()
+    assert (health["state"], health["consecutive_failures"], health["retry_in_s"]) == ("open", 2, 30.0)
+    assert "Connection error" in health["last_error"]
+    clock.now += 12
+    with pytest.raises(LLMSkipped, match=r"skipped for 18s"):
+        client.chat(MESSAGES)
+
+
+def test_the_probe_after_the_cooldown_closes_it_or_doubles_the_cooldown(server: FakeLLMServer) -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(failures=2, cooldown_s=30, max_cooldown_s=100, clock=clock)
+    client = client_for(server.base_url, breaker=breaker, attempts=2)
+    server.mode = "500"
+    with pytest.raises(LLMUnavailable, match="unreachable after 2 attempts"):
+        client.chat(MESSAGES)  # one ticket's two failed attempts open it
+    assert server.requests == 2 and breaker.health()["state"] == "open"
+    clock.now += 30
+    assert breaker.health()["state"] == "half_open"
+    with pytest.raises(LLMSkipped, match=r"skipped for 60s after 3 consecutive failures"):
+        client.chat(MESSAGES)  # the probe fails: its retry is skipped, the cool-down doubles
+    assert server.requests == 3
+    clock.now += 60
+    with pytest.raises(LLMSkipped, match=r"skipped for 100s"):
+        client.chat(MESSAGES)  # capped at max_cooldown_s
+    server.mode = "ok"
+    clock.now += 100
+    assert client.chat(MESSAGES).text == ANSWER
+    assert breaker.health() == {"state": "closed", "consecutive_failures": 0, "last_error": "Error code: 500 - upstream crashed", "retry_in_s": None}
+    server.mode = "500"
+    with pytest.raises(LLMUnavailable, match="unreachable"):
+        client.chat(MESSAGES)  # closed again: counting starts over, the cool-down too
+    with pytest.raises(LLMSkipped, match=r"skipped for 30s"):
+        client.chat(MESSAGES)
+
+
+def test_only_one_probe_goes_through_after_the_cooldown() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(failures=1, cooldown_s=30, clock=clock)
+    assert breaker.admit() is False
+    breaker.record("timed out")
+    clock.now += 30
+    assert breaker.admit() is True  # the probe
+    with pytest.raises(LLMSkipped, match="while one request checks whether it is back"):
+        breaker.admit()
+    breaker.record("timed out")  # a request admitted before the circuit opened ends during the probe
+    assert breaker.health()["state"] == "half_open"
+    with pytest.raises(LLMSkipped, match="while one request checks"):
+        breaker.admit()
+    breaker.record(None, probe=True)
+    assert breaker.admit() is False and breaker.health()["state"] == "closed"
+
+
+def test_a_slow_llm_costs_one_timeout_then_tickets_skip_it(server: FakeLLMServer) -> None:
+    server.mode = "slow"
+    clock = FakeClock()
+    client = client_for(server.base_url, breaker=CircuitBreaker(failures=1, cooldown_s=30, clock=clock), attempts=3, timeout_s=0.3)
+    started = time.perf_counter()
+    with pytest.raises(LLMSkipped, match=r"after 1 consecutive failures: Request timed out"):
+        client.chat(MESSAGES)
+    assert time.perf_counter() - started < 0.8  # one 0.3 s timeout, not 3
+    assert server.requests == 1
+    started = time.perf_counter()
+    with pytest.raises(LLMSkipped):
+        client.chat(MESSAGES)
+    assert time.perf_counter() - started < 0.05 and server.requests == 1
+    server.mode = "ok"
+    clock.now += 30
+    assert client.chat(MESSAGES).text == ANSWER and client.health()["state"] == "closed"
+
+
+def test_the_breaker_defaults_are_the_settings_defaults() -> None:
+    from_settings, default = CircuitBreaker.from_settings(Settings()), CircuitBreaker()
+    assert (from_settings.threshold, from_settings.cooldown_s, from_settings.max_cooldown_s) == (
+        default.threshold, default.cooldown_s, default.max_cooldown_s,
+    )
+
+
+def test_an_html_answer_gives_the_proposal_labels_and_needs_review(server: FakeLLMServer, settings, embedder, store) -> None:  # noqa: ANN001
+    """The QA reproduction (F1): a 200 text/html from the endpoint was a 500 and a lost ticket."""
+    server.mode = "html"
+    service = TriageService(settings, llm=client_for(server.base_url), embedder=embedder, store=store)
+    result = service.classify(TicketIn(subject="Charged twice", body="My card was charged twice for order 1234, please refund one.", channel="email"))
+    assert result.decision == Decision.NEEDS_REVIEW
+    assert result.labels["service"].source == "proposal"
+    assert any("LLM unreachable" in w and "not a chat completion" in w for w in result.warnings)
