@@ -82,11 +82,16 @@ Jobs = Annotated[MigrationJobs, Depends(migration_jobs_of)]
 
 
 class Health(BaseModel):
-    status: str
+    status: str = Field(description="ok, or degraded while the LLM is skipped (its circuit breaker is open): labels then come from the proposal.")
     version: str
     taxonomy: str
     model: str
     store: dict[str, int]
+    llm: dict[str, object] | None = Field(
+        default=None,
+        description="The LLM endpoint and its circuit breaker: state closed|open|half_open, consecutive_failures, "
+        "last_error, retry_in_s; null in proposal mode.",
+    )
 
 
 class KeyIn(BaseModel):
@@ -169,12 +174,14 @@ def create_app(
     @app.get("/healthz", response_model=Health, tags=["ops"])
     def healthz(request: Request) -> Health:
         svc: TriageService = request.app.state.service
+        llm = svc.llm.health() if svc.llm is not None else None
         return Health(
-            status="ok",
+            status="degraded" if llm and llm["state"] == "open" else "ok",
             version=__version__,
             taxonomy=svc.taxonomy.ref,
             model=svc.model_name(None),
             store=svc.store.counts(),
+            llm=llm,
         )
 
     # ------------------------------------------------------------ stateless

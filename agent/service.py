@@ -34,7 +34,7 @@ from agent.embeddings import (
     packaged_minilm,
 )
 from agent.graph import triage_graph
-from agent.llm import LLMClient, StructuredMode
+from agent.llm import CircuitBreaker, LLMClient, StructuredMode
 from agent.local_llm import LocalLLMServer
 from agent.migration import Stranded, migrate_stored_labels, stranded_labels
 from agent.proposal import HeadOptions, ProposalHead
@@ -100,6 +100,7 @@ def make_llm(settings: Settings, base_url: str | None, *, embedded: bool = False
         timeout_s=settings.llm_timeout_s,
         max_attempts=settings.llm_max_attempts,
         structured=structured,
+        breaker=CircuitBreaker.from_settings(settings),
     )
 
 

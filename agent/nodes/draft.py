@@ -24,10 +24,11 @@ from langgraph.runtime import Runtime
 
 from agent.contracts import Draft, EvidenceArticle, Usage
 from agent.llm import LLMUnavailable
-from agent.prompts import FENCE_CLOSE, FENCE_OPEN, fence, render
+from agent.prompts import FENCE_CLOSE, FENCE_OPEN, estimate_messages_tokens, fence, fit_tokens, render
 from agent.state import TriageContext, TriageState
 
 SHORT_CHANNELS = {"chat", "social", "phone"}
+DRAFT_MAX_TOKENS = 220
 AGENT_GUIDELINE_PREFIXES = ("abcd-",)
 _CITATION = re.compile(r"\[([A-Za-z0-9_\-:.]+)\]")
 # real HTML elements and comments only: Arduino articles also write path placeholders such as <username>
@@ -139,17 +140,22 @@ def draft(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
     # no valid classify answer (LLM down, or invalid after its re-asks): no second free-text call to it
     if ctx.llm is None or ctx.settings.mode == "proposal" or not state.get("llm_answer"):
         return {"draft": extractive_fallback(supported, channel)}
-    user = render(
-        ctx.settings.prompts_dir,
-        "draft",
-        example_id=supported[0].id,
-        style=style_for(channel),
-        articles="\n\n".join(_article_block(a) for a in supported[:2]),
-        ticket=fence(state["text"]),
-    )
-    messages = [{"role": "system", "content": render(ctx.settings.prompts_dir, "system")}, {"role": "user", "content": user}]
+    def messages_with(ticket: str) -> list[dict[str, str]]:
+        user = render(
+            ctx.settings.prompts_dir,
+            "draft",
+            example_id=supported[0].id,
+            style=style_for(channel),
+            articles="\n\n".join(_article_block(a) for a in supported[:2]),
+            ticket=fence(ticket),
+        )
+        return [{"role": "system", "content": render(ctx.settings.prompts_dir, "system")}, {"role": "user", "content": user}]
+
+    # the ticket is cut, as for classify, so prompt + reply fit the context whatever the script
+    budget = ctx.settings.llm_ctx - DRAFT_MAX_TOKENS - estimate_messages_tokens(messages_with(""))
+    messages = messages_with(fit_tokens(state["text"], budget)[0])
     try:
-        reply = ctx.llm.chat(messages, max_tokens=220, temperature=0.2)
+        reply = ctx.llm.chat(messages, max_tokens=DRAFT_MAX_TOKENS, temperature=0.2)
     except LLMUnavailable as exc:
         return _fallback(supported, channel, f"the LLM's draft failed: {exc}")
     text = reply.text.strip()

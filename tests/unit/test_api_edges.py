@@ -171,3 +171,22 @@ def test_an_agent_revision_from_before_requesters_were_kept_names_nobody() -> No
     assert _requested_by("agent:proposal:hash-test+tfidf") is None
     assert _requested_by("agent:proposal:x for user:ada") == "user:ada"
     assert _requested_by("user:ada") == "user:ada" and _requested_by("system:taxonomy-migration") == "system:taxonomy-migration"
+
+
+# ---------------------------------------------------------------- the LLM's circuit breaker on /healthz
+
+
+def test_healthz_reports_degraded_while_the_llm_is_skipped(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A down endpoint (a closed loopback port) opens the breaker after one failure; /healthz says so."""
+    from agent.llm import CircuitBreaker, LLMClient, LLMUnavailable
+
+    service = api.client.app.state.service
+    assert api.client.get("/healthz").json()["llm"] is None  # proposal mode: no LLM
+    llm = LLMClient(base_url="http://127.0.0.1:9/v1", model="m", timeout_s=1, max_attempts=1,
+                    breaker=CircuitBreaker(failures=1))
+    monkeypatch.setattr(service, "llm", llm)
+    assert api.client.get("/healthz").json()["llm"]["state"] == "closed"
+    with pytest.raises(LLMUnavailable):
+        llm.chat([{"role": "user", "content": "hi"}])
+    health = api.client.get("/healthz").json()
+    assert health["status"] == "degraded" and health["llm"]["state"] == "open" and health["llm"]["retry_in_s"] > 0
