@@ -272,9 +272,21 @@ class TicketIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     subject: str = Field(default="", max_length=2_000)
     body: str = Field(default="", max_length=100_000)
-    channel: str | None = Field(default=None, description="Where the ticket came from; taken as is when given.")
+    channel: str | None = Field(
+        default=None,
+        description="Where the ticket came from, a channel id of the taxonomy (any case); taken as is when given, "
+        "inferred when missing or empty.",
+    )
     messages: list[Message] = Field(default_factory=list, max_length=200)
     ticket_id: str | None = None
+
+    @field_validator("channel", mode="before")
+    @classmethod
+    def _blank_channel_is_unknown(cls, value: object) -> object:
+        """Integrations send "" (or spaces) for "unknown": that is a missing channel, inferred, not a bad one."""
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
 
     def full_text(self) -> str:
         """Subject, body and messages, blank-line separated; a part that shows nothing is left out, so a ticket

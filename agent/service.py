@@ -289,7 +289,10 @@ class TriageService:
             )
         channels = self.taxonomy.axes["channel"].ids
         if ticket.channel is not None and ticket.channel not in channels:
-            raise TicketError(f"unknown channel {ticket.channel!r}; taxonomy {self.taxonomy.ref} has {channels}")
+            same = [c for c in channels if c.casefold() == ticket.channel.casefold()]
+            if len(same) != 1:
+                raise TicketError(f"unknown channel {ticket.channel!r}; taxonomy {self.taxonomy.ref} has {channels}")
+            ticket.channel = same[0]  # "Email" from an integration is the taxonomy's "email"
 
     def context(self) -> TriageContext:
         return TriageContext(

@@ -190,3 +190,18 @@ def test_healthz_reports_degraded_while_the_llm_is_skipped(api: Api, monkeypatch
         llm.chat([{"role": "user", "content": "hi"}])
     health = api.client.get("/healthz").json()
     assert health["status"] == "degraded" and health["llm"]["state"] == "open" and health["llm"]["retry_in_s"] > 0
+
+
+# ---------------------------------------------------------------- channel as integrations send it
+
+
+def test_a_channel_in_another_case_is_the_taxonomys_and_an_empty_one_is_inferred(api: Api) -> None:
+    upper = api.client.post("/v1/classify", json={**TICKET, "channel": " Email "})
+    assert upper.status_code == 200, upper.text
+    assert upper.json()["labels"]["channel"] == {**upper.json()["labels"]["channel"], "label": "email", "source": "intake"}
+    ticket = created(api, {**TICKET, "channel": "EMAIL"})
+    assert ticket["channel"] == "email"  # stored as the taxonomy spells it
+    empty = api.client.post("/v1/classify", json={**TICKET, "channel": ""})
+    assert empty.status_code == 200 and empty.json()["labels"]["channel"]["source"] != "intake", empty.text
+    unknown = api.client.post("/v1/classify", json={**TICKET, "channel": "fax"})
+    assert unknown.status_code == 422 and "unknown channel 'fax'" in unknown.text
