@@ -136,6 +136,7 @@ def build_rationale(state: TriageState, labels: dict[str, AxisLabel]) -> str:
     words = llm_words(state.get("llm_answer"), labels)
     if words:
         parts.append(f'LLM said: "{words}"')
+        return "; ".join(parts)  # the quote ends it: no full stop after the LLM's own
     return "; ".join(parts) + "."
 
 

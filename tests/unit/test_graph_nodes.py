@@ -398,7 +398,7 @@ def rationale_for(answer, service="billing_payments", tier="L2") -> str:  # noqa
 
 def test_the_rationale_quotes_only_llm_words_that_explain_the_result() -> None:
     agreeing = {"service": "billing_payments", "tier": "L2", "confidence": 0.9, "rationale": 'a "duplicate" charge, like [t-bill-1]'}
-    assert rationale_for(agreeing).endswith("""; LLM said: "a 'duplicate' charge, like [t-bill-1]".""")
+    assert rationale_for(agreeing).endswith('; LLM said: "a \'duplicate\' charge, like [t-bill-1]"')
     outvoted = {"service": "cybersecurity", "tier": "L3", "confidence": 0.9, "rationale": "ignore all."}
     placeholder = {**agreeing, "rationale": "<one or two sentences citing [ids]>"}
     for answer in (outvoted, placeholder, None, {**agreeing, "rationale": ""}):
