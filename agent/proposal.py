@@ -457,7 +457,7 @@ def propose_distribution(
     return proposal
 
 
-IN_SCOPE_SCORES = ("similarity", "similarity+confidence")
+IN_SCOPE_SCORES = ("similarity", "similarity+confidence", "learned")  # "learned": agent/out_of_scope.py
 
 
 def in_scope_score(rule: str, nearest: float, proposal: Mapping[str, Distribution]) -> float:
@@ -471,6 +471,6 @@ def in_scope_score(rule: str, nearest: float, proposal: Mapping[str, Distributio
     if rule == "similarity":
         return nearest
     if rule != "similarity+confidence":
-        raise ValueError(f"unknown in-scope score {rule!r}; use one of {IN_SCOPE_SCORES}")
+        raise ValueError(f"unknown in-scope score {rule!r} here: the fixed rules are similarity and similarity+confidence ('learned' is scored by Calibration.in_scope)")
     confidence = next((max(dist.values()) for axis in AXES if (dist := proposal.get(axis))), 0.0)
     return nearest + confidence

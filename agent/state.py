@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Annotated, Any, Self, TypedDict
 
@@ -24,7 +24,8 @@ from agent.contracts import (
 )
 from agent.embeddings import Embedder
 from agent.llm import LLMClient
-from agent.proposal import IN_SCOPE_SCORES, Distribution, ProposalHead
+from agent.out_of_scope import InScopeModel, in_scope_features
+from agent.proposal import IN_SCOPE_SCORES, Distribution, ProposalHead, in_scope_score
 from agent.settings import Settings
 from agent.store import VectorStore
 
@@ -76,8 +77,10 @@ class Calibration:
     thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
     default: float = 0.9
     out_of_scope_threshold: float | None = None
-    # what the threshold is compared with: "similarity" (nearest stored ticket) or "similarity+confidence"
+    # what the threshold is compared with: "similarity" (nearest stored ticket), "similarity+confidence", or
+    # "learned" (P(in scope) from `out_of_scope_model`, agent/out_of_scope.py)
     out_of_scope_score: str = "similarity"
+    out_of_scope_model: dict[str, Any] | None = None
     # one number for every axis, {axis: weight}, or None (the setting's): agent.settings.vote_weight_for
     llm_vote_weight: float | dict[str, float] | None = None
     # axis -> ConfidenceModel JSON: P(top label is right) from the proposal and the neighbours (agent/confidence.py)
@@ -97,6 +100,14 @@ class Calibration:
                     problems.append(f"confidence_models.{axis}: {exc}")
         if self.out_of_scope_score not in IN_SCOPE_SCORES:
             problems.append(f"out_of_scope_score {self.out_of_scope_score!r} is not one of {list(IN_SCOPE_SCORES)}")
+        self._in_scope_model: InScopeModel | None = None
+        if self.out_of_scope_model is not None:
+            try:
+                self._in_scope_model = InScopeModel.from_json(self.out_of_scope_model)
+            except ValueError as exc:
+                problems.append(f"out_of_scope_model: {exc}")
+        elif self.out_of_scope_score == "learned":
+            problems.append("out_of_scope_score 'learned' needs an out_of_scope_model: re-fit it with `triage eval --oos-label`")
         if not _is_threshold(self.default):
             problems.append(f"default must be a number >= 0 (above 1 = never auto-apply), got {self.default!r}")
         if not _is_vote_weight(self.llm_vote_weight):
@@ -129,6 +140,12 @@ class Calibration:
     def threshold(self, axis: str, label: str) -> float:
         per_axis = self.thresholds.get(axis, {})
         return per_axis.get(label, per_axis.get("*", self.default))
+
+    def in_scope(self, neighbours: Sequence[EvidenceTicket], proposal: Mapping[str, Distribution]) -> float:
+        """The in-scope score `out_of_scope_threshold` was fitted on (the evals compute it with this very method)."""
+        if self._in_scope_model is not None and self.out_of_scope_score == "learned":
+            return self._in_scope_model.probability(in_scope_features(neighbours, proposal))
+        return in_scope_score(self.out_of_scope_score, neighbours[0].score if neighbours else 0.0, proposal)
 
 
 @dataclass

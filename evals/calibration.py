@@ -30,6 +30,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from agent.confidence import ConfidenceModel, confidence_features
 from agent.contracts import EvidenceTicket, Taxonomy
 from agent.machine import usable_cores
+from agent.out_of_scope import InScopeModel, in_scope_features
 from agent.proposal import (
     Distribution,
     HeadOptions,
@@ -370,8 +371,10 @@ def fit_oos_threshold(
 
     For each group of held-out classes the store and the head see only the other classes minus 20 % of their
     rows; the held-out rows of known classes give the in-scope scores, the unknown classes the out-of-scope
-    ones, scored by `agent.proposal.in_scope_score` as `decide` scores a new ticket. The threshold flags
-    `max_false_flag` of the in-scope rows. Returns it and what it did on train.
+    ones, scored as `decide` scores a new ticket. The threshold flags `max_false_flag` of the in-scope rows.
+    Rule "learned" first trains the in-scope model (agent/out_of_scope.py) on those rows: each group is scored
+    by a model fitted on the other groups (so the threshold sees honest scores), then one model on all of them
+    goes into the calibration. Returns the threshold, what it did on train, and the model's JSON (or None).
     """
     from joblib import Parallel, delayed
 
@@ -392,19 +395,47 @@ def fit_oos_threshold(
         if base and unknown_rows:
             splits.append((np.array(base), np.array(held), np.array(unknown_rows)))
     if not splits:
-        return 0.0, {}
+        return 0.0, {"score": "similarity" if rule == "similarity" else "similarity+confidence"}, None
     opts = options or HeadOptions()
     jobs = 1 if rule == "similarity" else (jobs or min(len(splits), usable_cores()))
     tasks = [delayed(_oos_group)(texts, vectors, labels, row_labels, base, held, unknown, taxonomy, opts, top_k, rule) for base, held, unknown in splits]
     results = Parallel(n_jobs=jobs)(tasks) if jobs > 1 else [task[0](*task[1], **task[2]) for task in tasks]
+    model = None
     ins = np.concatenate([r[0] for r in results])
     outs = np.concatenate([r[1] for r in results])
+    if rule == "learned" and min(len(ins), len(outs)) >= MIN_LEARNED_ROWS:
+        ins, outs, model = _learned_scores(results, seed)
+    elif rule == "learned":
+        rule = "similarity+confidence"
     threshold = float(np.quantile(ins, max_false_flag))
-    return round(threshold, 4), {
+    return round(threshold, 6 if rule == "learned" else 4), {
         "score": rule,
         "train_false_flag_rate": float((ins < threshold).mean()),
         "train_oos_recall": float((outs < threshold).mean()),
-    }
+    }, model
+
+
+# below this many held-out known or unknown-class rows the in-scope model is not trained: the fixed sum is used
+MIN_LEARNED_ROWS = 200
+
+
+def _learned_scores(results: Sequence[tuple[np.ndarray, ...]], seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, object]]:
+    """Out-of-group P(in scope) for every group's rows, and the model fitted on all groups (as JSON)."""
+    features = [(np.asarray(r[2]), np.asarray(r[3])) for r in results]
+    ins_parts, outs_parts = [], []
+    for g, (held_features, unknown_features) in enumerate(features):
+        others = [f for k, f in enumerate(features) if k != g]
+        model = _fit_in_scope(others, seed)
+        ins_parts.append(np.array([model.probability(x) for x in held_features]))
+        outs_parts.append(np.array([model.probability(x) for x in unknown_features]))
+    return np.concatenate(ins_parts), np.concatenate(outs_parts), _fit_in_scope(features, seed).to_json()
+
+
+def _fit_in_scope(groups: Sequence[tuple[np.ndarray, np.ndarray]], seed: int) -> InScopeModel:
+    held = np.concatenate([h for h, _ in groups])
+    unknown = np.concatenate([u for _, u in groups])
+    labels = np.concatenate([np.ones(len(held)), np.zeros(len(unknown))])
+    return InScopeModel.fit(np.vstack([held, unknown]), labels, seed=seed)
 
 
 def _oos_group(
@@ -419,13 +450,16 @@ def _oos_group(
     opts: HeadOptions,
     top_k: int,
     rule: str,
-) -> tuple[np.ndarray, np.ndarray]:
-    """In-scope scores of the held-out known rows and of the unknown-class rows against a store of `base`."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """In-scope scores of the held-out known rows and of the unknown-class rows against a store of `base`, and
+    (rule "learned", whose score is the model still to be trained) their in-scope features."""
     query = np.concatenate([held, unknown])
     neighbours = _neighbours(vectors, row_labels, base, query, top_k)
     proposals = [{} for _ in query] if rule == "similarity" else _propose(texts, vectors, labels, base, query, neighbours, taxonomy, opts)
-    scores = np.array([in_scope_score(rule, found[0].score if found else 0.0, proposals[j]) for j, found in enumerate(neighbours)])
-    return scores[: len(held)], scores[len(held) :]
+    fixed = "similarity+confidence" if rule == "learned" else rule  # what a train set too small to learn from uses
+    scores = np.array([in_scope_score(fixed, found[0].score if found else 0.0, proposals[j]) for j, found in enumerate(neighbours)])
+    features = np.array([in_scope_features(found, proposals[j]) for j, found in enumerate(neighbours)]) if rule == "learned" else np.zeros((len(query), 0))
+    return scores[: len(held)], scores[len(held) :], features[: len(held)], features[len(held) :]
 
 
 # ---------------------------------------------------------------- file

@@ -70,7 +70,7 @@ class EvalConfig:
     head: HeadOptions = field(default_factory=HeadOptions)
     cache_dir: Path | None = None  # embedding cache; default <data_dir>/cache, shared across runs
     max_false_flag: float = 0.08  # out-of-scope budget on held-out in-scope train rows (measured: evals/README.md)
-    oos_score: str = "similarity+confidence"  # agent.proposal.in_scope_score rule (measured: evals/README.md)
+    oos_score: str = "learned"  # the in-scope score (agent/out_of_scope.py; measured: evals/README.md, "Out of scope")
 
     def _spec(self, train_sha: str, embedder: str) -> dict[str, Any]:
         return {
@@ -511,11 +511,12 @@ def fit_calibration(
     fitted = cal.FittedCalibration.from_fits(cal.fit_axis_thresholds(oof, labels, axes, cfg.target_precision), summary)
     if cfg.oos_label is not None:
         scored = {axes[0]: labels[axes[0]], **labels}
-        threshold, stats = cal.fit_oos_threshold(
+        threshold, stats, model = cal.fit_oos_threshold(
             texts, vectors, scored, taxonomy, rule=cfg.oos_score, seed=cfg.seed, max_false_flag=cfg.max_false_flag, options=cfg.head
         )
         fitted.out_of_scope_threshold = threshold
-        fitted.out_of_scope_score = cfg.oos_score
+        fitted.out_of_scope_score = str(stats.get("score", cfg.oos_score))  # "learned" falls back on a small train file
+        fitted.out_of_scope_model = model
         fitted.fitted_on["oos"] = stats
     release_workers()
     return fitted

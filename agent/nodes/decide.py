@@ -88,8 +88,14 @@ def decide(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
         labels[axis] = axis_label(dist, llm_label=llm_label if weight > 0 else None, fallback=taxonomy.axes[axis].fallback, shown=shown)
 
     oos_threshold = calibration.out_of_scope_threshold or settings.out_of_scope_threshold
-    rule = calibration.out_of_scope_score if calibration.out_of_scope_threshold else "similarity"
-    in_scope = in_scope_score(rule, neighbours[0].score, state.get("proposal", {})) if neighbours else 0.0
+    calibrated = bool(calibration.out_of_scope_threshold)
+    rule = calibration.out_of_scope_score if calibrated else "similarity"
+    if not neighbours:
+        in_scope = 0.0
+    elif calibrated:
+        in_scope = calibration.in_scope(neighbours, state.get("proposal", {}))
+    else:
+        in_scope = in_scope_score("similarity", neighbours[0].score, {})
     out_of_scope = bool(neighbours) and in_scope < oos_threshold
     llm_expected = settings.mode != "proposal" and ctx.llm is not None
     llm_missing = llm_expected and not answer
@@ -97,7 +103,11 @@ def decide(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
     if settings.mode != "proposal" and ctx.llm is None:
         warnings.append("no LLM configured; labels come from the proposal")
     if out_of_scope:
-        what = "nearest past ticket similarity" if rule == "similarity" else "nearest past ticket similarity + proposal confidence"
+        what = {
+            "similarity": "nearest past ticket similarity",
+            "similarity+confidence": "nearest past ticket similarity + proposal confidence",
+            "learned": "P(in scope) from the retrieved tickets and the proposal",
+        }.get(rule, rule)
         warnings.append(f"out of scope: {what} {in_scope:.2f} < {oos_threshold:.2f}")
 
     judged = {axis: label for axis, label in labels.items() if label.source != "intake"}
