@@ -215,6 +215,26 @@ def test_decide_flags_out_of_scope_on_the_calibrated_score(settings, embedder, s
     assert service.classify(CHARGED_TWICE).out_of_scope
 
 
+def test_decide_flags_out_of_scope_on_the_learned_score(settings, embedder, store) -> None:  # noqa: ANN001
+    """With rule "learned" decide compares the calibration's model's P(in scope) with the threshold."""
+    import numpy as np
+
+    from agent.out_of_scope import FEATURES, InScopeModel
+
+    service, _ = make_service(settings.model_copy(update={"mode": "proposal"}), embedder, store, [])
+    rng = np.random.default_rng(0)
+    features = np.vstack([rng.normal(1.0, 0.3, (200, len(FEATURES))), rng.normal(0.0, 0.3, (200, len(FEATURES)))])
+    model = InScopeModel.fit(features, np.r_[np.ones(200), np.zeros(200)]).to_json()
+    service.calibration = Calibration(out_of_scope_threshold=0.999999, out_of_scope_score="learned", out_of_scope_model=model)
+    flagged = service.classify(CHARGED_TWICE)
+    assert flagged.out_of_scope and flagged.decision == Decision.NEEDS_REVIEW
+    warning = next(w for w in flagged.warnings if w.startswith("out of scope: P(in scope)"))
+    p_in = float(warning.split(" < ")[0].rsplit(" ", 1)[1])
+    assert 0.02 < p_in < 0.99, warning  # the model scores this ticket somewhere between (else the check below is moot)
+    service.calibration = Calibration(out_of_scope_threshold=p_in - 0.02, out_of_scope_score="learned", out_of_scope_model=model)
+    assert not service.classify(CHARGED_TWICE).out_of_scope
+
+
 def test_the_store_is_looked_at_again_after_store_recheck_s(settings, embedder, store) -> None:  # noqa: ANN001
     service, _ = make_service(settings.model_copy(update={"mode": "proposal", "store_recheck_s": 3600.0}), embedder, store, [])
     before = service._store_fingerprint()
