@@ -111,6 +111,9 @@ def merge_agent(
     if escalate_to is not None and tier_rank(taxonomy, escalate_to) > tier_rank(taxonomy, labels["tier"].label):
         labels["tier"] = AxisLabel(label=escalate_to, confidence=1.0, source="intake")
         suggestion.pop("tier", None)  # the escalation settled the tier
+    elif escalate_to is not None and current is not None and escalate_to == current.labels["tier"].label:
+        # one step up from the top tier is the top tier: say so rather than record a silent no-op
+        warnings.append(f"already at tier {escalate_to}, the highest this escalation reaches: the tier stays; the note is kept")
 
     decision = proposed.decision
     judged = [label for axis, label in labels.items() if not (axis == "channel" and label.source == "intake")]

@@ -205,3 +205,15 @@ def test_a_channel_in_another_case_is_the_taxonomys_and_an_empty_one_is_inferred
     assert empty.status_code == 200 and empty.json()["labels"]["channel"]["source"] != "intake", empty.text
     unknown = api.client.post("/v1/classify", json={**TICKET, "channel": "fax"})
     assert unknown.status_code == 422 and "unknown channel 'fax'" in unknown.text
+
+
+def test_escalating_a_ticket_at_the_top_tier_says_the_tier_stays(api: Api) -> None:
+    ticket_id = created(api)["id"]
+    to_top = api.post(f"/v1/tickets/{ticket_id}/escalations", {"tier": "L3"})
+    assert to_top.status_code == 201 and to_top.json()["current"]["labels"]["tier"] == "L3", to_top.text
+    assert not any("already at tier" in w for w in to_top.json()["current"]["classification"]["warnings"])
+    again = api.post(f"/v1/tickets/{ticket_id}/escalations", {"note": "still down"})
+    assert again.status_code == 201, again.text
+    current = again.json()["current"]
+    assert current["labels"]["tier"] == "L3" and current["note"] == "still down"
+    assert any("already at tier L3" in w for w in current["classification"]["warnings"]), current["classification"]["warnings"]
