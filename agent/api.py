@@ -217,10 +217,15 @@ def create_app(
 
     @app.get("/v1/tickets", response_model=Page[TicketSummary], tags=["tickets"])
     def list_tickets(
-        who: Bot, life: Life, limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: str | None = None
+        who: Bot,
+        life: Life,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        cursor: str | None = None,
+        external_id: Annotated[str | None, Query(description="Only the tickets created with this `ticket_id` (your system's id).")] = None,
     ) -> Page[TicketSummary]:
-        """All tickets, newest first; follow `next_cursor` for the next page."""
-        return life.list_tickets(limit=limit, cursor=cursor)
+        """All tickets, newest first; follow `next_cursor` for the next page. `?external_id=` looks one up by the
+        `ticket_id` your system sent (send an Idempotency-Key on POST to avoid creating it twice)."""
+        return life.list_tickets(limit=limit, cursor=cursor, external_id=external_id)
 
     @app.get("/v1/tickets/{ticket_id}", response_model=TicketView, tags=["tickets"])
     def get_ticket(ticket_id: str, who: Bot, life: Life) -> TicketView:

@@ -276,10 +276,12 @@ class TicketReader:
             rejected = rejected_by(history)
             return [_revision_view(r, reviews.get(r.seq), rejected.get(r.seq)) for r in history]
 
-    def list_tickets(self, *, limit: int = 50, cursor: str | None = None) -> Page[TicketSummary]:
-        """Newest first."""
+    def list_tickets(self, *, limit: int = 50, cursor: str | None = None, external_id: str | None = None) -> Page[TicketSummary]:
+        """Newest first; `external_id` finds the tickets an integration created under its own id (`ticket_id`)."""
         limit = _limit(limit)
         query = select(TicketRow).order_by(TicketRow.id.desc()).limit(limit + 1)
+        if external_id is not None:
+            query = query.where(TicketRow.external_id == external_id)
         if cursor is not None:
             (after,) = _decode_cursor(cursor, 1)
             query = query.where(TicketRow.id < str(after))

@@ -217,3 +217,11 @@ def test_escalating_a_ticket_at_the_top_tier_says_the_tier_stays(api: Api) -> No
     current = again.json()["current"]
     assert current["labels"]["tier"] == "L3" and current["note"] == "still down"
     assert any("already at tier L3" in w for w in current["classification"]["warnings"]), current["classification"]["warnings"]
+
+
+def test_a_ticket_is_found_by_the_id_the_integration_sent(api: Api) -> None:
+    mine = created(api, {**TICKET, "ticket_id": "EXT-42"})
+    created(api, {**TICKET, "ticket_id": "EXT-43"})
+    found = api.get("/v1/tickets", external_id="EXT-42").json()["items"]
+    assert [t["id"] for t in found] == [mine["id"]] and found[0]["external_id"] == "EXT-42"
+    assert api.get("/v1/tickets", external_id="EXT-nope").json()["items"] == []
