@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
 import sys
 import unicodedata
@@ -22,6 +23,8 @@ from agent.contracts import AXES
 
 ID_COLUMNS = ("id", "ticket_id", "utterance_id", "uid", "row_id")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+
+log = logging.getLogger(__name__)
 
 
 class DatasetError(ValueError):
@@ -70,9 +73,9 @@ def _check_utf8(path: Path) -> None:
 
 
 def _read_csv(path: Path, delimiter: str) -> tuple[list[str], list[dict[str, str]]]:
-    """Rows as dicts; a malformed file is refused, not scored. A quote left open swallows every row after it and a
-    row with more or fewer fields than the header shifts text into label columns, so skipping such rows would
-    still score a file other than the one meant: each is reported with its line, to be fixed in the file."""
+    """Rows as dicts. A quote left open swallows every row after it, so such a file is refused with the line. A
+    row with more or fewer fields than the header is read as before (extra fields dropped, missing ones empty) but
+    each is named, by line, in a warning: it may have shifted text into a label column, and the file should be fixed."""
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     with path.open(encoding="utf-8-sig", newline="") as fh:
         records = list(_csv_records(path, fh, delimiter))
@@ -82,12 +85,13 @@ def _read_csv(path: Path, delimiter: str) -> tuple[list[str], list[dict[str, str
     problems = [f"line {line}: {len(fields)} fields" for line, fields in body if len(fields) != len(columns)]
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise DatasetError(
-            f"{path}: the header has {len(columns)} fields ({delimiter!r}-separated) but {shown}; "
-            f"quote fields that contain {delimiter!r}, a line break or a quote (as \"\"), so every row has "
-            f"{len(columns)}{_separator_hint(columns)}"
-        )
-    return columns, [dict(zip(columns, fields, strict=True)) for _, fields in body]
+        log.warning(
+            "%s: the header has %d fields (%r-separated) but %s; those rows are read with extra fields dropped and "
+            "missing ones empty: quote fields that contain %r, a line break or a quote (as \"\"), so every row has %d%s",
+            path, len(columns), delimiter, shown, delimiter, len(columns), _separator_hint(columns),
+        )  # fmt: skip
+    width = len(columns)
+    return columns, [dict(zip(columns, [*fields[:width], *[""] * (width - len(fields))], strict=True)) for _, fields in body]
 
 
 def _csv_records(path: Path, lines: Iterable[str], delimiter: str) -> Iterable[tuple[int, list[str]]]:
