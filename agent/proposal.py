@@ -174,13 +174,19 @@ class MeanEnsemble:
         return (self.svm.predict_proba(x) + self.lr.predict_proba(x)) / 2
 
 
-def make_vectorizer(*, word: bool = True, char: bool = True) -> FeatureUnion | None:
+# below this many training texts a character n-gram need not recur (min_df 1): with min_df 2 a handful of short
+# texts can leave no n-gram at all, and the fit fails ("After pruning, no terms remain")
+FEW_TEXTS = 20
+
+
+def make_vectorizer(*, word: bool = True, char: bool = True, n_texts: int | None = None) -> FeatureUnion | None:
     parts = []
+    char_min_df = 1 if n_texts is not None and n_texts < FEW_TEXTS else 2
     if word:
         parts.append(("word", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1, max_features=100_000)))
     if char:
         parts.append(
-            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2, max_features=150_000))
+            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=char_min_df, max_features=150_000))
         )
     return FeatureUnion(parts) if parts else None
 
@@ -297,7 +303,7 @@ class ProposalHead:
             if overlap:
                 start_mlps()
             if parts != "mlp":
-                head.vectorizer = make_vectorizer(word=opts.word, char=opts.char) if texts else None
+                head.vectorizer = make_vectorizer(word=opts.word, char=opts.char, n_texts=len(texts)) if texts else None
                 sparse_x = head.vectorizer.fit_transform(texts) if head.vectorizer is not None else None
                 for axis, rows, ys, _ in plans:
                     x = head._features(sparse_x[rows] if sparse_x is not None else None, vectors[rows] if use_dense else None)

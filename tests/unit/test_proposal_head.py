@@ -98,3 +98,12 @@ def test_the_lean_tfidf_transform_is_sklearns() -> None:
 def test_large_train_files_are_cross_validated_in_three_folds() -> None:
     assert default_folds(8) == 5 and default_folds(MANY_ROWS - 1) == 5
     assert default_folds(MANY_ROWS) == 3 and default_folds(10_003) == 3
+
+
+def test_a_head_fits_on_a_few_texts_that_share_no_character_ngram() -> None:
+    """A cross-validation fold of a tiny train file: its texts share no character n-gram, which min_df 2 would need."""
+    texts = ["hi", "ok", "yes"]
+    vectors = np.eye(3, 16, dtype=np.float32)
+    head = ProposalHead.fit(texts, vectors, {"service": ["billing_payments", "technical_support", "billing_payments"]}, TAXONOMY, options=HeadOptions(mlp_hidden=4))
+    (probs,) = head.predict(["hello"], vectors[:1])
+    assert set(probs["service"]) == {"billing_payments", "technical_support"}
