@@ -21,6 +21,10 @@ _CLOSE_RUN = re.compile("[>\ufe65\uff1e]{3,}")
 _PIECES = re.compile(r"[A-Za-z]+|[\n\x21-\x7e]|[^\x00-\x7f]")
 _LETTERS_PER_TOKEN = 4
 _TOKENS_PER_MESSAGE = 8  # chat-template markers around each message and before the reply
+# the ticket's share of the context is never cut below this many (estimated) tokens: the estimate runs 1.2-1.45x
+# over on English prompts, so a long taxonomy glossary (58 auto-derived intents) would otherwise leave the ticket
+# no room at all although the real prompt fits; if it really does not, the server says so (agent.llm.LLMContextOverflow)
+MIN_TICKET_TOKENS = 512
 CUT_MARKER = "\n[... the rest of the ticket was cut to fit the LLM's context]"
 
 

@@ -7,7 +7,7 @@ import json
 from langgraph.runtime import Runtime
 
 from agent.llm import LLMContextOverflow, LLMSkipped, LLMUnavailable
-from agent.prompts import CUT_MARKER, estimate_messages_tokens, fence, fit_tokens, render
+from agent.prompts import CUT_MARKER, MIN_TICKET_TOKENS, estimate_messages_tokens, fence, fit_tokens, render
 from agent.state import TriageContext, TriageState
 from agent.taxonomy import answer_model, label_glossary
 
@@ -31,7 +31,7 @@ def prompt_ticket(state: TriageState, ctx: TriageContext) -> tuple[str, bool]:
     """The ticket text for the prompt, cut so prompt + answer fit the LLM's context (a character cap alone does
     not: 6,000 Chinese characters are ~12,000 tokens), and whether it was cut."""
     fixed = estimate_messages_tokens(_messages(state, ctx, ""))
-    return fit_tokens(state["text"], ctx.settings.llm_ctx - ctx.settings.llm_max_tokens - fixed)
+    return fit_tokens(state["text"], max(ctx.settings.llm_ctx - ctx.settings.llm_max_tokens - fixed, MIN_TICKET_TOKENS))
 
 
 def _messages(state: TriageState, ctx: TriageContext, ticket: str) -> list[dict[str, str]]:

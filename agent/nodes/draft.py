@@ -24,7 +24,15 @@ from langgraph.runtime import Runtime
 
 from agent.contracts import Draft, EvidenceArticle, Usage
 from agent.llm import LLMUnavailable
-from agent.prompts import FENCE_CLOSE, FENCE_OPEN, estimate_messages_tokens, fence, fit_tokens, render
+from agent.prompts import (
+    FENCE_CLOSE,
+    FENCE_OPEN,
+    MIN_TICKET_TOKENS,
+    estimate_messages_tokens,
+    fence,
+    fit_tokens,
+    render,
+)
 from agent.state import TriageContext, TriageState
 
 SHORT_CHANNELS = {"chat", "social", "phone"}
@@ -152,7 +160,7 @@ def draft(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
         return [{"role": "system", "content": render(ctx.settings.prompts_dir, "system")}, {"role": "user", "content": user}]
 
     # the ticket is cut, as for classify, so prompt + reply fit the context whatever the script
-    budget = ctx.settings.llm_ctx - DRAFT_MAX_TOKENS - estimate_messages_tokens(messages_with(""))
+    budget = max(ctx.settings.llm_ctx - DRAFT_MAX_TOKENS - estimate_messages_tokens(messages_with("")), MIN_TICKET_TOKENS)
     messages = messages_with(fit_tokens(state["text"], budget)[0])
     try:
         reply = ctx.llm.chat(messages, max_tokens=DRAFT_MAX_TOKENS, temperature=0.2)

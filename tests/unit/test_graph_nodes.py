@@ -130,6 +130,17 @@ def test_an_ordinary_ticket_reaches_the_llm_whole(settings, embedder, store) -> 
     assert not any("context" in w for w in result.warnings)
 
 
+def test_a_long_taxonomy_never_leaves_the_ticket_out_of_the_prompt(settings, embedder, store) -> None:  # noqa: ANN001
+    """The token estimate runs over on English, and a prompt whose fixed part alone is estimated above the context
+    (58 intents in the glossary, or a small context as here) still carries the ticket, at least MIN_TICKET_TOKENS."""
+    body = "My card was charged twice for order 1234, please refund one."
+    service, llm = make_service(settings.model_copy(update={"llm_ctx": 600}), embedder, store, [GOOD, "draft"])
+    result = service.classify(TicketIn(subject="Charged twice", body=body, channel="email"))
+    fenced = llm.calls[0][1]["content"].split(FENCE_OPEN, 1)[1].split(FENCE_CLOSE, 1)[0]
+    assert body in fenced and CUT_MARKER not in fenced
+    assert not any("cut to 0 characters" in w for w in result.warnings)
+
+
 def test_channel_is_inferred_only_without_intake(settings, embedder, store) -> None:  # noqa: ANN001
     answer = json.dumps({"service": "cloud", "channel": "phone", "tier": "L3", "confidence": 0.8, "rationale": "outage [t-out-1]"})
     service, llm = make_service(settings, embedder, store, [answer, "x"])
