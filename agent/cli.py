@@ -21,6 +21,7 @@ from agent.contracts import Classification, Taxonomy, TicketIn, otherwise_phrase
 from agent.local_llm import die_with_parent
 from agent.settings import REPO_ROOT, Mode, Settings
 from agent.taxonomy import TaxonomyError, load_taxonomy
+from agent.textfiles import not_utf8
 
 if TYPE_CHECKING:
     from agent.records import Records
@@ -48,16 +49,6 @@ def _settings(mode: Mode | None = None) -> Settings:
     return settings.model_copy(update={"mode": mode}) if mode else settings
 
 
-def _not_utf8(what: str, exc: UnicodeDecodeError) -> str:
-    """The fix for a file that is not UTF-8, worded like `triage eval`'s (an editor or Excel often saves cp1252)."""
-    data = exc.object
-    line = data[: exc.start].count(b"\n") + 1
-    return (
-        f"{what} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as UTF-8 or convert it, "
-        "e.g. `iconv -f cp1252 -t utf-8 IN > OUT`"
-    )
-
-
 def _read_utf8(path: Path, what: str) -> str:
     """A text file's content, or a one-line error that says what is wrong with the path instead of a traceback."""
     if path.is_dir():
@@ -67,7 +58,7 @@ def _read_utf8(path: Path, what: str) -> str:
     try:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        fail(_not_utf8(f"{what} {path}", exc))
+        fail(not_utf8(f"{what} {path}", exc))
     except OSError as exc:
         fail(f"cannot read {what} {path}: {exc.strerror or exc}")
     raise AssertionError("unreachable")
@@ -77,23 +68,16 @@ def _read_stdin() -> str:
     try:
         return sys.stdin.buffer.read().decode("utf-8")
     except UnicodeDecodeError as exc:
-        fail(_not_utf8("the ticket on stdin", exc))
+        fail(not_utf8("the ticket on stdin", exc))
     raise AssertionError("unreachable")
 
 
 def _load_taxonomy(path: Path) -> Taxonomy:
-    """load_taxonomy with every unusable path as an error, not a traceback: the loader reports a bad YAML itself;
-    a directory (the loader would say "does not exist"), a file that is not UTF-8 or unreadable are caught here."""
-    if path.is_dir():
-        fail(f"taxonomy file {path} is a directory; give the path of a taxonomy YAML file (or set TRIAGE_TAXONOMY_PATH to one)")
+    """load_taxonomy, its TaxonomyError (which names the file and the fix) as a one-line error, not a traceback."""
     try:
         return load_taxonomy(path)
     except TaxonomyError as exc:
         fail(str(exc))
-    except UnicodeDecodeError as exc:
-        fail(_not_utf8(f"taxonomy file {path}", exc))
-    except OSError as exc:
-        fail(f"cannot read taxonomy file {path}: {exc.strerror or exc}")
     raise AssertionError("unreachable")
 
 

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
 from agent.contracts import AXES, Taxonomy
+from agent.textfiles import not_utf8
 
 
 class TaxonomyError(ValueError):
@@ -23,13 +24,16 @@ class TaxonomyError(ValueError):
 
 def load_taxonomy(path: Path | str) -> Taxonomy:
     path = Path(path)
+    if path.is_dir():
+        raise TaxonomyError(f"taxonomy file {path} is a directory; give the path of a taxonomy YAML file (or set TRIAGE_TAXONOMY_PATH to one)")
     if not path.is_file():
         raise TaxonomyError(f"taxonomy file {path} does not exist; set TRIAGE_TAXONOMY_PATH to a taxonomy YAML")
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except UnicodeDecodeError as exc:
-        line = exc.object[: exc.start].count(b"\n") + 1
-        raise TaxonomyError(f"taxonomy file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} on line {line}); save it as UTF-8") from exc
+        raise TaxonomyError(not_utf8(f"taxonomy file {path}", exc)) from exc
+    except OSError as exc:
+        raise TaxonomyError(f"cannot read taxonomy file {path}: {exc.strerror or exc}") from exc
     except _DuplicateKey as exc:
         raise TaxonomyError(f"taxonomy file {path} {exc}") from exc
     except yaml.YAMLError as exc:
