@@ -17,7 +17,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from agent.contracts import AXES, AxisLabel, Decision, LabelAlternative
-from agent.proposal import Distribution, in_scope_score
+from agent.proposal import Distribution
 from agent.settings import vote_weight_for
 from agent.state import TriageContext, TriageState
 
@@ -92,10 +92,8 @@ def decide(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
     rule = calibration.out_of_scope_score if calibrated else "similarity"
     if not neighbours:
         in_scope = 0.0
-    elif calibrated:
-        in_scope = calibration.in_scope(neighbours, state.get("proposal", {}))
-    else:
-        in_scope = in_scope_score("similarity", neighbours[0].score, {})
+    else:  # uncalibrated: the setting's threshold on the nearest ticket's similarity
+        in_scope = calibration.in_scope(neighbours, state.get("proposal", {})) if calibrated else neighbours[0].score
     out_of_scope = bool(neighbours) and in_scope < oos_threshold
     llm_expected = settings.mode != "proposal" and ctx.llm is not None
     llm_missing = llm_expected and not answer
