@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 CITATION = re.compile(r"\[([A-Za-z0-9_\-:.]+)\]")
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>$~:])")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>$~:=&])")  # `=`: setext headings, `&`: HTML entities
 AXES = ("service", "channel", "tier")
 DECISION_BADGE = {
     "needs_review": ":red-badge[needs review]",

@@ -210,4 +210,4 @@ def texts(at: AppTest) -> str:
     parts = []
     for kind in ("title", "header", "subheader", "markdown", "caption", "error", "warning", "info", "success"):
         parts += [str(e.value) for e in getattr(at, kind)]
-    return re.sub(r"\\([\\`*_{}\[\]()#+\-.!|<>$~:])", r"\1", "\n".join(parts))
+    return re.sub(r"\\([\\`*_{}\[\]()#+\-.!|<>$~:=&])", r"\1", "\n".join(parts))

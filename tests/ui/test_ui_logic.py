@@ -24,6 +24,28 @@ def test_citations_link_to_evidence_cards_and_unknown_ids_stay_text() -> None:
 
 
 @pytest.mark.parametrize(
+    "hostile",
+    [
+        "Refund please\n===\nthanks",  # a setext heading underline
+        "AT&amp;T charged me &copy; &#x202E;",  # HTML entities
+        "![pixel](http://evil.test/p.png) [login](http://evil.test) <b>hi</b> <http://evil.test>",
+        "# Urgent\n> quoted\n* item\n1. step\n---\n~~gone~~ $x$ :red[alert] `code`",
+    ],
+)
+def test_ticket_text_renders_as_the_text_the_customer_wrote(hostile: str) -> None:
+    """Whatever markdown or HTML a ticket holds, the escaped text renders as one paragraph of exactly that text."""
+    import html as html_lib
+    import re
+
+    from markdown_it import MarkdownIt
+
+    rendered = MarkdownIt("commonmark").render(escape_md(hostile))
+    assert rendered.startswith("<p>") and rendered.count("<p>") == 1, rendered
+    assert not re.search(r"<(?!/?p>)", rendered), rendered  # no tag but the paragraph: no heading, link, image, code
+    assert html_lib.unescape(rendered.removeprefix("<p>").removesuffix("</p>\n")) == hostile
+
+
+@pytest.mark.parametrize(
     ("chosen", "suggested", "expected"),
     [
         ({"service": "a", "tier": "L1"}, None, ("accept", None)),
