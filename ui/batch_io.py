@@ -37,39 +37,60 @@ def parse_tickets(filename: str, data: bytes) -> tuple[list[TicketIn], list[str]
         reader = csv.DictReader(io.StringIO(text))
         if not reader.fieldnames or not {ALIASES.get(f.strip().lower(), f.strip().lower()) for f in reader.fieldnames} & {"subject", "body"}:
             return [], [f"{filename} needs a header row with a `subject`, `body` or `text` column (and optionally `channel`, `id`)"]
-        raws: list[tuple[int, Any]] = [(i, r) for i, r in enumerate(reader, start=2)]
+        raws = _csv_rows(reader)
     else:
         raws = []
         for i, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
-                raws.append((i, json.loads(line)))
+                raws.append((f"line {i}", json.loads(line)))
             except json.JSONDecodeError as exc:
-                raws.append((i, f"not valid JSON ({exc.msg})"))
+                raws.append((f"line {i}", _Unreadable(f"not valid JSON ({exc.msg})")))
     tickets: list[TicketIn] = []
     problems: list[str] = []
     for line, raw in raws:
-        if isinstance(raw, str):
-            problems.append(f"line {line}: {raw}")
+        if isinstance(raw, _Unreadable):
+            problems.append(f"{line}: {raw}")
             continue
         if not isinstance(raw, Mapping):
-            problems.append(f"line {line}: expected an object with subject/body, got {type(raw).__name__}")
+            problems.append(f"{line}: expected an object with subject/body, got {type(raw).__name__}")
             continue
         try:
             ticket = TicketIn.model_validate(_normalise(raw))
         except ValidationError as exc:
             first = exc.errors()[0]
-            problems.append(f"line {line}: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+            problems.append(f"{line}: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
             continue
         if not ticket.full_text().strip():
-            problems.append(f"line {line}: no text (subject, body and messages are empty)")
+            problems.append(f"{line}: no text (subject, body and messages are empty)")
             continue
         tickets.append(ticket)
     if len(tickets) > MAX_ROWS:
         problems.append(f"only the first {MAX_ROWS} of {len(tickets)} tickets are kept; split the file for more")
         tickets = tickets[:MAX_ROWS]
     return tickets, problems
+
+
+class _Unreadable(str):
+    """Why a row could not be read at all; kept in its place among the rows, so problems stay in file order."""
+
+
+def _csv_rows(reader: csv.DictReader) -> list[tuple[str, Any]]:
+    """("line N", row) per CSV row; a row the csv module cannot read (a cell over its 128 KiB limit, often a quote
+    left open that swallows the rest of the file) becomes a problem, and reading stops there."""
+    raws: list[tuple[str, Any]] = []
+    while True:
+        line = f"line {reader.line_num + 1}"
+        try:
+            row = next(reader)
+        except StopIteration:
+            return raws
+        except csv.Error as exc:
+            why = f"cannot be read as CSV ({exc}): a quote left open, or a cell too long for a ticket; the rows after it were not read"
+            raws.append((line, _Unreadable(why)))
+            return raws
+        raws.append((line, row))
 
 
 def flat_row(index: int, ticket: TicketIn, result: Mapping[str, Any] | None, error: str | None) -> dict[str, Any]:

@@ -93,6 +93,17 @@ def test_batch_files_map_columns_and_report_each_bad_row() -> None:
     assert to_csv([row]).decode().splitlines()[0].startswith("row,id,subject,service")
 
 
+def test_a_csv_the_csv_module_cannot_read_is_a_problem_line_not_a_traceback() -> None:
+    """A quote left open swallows the rest of the file into one cell over the csv module's 128 KiB limit."""
+    data = b'subject,body\nfirst,fine\n"second,a quote left open\n' + b"words " * 30_000 + b"\nthird,never read\n"
+    tickets, problems = parse_tickets("open-quote.csv", data)
+    assert [t.subject for t in tickets] == ["first"]
+    assert len(problems) == 1 and problems[0].startswith("line 3: cannot be read as CSV (field larger than field limit")
+    assert "a quote left open" in problems[0]
+    tickets, problems = parse_tickets("t.csv", b'subject,body\n"multi\nline",x\nlast,' + b"y" * 200_000 + b"\n")
+    assert [t.subject for t in tickets] == ["multi\nline"] and problems[0].startswith("line 4: cannot be read as CSV")
+
+
 def test_eval_curves_from_predictions() -> None:
     rows = [{"axis": "service", "gold": g, "pred": p, "confidence": c, "correct": g == p} for g, p, c in
             [("a", "a", 0.95), ("a", "b", 0.9), ("b", "b", 0.6), ("b", "b", 0.55), ("a", "a", 0.1)]]
