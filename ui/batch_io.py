@@ -28,7 +28,7 @@ def _normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parse_tickets(filename: str, data: bytes) -> tuple[list[TicketIn], list[str]]:
-    """Tickets from a `.csv` (header row) or `.jsonl` file, and one problem line per row that is not a ticket."""
+    """Tickets from a `.csv` (header row), `.jsonl` or `.json` (an array) file, and one problem per row that is not a ticket."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -39,14 +39,7 @@ def parse_tickets(filename: str, data: bytes) -> tuple[list[TicketIn], list[str]
             return [], [f"{filename} needs a header row with a `subject`, `body` or `text` column (and optionally `channel`, `id`)"]
         raws = _csv_rows(reader)
     else:
-        raws = []
-        for i, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                raws.append((f"line {i}", json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raws.append((f"line {i}", _Unreadable(f"not valid JSON ({exc.msg})")))
+        raws = _json_rows(text, whole=filename.lower().endswith(".json"))
     tickets: list[TicketIn] = []
     problems: list[str] = []
     for line, raw in raws:
@@ -91,6 +84,28 @@ def _csv_rows(reader: csv.DictReader) -> list[tuple[str, Any]]:
             raws.append((line, _Unreadable(why)))
             return raws
         raws.append((line, row))
+
+
+def _json_rows(text: str, *, whole: bool) -> list[tuple[str, Any]]:
+    """("line N", object) per JSONL line; a `.json` file may instead hold one array of tickets (or one ticket)."""
+    if whole:
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError:
+            document = None  # not one JSON document: read it as JSON lines
+        if isinstance(document, list):
+            return [(f"item {i}", item) for i, item in enumerate(document, start=1)]
+        if isinstance(document, dict):
+            return [("item 1", document)]
+    raws: list[tuple[str, Any]] = []
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            raws.append((f"line {i}", json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raws.append((f"line {i}", _Unreadable(f"not valid JSON ({exc.msg})")))
+    return raws
 
 
 def flat_row(index: int, ticket: TicketIn, result: Mapping[str, Any] | None, error: str | None) -> dict[str, Any]:

@@ -104,6 +104,17 @@ def test_a_csv_the_csv_module_cannot_read_is_a_problem_line_not_a_traceback() ->
     assert [t.subject for t in tickets] == ["multi\nline"] and problems[0].startswith("line 4: cannot be read as CSV")
 
 
+def test_a_json_file_may_hold_an_array_of_tickets() -> None:
+    """The uploader takes `.json`: an exported array (pretty-printed or not) is read item by item."""
+    pretty = json.dumps([{"subject": "Hi", "body": "one"}, {"body": "two", "channel": "chat"}, "three", {"subject": ""}], indent=2)
+    tickets, problems = parse_tickets("export.json", pretty.encode())
+    assert [(t.subject, t.body, t.channel) for t in tickets] == [("Hi", "one", None), ("", "two", "chat")]
+    assert problems == ["item 3: expected an object with subject/body, got str", "item 4: no text (subject, body and messages are empty)"]
+    assert [t.body for t in parse_tickets("one.json", b'{"body": "alone"}')[0]] == ["alone"]
+    tickets, problems = parse_tickets("lines.json", b'{"body": "a"}\n{"body": "b"}\n"c"\n')  # JSON lines named .json
+    assert [t.body for t in tickets] == ["a", "b"] and problems == ["line 3: expected an object with subject/body, got str"]
+
+
 def test_eval_curves_from_predictions() -> None:
     rows = [{"axis": "service", "gold": g, "pred": p, "confidence": c, "correct": g == p} for g, p, c in
             [("a", "a", 0.95), ("a", "b", 0.9), ("b", "b", 0.6), ("b", "b", 0.55), ("a", "a", 0.1)]]

@@ -18,7 +18,7 @@ WORKERS = 2  # the API classifies two at a time by default (TRIAGE_API_WORKERS);
 st.title("Batch")
 st.caption(
     "Upload tickets as CSV (header row: `subject`, `body` or `text`, optional `channel`, `id`) or JSONL "
-    "(one `{\"subject\", \"body\", \"channel\"?, \"messages\"?}` per line). Nothing is stored: each ticket goes to "
+    "(one `{\"subject\", \"body\", \"channel\"?, \"messages\"?}` per line) or a `.json` array of them. Nothing is stored: each ticket goes to "
     "`POST /v1/classify`."
 )
 
