@@ -47,8 +47,10 @@ def load_report(path: Path, name: str | None = None) -> Report:
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"{file} cannot be read as JSON: {exc}") from exc
 
-    metrics = read_json(path / "metrics.json")
+    metrics = _checked_metrics(path / "metrics.json", read_json(path / "metrics.json"))
     details = read_json(path / "details.json") if (path / "details.json").is_file() else {}
+    if not isinstance(details, dict) or not _object_of_objects(details.get("axes", {})):
+        raise ValueError(f"{path / 'details.json'} is not a `triage eval` details.json (a JSON object, `axes` an object per axis)")
     rows: list[dict[str, Any]] = []
     predictions = path / "predictions.jsonl"
     if predictions.is_file():
@@ -60,9 +62,28 @@ def load_report(path: Path, name: str | None = None) -> Report:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"{predictions}:{line_no} is not valid JSON: {exc}") from exc
+                if not isinstance(record, dict):
+                    raise ValueError(f"{predictions}:{line_no} is not a JSON object")
                 rows.extend(_flatten(record))
     markdown = (path / "report.md").read_text(encoding="utf-8") if (path / "report.md").is_file() else ""
     return Report(name or path.name, path, metrics, details, rows, sorted(path.glob("*.png")), markdown)
+
+
+def _object_of_objects(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())
+
+
+def _checked_metrics(file: Path, metrics: Any) -> dict[str, Any]:
+    """The shape the page reads, checked when the report is loaded: a hand-edited, truncated or foreign metrics.json
+    is then one message naming the file, not a traceback halfway down the page."""
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{file} holds a JSON {type(metrics).__name__}, not the object `triage eval` writes")
+    axes = metrics.get("axes", {})
+    if not _object_of_objects(axes) or not all(isinstance(m.get("auto_apply") or {}, dict) for m in axes.values()):
+        raise ValueError(f"{file}: `axes` should hold one object of metrics per axis (accuracy, macro_f1, auto_apply, ...)")
+    if not isinstance(metrics.get("latency_ms") or {}, dict):
+        raise ValueError(f"{file}: `latency_ms` should be an object (p50, p95, ...)")
+    return metrics
 
 
 def _flatten(record: dict[str, Any]) -> list[dict[str, Any]]:

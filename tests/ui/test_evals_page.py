@@ -40,3 +40,16 @@ def test_evals_draws_a_run_and_compares_two(reports: Path, monkeypatch: pytest.M
 def test_evals_without_reports_says_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = run_page(app_test(monkeypatch, "http://127.0.0.1:9", None, TRIAGE_UI_REPORTS_DIR=str(tmp_path)), "views/evals.py")
     assert f"No eval report under `{tmp_path}`" in texts(at).replace("\\", "")
+
+
+@pytest.mark.parametrize(
+    "metrics",
+    ["[]", '{"axes": {"service": null}}', '{"axes": ["service", "tier"]}', '{"axes": {"service": {"auto_apply": 0.9}}}', '{"axes": {}, "latency_ms": 12}'],
+)
+def test_a_malformed_metrics_json_is_a_message_naming_it(metrics: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Valid JSON of the wrong shape (hand-edited, another tool's file) is refused when read, not a traceback mid-page."""
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "metrics.json").write_text(metrics)
+    at = run_page(app_test(monkeypatch, "http://127.0.0.1:9", None, TRIAGE_UI_REPORTS_DIR=str(tmp_path)), "views/evals.py")
+    assert [e.value.split(": ")[0] for e in at.error] == ["The report `broken` cannot be read"]
+    assert str(tmp_path / "broken" / "metrics.json") in at.error[0].value
