@@ -172,6 +172,28 @@ def test_a_ticket_whose_labels_were_all_rejected_needs_every_label_chosen(api: L
         assert lead.get(f"/v1/tickets/{ticket['id']}").json()["labels"] == {"service": "general_information", "tier": "L1", "channel": "email"}
 
 
+def test_a_press_on_a_ticket_that_changed_meanwhile_sends_nothing(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page reloads the ticket before it reads the press: a review written since the lead's page was drawn
+    (another lead, or the lead's own double click) is not reviewed over with labels the lead never saw."""
+    with api.http("bot") as bot:
+        ticket = bot.post("/v1/tickets", json={"subject": "Refund", "body": "Refund my second payment please.", "channel": "email"}).json()
+    seq = ticket["current_seq"]
+    for button, other in (("Accept", {"action": "edit", "labels": {"service": "general_information"}}), ("Reject", {"action": "accept"})):
+        at = run_page(app_test(monkeypatch, api.url, api.key("lead", "ui-slow-lead")), "views/ticket.py", id=ticket["id"])
+        with api.http() as other_lead:  # meanwhile, in another browser
+            assert other_lead.post(f"/v1/tickets/{ticket['id']}/reviews", json={**other, "revision": seq}).status_code == 201
+        at.button[[b.label for b in at.button].index(button)].click().run()
+        assert not at.exception
+        assert f"changed while you were looking at it (revision #{seq} → #{seq + 1})" in texts(at), button
+        with api.http() as http:
+            revisions = http.get(f"/v1/tickets/{ticket['id']}/revisions").json()
+        assert [r["seq"] for r in revisions if r["actor"] == "user:ui-slow-lead"] == [] and revisions[-1]["seq"] == seq + 1
+        assert revisions[-1]["labels"]["service"] == "general_information"
+        seq += 1
+    at.button[[b.label for b in at.button].index("Accept")].click().run()  # pressed on the page drawn after the last review
+    assert "Accepted" in texts(at)
+
+
 def test_an_unknown_ticket_is_a_message(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
     at = run_page(app_test(monkeypatch, api.url, api.key("lead")), "views/ticket.py", id="tk_does_not_exist")
     assert "There is no ticket" in texts(at) and not at.error

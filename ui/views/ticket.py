@@ -147,6 +147,10 @@ def render_review(ticket: dict[str, Any], current: dict[str, Any] | None, tax: d
     current_labels = {axis: classification["labels"][axis]["label"] for axis in AXES} if classification else {}
     suggested = {axis: s["label"] for axis, s in ((current or {}).get("suggestion") or {}).items()}
     seq = ticket.get("current_seq")
+    # The page reloads the ticket before it reads a button press, so the press belongs to the revision drawn in the
+    # previous run; a review written in between (another lead, or this lead's double click) must not be overwritten.
+    shown = st.session_state.get(f"review_shown_{ticket['id']}", seq)
+    st.session_state[f"review_shown_{ticket['id']}"] = seq
     # with no labels in force nothing is preselected (except the intake channel): the lead picks every label
     defaults = current_labels or ({"channel": ticket["channel"]} if ticket.get("channel") else {})
     picked: dict[str, str | None] = {}
@@ -172,9 +176,17 @@ def render_review(ticket: dict[str, Any], current: dict[str, Any] | None, tax: d
         st.caption("Accept keeps the labels shown; pick the agent's suggestion above to take it instead.")
     buttons = st.columns(2)
     complete = len(chosen) == len(AXES)
-    if buttons[0].button("Accept", type="primary", shortcut="Ctrl+Enter", help="Accept the labels as shown above (Ctrl+Enter)", disabled=not complete):
+    accepted = buttons[0].button("Accept", type="primary", shortcut="Ctrl+Enter", help="Accept the labels as shown above (Ctrl+Enter)", disabled=not complete)
+    rejected = buttons[1].button("Reject", shortcut="Ctrl+Shift+X", help="Reject the current labels (Ctrl+Shift+X); needs a comment", disabled=not current_labels)
+    if (accepted or rejected) and shown != seq:
+        st.warning(
+            f"The ticket changed while you were looking at it (revision #{shown} → #{seq}), so nothing was sent. "
+            "Check the labels and the timeline below, then review again.",
+            icon=":material/sync_problem:",
+        )
+    elif accepted:
         send(ticket["id"], action, labels, comment, seq, draft=edited_draft(classification, ticket["id"]))
-    if buttons[1].button("Reject", shortcut="Ctrl+Shift+X", help="Reject the current labels (Ctrl+Shift+X); needs a comment", disabled=not current_labels):
+    elif rejected:
         if not comment.strip():
             st.warning("Say why in the comment before rejecting: the comment is kept in the timeline.", icon=":material/edit_note:")
         else:
