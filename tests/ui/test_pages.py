@@ -254,6 +254,19 @@ def test_insights_show_the_kpis_of_the_stats_endpoint(api: LiveApi, monkeypatch:
     assert not at.exception and set(at.dataframe[0].value["per"]) - {"(all)"} <= {"L1", "L2", "L3"}
 
 
+def test_kb_gap_examples_show_ticket_text_as_text(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A KB gap's example links carry the ticket's words: a customer's markdown image or link in them stays text
+    (an image would be fetched from the customer's server each time a lead opens Insights)."""
+    body = "![pixel](http://127.0.0.1:9/pixel.png) [sign in](http://127.0.0.1:9/login) zorblax quuxifier grommet"
+    with api.http("bot") as bot:
+        ids = [bot.post("/v1/tickets", json={"body": body, "channel": "email"}).json()["id"] for _ in range(2)]
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead")), "views/insights.py")
+    labels = [link.proto.label for link in at.get("page_link") if parse_qs(link.proto.query_string).get("id", [""])[0] in ids]
+    assert labels, "the two tickets should make a KB gap cluster"
+    for label in labels:
+        assert "](" not in label and label.startswith("\\!\\[pixel\\]"), label
+
+
 def test_taxonomy_lists_labels_and_diffs_a_candidate_version(api: LiveApi, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     import yaml
 

@@ -108,9 +108,11 @@ with right:
     if not gaps["clusters"]:
         st.caption("No cluster of two or more similar weakly-matched tickets.")
     for i, cluster in enumerate(gaps["clusters"], 1):
-        terms = ", ".join(cluster["terms"]) or "(no common words)"
-        with st.expander(f"{i}. {cluster['size']} tickets · {terms} · mostly {cluster['service']}", expanded=i == 1):
+        terms = escape_md(", ".join(cluster["terms"])) or "(no common words)"  # words of ticket text: shown as text
+        with st.expander(f"{i}. {cluster['size']} tickets · {terms} · mostly {escape_md(str(cluster['service']))}", expanded=i == 1):
             st.caption(f"mean best KB score {cluster['mean_best_score']:.2f} · nearest article `{cluster['nearest_article']}`")
             for example in cluster["examples"]:
-                st.page_link(PAGES["ticket"], label=example["text"][:100].replace("\n", " "), query_params={"id": example["id"]})
+                # the label is ticket text: escaped, or a customer's `![](url)` loads an image from their server
+                label = escape_md(" ".join(example["text"][:100].split())) or example["id"]
+                st.page_link(PAGES["ticket"], label=label, query_params={"id": example["id"]})
                 st.caption(escape_md(example["text"][100:280]))
