@@ -9,6 +9,8 @@ from typing import Any
 
 CITATION = re.compile(r"\[([A-Za-z0-9_\-:.]+)\]")
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>$~:=&])")  # `=`: setext headings, `&`: HTML entities
+_EMBEDDINGS, _ISOLATES = "\u202a\u202b\u202d\u202e", "\u2066\u2067\u2068"  # LRE RLE LRO RLO, LRI RLI FSI
+_BIDI_OPENERS = re.compile(f"[{_EMBEDDINGS}{_ISOLATES}]")
 AXES = ("service", "channel", "tier")
 DECISION_BADGE = {
     "needs_review": ":red-badge[needs review]",
@@ -34,8 +36,26 @@ AGE_FILTERS: dict[str, tuple[timedelta | None, timedelta | None]] = {
 
 
 def escape_md(text: str) -> str:
-    """Ticket text shown as text: markdown and Streamlit directives in it are not interpreted."""
-    return _MD_SPECIAL.sub(r"\\\1", text)
+    """Ticket text shown as text: markdown and Streamlit directives in it are not interpreted, and the direction
+    overrides it opens (U+202E...) end with it instead of reversing what the page writes after it."""
+    return _MD_SPECIAL.sub(r"\\\1", text) + close_bidi(text)
+
+
+def close_bidi(text: str) -> str:
+    """The closers of the bidi embeddings, overrides (PDF) and isolates (PDI) that `text` leaves open, innermost
+    first, following Unicode's pairing rules (a PDI also ends the embeddings opened inside its isolate)."""
+    if not _BIDI_OPENERS.search(text):
+        return ""
+    open_: list[str] = []
+    for char in text:
+        if char in _EMBEDDINGS or char in _ISOLATES:
+            open_.append(char)
+        elif char == "\u202c" and open_ and open_[-1] in _EMBEDDINGS:
+            open_.pop()
+        elif char == "\u2069" and any(c in _ISOLATES for c in open_):
+            while open_.pop() not in _ISOLATES:
+                pass
+    return "".join("\u2069" if c in _ISOLATES else "\u202c" for c in reversed(open_))
 
 
 def cited_ids(text: str) -> list[str]:

@@ -45,6 +45,16 @@ def test_ticket_text_renders_as_the_text_the_customer_wrote(hostile: str) -> Non
     assert html_lib.unescape(rendered.removeprefix("<p>").removesuffix("</p>\n")) == hostile
 
 
+def test_a_direction_override_in_ticket_text_ends_with_it() -> None:
+    """A subject with U+202E (right-to-left override) left open reversed the rest of its queue row in the browser:
+    `· needs review · 0.45` read `54.0 · weiver sdeen`. The escaped text closes what it opens, innermost first."""
+    rlo, rli, pdf, pdi = "\u202e", "\u2067", "\u202c", "\u2069"
+    assert escape_md(f"Refund {rlo}please") == f"Refund {rlo}please{pdf}"
+    assert escape_md(f"{rli}a{rlo}b") == f"{rli}a{rlo}b{pdf}{pdi}" and escape_md(f"{rlo}a{rli}b") == f"{rlo}a{rli}b{pdi}{pdf}"
+    assert escape_md(f"{rlo}closed{pdf} {rli}a{rlo}b{pdi}") == f"{rlo}closed{pdf} {rli}a{rlo}b{pdi}"  # nothing left open
+    assert escape_md("مرحبا، لم يصلني الطرد") == "مرحبا، لم يصلني الطرد"  # right-to-left text as such is untouched
+
+
 @pytest.mark.parametrize(
     ("chosen", "suggested", "expected"),
     [
