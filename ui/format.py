@@ -58,6 +58,15 @@ def close_bidi(text: str) -> str:
     return "".join("\u2069" if c in _ISOLATES else "\u202c" for c in reversed(open_))
 
 
+def code_span(text: str) -> str:
+    """`text` as inline code, exactly: escapes do not work inside code (escape_md's backslashes would show), so the
+    fence is one backtick longer than any run of them in the text instead."""
+    text = " ".join(text.split())  # a code span is one line
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}" + close_bidi(text)
+
+
 def cited_ids(text: str) -> list[str]:
     """Evidence ids cited as `[id]`, in order of first mention."""
     return list(dict.fromkeys(CITATION.findall(text or "")))

@@ -199,6 +199,17 @@ def test_an_unknown_ticket_is_a_message(api: LiveApi, monkeypatch: pytest.Monkey
     assert "There is no ticket" in texts(at) and not at.error
 
 
+def test_ids_shown_as_code_read_exactly_as_they_are(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backslash escapes are not read inside inline code: an external id `ZD-1234_a.b` showed as `ZD\\-1234\\_a\\.b`."""
+    with api.http("bot") as bot:
+        body = {"subject": "Order", "body": "Where is order 55?", "channel": "email", "ticket_id": "ZD-1234_a.b"}
+        ticket = bot.post("/v1/tickets", json=body).json()
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead")), "views/ticket.py", id=ticket["id"])
+    assert any(" · external `ZD-1234_a.b` · " in c.value for c in at.caption), [c.value for c in at.caption]
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead")), "views/ticket.py", id="tk_no-such.ticket")
+    assert [w.value for w in at.warning] == ["There is no ticket `tk_no-such.ticket`."]
+
+
 # ---------------------------------------------------------------- batch
 
 

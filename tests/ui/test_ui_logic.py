@@ -55,6 +55,19 @@ def test_a_direction_override_in_ticket_text_ends_with_it() -> None:
     assert escape_md("مرحبا، لم يصلني الطرد") == "مرحبا، لم يصلني الطرد"  # right-to-left text as such is untouched
 
 
+@pytest.mark.parametrize("text", ["ZD-1234_a.b", "tk_*[x](y)*", "a`b", "``x``", "`edge"])
+def test_code_spans_show_the_text_exactly(text: str) -> None:
+    import html as html_lib
+
+    from markdown_it import MarkdownIt
+
+    from ui.format import code_span
+
+    rendered = MarkdownIt("commonmark").render(code_span(text))
+    assert rendered.startswith("<p><code>") and rendered.endswith("</code></p>\n"), rendered
+    assert html_lib.unescape(rendered.removeprefix("<p><code>").removesuffix("</code></p>\n")) == text
+
+
 @pytest.mark.parametrize(
     ("chosen", "suggested", "expected"),
     [

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from agent.contracts import Taxonomy
 from ui.api_client import ApiAuthError, ApiError, ApiNotFound
 from ui.common import api_errors, client, settings, show_error, taxonomy
-from ui.format import escape_md
+from ui.format import code_span, escape_md
 from ui.taxonomy_diff import AXES, diff, migration_steps, migration_transitions
 
 
@@ -83,7 +83,7 @@ elif choice in options:
         try:
             other = client().taxonomy_version(ref)
         except ApiNotFound:
-            st.warning(f"The API has no stored content for `{escape_md(ref)}` (an older API, or the version was removed).", icon=":material/label:")
+            st.warning(f"The API has no stored content for {code_span(ref)} (an older API, or the version was removed).", icon=":material/label:")
         except ApiError as err:
             show_error(err)
 

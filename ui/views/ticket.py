@@ -14,6 +14,7 @@ from ui.format import (
     ago,
     anchor,
     cited_ids,
+    code_span,
     escape_md,
     label_changes,
     link_citations,
@@ -42,7 +43,7 @@ def load(ticket_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     try:
         return client().ticket(ticket_id), client().revisions(ticket_id)
     except ApiNotFound:
-        st.warning(f"There is no ticket `{escape_md(ticket_id)}`.", icon=":material/search:")
+        st.warning(f"There is no ticket {code_span(ticket_id)}.", icon=":material/search:")
         st.page_link(PAGES["queue"], label="Back to the review queue", icon=":material/inbox:")
         st.stop()
     except ApiError as err:
@@ -244,7 +245,7 @@ if done := st.session_state.pop("review_done", None):
 
 st.title(escape_md(ticket.get("subject") or "(no subject)"))
 st.caption(
-    f"`{ticket['id']}`" + (f" · external `{escape_md(ticket['external_id'])}`" if ticket.get("external_id") else "")
+    f"`{ticket['id']}`" + (f" · external {code_span(ticket['external_id'])}" if ticket.get("external_id") else "")
     + f" · channel {ticket.get('channel') or 'not given'} · created {ago(ticket.get('created_at'))} by {escape_md(ticket.get('created_by', ''))}"
     + f" · {ticket.get('revisions', 0)} revision{'' if ticket.get('revisions') == 1 else 's'}"
 )
