@@ -56,67 +56,99 @@ def in_scope_features(neighbours: Sequence[EvidenceTicket], proposal: Mapping[st
 
 
 @dataclass(frozen=True)
-class InScopeModel:
-    """Standardise, one hidden ReLU layer, logistic output: P(in scope)."""
+class InScopeNet:
+    """One hidden ReLU layer and a logistic output over standardised features."""
 
-    mean: tuple[float, ...]
-    scale: tuple[float, ...]
     hidden_weights: tuple[tuple[float, ...], ...]  # features x hidden
     hidden_bias: tuple[float, ...]
     output_weights: tuple[float, ...]
     output_bias: float
 
-    def probability(self, features: Sequence[float]) -> float:
-        x = (np.asarray(features, dtype=float) - np.asarray(self.mean)) / np.asarray(self.scale)
+    def probability(self, x: np.ndarray) -> float:
         hidden = np.maximum(x @ np.asarray(self.hidden_weights) + np.asarray(self.hidden_bias), 0.0)
         z = float(hidden @ np.asarray(self.output_weights) + self.output_bias)
         return 1.0 / (1.0 + math.exp(-z)) if z > -500 else 0.0
 
-    @classmethod
-    def fit(cls, features: np.ndarray, in_scope: np.ndarray, *, hidden: int = 16, seed: int = 0) -> InScopeModel:
-        """scikit-learn's MLPClassifier (alpha 1e-3, the measured setting), its weights kept as plain numbers."""
-        from sklearn.neural_network import MLPClassifier
-
-        mean = features.mean(axis=0)
-        scale = np.where(features.std(axis=0) > 1e-9, features.std(axis=0), 1.0)
-        net = MLPClassifier(hidden_layer_sizes=(hidden,), alpha=1e-3, max_iter=2000, random_state=seed)
-        net.fit((features - mean) / scale, in_scope.astype(int))
-        if list(net.classes_) != [0, 1]:
-            raise ValueError("an in-scope model needs both in-scope and out-of-scope rows")
-        (w1, w2), (b1, b2) = net.coefs_, net.intercepts_
-        return cls(
-            mean=tuple(map(float, mean)), scale=tuple(map(float, scale)),
-            hidden_weights=tuple(tuple(map(float, row)) for row in w1), hidden_bias=tuple(map(float, b1)),
-            output_weights=tuple(float(w) for w in w2[:, 0]), output_bias=float(b2[0]),
-        )  # fmt: skip
-
     def to_json(self) -> dict[str, object]:
         return {
-            "features": list(FEATURES), "mean": _rounded(self.mean), "scale": _rounded(self.scale),
             "hidden_weights": [_rounded(row) for row in self.hidden_weights], "hidden_bias": _rounded(self.hidden_bias),
             "output_weights": _rounded(self.output_weights), "output_bias": round(self.output_bias, 6),
         }  # fmt: skip
 
     @classmethod
+    def from_json(cls, raw: Mapping[str, object]) -> InScopeNet:
+        return cls(
+            hidden_weights=tuple(_numbers(row, None) for row in _list(raw["hidden_weights"])),
+            hidden_bias=_numbers(raw["hidden_bias"], None), output_weights=_numbers(raw["output_weights"], None),
+            output_bias=float(raw["output_bias"]),  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    def fits(self, features: int) -> bool:
+        width = len(self.hidden_bias)
+        return len(self.hidden_weights) == features and all(len(r) == width for r in self.hidden_weights) and len(self.output_weights) == width
+
+
+# networks averaged: one MLP's score moves by 1-2 points of recall with its seed, the mean of three does not
+# (evals/README.md, "Out of scope")
+MEMBERS = 3
+
+
+@dataclass(frozen=True)
+class InScopeModel:
+    """Standardise, then the mean P(in scope) of a few small networks fitted with different seeds."""
+
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    nets: tuple[InScopeNet, ...]
+
+    def probability(self, features: Sequence[float]) -> float:
+        x = (np.asarray(features, dtype=float) - np.asarray(self.mean)) / np.asarray(self.scale)
+        return sum(net.probability(x) for net in self.nets) / len(self.nets)
+
+    @classmethod
+    def fit(cls, features: np.ndarray, in_scope: np.ndarray, *, hidden: int = 16, seed: int = 0, members: int = MEMBERS) -> InScopeModel:
+        """scikit-learn's MLPClassifier (alpha 1e-3, the measured setting), seeds `seed` on, weights kept as plain numbers."""
+        from sklearn.neural_network import MLPClassifier
+
+        mean = features.mean(axis=0)
+        scale = np.where(features.std(axis=0) > 1e-9, features.std(axis=0), 1.0)
+        if len(set(in_scope.astype(int).tolist())) != 2:
+            raise ValueError("an in-scope model needs both in-scope and out-of-scope rows")
+        nets = []
+        for k in range(members):
+            net = MLPClassifier(hidden_layer_sizes=(hidden,), alpha=1e-3, max_iter=2000, random_state=seed + k)
+            net.fit((features - mean) / scale, in_scope.astype(int))
+            (w1, w2), (b1, b2) = net.coefs_, net.intercepts_
+            nets.append(InScopeNet(
+                hidden_weights=tuple(tuple(map(float, row)) for row in w1), hidden_bias=tuple(map(float, b1)),
+                output_weights=tuple(float(w) for w in w2[:, 0]), output_bias=float(b2[0]),
+            ))  # fmt: skip
+        return cls(mean=tuple(map(float, mean)), scale=tuple(map(float, scale)), nets=tuple(nets))
+
+    def to_json(self) -> dict[str, object]:
+        return {"features": list(FEATURES), "mean": _rounded(self.mean), "scale": _rounded(self.scale), "networks": [n.to_json() for n in self.nets]}
+
+    @classmethod
     def from_json(cls, raw: object) -> InScopeModel:
-        """Refuse a model fitted on other features or of the wrong shape, when the calibration file is loaded."""
+        """Refuse a model fitted on other features or of the wrong shape, when the calibration file is loaded. A
+        file written before the networks were averaged holds one network's weights at the top level."""
         if not isinstance(raw, Mapping) or list(raw.get("features", [])) != list(FEATURES):
             raise ValueError(f"an in-scope model names the features {list(FEATURES)}: re-fit it with `triage eval --oos-label`")
+        n = len(FEATURES)
         try:
-            n = len(FEATURES)
-            model = cls(
-                mean=_numbers(raw["mean"], n), scale=_numbers(raw["scale"], n),
-                hidden_weights=tuple(_numbers(row, None) for row in raw["hidden_weights"]),
-                hidden_bias=_numbers(raw["hidden_bias"], None), output_weights=_numbers(raw["output_weights"], None),
-                output_bias=float(raw["output_bias"]),
-            )  # fmt: skip
+            nets = tuple(InScopeNet.from_json(net) for net in _list(raw["networks"] if "networks" in raw else [raw]))  # type: ignore[arg-type]
+            model = cls(mean=_numbers(raw["mean"], n), scale=_numbers(raw["scale"], n), nets=nets)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"the in-scope model is malformed ({exc}): re-fit it with `triage eval --oos-label`") from exc
-        width = len(model.hidden_bias)
-        shapes_agree = len(model.hidden_weights) == n and all(len(r) == width for r in model.hidden_weights) and len(model.output_weights) == width
-        if not shapes_agree or any(s <= 0 for s in model.scale):
+        if not model.nets or not all(net.fits(n) for net in model.nets) or any(s <= 0 for s in model.scale):
             raise ValueError("the in-scope model's weights do not fit its features: re-fit it with `triage eval --oos-label`")
         return model
+
+
+def _list(value: object) -> list[object]:
+    if not isinstance(value, list) or not all(isinstance(v, list | Mapping) for v in value):
+        raise ValueError("expected a list")
+    return value
 
 
 def _rounded(values: Sequence[float]) -> list[float]:

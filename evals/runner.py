@@ -87,6 +87,7 @@ class EvalConfig:
             "head": asdict(self.head),
             "max_false_flag": self.max_false_flag,
             "oos_score": self.oos_score,
+            **({"oos_fit": cal.oos_fit_spec()} if self.oos_label is not None else {}),
         }
 
     def calibration_fingerprint(self, train_sha: str, embedder: str) -> str:

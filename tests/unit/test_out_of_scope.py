@@ -48,10 +48,25 @@ def test_the_model_learns_survives_its_json_and_refuses_a_broken_one() -> None:
     broken = model.to_json() | {"features": ["nearest"]}
     with pytest.raises(ValueError, match="names the features"):
         InScopeModel.from_json(broken)
+    net = model.to_json()["networks"][0]
     with pytest.raises(ValueError, match="do not fit its features"):
-        InScopeModel.from_json(model.to_json() | {"output_weights": [1.0]})
+        InScopeModel.from_json(model.to_json() | {"networks": [net | {"output_weights": [1.0]}]})
     with pytest.raises(ValueError, match="malformed"):
         InScopeModel.from_json(model.to_json() | {"mean": [float("nan")] * len(FEATURES)})
+    with pytest.raises(ValueError, match="malformed"):
+        InScopeModel.from_json(model.to_json() | {"networks": "none"})
+
+
+def test_the_model_averages_its_networks_and_reads_a_one_network_file_written_before() -> None:
+    x, y = separable()
+    model = InScopeModel.fit(x, y, members=3)
+    assert len(model.nets) == 3 and len({n.output_bias for n in model.nets}) == 3  # three seeds, three networks
+    z = (x[0] - np.array(model.mean)) / np.array(model.scale)
+    assert model.probability(x[0]) == pytest.approx(np.mean([n.probability(z) for n in model.nets]))
+    raw = model.to_json()
+    older = {k: v for k, v in raw.items() if k != "networks"} | raw["networks"][0]  # the format of one network
+    single = InScopeModel.from_json(older)
+    assert len(single.nets) == 1 and single.probability(x[0]) == pytest.approx(model.nets[0].probability(z), abs=1e-4)
     with pytest.raises(ValueError, match="both in-scope and out-of-scope"):
         InScopeModel.fit(x[:10], np.ones(10))
 
