@@ -20,20 +20,22 @@ from agent import __version__
 from agent.api_guards import BodyLimit, Credentials, install_error_handlers, needs
 from agent.api_insights import router as insights_router
 from agent.auth import Principal, check_key_name, create_key, list_keys, revoke_key
-from agent.contracts import Classification, Message, MigrationReport, Taxonomy, TicketIn
-from agent.lifecycle import (
+from agent.contracts import (
+    Classification,
     EscalationIn,
-    Invalid,
-    Lifecycle,
+    Message,
     MigrationIn,
-    NotFound,
+    MigrationReport,
     Page,
     QueueItem,
     ReviewIn,
     RevisionView,
+    Taxonomy,
+    TicketIn,
     TicketSummary,
     TicketView,
 )
+from agent.lifecycle import Invalid, Lifecycle, NotFound
 from agent.migration_jobs import MigrationJob, MigrationJobs
 from agent.pool import WorkerPool
 from agent.records import Records, TaxonomyVersionRow

@@ -12,8 +12,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from agent.contracts import AXES
-from agent.lifecycle import ReviewedTicket
+from agent.contracts import AXES, ReviewedTicket
 
 COLUMNS = ("id", "subject", "body", *AXES, "intake_channel", "action", "reviewer", "reviewed_at")
 SUFFIXES = (".csv", ".jsonl")

@@ -15,11 +15,10 @@ import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any
 
 import httpx
 from chromadb.errors import ChromaError
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -27,16 +26,26 @@ from sqlalchemy.orm import Session
 from agent.contracts import (
     AXES,
     AxisLabel,
-    AxisName,
     Classification,
     Decision,
     Draft,
+    EscalationIn,
     LabelledTicket,
     Message,
+    MessageView,
     MigrationChange,
     MigrationReport,
+    Page,
+    QueueItem,
+    Reason,
+    ReviewedTicket,
+    ReviewIn,
+    ReviewView,
+    RevisionView,
     Taxonomy,
     TicketIn,
+    TicketSummary,
+    TicketView,
     has_text,
 )
 from agent.migration import MigrationError, MigrationPlan, choose, plan_migration
@@ -68,13 +77,11 @@ from agent.service import TriageService
 
 log = logging.getLogger(__name__)
 
-Reason = Literal["new_ticket", "new_message", "escalation", "human_review", "taxonomy_migration", "reclassify"]
 QUEUE_RANK = {Decision.NEEDS_REVIEW.value: 0, Decision.SUGGEST.value: 1, Decision.AUTO_APPLY.value: 2}
 MAX_PAGE = 200
 _RECLASSIFY_ATTEMPTS = 3
 _FOR_USER = " for user:"  # joins an agent actor to the key that asked: agent:<model> for user:<key name>
 _ACTOR_LENGTH = RevisionRow.__table__.c.actor.type.length
-T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- errors (each maps to one HTTP status)
@@ -103,142 +110,6 @@ class Invalid(LifecycleError):
 class StoreUnavailable(LifecycleError):
     status = 503
     code = "store_unavailable"
-
-
-# ---------------------------------------------------------------- what callers send
-
-
-class EscalationIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    tier: str | None = Field(default=None, description="Target tier; default: one above the current tier.")
-    note: str | None = Field(default=None, max_length=4000, description="Why; kept with the revision.")
-
-
-class DraftIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    text: str = Field(min_length=1, max_length=20_000)
-    citations: list[str] = Field(default_factory=list, max_length=50)
-
-
-class ReviewIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    action: Literal["accept", "edit", "reject"]
-    labels: dict[AxisName, str] | None = Field(default=None, description="edit only: the axes to set.")
-    comment: str | None = Field(default=None, max_length=4000)
-    revision: int | None = Field(
-        default=None,
-        description="The revision seq you reviewed; if the ticket moved on since, the review is refused (409); "
-        "a seq the ticket never had is refused with 422.",
-    )
-    draft: DraftIn | None = Field(
-        default=None, description="accept/edit: the answer as the lead sent it; kept with the reviewed revision."
-    )
-
-    @model_validator(mode="after")
-    def _labels_match_action(self) -> ReviewIn:
-        if self.action == "edit" and not self.labels:
-            raise ValueError("an edit needs labels, e.g. {\"service\": \"billing_payments\"}")
-        if self.action != "edit" and self.labels:
-            raise ValueError(f"{self.action} takes no labels; use action \"edit\" to change labels")
-        if self.action == "reject" and self.draft is not None:
-            raise ValueError("a reject takes no draft; send the answer with an accept or an edit")
-        return self
-
-
-# ---------------------------------------------------------------- what callers get
-
-
-class MigrationIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    commit: bool = Field(default=False, description="Write the revisions; false (default) is a dry run that writes nothing.")
-    previous: str | None = Field(
-        default=None, description="The served version to migrate from (`name@version`); default: the one `migration.from_version` names."
-    )
-    reviewed_sample: int = Field(default=200, ge=0, le=5000, description="Reviewed tickets re-classified to score the agent.")
-
-
-class MessageView(BaseModel):
-    seq: int
-    author: str
-    text: str
-    created_at: datetime
-
-
-class ReviewView(BaseModel):
-    action: str
-    reviewer: str
-    comment: str | None
-    labels: dict[str, str] | None
-    revision: int
-
-
-class RevisionView(BaseModel):
-    ticket_id: str
-    seq: int
-    reason: Reason
-    actor: str
-    started_at: datetime
-    created_at: datetime
-    supersedes: int | None
-    changed_axes: list[str]
-    labels: dict[str, str] | None
-    classification: Classification | None
-    suggestion: dict[str, AxisLabel] | None = Field(description="The agent's labels where a human's or the tier floor won.")
-    rejects: int | None = None
-    rejected_by: int | None = None
-    note: str | None = None
-    review: ReviewView | None = None
-    requested_by: str | None = Field(
-        default=None,
-        description="Who asked for it: `user:<key name>` (the key that created, messaged, escalated, re-classified or "
-        "reviewed), or `system:taxonomy-migration`; null for an agent revision written before this was recorded.",
-    )
-
-
-class TicketSummary(BaseModel):
-    id: str
-    external_id: str | None
-    subject: str
-    preview: str = Field(default="", description="The body's first 120 characters, whitespace collapsed: chat tickets have no subject.")
-    channel: str | None
-    created_at: datetime
-    updated_at: datetime
-    labels: dict[str, str] | None
-    decision: str | None
-    confidence: float | None
-    current_seq: int | None
-    revisions: int
-    in_queue: bool
-
-
-class TicketView(TicketSummary):
-    body: str
-    created_by: str
-    messages: list[MessageView]
-    current: RevisionView | None
-
-
-class QueueItem(TicketSummary):
-    current: RevisionView | None
-
-
-class ReviewedTicket(BaseModel):
-    """A ticket with the labels a lead confirmed or set, and the thread as the lead saw it: a labelled row for
-    `triage eval` (`--text subject,body --label service=service ...`)."""
-
-    id: str
-    subject: str
-    body: str = Field(description="The body and the thread's messages up to the review, blank-line separated.")
-    intake_channel: str | None
-    labels: dict[str, str]
-    action: str = Field(description="accept or edit")
-    reviewer: str
-    reviewed_at: datetime
-
-
-class Page(BaseModel, Generic[T]):
-    items: list[T]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
 
 
 # ---------------------------------------------------------------- the use cases

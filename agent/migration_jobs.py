@@ -19,8 +19,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from sqlalchemy import select, text
 
-from agent.contracts import MigrationReport, Taxonomy
-from agent.lifecycle import Conflict, Lifecycle, LifecycleError, MigrationIn, NotFound
+from agent.contracts import MigrationIn, MigrationReport, Taxonomy
+from agent.lifecycle import Conflict, Lifecycle, LifecycleError, NotFound
 from agent.records import MigrationJobRow, Records, as_utc, new_id, utcnow
 
 log = logging.getLogger(__name__)

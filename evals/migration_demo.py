@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="Before the CLI runs, serve the API and the review UI on the new version, press the Taxonomy "
                         "page's dry run in Debian's Chromium and save the page here (how docs/screenshots/taxonomy.png is made)")
     args = parser.parse_args(argv)
-    from agent.contracts import TicketIn
-    from agent.lifecycle import Lifecycle, ReviewIn
+    from agent.contracts import ReviewIn, TicketIn
+    from agent.lifecycle import Lifecycle
     from agent.records import Records
     from agent.service import running_service
     from agent.settings import Settings

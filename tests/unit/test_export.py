@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.contracts import ReviewedTicket
 from agent.export import side_of, write_reviewed
-from agent.lifecycle import ReviewedTicket
 from evals.datasets import load_rows
 
 

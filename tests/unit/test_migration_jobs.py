@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from agent.contracts import MigrationReport
-from agent.lifecycle import Conflict, Invalid, MigrationIn, NotFound
+from agent.contracts import MigrationIn, MigrationReport
+from agent.lifecycle import Conflict, Invalid, NotFound
 from agent.migration_jobs import STALE_AFTER, MigrationJobs
 from agent.records import Records
 
