@@ -210,6 +210,14 @@ def test_ids_shown_as_code_read_exactly_as_they_are(api: LiveApi, monkeypatch: p
     assert [w.value for w in at.warning] == ["There is no ticket `tk_no-such.ticket`."]
 
 
+
+def test_a_subject_of_only_spaces_reads_as_no_subject(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A subject of spaces is text to the API but shows nothing: the title read `**   **` as stray asterisks."""
+    with api.http("bot") as bot:
+        ticket = bot.post("/v1/tickets", json={"subject": "   ", "body": "My invoice shows the wrong amount.", "channel": "email"}).json()
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead")), "views/ticket.py", id=ticket["id"])
+    assert len(at.title) == 1 and texts(at).startswith("(no subject)\n")
+
 # ---------------------------------------------------------------- batch
 
 

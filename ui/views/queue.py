@@ -18,7 +18,7 @@ def queue_label(item: dict[str, Any], service_names: dict[str, str]) -> str:
     confidence = item.get("confidence")
     colour = "gray" if confidence is None else "red" if confidence < 0.5 else "orange" if confidence < 0.8 else "green"
     parts = [
-        f"**{escape_md((item.get('subject') or item.get('preview') or '(no subject)')[:80])}**",
+        f"**{escape_md(((item.get('subject') or '').strip() or item.get('preview') or '(no subject)')[:80])}**",
         DECISION_BADGE.get(item.get("decision") or "", escape_md(str(item.get("decision")))),
         escape_md(service_names.get(labels.get("service") or "", labels.get("service") or "–")),
         labels.get("tier") or "–",

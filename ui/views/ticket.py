@@ -243,7 +243,7 @@ if done := st.session_state.pop("review_done", None):
     st.toast(f"{done}: revision #{ticket.get('current_seq') or ticket.get('revisions')}", icon=":material/check_circle:")
     st.success(f"{done}. The ticket {'is still' if ticket.get('in_queue') else 'is no longer'} in the review queue.")
 
-st.title(escape_md(ticket.get("subject") or "(no subject)"))
+st.title(escape_md((ticket.get("subject") or "").strip() or "(no subject)"))
 st.caption(
     f"`{ticket['id']}`" + (f" · external {code_span(ticket['external_id'])}" if ticket.get("external_id") else "")
     + f" · channel {ticket.get('channel') or 'not given'} · created {ago(ticket.get('created_at'))} by {escape_md(ticket.get('created_by', ''))}"
