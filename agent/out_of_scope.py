@@ -88,8 +88,8 @@ class InScopeNet:
         return len(self.hidden_weights) == features and all(len(r) == width for r in self.hidden_weights) and len(self.output_weights) == width
 
 
-# networks averaged: one MLP's score moves by 1-2 points of recall with its seed, the mean of three does not
-# (evals/README.md, "Out of scope")
+# networks averaged: one network's recall at the shipped flag share moves by 2 points with its seed (0.624-0.645 over
+# seeds 0-4), the mean of three by 0.6 (evals/README.md, "Out of scope")
 MEMBERS = 3
 
 
