@@ -196,16 +196,27 @@ async def stats(
 
 @router.get("/v1/stats/queue")
 def queue_counts(
-    request: Request, who: Lead, service: str | None = None, channel: str | None = None, tier: str | None = None
+    request: Request,
+    who: Lead,
+    service: str | None = None,
+    channel: str | None = None,
+    tier: str | None = None,
+    created_after: Annotated[datetime | None, Query(description="Only tickets created at or after this time (ISO 8601; no zone = UTC).")] = None,
+    created_before: Annotated[datetime | None, Query(description="Only tickets created before this time (ISO 8601; no zone = UTC).")] = None,
 ) -> dict[str, int]:
     """Tickets per state: in the review queue (`needs_review`, `suggest`), settled by the agent (`auto_apply`),
-    settled by a lead (`reviewed`), and `total`; filtered on the current labels like the queue."""
+    settled by a lead (`reviewed`), and `total`; filtered on the current labels and the creation time like the
+    queue, so the counts above a filtered queue are its counts."""
     records: Records = request.app.state.records
     wanted = [
         column == value
         for column, value in ((TicketRow.current_service, service), (TicketRow.current_channel, channel), (TicketRow.current_tier, tier))
         if value is not None
     ]
+    if created_after is not None:
+        wanted.append(TicketRow.created_at >= as_utc(created_after))
+    if created_before is not None:
+        wanted.append(TicketRow.created_at < as_utc(created_before))
     reviewed = select(ReviewRow.id).where(ReviewRow.ticket_id == TicketRow.id).exists()
     with records.read() as session:
         rows = session.execute(

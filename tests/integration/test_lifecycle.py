@@ -206,6 +206,11 @@ def test_the_review_queue_filters_by_creation_time(api: Api) -> None:
     before = {i["id"] for i in api.get("/v1/review-queue", scope="lead", limit=200, created_before=cut.isoformat()).json()["items"]}
     assert after and before and not (after & before) and after | before == set(created)
     assert all(created[i] >= cut for i in after) and all(created[i] < cut for i in before)
+    counts_after = api.get("/v1/stats/queue", scope="lead", created_after=cut.isoformat()).json()
+    counts_before = api.get("/v1/stats/queue", scope="lead", created_before=cut.isoformat()).json()
+    assert counts_after["needs_review"] + counts_after["suggest"] == len(after)  # the counts above a filtered queue
+    assert counts_before["needs_review"] + counts_before["suggest"] == len(before)
+    assert api.get("/v1/stats/queue", scope="lead", created_before="2000-01-01T00:00:00").json()["total"] == 0
     vague_rows = [item for item in everything if not item["subject"]]
     assert vague_rows and all(item["preview"] in VAGUE for item in vague_rows)  # subject-less tickets show their body
     naive_past = api.get("/v1/review-queue", scope="lead", created_before="2000-01-01T00:00:00").json()

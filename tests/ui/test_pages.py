@@ -69,6 +69,7 @@ def test_queue_filters_by_decision_and_service(api: LiveApi, monkeypatch: pytest
     at.selectbox(key="q_age").set_value("older than 7 days").run()
     assert queue_ids(at) == []
     assert "No ticket in the queue matches these filters" in texts(at)
+    assert metric(at, "Needs review") == metric(at, "Suggested") == metric(at, "All tickets") == "0"  # counts filtered too
 
 
 # ---------------------------------------------------------------- ticket

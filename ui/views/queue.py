@@ -55,9 +55,10 @@ if st.session_state.get("q_state") != state_key:
     st.session_state["q_state"], st.session_state["q_cursors"] = state_key, [None]
 cursors: list[str | None] = st.session_state["q_cursors"]
 
+age = age_params(age_filter)
 with api_errors():
-    counts = client().queue_counts(**{k: v for k, v in filters.items() if k != "decision"})
-    page = client().review_queue(limit=settings().ui_page_size, cursor=cursors[-1], **filters, **age_params(age_filter))
+    counts = client().queue_counts(**{k: v for k, v in filters.items() if k != "decision"}, **age)
+    page = client().review_queue(limit=settings().ui_page_size, cursor=cursors[-1], **filters, **age)
 items = [item for item in page.items if within_age(item.get("created_at"), age_filter)]
 
 c = st.columns(5)
