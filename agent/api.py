@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
 from agent import __version__
-from agent.api_guards import BodyLimit, Credentials, install_error_handlers, needs
+from agent.api_guards import BodyLimit, CreatedAfter, CreatedBefore, Credentials, install_error_handlers, needs
 from agent.api_insights import router as insights_router
 from agent.auth import Principal, check_key_name, create_key, list_keys, revoke_key
 from agent.contracts import (
@@ -269,8 +269,8 @@ def create_app(
         service: str | None = None,
         tier: str | None = None,
         channel: str | None = None,
-        created_after: Annotated[datetime | None, Query(description="Only tickets created at or after this time (ISO 8601; no zone = UTC).")] = None,
-        created_before: Annotated[datetime | None, Query(description="Only tickets created before this time (ISO 8601; no zone = UTC).")] = None,
+        created_after: CreatedAfter = None,
+        created_before: CreatedBefore = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         cursor: str | None = None,
     ) -> Page[QueueItem]:

@@ -11,9 +11,10 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -32,6 +33,9 @@ log = logging.getLogger("agent.api")
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `triage keys create --scope bot --name NAME`.")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+# the creation-time filter of the review queue and of its counts
+CreatedAfter = Annotated[datetime | None, Query(description="Only tickets created at or after this time (ISO 8601; no zone = UTC).")]
+CreatedBefore = Annotated[datetime | None, Query(description="Only tickets created before this time (ISO 8601; no zone = UTC).")]
 
 
 def error(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:

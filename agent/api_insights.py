@@ -21,7 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from agent.api_guards import needs
+from agent.api_guards import CreatedAfter, CreatedBefore, needs
 from agent.auth import Principal
 from agent.insights import GroupBy, TicketFact, filter_facts, stats_report
 from agent.records import Records, ReviewRow, RevisionRow, TicketRow, as_utc
@@ -201,22 +201,14 @@ def queue_counts(
     service: str | None = None,
     channel: str | None = None,
     tier: str | None = None,
-    created_after: Annotated[datetime | None, Query(description="Only tickets created at or after this time (ISO 8601; no zone = UTC).")] = None,
-    created_before: Annotated[datetime | None, Query(description="Only tickets created before this time (ISO 8601; no zone = UTC).")] = None,
+    created_after: CreatedAfter = None,
+    created_before: CreatedBefore = None,
 ) -> dict[str, int]:
     """Tickets per state: in the review queue (`needs_review`, `suggest`), settled by the agent (`auto_apply`),
     settled by a lead (`reviewed`), and `total`; filtered on the current labels and the creation time like the
     queue, so the counts above a filtered queue are its counts."""
     records: Records = request.app.state.records
-    wanted = [
-        column == value
-        for column, value in ((TicketRow.current_service, service), (TicketRow.current_channel, channel), (TicketRow.current_tier, tier))
-        if value is not None
-    ]
-    if created_after is not None:
-        wanted.append(TicketRow.created_at >= as_utc(created_after))
-    if created_before is not None:
-        wanted.append(TicketRow.created_at < as_utc(created_before))
+    wanted = TicketRow.matching(service=service, tier=tier, channel=channel, created_after=created_after, created_before=created_before)
     reviewed = select(ReviewRow.id).where(ReviewRow.ticket_id == TicketRow.id).exists()
     with records.read() as session:
         rows = session.execute(

@@ -190,18 +190,11 @@ class TicketReader:
                 raise Invalid(str(exc)) from exc
         key = (TicketRow.queue_rank, TicketRow.current_confidence, TicketRow.id)
         query = select(TicketRow).where(TicketRow.in_queue.is_(True)).order_by(*key).limit(limit + 1)
-        for column, value in (
-            (TicketRow.current_decision, decision),
-            (TicketRow.current_service, service),
-            (TicketRow.current_tier, tier),
-            (TicketRow.current_channel, channel),
-        ):
-            if value is not None:
-                query = query.where(column == value)
-        if created_after is not None:
-            query = query.where(TicketRow.created_at >= as_utc(created_after))
-        if created_before is not None:
-            query = query.where(TicketRow.created_at < as_utc(created_before))
+        query = query.where(
+            *TicketRow.matching(service=service, tier=tier, channel=channel, created_after=created_after, created_before=created_before)
+        )
+        if decision is not None:
+            query = query.where(TicketRow.current_decision == decision)
         if cursor is not None:
             rank, confidence, after = _decode_cursor(cursor, 3)
             query = query.where(tuple_(*key) > tuple_(int(rank), float(confidence), str(after)))

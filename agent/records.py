@@ -39,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 from agent.settings import REPO_ROOT, Settings
 
@@ -133,6 +134,28 @@ class TicketRow(Base):
     queue_rank: Mapped[int] = mapped_column(Integer, default=9)
 
     __table_args__ = (Index("ix_tickets_queue", "in_queue", "queue_rank", "current_confidence", "id"),)
+
+    @staticmethod
+    def matching(
+        *,
+        service: str | None = None,
+        tier: str | None = None,
+        channel: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+    ) -> list[ColumnElement[bool]]:
+        """WHERE clauses on the current labels and the creation time (a naive time is UTC): the review queue and
+        its counts filter alike."""
+        clauses: list[ColumnElement[bool]] = [
+            column == value
+            for column, value in ((TicketRow.current_service, service), (TicketRow.current_tier, tier), (TicketRow.current_channel, channel))
+            if value is not None
+        ]
+        if created_after is not None:
+            clauses.append(TicketRow.created_at >= as_utc(created_after))
+        if created_before is not None:
+            clauses.append(TicketRow.created_at < as_utc(created_before))
+        return clauses
 
 
 class MessageRow(Base):
