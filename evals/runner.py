@@ -72,7 +72,7 @@ class EvalConfig:
     max_false_flag: float = 0.08  # out-of-scope budget on held-out in-scope train rows (measured: evals/README.md)
     oos_score: str = "learned"  # the in-scope score (agent/out_of_scope.py; measured: evals/README.md, "Out of scope")
 
-    def _spec(self, train_sha: str, embedder: str) -> dict[str, Any]:
+    def _spec(self, train_sha: str, embedder: str, taxonomy_sha: str | None = None) -> dict[str, Any]:
         return {
             "format": RUN_FORMAT,
             "train": train_sha,
@@ -88,16 +88,20 @@ class EvalConfig:
             "max_false_flag": self.max_false_flag,
             "oos_score": self.oos_score,
             **({"oos_fit": cal.oos_fit_spec()} if self.oos_label is not None else {}),
+            # the taxonomy file's content, not its path: its ids decide which train labels are learned
+            **({"taxonomy_sha": taxonomy_sha} if taxonomy_sha is not None else {}),
         }
 
-    def calibration_fingerprint(self, train_sha: str, embedder: str) -> str:
+    def calibration_fingerprint(self, train_sha: str, embedder: str, taxonomy_sha: str | None = None) -> str:
         """What the fitted calibration depends on (not the test file, the mode or the sample)."""
-        return _digest(self._spec(train_sha, embedder))
+        return _digest(self._spec(train_sha, embedder, taxonomy_sha))
 
-    def fingerprint(self, train_sha: str, test_sha: str, embedder: str, llm: dict[str, Any] | None = None) -> str:
+    def fingerprint(
+        self, train_sha: str, test_sha: str, embedder: str, llm: dict[str, Any] | None = None, taxonomy_sha: str | None = None
+    ) -> str:
         """`llm` (the endpoint, model and vote weights) counts in llm/hybrid mode only: a resumed run must not mix
         rows labelled by two models or weights, and a proposal run does not depend on them."""
-        spec = {**self._spec(train_sha, embedder), "test": test_sha, "mode": self.mode, "limit": self.limit}
+        spec = {**self._spec(train_sha, embedder, taxonomy_sha), "test": test_sha, "mode": self.mode, "limit": self.limit}
         if self.mode != "proposal" and llm:
             spec["llm"] = llm if self.mode == "hybrid" else {k: v for k, v in llm.items() if k != "vote_weight"}  # llm: weight 1
         return _digest(spec)
@@ -110,6 +114,22 @@ def llm_identity(settings: Settings) -> dict[str, Any]:
         "model": settings.llm_model,
         "vote_weight": {axis: vote_weight_for(axis, settings.llm_vote_weight) for axis in AXES},
     }
+
+
+def taxonomy_file(cfg: EvalConfig, settings: Settings) -> Path | None:
+    """The taxonomy file whose ids the data must use: --taxonomy PATH, else the one in force; None for `auto`
+    (the labels then come from the train file, already fingerprinted by its content)."""
+    if cfg.taxonomy == "auto":
+        return None
+    return Path(cfg.taxonomy) if cfg.taxonomy else settings.taxonomy_path
+
+
+def taxonomy_sha(cfg: EvalConfig, settings: Settings) -> str | None:
+    """The content of the taxonomy file in use, for the fingerprints: an edited taxonomy (a label added or
+    removed) changes which train labels are learned, so neither a cached calibration and head nor a run
+    directory made with the old one may be reused."""
+    path = taxonomy_file(cfg, settings)
+    return file_sha(path) if path is not None and path.is_file() else None
 
 
 def _digest(spec: dict[str, Any]) -> str:
@@ -304,7 +324,7 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
     if cfg.taxonomy == "auto":
         taxonomy, codec = derive_taxonomy(train_rows, axes, load_taxonomy(base_settings.taxonomy_path), cfg.train.name)
     else:
-        taxonomy = load_taxonomy(Path(cfg.taxonomy) if cfg.taxonomy else base_settings.taxonomy_path)
+        taxonomy = load_taxonomy(taxonomy_file(cfg, base_settings) or base_settings.taxonomy_path)
         codec = LabelCodec.for_ids({axis: taxonomy.axes[axis].ids for axis in axes})
     warn_unknown_labels(test_rows, codec, axes, cfg.oos_label, taxonomy.ref)
 
@@ -315,8 +335,9 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
     # resumability: DIR belongs to one configuration
     train_sha = file_sha(cfg.train)
     llm_id = llm_identity(base_settings)
-    fingerprint = cfg.fingerprint(train_sha, file_sha(cfg.test), embedder.name, llm_id)
-    cal_fingerprint = cfg.calibration_fingerprint(train_sha, embedder.name)
+    tax_sha = taxonomy_sha(cfg, base_settings)
+    fingerprint = cfg.fingerprint(train_sha, file_sha(cfg.test), embedder.name, llm_id, tax_sha)
+    cal_fingerprint = cfg.calibration_fingerprint(train_sha, embedder.name, tax_sha)
     run_file = out / "run.json"
     predictions_path = out / "predictions.jsonl"
     previous: dict[str, Any] = {}
@@ -479,7 +500,10 @@ def run_fingerprint(cfg: EvalConfig, settings: Settings) -> str:
     can clear a run directory left by other code or options before `run_eval` would refuse it."""
     train = in_scope(load_rows(cfg.train, cfg.text, cfg.labels), cfg.oos_label, list(cfg.labels))
     cfg = with_folds(cfg, len(train))
-    return cfg.fingerprint(file_sha(cfg.train), file_sha(cfg.test), embedding_model_name(settings, [r.text for r in train]), llm_identity(settings))
+    return cfg.fingerprint(
+        file_sha(cfg.train), file_sha(cfg.test), embedding_model_name(settings, [r.text for r in train]), llm_identity(settings),
+        taxonomy_sha(cfg, settings),
+    )
 
 
 def read_cached_calibration(path: Path) -> cal.FittedCalibration | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -250,3 +251,27 @@ def test_an_llm_run_resumes_only_with_the_same_model_and_vote_weights() -> None:
     assert fingerprint("hybrid") != fingerprint("hybrid", llm_base_url="http://gpu-host:8000/v1")
     assert fingerprint("llm") == fingerprint("llm", llm_vote_weight=0.5)  # the LLM alone: its weight is always 1
     assert fingerprint("llm") != fingerprint("llm", llm_model="qwen2.5:7b")
+
+
+def test_an_edited_taxonomy_file_is_a_new_run_and_a_new_calibration(tmp_path: Path) -> None:
+    """The cached calibration and head, and a run directory, were keyed by the taxonomy's path only: after adding a
+    label to the file, a new --out reused a head that never learned it, and the old --out resumed silently."""
+    import shutil
+
+    from agent.settings import REPO_ROOT, Settings
+    from evals.runner import EvalConfig, run_fingerprint, taxonomy_sha
+
+    data = tmp_path / "d.csv"
+    data.write_text("text,y\nmy card never arrived,technical_support\nrefund the double charge,billing_payments\n", encoding="utf-8")
+    taxonomy = tmp_path / "taxonomy.yaml"
+    shutil.copy(REPO_ROOT / "knowledge_base" / "taxonomies" / "default.yaml", taxonomy)
+    cfg = EvalConfig(train=data, test=data, text=["text"], labels={"service": "y"}, out=tmp_path / "o", taxonomy=str(taxonomy))
+    settings = Settings(taxonomy_path=taxonomy)
+    before = (run_fingerprint(cfg, settings), cfg.calibration_fingerprint("t", "e", taxonomy_sha(cfg, settings)))
+    taxonomy.write_text(taxonomy.read_text(encoding="utf-8").replace("name: default", "name: edited", 1), encoding="utf-8")
+    after = (run_fingerprint(cfg, settings), cfg.calibration_fingerprint("t", "e", taxonomy_sha(cfg, settings)))
+    assert before[0] != after[0] and before[1] != after[1]
+    in_force = EvalConfig(**{**cfg.__dict__, "taxonomy": None})  # no --taxonomy: the file in force counts the same way
+    assert taxonomy_sha(in_force, settings) == taxonomy_sha(cfg, settings) is not None
+    auto = EvalConfig(**{**cfg.__dict__, "taxonomy": "auto"})  # auto: the labels come from train alone
+    assert taxonomy_sha(auto, settings) is None
