@@ -60,6 +60,12 @@ def eval_command(
     except (DatasetError, EvalError, TaxonomyError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
+    except OSError as exc:
+        if not exc.filename:
+            raise
+        # a disk that filled up or a path that became unwritable mid-run: finished rows are in predictions.jsonl
+        typer.secho(f"error: cannot write or read {exc.filename}: {exc.strerror or exc}; fix that and run the same command again to resume", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
     typer.echo(json.dumps(metrics, indent=2))
     if not quiet:
         typer.secho(f"report: {out / 'report.md'}", bold=True, err=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 import shutil
 import sqlite3
@@ -300,9 +301,11 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         raise EvalError("--target-precision must be between 0 and 1, e.g. 0.9")
     if cfg.limit is not None and cfg.limit < 1:
         raise EvalError("--limit must be a positive number of test rows")
+    check_writable(cfg.out, "--out", directory=True)
+    if cfg.calibration is not None:
+        check_writable(cfg.calibration, "--calibration", directory=False)
     started = time.perf_counter()
     out = cfg.out
-    out.mkdir(parents=True, exist_ok=True)
     base_settings = base_settings or Settings()
     axes = list(cfg.labels)
 
@@ -319,6 +322,10 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
     if not train_rows:
         raise EvalError("no train rows left (all are out of scope or lack text)")
     cfg = with_folds(cfg, len(train_rows))
+    try:  # only now: a run refused for its inputs leaves no empty directory behind
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EvalError(f"cannot create --out {out}: {exc.strerror or exc}; give a directory you can write to") from None
 
     # taxonomy and label ids
     if cfg.taxonomy == "auto":
@@ -456,6 +463,22 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         "llm": llm_id if cfg.mode != "proposal" else None,
     }
     return write_outputs(out, records, axes=axes, codec=codec, fitted=fitted, cfg=cfg, context=context)
+
+
+def check_writable(path: Path, flag: str, *, directory: bool) -> None:
+    """Refuse an output path that cannot be written before any work is done (the calibration alone takes minutes on a
+    large train file): a file where a directory is wanted or the reverse, a parent that is a file, no write access."""
+    if directory and path.exists() and not path.is_dir():
+        raise EvalError(f"{flag} {path} is a file; give a directory: a new one, or a run directory to resume")
+    if not directory and path.is_dir():
+        raise EvalError(f"{flag} {path} is a directory; give a file path, e.g. {path / 'calibration.json'}")
+    parent = path if directory and path.is_dir() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise EvalError(f"{flag} {path}: {parent} is a file, not a directory; give another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise EvalError(f"{flag} {path}: {parent} is not writable; give a path you can write to")
 
 
 def warn_empty_labels(test_rows: Sequence[EvalRow], axes: Sequence[str]) -> None:

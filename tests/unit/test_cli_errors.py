@@ -128,3 +128,21 @@ def test_serve_refuses_a_taxonomy_that_strands_stored_tickets_in_one_line(
     result = runner.invoke(app, ["serve", "--no-ui"], env={**env, "TRIAGE_TAXONOMY_PATH": str(taxonomy)})
     assert_error(result, "lacks labels that 2 stored tickets use", "'network'")
     assert "API on" not in result.output
+
+
+@pytest.fixture
+def eval_files(tmp_path: Path) -> list[str]:
+    data = tmp_path / "d.csv"
+    data.write_text("text,y\nmy card never arrived,a\nrefund the double charge,b\n", encoding="utf-8")
+    return ["eval", "--train", str(data), "--test", str(data), "--text", "text", "--label", "service=y", "--taxonomy", "auto", "--quiet"]
+
+
+def test_eval_refuses_an_output_path_it_cannot_write_before_any_work(runner: CliRunner, env: dict[str, str], eval_files: list[str], tmp_path: Path) -> None:
+    """--out naming a file, or --calibration naming a directory, crashed with a traceback (the latter only after the
+    whole calibration was fitted)."""
+    a_file = tmp_path / "d.csv"
+    assert_error(runner.invoke(app, [*eval_files, "--out", str(a_file)], env=env), "--out", "is a file; give a directory")
+    assert_error(runner.invoke(app, [*eval_files, "--out", str(a_file / "sub")], env=env), "--out", "is a file, not a directory")
+    result = runner.invoke(app, [*eval_files, "--out", str(tmp_path / "o"), "--calibration", str(tmp_path)], env=env)
+    assert_error(result, "--calibration", "is a directory; give a file path")
+    assert not (tmp_path / "o").exists()  # refused before anything was written
