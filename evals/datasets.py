@@ -195,10 +195,16 @@ def load_rows(
     """Rows with their joined text and raw labels; rows without any text are skipped (their ids, `row-N` where
     the file has no id column, are appended to `skipped` so the report can name them)."""
     columns, table = read_table(path)
-    missing = [c for c in [*text_columns, *label_columns.values()] if c not in columns]
+    if not columns:
+        raise DatasetError(f"{path} has no records; give a file with a header row (CSV) or one JSON object per line (JSONL)")
+    wanted = [*text_columns, *label_columns.values()]
+    found = {c: resolve_column(c, columns, path) for c in wanted}
+    missing = [c for c in wanted if found[c] is None]
     if missing:
         raise DatasetError(f"{path} lacks column(s) {missing}; it has {columns}{_separator_hint(columns)}")
-    id_column = next((c for c in ID_COLUMNS if c in columns), None)
+    text_columns = [found[c] or c for c in text_columns]
+    label_columns = {axis: found[c] or c for axis, c in label_columns.items()}
+    id_column = next((c for c in (resolve_column(i, columns, path) for i in ID_COLUMNS) if c), None)
     rows: list[EvalRow] = []
     seen: Counter[str] = Counter()
     for i, raw in enumerate(table):
@@ -216,6 +222,17 @@ def load_rows(
     if not rows:
         raise DatasetError(f"{path} has no row with text in column(s) {list(text_columns)}")
     return rows
+
+
+def resolve_column(name: str, columns: Sequence[str], path: Path) -> str | None:
+    """The file's column for a name given on the command line: the exact name, else the one column that equals it
+    ignoring case and surrounding spaces (spreadsheets export ' Text ' or 'Queue'); None if there is none."""
+    if name in columns:
+        return name
+    matches = [c for c in columns if c.strip().casefold() == name.strip().casefold()]
+    if len(matches) > 1:
+        raise DatasetError(f"{path}: column {name!r} matches several columns {matches} apart from case and spaces; rename one")
+    return matches[0] if matches else None
 
 
 # ---------------------------------------------------------------- label ids

@@ -119,3 +119,23 @@ def test_unknown_and_empty_test_labels_are_counted_and_warned(tmp_path: Path, ca
     assert "check that --label service=COLUMN names the label column and that --taxonomy" in messages[0]
     assert messages[1].startswith("1 test row(s) have an empty service label and are not scored on service (row-4)")
     assert messages[2].startswith("1 test row(s) have an empty tier label and are not scored on tier (row-3)")
+
+
+def test_columns_match_apart_from_case_and_surrounding_spaces(tmp_path: Path) -> None:
+    """A spreadsheet header ' Text ,Queue,ID' was refused as lacking columns text and queue."""
+    path = tmp_path / "t.csv"
+    path.write_text(' Text ,Queue,ID\nhello there,Billing,t-1\n', encoding="utf-8")
+    rows = load_rows(path, ["text"], {"service": "queue"})
+    assert [(r.id, r.text, r.labels["service"]) for r in rows] == [("t-1", "hello there", "Billing")]
+    twice = tmp_path / "twice.csv"
+    twice.write_text("text,Text,queue\na,b,c\n", encoding="utf-8")
+    assert load_rows(twice, ["Text"], {"service": "queue"})[0].text == "b"  # an exact name wins
+    with pytest.raises(DatasetError, match=r"column 'TEXT' matches several columns \['text', 'Text'\]"):
+        load_rows(twice, ["TEXT"], {"service": "queue"})
+
+
+def test_a_file_with_no_records_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="has no records"):
+        load_rows(path, ["text"], {"service": "queue"})
