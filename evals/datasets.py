@@ -95,7 +95,7 @@ def _read_csv(path: Path, delimiter: str) -> tuple[list[str], list[dict[str, str
 
 
 def _csv_records(path: Path, lines: Iterable[str], delimiter: str) -> Iterable[tuple[int, list[str]]]:
-    """(first line, fields) of each non-blank record. Strict parsing: a quote that is never closed, or text
+    """(first line, fields) of each non-blank record (blank: empty or only spaces). Strict parsing: a quote that is never closed, or text
     right after a closing quote, is an error at the line where its record starts (a quoted field may span lines)."""
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
     start = 1
@@ -111,7 +111,7 @@ def _csv_records(path: Path, lines: Iterable[str], delimiter: str) -> Iterable[t
                 else f"text follows a closing quote ({exc})"
             )
             raise DatasetError(f'{path}:{start}: {what}; quote a field as a whole and double the quotes inside it, e.g. "say ""hi"""') from None
-        if fields:
+        if fields and not (len(fields) == 1 and not fields[0].strip()):  # a line of spaces is a blank line too
             yield start, fields
         start = reader.line_num + 1
 

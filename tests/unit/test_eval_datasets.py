@@ -96,10 +96,12 @@ def test_a_row_with_too_many_or_too_few_fields_is_read_and_named_in_a_warning(tm
     assert "line 4: 5 fields; line 5: 2 fields" in caplog.text
 
 
-def test_blank_lines_and_a_bom_are_not_rows(tmp_path: Path) -> None:
+def test_blank_lines_and_a_bom_are_not_rows(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "t.csv"
-    path.write_text('\ufeffid,text,label\r\n\r\n1,"a\r\n\r\nb",x\r\n\r\n2,c,y\r\n', encoding="utf-8")
-    rows = load_rows(path, ["text"], {"service": "label"})
+    path.write_text('\ufeffid,text,label\r\n\r\n1,"a\r\n\r\nb",x\r\n\r\n2,c,y\r\n  \r\n\t\r\n', encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        rows = load_rows(path, ["text"], {"service": "label"})
+    assert "fields" not in caplog.text  # trailing lines of spaces were named as rows with too few fields
     assert [(r.id, r.text, r.labels["service"]) for r in rows] == [("1", "a\r\n\r\nb", "x"), ("2", "c", "y")]
 
 
