@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import re
 import sys
 import unicodedata
@@ -125,10 +126,18 @@ def _separator_hint(columns: Sequence[str]) -> str:
 
 
 def _stringify(value: object) -> str:
+    """A JSON value as a cell. Numbers as the label they name: 2.0 is 2 (a float column written by pandas must match
+    the ints of another file), NaN is an empty cell; booleans as JSON spells them."""
     if value is None:
         return ""
     if isinstance(value, str):
         return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        return str(int(value)) if value.is_integer() else repr(value)
     if isinstance(value, list | tuple):
         return "; ".join(_stringify(v) for v in value)
     return json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else str(value)

@@ -31,6 +31,15 @@ def test_jsonl_ids_from_row_numbers_and_non_string_values(tmp_path: Path) -> Non
     assert [(r.id, r.text, r.labels["tier"]) for r in rows] == [("row-1", "a", "3"), ("row-2", "b", "")]
 
 
+def test_jsonl_numbers_and_booleans_read_as_the_labels_they_name(tmp_path: Path) -> None:
+    """A tier written 2.0 (a pandas float column) did not match 2 in the other file, NaN became a label 'nan' and
+    true became 'True'."""
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"text": "a", "y": 2.0, "b": true}\n{"text": "b", "y": NaN, "b": false}\n{"text": "c", "y": 0.5, "b": 1}\n', encoding="utf-8")
+    rows = load_rows(path, ["text"], {"tier": "y", "channel": "b"})
+    assert [(r.labels["tier"], r.labels["channel"]) for r in rows] == [("2", "true"), ("", "false"), ("0.5", "1")]
+
+
 def test_rows_without_text_are_skipped_and_named(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     path.write_text('{"text": "a", "label": "x"}\n{"text": null, "label": 3}\n{"text": "  ", "label": "y"}\n', encoding="utf-8")
