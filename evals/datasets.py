@@ -310,11 +310,21 @@ class LabelCodec:
         return {axis: dict(table) for axis, table in self._to_id.items()}
 
 
+def is_oos(value: str, oos_label: str | None) -> bool:
+    """Whether a raw label is the `--oos-label` value; apart from case and spaces, as in-scope labels are matched
+    (`--oos-label oos` on a file that says 'OOS' scored every out-of-scope row as an unknown in-scope label)."""
+    return oos_label is not None and bool(value) and value.strip().casefold() == oos_label.strip().casefold()
+
+
+def is_oos_row(row: EvalRow, oos_label: str | None, axes: Sequence[str]) -> bool:
+    return any(is_oos(row.labels.get(a, ""), oos_label) for a in axes)
+
+
 def unknown_labels(rows: Sequence[EvalRow], codec: LabelCodec, axes: Sequence[str], oos_label: str | None = None) -> dict[str, tuple[Counter[str], int]]:
     """Per axis: the raw gold values the codec cannot encode (value -> rows) and how many rows have a gold value
     at all (empty cells and `--oos-label` rows are not scored, so they count in neither)."""
     out: dict[str, tuple[Counter[str], int]] = {}
     for axis in axes:
-        given = [r.labels.get(axis, "") for r in rows if r.labels.get(axis) and r.labels.get(axis) != oos_label]
+        given = [r.labels.get(axis, "") for r in rows if r.labels.get(axis) and not is_oos(r.labels[axis], oos_label)]
         out[axis] = (Counter(v for v in given if codec.encode(axis, v) is None), len(given))
     return out

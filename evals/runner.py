@@ -45,7 +45,7 @@ from agent.settings import Settings, vote_weight_for
 from agent.store import TICKETS
 from agent.taxonomy import load_taxonomy
 from evals import calibration as cal
-from evals.datasets import DatasetError, EvalRow, LabelCodec, load_rows, unknown_labels
+from evals.datasets import DatasetError, EvalRow, LabelCodec, is_oos_row, load_rows, unknown_labels
 
 log = logging.getLogger(__name__)
 
@@ -316,6 +316,8 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         if ids:
             log.warning("%d %s row(s) without text left out (%s); they are named in report.md", len(ids), side, ", ".join(ids[:5]))
     warn_empty_labels(test_rows, axes)
+    if cfg.oos_label is not None and not any(is_oos_row(r, cfg.oos_label, axes) for r in test_rows):
+        log.warning("no test row is labelled %r (--oos-label) on a scored axis: oos.recall is 0 over no rows; check the value", cfg.oos_label)
     kept = in_scope(train_rows, cfg.oos_label, axes)
     dropped_oos = len(train_rows) - len(kept)
     train_rows = kept
@@ -509,7 +511,7 @@ def in_scope(rows: list[EvalRow], oos_label: str | None, axes: Sequence[str]) ->
     """Train rows the agent may learn from: those labelled `--oos-label` on any scored axis are dropped."""
     if oos_label is None:
         return rows
-    return [r for r in rows if all(r.labels.get(a) != oos_label for a in axes)]
+    return [r for r in rows if not is_oos_row(r, oos_label, axes)]
 
 
 def with_folds(cfg: EvalConfig, n_train: int) -> EvalConfig:
@@ -649,7 +651,7 @@ def embed_ahead(embedder: CachedEmbedder, rows: Sequence[EvalRow], settings: Set
 
 
 def classify_row(service: TriageService, row: EvalRow, codec: LabelCodec, axes: list[str], oos_label: str | None) -> dict[str, Any]:
-    gold_oos = oos_label is not None and any(row.labels.get(a) == oos_label for a in axes)
+    gold_oos = is_oos_row(row, oos_label, axes)
     record: dict[str, Any] = {
         "id": row.id,
         "gold": {a: row.labels.get(a, "") for a in axes},

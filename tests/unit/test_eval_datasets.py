@@ -10,7 +10,7 @@ import pytest
 
 from agent.settings import REPO_ROOT
 from agent.taxonomy import load_taxonomy
-from evals.datasets import DatasetError, LabelCodec, load_rows, unknown_labels
+from evals.datasets import DatasetError, LabelCodec, is_oos_row, load_rows, unknown_labels
 from evals.runner import derive_taxonomy, warn_empty_labels, warn_unknown_labels
 
 
@@ -150,3 +150,15 @@ def test_a_file_with_no_records_says_so(tmp_path: Path) -> None:
     path.write_text("\n\n", encoding="utf-8")
     with pytest.raises(DatasetError, match="has no records"):
         load_rows(path, ["text"], {"service": "queue"})
+
+
+def test_the_oos_label_matches_apart_from_case_and_spaces(tmp_path: Path) -> None:
+    """--oos-label oos on rows labelled 'OOS' dropped none from train and scored them in test as unknown in-scope labels."""
+    from evals.runner import in_scope
+
+    path = tmp_path / "t.csv"
+    path.write_text("text,y\na,OOS\nb, oos \nc,billing\nd,\n", encoding="utf-8")
+    rows = load_rows(path, ["text"], {"service": "y"})
+    assert [r.text for r in in_scope(rows, "oos", ["service"])] == ["c", "d"]
+    assert [is_oos_row(r, "oos", ["service"]) for r in rows] == [True, True, False, False]
+    assert unknown_labels(rows, LabelCodec.for_ids({"service": ["billing"]}), ["service"], oos_label="oos")["service"] == (Counter(), 1)
