@@ -185,13 +185,17 @@ def parse_label_specs(specs: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for spec in specs:
         axis, sep, column = spec.partition("=")
-        axis, column = axis.strip(), column.strip()
+        axis, column = axis.strip().lower(), column.strip()
         if not sep or not axis or not column:
             raise DatasetError(f"--label {spec!r} must look like AXIS=COLUMN, e.g. --label service=queue")
         if axis not in AXES:
-            raise DatasetError(f"--label {spec!r}: axis must be one of {list(AXES)}")
+            # the agent labels three fixed axes; an intent, category or queue column is scored as one of them
+            raise DatasetError(
+                f"--label {spec!r}: {axis!r} is not one of the agent's axes {', '.join(AXES)}; score the column on the axis "
+                f"whose labels it holds, e.g. --label service={column} for intents, categories or queues"
+            )
         if axis in out:
-            raise DatasetError(f"--label: axis {axis!r} is given twice")
+            raise DatasetError(f"--label: axis {axis!r} is given twice ({axis}={out[axis]}, {axis}={column}); give one column per axis")
         out[axis] = column
     if not out:
         raise DatasetError("give at least one --label AXIS=COLUMN, e.g. --label service=category")

@@ -123,6 +123,15 @@ def test_parse_label_specs() -> None:
     assert parse_label_specs(["service=queue", "tier=tier"]) == {"service": "queue", "tier": "tier"}
     with pytest.raises(ValueError):
         parse_label_specs(["colour=queue"])
+    assert parse_label_specs([" Service =queue"]) == {"service": "queue"}  # the axis apart from case and spaces
+
+
+def test_a_label_spec_with_an_axis_the_agent_lacks_says_which_axis_to_use() -> None:
+    """--label intent=category only said 'axis must be one of [...]', not how to score an intent column."""
+    with pytest.raises(ValueError, match=r"'intent' is not one of the agent's axes service, channel, tier; .* --label service=category"):
+        parse_label_specs(["intent=category"])
+    with pytest.raises(ValueError, match=r"axis 'service' is given twice \(service=queue, service=topic\)"):
+        parse_label_specs(["service=queue", "service=topic"])
     with pytest.raises(ValueError):
         parse_label_specs(["service"])
 
