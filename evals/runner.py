@@ -298,7 +298,9 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
     if cfg.mode not in MODES:
         raise EvalError(f"--mode must be one of {MODES}, not {cfg.mode!r}")
     if not 0.0 < cfg.target_precision < 1.0:
-        raise EvalError("--target-precision must be between 0 and 1, e.g. 0.9")
+        raise EvalError(f"--target-precision must be above 0 and below 1, e.g. 0.9 (got {cfg.target_precision:g})")
+    if cfg.taxonomy not in (None, "auto") and not Path(cfg.taxonomy).exists():
+        raise EvalError(f"--taxonomy {cfg.taxonomy} does not exist; give a taxonomy YAML file, or --taxonomy auto to take the labels from --train")
     if cfg.limit is not None and cfg.limit < 1:
         raise EvalError("--limit must be a positive number of test rows")
     check_writable(cfg.out, "--out", directory=True)
@@ -324,10 +326,6 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
     if not train_rows:
         raise EvalError("no train rows left (all are out of scope or lack text)")
     cfg = with_folds(cfg, len(train_rows))
-    try:  # only now: a run refused for its inputs leaves no empty directory behind
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EvalError(f"cannot create --out {out}: {exc.strerror or exc}; give a directory you can write to") from None
 
     # taxonomy and label ids
     if cfg.taxonomy == "auto":
@@ -336,6 +334,16 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         taxonomy = load_taxonomy(taxonomy_file(cfg, base_settings) or base_settings.taxonomy_path)
         codec = LabelCodec.for_ids({axis: taxonomy.axes[axis].ids for axis in axes})
     warn_unknown_labels(test_rows, codec, axes, cfg.oos_label, taxonomy.ref)
+
+    # train as the agent stores it (checked before run.json claims DIR)
+    train_texts = [normalized(r.text) for r in train_rows]
+    train_labels = {axis: [codec.encode(axis, r.labels.get(axis, "")) for r in train_rows] for axis in axes}
+    usable = [i for i in range(len(train_rows)) if any(train_labels[a][i] for a in axes)]
+    train_texts = [train_texts[i] for i in usable]
+    train_labels = {a: [ys[i] for i in usable] for a, ys in train_labels.items()}
+    train_ids = [f"train:{train_rows[i].id}" for i in usable]
+    if cfg.mode != "llm" and len(train_texts) < 4:
+        raise EvalError(too_few_train_rows(train_rows, codec, axes, len(train_texts), taxonomy.ref))
 
     # the embedder: `auto` chooses by the train file's language mix (agent.embeddings.choose_packaged_model)
     cache_dir = cfg.cache_dir or base_settings.data_dir / "cache"
@@ -347,12 +355,19 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
     tax_sha = taxonomy_sha(cfg, base_settings)
     fingerprint = cfg.fingerprint(train_sha, file_sha(cfg.test), embedder.name, llm_id, tax_sha)
     cal_fingerprint = cfg.calibration_fingerprint(train_sha, embedder.name, tax_sha)
+    try:  # only now: a run refused for its inputs leaves no empty directory behind
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EvalError(f"cannot create --out {out}: {exc.strerror or exc}; give a directory you can write to") from None
     run_file = out / "run.json"
     predictions_path = out / "predictions.jsonl"
     previous: dict[str, Any] = {}
     if run_file.is_file():
-        previous = json.loads(run_file.read_text(encoding="utf-8"))
-        if previous.get("fingerprint") != fingerprint:
+        try:
+            previous = json.loads(run_file.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            previous = {}
+        if not isinstance(previous, dict) or previous.get("fingerprint") != fingerprint:
             raise EvalError(
                 f"{out} holds a run with other inputs or options (run.json); pass a new --out, or delete {out} to start over"
             )
@@ -373,15 +388,6 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         }
     )
 
-    # train as the agent stores it
-    train_texts = [normalized(r.text) for r in train_rows]
-    train_labels = {axis: [codec.encode(axis, r.labels.get(axis, "")) for r in train_rows] for axis in axes}
-    usable = [i for i in range(len(train_rows)) if any(train_labels[a][i] for a in axes)]
-    train_texts = [train_texts[i] for i in usable]
-    train_labels = {a: [ys[i] for i in usable] for a, ys in train_labels.items()}
-    train_ids = [f"train:{train_rows[i].id}" for i in usable]
-    if cfg.mode != "llm" and len(train_texts) < 4:
-        raise EvalError("fewer than 4 usable train rows: the proposal needs labelled train tickets")
     timings: dict[str, float] = {}
 
     # 2. calibration (cross-validated on train)
@@ -481,6 +487,21 @@ def check_writable(path: Path, flag: str, *, directory: bool) -> None:
         raise EvalError(f"{flag} {path}: {parent} is a file, not a directory; give another path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise EvalError(f"{flag} {path}: {parent} is not writable; give a path you can write to")
+
+
+def too_few_train_rows(train_rows: Sequence[EvalRow], codec: LabelCodec, axes: Sequence[str], usable: int, taxonomy_ref: str) -> str:
+    """Why the proposal has nothing to learn from: nearly always train labels that the taxonomy lacks (a taxonomy
+    file or the one in force, where `--taxonomy auto` was meant), which the bare count did not say."""
+    unknown: Counter[str] = Counter()
+    for values, _ in unknown_labels(train_rows, codec, axes).values():
+        unknown.update(values)
+    if not unknown:
+        return f"only {usable} train row(s) have a label on the scored axes; the proposal needs at least 4 labelled train rows"
+    shown = ", ".join(repr(v) for v, _ in unknown.most_common(3))
+    return (
+        f"only {usable} train row(s) have a label in taxonomy {taxonomy_ref}; {sum(unknown.values())} have labels it lacks ({shown}); "
+        "pass --taxonomy auto to learn the train file's labels, or the taxonomy they come from"
+    )
 
 
 def warn_empty_labels(test_rows: Sequence[EvalRow], axes: Sequence[str]) -> None:

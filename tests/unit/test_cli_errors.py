@@ -146,3 +146,23 @@ def test_eval_refuses_an_output_path_it_cannot_write_before_any_work(runner: Cli
     result = runner.invoke(app, [*eval_files, "--out", str(tmp_path / "o"), "--calibration", str(tmp_path)], env=env)
     assert_error(result, "--calibration", "is a directory; give a file path")
     assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+def test_eval_says_how_to_fix_a_taxonomy_or_target_it_cannot_use(runner: CliRunner, env: dict[str, str], eval_files: list[str], tmp_path: Path) -> None:
+    """A missing --taxonomy file was blamed on TRIAGE_TAXONOMY_PATH, --target-precision 1 was 'not between 0 and 1'."""
+    out = ["--out", str(tmp_path / "o")]
+    no_auto = [a for a in eval_files if a not in ("--taxonomy", "auto")]
+    result = runner.invoke(app, [*no_auto, *out, "--taxonomy", str(tmp_path / "nope.yaml")], env=env)
+    assert_error(result, "--taxonomy", "nope.yaml does not exist", "--taxonomy auto")
+    assert_error(runner.invoke(app, [*eval_files, *out, "--target-precision", "1"], env=env), "above 0 and below 1", "(got 1)")
+
+
+def test_too_few_train_rows_in_the_taxonomy_says_to_use_the_auto_taxonomy() -> None:
+    """Train labels the taxonomy in force lacks left 'fewer than 4 usable train rows' and nothing about why."""
+    from evals.datasets import EvalRow, LabelCodec
+    from evals.runner import too_few_train_rows
+
+    rows = [EvalRow(id=str(i), text="t", labels={"service": "exchange_rate"}) for i in range(9)]
+    message = too_few_train_rows(rows, LabelCodec.for_ids({"service": ["billing_payments"]}), ["service"], 0, "default@1")
+    assert message.startswith("only 0 train row(s) have a label in taxonomy default@1; 9 have labels it lacks ('exchange_rate')")
+    assert "--taxonomy auto" in message
