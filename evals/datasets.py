@@ -144,30 +144,42 @@ def _stringify(value: object) -> str:
 
 
 def _read_jsonl(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """One JSON object per line (or one JSON array of objects). Lines are split at \\n only: a writer that keeps
+    non-ASCII as is (ensure_ascii=False) leaves U+2028, U+0085 or U+001C raw inside strings, where str.splitlines
+    would cut a record in two."""
     rows: list[dict[str, str]] = []
     columns: dict[str, None] = {}
     text = path.read_text(encoding="utf-8-sig")
     stripped = text.lstrip()
+    items: list[tuple[str, object]] = []  # (where, value)
     if stripped.startswith("["):  # a JSON array of objects is accepted too
         try:
-            items = json.loads(stripped)
+            items = [(f"record {i}", item) for i, item in enumerate(json.loads(stripped), 1)]
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path} is not valid JSON: {exc}") from exc
     else:
-        items = []
-        for line_no, line in enumerate(text.splitlines(), 1):
+        for line_no, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
             try:
-                items.append(json.loads(line))
+                items.append((f"line {line_no}", json.loads(line)))
             except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}:{line_no} is not valid JSON: {exc}") from exc
-    for i, item in enumerate(items):
+                raise DatasetError(f"{path}:{line_no} is not valid JSON: {exc}{_one_document_hint(text)}") from exc
+    for where, item in items:
         if not isinstance(item, dict):
-            raise DatasetError(f"{path}: record {i + 1} is not a JSON object")
+            raise DatasetError(f"{path}: {where} is not a JSON object; give one object per line, e.g. {{\"text\": \"...\", \"label\": \"...\"}}")
         rows.append({str(k): _stringify(v) for k, v in item.items()})
         columns.update(dict.fromkeys(item))
     return list(columns), rows
+
+
+def _one_document_hint(text: str) -> str:
+    """Where the whole file is one JSON document spread over lines (a pretty-printed object): say what to give."""
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return ""
+    return " (the file is one JSON document over several lines; give one object per line (JSONL) or an array of objects)"
 
 
 # ---------------------------------------------------------------- specs

@@ -162,3 +162,26 @@ def test_the_oos_label_matches_apart_from_case_and_spaces(tmp_path: Path) -> Non
     assert [r.text for r in in_scope(rows, "oos", ["service"])] == ["c", "d"]
     assert [is_oos_row(r, "oos", ["service"]) for r in rows] == [True, True, False, False]
     assert unknown_labels(rows, LabelCodec.for_ids({"service": ["billing"]}), ["service"], oos_label="oos")["service"] == (Counter(), 1)
+
+
+def test_jsonl_keeps_unicode_line_separators_inside_strings(tmp_path: Path) -> None:
+    """json.dumps(ensure_ascii=False) leaves U+2028, U+0085 and U+001C raw in strings; the file was refused as
+    'line 1 is not valid JSON' because str.splitlines cut the record there."""
+    import json
+
+    path = tmp_path / "t.jsonl"
+    rows_in = [{"text": "first\u2028second \x85 third \x1c end", "y": "a"}, {"text": "ok", "y": "b"}]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in rows_in), encoding="utf-8")
+    rows = load_rows(path, ["text"], {"service": "y"})
+    assert [(r.text, r.labels["service"]) for r in rows] == [("first\u2028second \x85 third \x1c end", "a"), ("ok", "b")]
+
+
+def test_jsonl_errors_name_the_line_and_what_to_give(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"text": "a", "y": 1}\n\n42\n', encoding="utf-8")
+    with pytest.raises(DatasetError, match="line 3 is not a JSON object; give one object per line"):
+        load_rows(path, ["text"], {"service": "y"})
+    pretty = tmp_path / "one.json"
+    pretty.write_text('{\n  "text": "a",\n  "y": 1\n}\n', encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"one.json:1 is not valid JSON: .*one JSON document over several lines"):
+        load_rows(pretty, ["text"], {"service": "y"})
