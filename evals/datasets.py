@@ -252,6 +252,8 @@ def load_rows(
 def resolve_column(name: str, columns: Sequence[str], path: Path) -> str | None:
     """The file's column for a name given on the command line: the exact name, else the one column that equals it
     ignoring case and surrounding spaces (spreadsheets export ' Text ' or 'Queue'); None if there is none."""
+    if list(columns).count(name) > 1:  # a CSV header may repeat a name; the row would keep only the last cell
+        raise DatasetError(f"{path}: the header has column {name!r} more than once; rename the copies")
     if name in columns:
         return name
     matches = [c for c in columns if c.strip().casefold() == name.strip().casefold()]

@@ -143,6 +143,10 @@ def test_columns_match_apart_from_case_and_surrounding_spaces(tmp_path: Path) ->
     assert load_rows(twice, ["Text"], {"service": "queue"})[0].text == "b"  # an exact name wins
     with pytest.raises(DatasetError, match=r"column 'TEXT' matches several columns \['text', 'Text'\]"):
         load_rows(twice, ["TEXT"], {"service": "queue"})
+    repeated = tmp_path / "repeated.csv"  # the second 'text' silently replaced the first
+    repeated.write_text("text,queue,text\na,b,c\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="the header has column 'text' more than once"):
+        load_rows(repeated, ["text"], {"service": "queue"})
 
 
 def test_a_file_with_no_records_says_so(tmp_path: Path) -> None:
