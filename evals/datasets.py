@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.contracts import AXES
+from agent.contracts import AXES, has_text
 
 ID_COLUMNS = ("id", "ticket_id", "utterance_id", "uid", "row_id")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
@@ -233,7 +233,8 @@ def load_rows(
     rows: list[EvalRow] = []
     seen: Counter[str] = Counter()
     for i, raw in enumerate(table):
-        text = "\n\n".join(raw.get(c, "").strip() for c in text_columns if raw.get(c, "").strip())
+        # a cell of only zero-width or control characters is no text, as for the graph (agent.contracts.has_text)
+        text = "\n\n".join(raw.get(c, "").strip() for c in text_columns if has_text(raw.get(c, "")))
         row_id = (raw.get(id_column, "").strip() if id_column else "") or f"row-{i + 1}"
         if not text:
             if skipped is not None:
