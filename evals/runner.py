@@ -151,12 +151,17 @@ class CachedEmbedder:
         self.inner = inner
         self.name = inner.name
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False)
-        # a cache, written one ticket at a time while classifying: WAL with synchronous=NORMAL commits without an
-        # fsync (3.5 ms a ticket otherwise, 11 s of the Banking77 protocol); a power cut may lose the last few vectors
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS vec (key TEXT PRIMARY KEY, dim INTEGER, data BLOB)")
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False)
+            # a cache, written one ticket at a time while classifying: WAL with synchronous=NORMAL commits without an
+            # fsync (3.5 ms a ticket otherwise, 11 s of the Banking77 protocol); a power cut may lose the last few vectors
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS vec (key TEXT PRIMARY KEY, dim INTEGER, data BLOB)")
+        except sqlite3.DatabaseError as exc:
+            raise EvalError(
+                f"the embedding cache {path} cannot be used ({exc}); delete it (it is only a cache) or pass another --cache-dir"
+            ) from None
 
     def _key(self, text: str) -> str:
         return hashlib.sha1(f"{self.name}\x00{text}".encode()).hexdigest()
@@ -304,6 +309,8 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
     if cfg.limit is not None and cfg.limit < 1:
         raise EvalError("--limit must be a positive number of test rows")
     check_writable(cfg.out, "--out", directory=True)
+    if cfg.cache_dir is not None:
+        check_writable(cfg.cache_dir, "--cache-dir", directory=True)
     if cfg.calibration is not None:
         check_writable(cfg.calibration, "--calibration", directory=False)
     started = time.perf_counter()

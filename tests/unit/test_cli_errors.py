@@ -166,3 +166,20 @@ def test_too_few_train_rows_in_the_taxonomy_says_to_use_the_auto_taxonomy() -> N
     message = too_few_train_rows(rows, LabelCodec.for_ids({"service": ["billing_payments"]}), ["service"], 0, "default@1")
     assert message.startswith("only 0 train row(s) have a label in taxonomy default@1; 9 have labels it lacks ('exchange_rate')")
     assert "--taxonomy auto" in message
+
+
+def test_eval_refuses_an_unusable_embedding_cache_in_one_line(runner: CliRunner, env: dict[str, str], eval_files: list[str], tmp_path: Path) -> None:
+    """A --cache-dir that is a file, or a cache file that is not SQLite, ended in a traceback."""
+    from evals.runner import CachedEmbedder, EvalError
+
+    out = ["--out", str(tmp_path / "o")]
+    assert_error(runner.invoke(app, [*eval_files, *out, "--cache-dir", str(tmp_path / "d.csv")], env=env), "--cache-dir", "is a file")
+    broken = tmp_path / "cache" / "embeddings.sqlite"
+    broken.parent.mkdir()
+    broken.write_bytes(b"not a database, " * 512)
+
+    class Inner:
+        name = "stub"
+
+    with pytest.raises(EvalError, match=r"embedding cache .* cannot be used \(file is not a database\); delete it \(it is only a cache\)"):
+        CachedEmbedder(Inner(), broken)  # type: ignore[arg-type]
