@@ -308,6 +308,8 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         raise EvalError(f"--taxonomy {cfg.taxonomy} does not exist; give a taxonomy YAML file, or --taxonomy auto to take the labels from --train")
     if cfg.limit is not None and cfg.limit < 1:
         raise EvalError("--limit must be a positive number of test rows")
+    if not 0 <= cfg.seed < 2**32:  # numpy's and scikit-learn's seeds; a negative one failed after the train embedding
+        raise EvalError(f"--seed must be a whole number from 0 to {2**32 - 1} (got {cfg.seed})")
     check_writable(cfg.out, "--out", directory=True)
     if cfg.cache_dir is not None:
         check_writable(cfg.cache_dir, "--cache-dir", directory=True)

@@ -149,12 +149,15 @@ def test_eval_refuses_an_output_path_it_cannot_write_before_any_work(runner: Cli
 
 
 def test_eval_says_how_to_fix_a_taxonomy_or_target_it_cannot_use(runner: CliRunner, env: dict[str, str], eval_files: list[str], tmp_path: Path) -> None:
-    """A missing --taxonomy file was blamed on TRIAGE_TAXONOMY_PATH, --target-precision 1 was 'not between 0 and 1'."""
+    """A missing --taxonomy file was blamed on TRIAGE_TAXONOMY_PATH, --target-precision 1 was 'not between 0 and 1',
+    --seed -1 crashed."""
     out = ["--out", str(tmp_path / "o")]
     no_auto = [a for a in eval_files if a not in ("--taxonomy", "auto")]
     result = runner.invoke(app, [*no_auto, *out, "--taxonomy", str(tmp_path / "nope.yaml")], env=env)
     assert_error(result, "--taxonomy", "nope.yaml does not exist", "--taxonomy auto")
     assert_error(runner.invoke(app, [*eval_files, *out, "--target-precision", "1"], env=env), "above 0 and below 1", "(got 1)")
+    for seed in ("-1", str(2**32)):  # numpy refused it with a traceback once the train file was embedded
+        assert_error(runner.invoke(app, [*eval_files, *out, "--seed", seed], env=env), "--seed must be a whole number from 0 to 4294967295")
 
 
 def test_too_few_train_rows_in_the_taxonomy_says_to_use_the_auto_taxonomy() -> None:
