@@ -44,6 +44,8 @@ class EvalRow:
 
 def read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     """Columns and rows of a CSV/TSV or JSONL file; every value as a string ('' for null)."""
+    if path.is_dir():
+        raise DatasetError(f"{path} is a directory; give a .csv, .tsv or .jsonl file")
     if not path.is_file():
         raise DatasetError(f"{path} does not exist")
     _check_utf8(path)
@@ -55,8 +57,27 @@ def read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
             first = fh.read(1)
         if first in "{[" and first:
             return _read_jsonl(path)
-        return _read_csv(path, delimiter="\t" if suffix == ".tsv" else ",")
+        delimiter = "\t" if suffix == ".tsv" else ","
+        _check_delimiter(path, delimiter)
+        return _read_csv(path, delimiter=delimiter)
     raise DatasetError(f"{path}: unknown file type {suffix!r}; give a .csv, .tsv or .jsonl file")
+
+
+def _check_delimiter(path: Path, delimiter: str) -> None:
+    """Refuse a file separated by another character than its name says, from its header line, before its rows are
+    parsed: a quoted field then reads as text after a closing quote, or every row as a ragged one, and the real cause
+    came last or not at all (a comma-separated file named .tsv)."""
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        header = fh.readline()
+    if delimiter in header:
+        return
+    found = [sep for sep in (",", ";", "\t", "|") if sep != delimiter and sep in header]
+    if len(found) != 1:
+        return  # one column, or no telling
+    if found[0] == ",":
+        raise DatasetError(f"{path}: the header line is separated by ',', not tabs; name the file .csv")
+    fix = "name the file .tsv" if found[0] == "\t" and delimiter == "," else "save it comma-separated (RFC 4180)"
+    raise DatasetError(f"{path}: the header line has no {delimiter!r}: is it separated by {found[0]!r}? {fix}")
 
 
 def _check_utf8(path: Path) -> None:

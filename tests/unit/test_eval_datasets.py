@@ -193,3 +193,19 @@ def test_jsonl_errors_name_the_line_and_what_to_give(tmp_path: Path) -> None:
     pretty.write_text('{\n  "text": "a",\n  "y": 1\n}\n', encoding="utf-8")
     with pytest.raises(DatasetError, match=r"one.json:1 is not valid JSON: .*one JSON document over several lines"):
         load_rows(pretty, ["text"], {"service": "y"})
+
+
+def test_a_file_separated_otherwise_than_its_name_says_is_refused_from_its_header(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A comma-separated .tsv was refused for 'text follows a closing quote' at its first quoted field; a
+    tab-separated .csv warned about every row as ragged before the error; a directory 'did not exist'."""
+    commas = tmp_path / "t.tsv"
+    commas.write_text('text,label\n"hello, world",A\n', encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"t.tsv: the header line is separated by ',', not tabs; name the file .csv"):
+        load_rows(commas, ["text"], {"service": "label"})
+    tabs = tmp_path / "t.csv"
+    tabs.write_text("text\tlabel\nhello\tA\nhi, there\tB\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING), pytest.raises(DatasetError, match=r"is it separated by '\\t'\? name the file .tsv"):
+        load_rows(tabs, ["text"], {"service": "label"})
+    assert "fields" not in caplog.text
+    with pytest.raises(DatasetError, match="is a directory; give a .csv, .tsv or .jsonl file"):
+        load_rows(tmp_path, ["text"], {"service": "label"})
