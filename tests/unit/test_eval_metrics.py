@@ -284,3 +284,17 @@ def test_an_edited_taxonomy_file_is_a_new_run_and_a_new_calibration(tmp_path: Pa
     assert taxonomy_sha(in_force, settings) == taxonomy_sha(cfg, settings) is not None
     auto = EvalConfig(**{**cfg.__dict__, "taxonomy": "auto"})  # auto: the labels come from train alone
     assert taxonomy_sha(auto, settings) is None
+
+
+def test_plots_of_unusual_label_sets_print_no_warnings(tmp_path: Path) -> None:
+    """CJK labels printed one matplotlib warning per glyph per plot, and a test file of only out-of-scope rows an
+    'identical low and high xlims' warning from an empty confusion matrix."""
+    import warnings
+
+    from evals import plots
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plots.confusion_matrix(["汇率", "卡片丢失"], ["汇率", "汇率"], tmp_path / "c.png", title="cjk")
+        plots.confusion_matrix([], [], tmp_path / "empty.png", title="none in scope")
+    assert (tmp_path / "c.png").stat().st_size > 1000 and (tmp_path / "empty.png").stat().st_size > 1000
