@@ -276,6 +276,21 @@ def read_predictions(path: Path) -> dict[str, dict[str, Any]]:
     return done
 
 
+def drop_cut_line(path: Path) -> None:
+    """Remove a last line cut by a killed run (kill -9, a full disk) before appending: the first row written on
+    resume would otherwise join it, be unreadable and be classified again on every later resume, and the file would
+    not be valid JSONL. The cut row itself is not in the file, so it is classified again."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as fh:
+        fh.seek(-1, 2)
+        if fh.read(1) == b"\n":
+            return
+        fh.seek(0)
+        data = fh.read()
+        fh.truncate(data.rfind(b"\n") + 1)
+
+
 def run_predictions(run_dir: Path) -> dict[str, dict[str, Any]]:
     """A run's predictions by row id: its own file, or its folds' (a cross-validated bench run pools metrics, not
     the file)."""
@@ -438,6 +453,7 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         t0 = time.perf_counter()
         embed_ahead(embedder, todo, settings, progress=progress)
         timings["embed_test_s"] = round(time.perf_counter() - t0, 1)
+        drop_cut_line(predictions_path)
         with predictions_path.open("a", encoding="utf-8") as fh:
             bar = tqdm(total=len(test_rows), initial=len(test_rows) - len(todo), desc=f"classifying ({cfg.mode})", unit="ticket", disable=not progress)
             for row in todo:

@@ -298,3 +298,25 @@ def test_plots_of_unusual_label_sets_print_no_warnings(tmp_path: Path) -> None:
         plots.confusion_matrix(["汇率", "卡片丢失"], ["汇率", "汇率"], tmp_path / "c.png", title="cjk")
         plots.confusion_matrix([], [], tmp_path / "empty.png", title="none in scope")
     assert (tmp_path / "c.png").stat().st_size > 1000 and (tmp_path / "empty.png").stat().st_size > 1000
+
+
+def test_a_resumed_run_appends_after_a_line_cut_by_a_killed_run(tmp_path: Path) -> None:
+    """The first row a resumed run wrote joined the line a killed run had cut, so it was unreadable on every later
+    resume (classified again each time) and predictions.jsonl was not valid JSONL."""
+    import json
+
+    from evals.runner import drop_cut_line, read_predictions
+
+    path = tmp_path / "predictions.jsonl"
+    path.write_text('{"id": "a", "x": 1}\n{"id": "b", "x"', encoding="utf-8")  # killed mid-write
+    drop_cut_line(path)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write('{"id": "b", "x": 2}\n')
+    assert read_predictions(path) == {"a": {"id": "a", "x": 1}, "b": {"id": "b", "x": 2}}
+    assert [json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines()] == ["a", "b"]
+    drop_cut_line(path)  # a whole file is left as it is
+    assert path.read_text(encoding="utf-8").count("\n") == 2
+    cut_first = tmp_path / "cut.jsonl"
+    cut_first.write_text('{"id": "a"', encoding="utf-8")
+    drop_cut_line(cut_first)
+    assert cut_first.read_text(encoding="utf-8") == ""
