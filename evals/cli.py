@@ -24,7 +24,7 @@ def eval_command(
     seed: Annotated[int, typer.Option("--seed", help="Seed for --limit sampling and the cross-validation folds, 0 to 4294967295.")] = 0,
     target_precision: Annotated[float, typer.Option("--target-precision", help="Precision the per-class auto-apply thresholds aim for (fitted on train), above 0 and below 1; metrics.json reports the coverage and precision reached on test.")] = 0.9,
     oos_label: Annotated[str | None, typer.Option("--oos-label", help="Label value that marks out-of-scope rows: dropped from train; in test the agent must flag them out_of_scope. Adds recall and in-scope accuracy to metrics.json.")] = None,
-    calibration: Annotated[Path | None, typer.Option("--calibration", help="Also write the fitted calibration JSON here (the format `decide` reads, e.g. knowledge_base/taxonomies/default.calibration.json). Always written to DIR/calibration.json.")] = None,
+    calibration: Annotated[Path | None, typer.Option("--calibration", help="Also write the fitted calibration JSON here (the format `decide` reads, e.g. knowledge_base/taxonomies/default.calibration.json); an existing file is replaced. Always written to DIR/calibration.json. Not with --mode llm, which fits none.")] = None,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Embedding cache (SQLite, keyed by model and text), shared by runs so a train file is embedded once. Default: data/cache/ under TRIAGE_DATA_DIR.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars; print only the metrics JSON.")] = False,
 ) -> None:

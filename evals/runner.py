@@ -325,6 +325,8 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         raise EvalError("--limit must be a positive number of test rows")
     if not 0 <= cfg.seed < 2**32:  # numpy's and scikit-learn's seeds; a negative one failed after the train embedding
         raise EvalError(f"--seed must be a whole number from 0 to {2**32 - 1} (got {cfg.seed})")
+    if cfg.mode == "llm" and cfg.calibration is not None:  # it would overwrite PATH with an empty calibration
+        raise EvalError("--mode llm fits no calibration (the LLM alone), so there is nothing to write to --calibration; drop it, or use --mode proposal or hybrid")
     check_writable(cfg.out, "--out", directory=True)
     if cfg.cache_dir is not None:
         check_writable(cfg.cache_dir, "--cache-dir", directory=True)

@@ -156,6 +156,11 @@ def test_eval_says_how_to_fix_a_taxonomy_or_target_it_cannot_use(runner: CliRunn
     result = runner.invoke(app, [*no_auto, *out, "--taxonomy", str(tmp_path / "nope.yaml")], env=env)
     assert_error(result, "--taxonomy", "nope.yaml does not exist", "--taxonomy auto")
     assert_error(runner.invoke(app, [*eval_files, *out, "--target-precision", "1"], env=env), "above 0 and below 1", "(got 1)")
+    calibration = tmp_path / "kept.calibration.json"  # an llm run overwrote it with an empty calibration
+    calibration.write_text('{"thresholds": {"service": {"*": 0.5}}}', encoding="utf-8")
+    result = runner.invoke(app, [*eval_files, *out, "--mode", "llm", "--calibration", str(calibration)], env=env)
+    assert_error(result, "--mode llm fits no calibration", "drop it")
+    assert calibration.read_text(encoding="utf-8") == '{"thresholds": {"service": {"*": 0.5}}}'
     for seed in ("-1", str(2**32)):  # numpy refused it with a traceback once the train file was embedded
         assert_error(runner.invoke(app, [*eval_files, *out, "--seed", seed], env=env), "--seed must be a whole number from 0 to 4294967295")
 
