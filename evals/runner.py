@@ -360,6 +360,7 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         taxonomy = load_taxonomy(taxonomy_file(cfg, base_settings) or base_settings.taxonomy_path)
         codec = LabelCodec.for_ids({axis: taxonomy.axes[axis].ids for axis in axes})
     warn_unknown_labels(test_rows, codec, axes, cfg.oos_label, taxonomy.ref)
+    warn_unlearned_train_labels(train_rows, codec, axes, taxonomy.ref)
 
     # train as the agent stores it (checked before run.json claims DIR)
     train_texts = [normalized(r.text) for r in train_rows]
@@ -538,6 +539,18 @@ def warn_empty_labels(test_rows: Sequence[EvalRow], axes: Sequence[str]) -> None
         if empty:
             log.warning("%d test row(s) have an empty %s label and are not scored on %s (%s); they are named in report.md",
                         len(empty), axis, axis, ", ".join(empty[:5]))
+
+
+def warn_unlearned_train_labels(train_rows: Sequence[EvalRow], codec: LabelCodec, axes: Sequence[str], taxonomy_ref: str) -> None:
+    """On the console, not only in report.md: train labels a taxonomy file lacks are not learned, so their test rows
+    can only be wrong; a taxonomy that does not cover the train file is usually the wrong one."""
+    for axis, (unknown, _) in unknown_labels(train_rows, codec, axes).items():
+        if unknown:
+            shown = ", ".join(f"{value!r} x {count}" for value, count in unknown.most_common(5))
+            log.warning(
+                "%d train row(s) have %s labels that are not in taxonomy %s (%s); they are not learned (--taxonomy auto "
+                "takes the train file's labels)", sum(unknown.values()), axis, taxonomy_ref, shown,
+            )
 
 
 def warn_unknown_labels(test_rows: Sequence[EvalRow], codec: LabelCodec, axes: Sequence[str], oos_label: str | None, taxonomy_ref: str) -> None:

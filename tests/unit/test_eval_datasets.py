@@ -11,7 +11,7 @@ import pytest
 from agent.settings import REPO_ROOT
 from agent.taxonomy import load_taxonomy
 from evals.datasets import DatasetError, LabelCodec, is_oos_row, load_rows, unknown_labels
-from evals.runner import derive_taxonomy, warn_empty_labels, warn_unknown_labels
+from evals.runner import derive_taxonomy, warn_empty_labels, warn_unknown_labels, warn_unlearned_train_labels
 
 
 def test_csv_multiline_fields_and_joined_columns(tmp_path: Path) -> None:
@@ -209,3 +209,16 @@ def test_a_file_separated_otherwise_than_its_name_says_is_refused_from_its_heade
     assert "fields" not in caplog.text
     with pytest.raises(DatasetError, match="is a directory; give a .csv, .tsv or .jsonl file"):
         load_rows(tmp_path, ["text"], {"service": "label"})
+
+
+def test_train_labels_the_taxonomy_lacks_are_warned_on_the_console(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A taxonomy file that does not cover train left those rows unlearned with a note in report.md only."""
+    path = tmp_path / "t.csv"
+    path.write_text("text,service\na,billing_payments\nb,pin_blocked\nc,pin_blocked\n", encoding="utf-8")
+    rows = load_rows(path, ["text"], {"service": "service"})
+    with caplog.at_level(logging.WARNING, logger="evals.runner"):
+        warn_unlearned_train_labels(rows, LabelCodec.for_ids({"service": ["billing_payments"]}), ["service"], "mine@1")
+    assert [r.getMessage() for r in caplog.records] == [
+        "2 train row(s) have service labels that are not in taxonomy mine@1 ('pin_blocked' x 2); they are not learned "
+        "(--taxonomy auto takes the train file's labels)"
+    ]
