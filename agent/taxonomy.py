@@ -37,7 +37,7 @@ def load_taxonomy(path: Path | str) -> Taxonomy:
     except _DuplicateKey as exc:
         raise TaxonomyError(f"taxonomy file {path} {exc}") from exc
     except yaml.YAMLError as exc:
-        raise TaxonomyError(f"taxonomy file {path} is not valid YAML: {exc}") from exc
+        raise TaxonomyError(f"taxonomy file {path} is not valid YAML: {yaml_problem(exc)}") from exc
     if not isinstance(raw, dict):
         raise TaxonomyError(f"taxonomy file {path} must be a mapping with name, version and axes")
     try:
@@ -49,6 +49,17 @@ def load_taxonomy(path: Path | str) -> Taxonomy:
     if problem:
         raise TaxonomyError(f"taxonomy file {path} is invalid: {problem}")
     return taxonomy
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line with its spot ('line 4, column 1: expected ...'): PyYAML's own text spans several
+    lines (a context, a caret under the quoted line), which scatters a one-line CLI error."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return " ".join(str(exc).split())
+    context = getattr(exc, "context", None)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" + (f" ({context})" if context else "")
 
 
 class _DuplicateKey(yaml.YAMLError):

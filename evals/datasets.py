@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import re
 import sys
 import unicodedata
@@ -19,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.contracts import AXES
+from agent.contracts import AXES, has_text
 
 ID_COLUMNS = ("id", "ticket_id", "utterance_id", "uid", "row_id")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
@@ -43,6 +44,8 @@ class EvalRow:
 
 def read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     """Columns and rows of a CSV/TSV or JSONL file; every value as a string ('' for null)."""
+    if path.is_dir():
+        raise DatasetError(f"{path} is a directory; give a .csv, .tsv or .jsonl file")
     if not path.is_file():
         raise DatasetError(f"{path} does not exist")
     _check_utf8(path)
@@ -54,8 +57,27 @@ def read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
             first = fh.read(1)
         if first in "{[" and first:
             return _read_jsonl(path)
-        return _read_csv(path, delimiter="\t" if suffix == ".tsv" else ",")
+        delimiter = "\t" if suffix == ".tsv" else ","
+        _check_delimiter(path, delimiter)
+        return _read_csv(path, delimiter=delimiter)
     raise DatasetError(f"{path}: unknown file type {suffix!r}; give a .csv, .tsv or .jsonl file")
+
+
+def _check_delimiter(path: Path, delimiter: str) -> None:
+    """Refuse a file separated by another character than its name says, from its header line, before its rows are
+    parsed: a quoted field then reads as text after a closing quote, or every row as a ragged one, and the real cause
+    came last or not at all (a comma-separated file named .tsv)."""
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        header = fh.readline()
+    if delimiter in header:
+        return
+    found = [sep for sep in (",", ";", "\t", "|") if sep != delimiter and sep in header]
+    if len(found) != 1:
+        return  # one column, or no telling
+    if found[0] == ",":
+        raise DatasetError(f"{path}: the header line is separated by ',', not tabs; name the file .csv")
+    fix = "name the file .tsv" if found[0] == "\t" and delimiter == "," else "save it comma-separated (RFC 4180)"
+    raise DatasetError(f"{path}: the header line has no {delimiter!r}: is it separated by {found[0]!r}? {fix}")
 
 
 def _check_utf8(path: Path) -> None:
@@ -95,7 +117,7 @@ def _read_csv(path: Path, delimiter: str) -> tuple[list[str], list[dict[str, str
 
 
 def _csv_records(path: Path, lines: Iterable[str], delimiter: str) -> Iterable[tuple[int, list[str]]]:
-    """(first line, fields) of each non-blank record. Strict parsing: a quote that is never closed, or text
+    """(first line, fields) of each non-blank record (blank: empty or only spaces). Strict parsing: a quote that is never closed, or text
     right after a closing quote, is an error at the line where its record starts (a quoted field may span lines)."""
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
     start = 1
@@ -111,7 +133,7 @@ def _csv_records(path: Path, lines: Iterable[str], delimiter: str) -> Iterable[t
                 else f"text follows a closing quote ({exc})"
             )
             raise DatasetError(f'{path}:{start}: {what}; quote a field as a whole and double the quotes inside it, e.g. "say ""hi"""') from None
-        if fields:
+        if fields and not (len(fields) == 1 and not fields[0].strip()):  # a line of spaces is a blank line too
             yield start, fields
         start = reader.line_num + 1
 
@@ -125,40 +147,60 @@ def _separator_hint(columns: Sequence[str]) -> str:
 
 
 def _stringify(value: object) -> str:
+    """A JSON value as a cell. Numbers as the label they name: 2.0 is 2 (a float column written by pandas must match
+    the ints of another file), NaN is an empty cell; booleans as JSON spells them."""
     if value is None:
         return ""
     if isinstance(value, str):
         return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        return str(int(value)) if value.is_integer() else repr(value)
     if isinstance(value, list | tuple):
         return "; ".join(_stringify(v) for v in value)
     return json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else str(value)
 
 
 def _read_jsonl(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """One JSON object per line (or one JSON array of objects). Lines are split at \\n only: a writer that keeps
+    non-ASCII as is (ensure_ascii=False) leaves U+2028, U+0085 or U+001C raw inside strings, where str.splitlines
+    would cut a record in two."""
     rows: list[dict[str, str]] = []
     columns: dict[str, None] = {}
     text = path.read_text(encoding="utf-8-sig")
     stripped = text.lstrip()
+    items: list[tuple[str, object]] = []  # (where, value)
     if stripped.startswith("["):  # a JSON array of objects is accepted too
         try:
-            items = json.loads(stripped)
+            items = [(f"record {i}", item) for i, item in enumerate(json.loads(stripped), 1)]
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path} is not valid JSON: {exc}") from exc
     else:
-        items = []
-        for line_no, line in enumerate(text.splitlines(), 1):
+        for line_no, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
             try:
-                items.append(json.loads(line))
+                items.append((f"line {line_no}", json.loads(line)))
             except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}:{line_no} is not valid JSON: {exc}") from exc
-    for i, item in enumerate(items):
+                raise DatasetError(f"{path}:{line_no} is not valid JSON: {exc}{_one_document_hint(text)}") from exc
+    for where, item in items:
         if not isinstance(item, dict):
-            raise DatasetError(f"{path}: record {i + 1} is not a JSON object")
+            raise DatasetError(f"{path}: {where} is not a JSON object; give one object per line, e.g. {{\"text\": \"...\", \"label\": \"...\"}}")
         rows.append({str(k): _stringify(v) for k, v in item.items()})
         columns.update(dict.fromkeys(item))
     return list(columns), rows
+
+
+def _one_document_hint(text: str) -> str:
+    """Where the whole file is one JSON document spread over lines (a pretty-printed object): say what to give."""
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return ""
+    return " (the file is one JSON document over several lines; give one object per line (JSONL) or an array of objects)"
 
 
 # ---------------------------------------------------------------- specs
@@ -176,13 +218,17 @@ def parse_label_specs(specs: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for spec in specs:
         axis, sep, column = spec.partition("=")
-        axis, column = axis.strip(), column.strip()
+        axis, column = axis.strip().lower(), column.strip()
         if not sep or not axis or not column:
             raise DatasetError(f"--label {spec!r} must look like AXIS=COLUMN, e.g. --label service=queue")
         if axis not in AXES:
-            raise DatasetError(f"--label {spec!r}: axis must be one of {list(AXES)}")
+            # the agent labels three fixed axes; an intent, category or queue column is scored as one of them
+            raise DatasetError(
+                f"--label {spec!r}: {axis!r} is not one of the agent's axes {', '.join(AXES)}; score the column on the axis "
+                f"whose labels it holds, e.g. --label service={column} for intents, categories or queues"
+            )
         if axis in out:
-            raise DatasetError(f"--label: axis {axis!r} is given twice")
+            raise DatasetError(f"--label: axis {axis!r} is given twice ({axis}={out[axis]}, {axis}={column}); give one column per axis")
         out[axis] = column
     if not out:
         raise DatasetError("give at least one --label AXIS=COLUMN, e.g. --label service=category")
@@ -195,14 +241,21 @@ def load_rows(
     """Rows with their joined text and raw labels; rows without any text are skipped (their ids, `row-N` where
     the file has no id column, are appended to `skipped` so the report can name them)."""
     columns, table = read_table(path)
-    missing = [c for c in [*text_columns, *label_columns.values()] if c not in columns]
+    if not columns:
+        raise DatasetError(f"{path} has no records; give a file with a header row (CSV) or one JSON object per line (JSONL)")
+    wanted = [*text_columns, *label_columns.values()]
+    found = {c: resolve_column(c, columns, path) for c in wanted}
+    missing = [c for c in wanted if found[c] is None]
     if missing:
         raise DatasetError(f"{path} lacks column(s) {missing}; it has {columns}{_separator_hint(columns)}")
-    id_column = next((c for c in ID_COLUMNS if c in columns), None)
+    text_columns = [found[c] or c for c in text_columns]
+    label_columns = {axis: found[c] or c for axis, c in label_columns.items()}
+    id_column = next((c for c in (resolve_column(i, columns, path) for i in ID_COLUMNS) if c), None)
     rows: list[EvalRow] = []
     seen: Counter[str] = Counter()
     for i, raw in enumerate(table):
-        text = "\n\n".join(raw.get(c, "").strip() for c in text_columns if raw.get(c, "").strip())
+        # a cell of only zero-width or control characters is no text, as for the graph (agent.contracts.has_text)
+        text = "\n\n".join(raw.get(c, "").strip() for c in text_columns if has_text(raw.get(c, "")))
         row_id = (raw.get(id_column, "").strip() if id_column else "") or f"row-{i + 1}"
         if not text:
             if skipped is not None:
@@ -216,6 +269,19 @@ def load_rows(
     if not rows:
         raise DatasetError(f"{path} has no row with text in column(s) {list(text_columns)}")
     return rows
+
+
+def resolve_column(name: str, columns: Sequence[str], path: Path) -> str | None:
+    """The file's column for a name given on the command line: the exact name, else the one column that equals it
+    ignoring case and surrounding spaces (spreadsheets export ' Text ' or 'Queue'); None if there is none."""
+    if list(columns).count(name) > 1:  # a CSV header may repeat a name; the row would keep only the last cell
+        raise DatasetError(f"{path}: the header has column {name!r} more than once; rename the copies")
+    if name in columns:
+        return name
+    matches = [c for c in columns if c.strip().casefold() == name.strip().casefold()]
+    if len(matches) > 1:
+        raise DatasetError(f"{path}: column {name!r} matches several columns {matches} apart from case and spaces; rename one")
+    return matches[0] if matches else None
 
 
 # ---------------------------------------------------------------- label ids
@@ -284,11 +350,21 @@ class LabelCodec:
         return {axis: dict(table) for axis, table in self._to_id.items()}
 
 
+def is_oos(value: str, oos_label: str | None) -> bool:
+    """Whether a raw label is the `--oos-label` value; apart from case and spaces, as in-scope labels are matched
+    (`--oos-label oos` on a file that says 'OOS' scored every out-of-scope row as an unknown in-scope label)."""
+    return oos_label is not None and bool(value) and value.strip().casefold() == oos_label.strip().casefold()
+
+
+def is_oos_row(row: EvalRow, oos_label: str | None, axes: Sequence[str]) -> bool:
+    return any(is_oos(row.labels.get(a, ""), oos_label) for a in axes)
+
+
 def unknown_labels(rows: Sequence[EvalRow], codec: LabelCodec, axes: Sequence[str], oos_label: str | None = None) -> dict[str, tuple[Counter[str], int]]:
     """Per axis: the raw gold values the codec cannot encode (value -> rows) and how many rows have a gold value
     at all (empty cells and `--oos-label` rows are not scored, so they count in neither)."""
     out: dict[str, tuple[Counter[str], int]] = {}
     for axis in axes:
-        given = [r.labels.get(axis, "") for r in rows if r.labels.get(axis) and r.labels.get(axis) != oos_label]
+        given = [r.labels.get(axis, "") for r in rows if r.labels.get(axis) and not is_oos(r.labels[axis], oos_label)]
         out[axis] = (Counter(v for v in given if codec.encode(axis, v) is None), len(given))
     return out

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 import shutil
 import sqlite3
@@ -44,7 +45,7 @@ from agent.settings import Settings, vote_weight_for
 from agent.store import TICKETS
 from agent.taxonomy import load_taxonomy
 from evals import calibration as cal
-from evals.datasets import DatasetError, EvalRow, LabelCodec, load_rows, unknown_labels
+from evals.datasets import DatasetError, EvalRow, LabelCodec, is_oos_row, load_rows, unknown_labels
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class EvalConfig:
     max_false_flag: float = 0.08  # out-of-scope budget on held-out in-scope train rows (measured: evals/README.md)
     oos_score: str = "learned"  # the in-scope score (agent/out_of_scope.py; measured: evals/README.md, "Out of scope")
 
-    def _spec(self, train_sha: str, embedder: str) -> dict[str, Any]:
+    def _spec(self, train_sha: str, embedder: str, taxonomy_sha: str | None = None) -> dict[str, Any]:
         return {
             "format": RUN_FORMAT,
             "train": train_sha,
@@ -88,16 +89,20 @@ class EvalConfig:
             "max_false_flag": self.max_false_flag,
             "oos_score": self.oos_score,
             **({"oos_fit": cal.oos_fit_spec()} if self.oos_label is not None else {}),
+            # the taxonomy file's content, not its path: its ids decide which train labels are learned
+            **({"taxonomy_sha": taxonomy_sha} if taxonomy_sha is not None else {}),
         }
 
-    def calibration_fingerprint(self, train_sha: str, embedder: str) -> str:
+    def calibration_fingerprint(self, train_sha: str, embedder: str, taxonomy_sha: str | None = None) -> str:
         """What the fitted calibration depends on (not the test file, the mode or the sample)."""
-        return _digest(self._spec(train_sha, embedder))
+        return _digest(self._spec(train_sha, embedder, taxonomy_sha))
 
-    def fingerprint(self, train_sha: str, test_sha: str, embedder: str, llm: dict[str, Any] | None = None) -> str:
+    def fingerprint(
+        self, train_sha: str, test_sha: str, embedder: str, llm: dict[str, Any] | None = None, taxonomy_sha: str | None = None
+    ) -> str:
         """`llm` (the endpoint, model and vote weights) counts in llm/hybrid mode only: a resumed run must not mix
         rows labelled by two models or weights, and a proposal run does not depend on them."""
-        spec = {**self._spec(train_sha, embedder), "test": test_sha, "mode": self.mode, "limit": self.limit}
+        spec = {**self._spec(train_sha, embedder, taxonomy_sha), "test": test_sha, "mode": self.mode, "limit": self.limit}
         if self.mode != "proposal" and llm:
             spec["llm"] = llm if self.mode == "hybrid" else {k: v for k, v in llm.items() if k != "vote_weight"}  # llm: weight 1
         return _digest(spec)
@@ -110,6 +115,22 @@ def llm_identity(settings: Settings) -> dict[str, Any]:
         "model": settings.llm_model,
         "vote_weight": {axis: vote_weight_for(axis, settings.llm_vote_weight) for axis in AXES},
     }
+
+
+def taxonomy_file(cfg: EvalConfig, settings: Settings) -> Path | None:
+    """The taxonomy file whose ids the data must use: --taxonomy PATH, else the one in force; None for `auto`
+    (the labels then come from the train file, already fingerprinted by its content)."""
+    if cfg.taxonomy == "auto":
+        return None
+    return Path(cfg.taxonomy) if cfg.taxonomy else settings.taxonomy_path
+
+
+def taxonomy_sha(cfg: EvalConfig, settings: Settings) -> str | None:
+    """The content of the taxonomy file in use, for the fingerprints: an edited taxonomy (a label added or
+    removed) changes which train labels are learned, so neither a cached calibration and head nor a run
+    directory made with the old one may be reused."""
+    path = taxonomy_file(cfg, settings)
+    return file_sha(path) if path is not None and path.is_file() else None
 
 
 def _digest(spec: dict[str, Any]) -> str:
@@ -130,12 +151,17 @@ class CachedEmbedder:
         self.inner = inner
         self.name = inner.name
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False)
-        # a cache, written one ticket at a time while classifying: WAL with synchronous=NORMAL commits without an
-        # fsync (3.5 ms a ticket otherwise, 11 s of the Banking77 protocol); a power cut may lose the last few vectors
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS vec (key TEXT PRIMARY KEY, dim INTEGER, data BLOB)")
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False)
+            # a cache, written one ticket at a time while classifying: WAL with synchronous=NORMAL commits without an
+            # fsync (3.5 ms a ticket otherwise, 11 s of the Banking77 protocol); a power cut may lose the last few vectors
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS vec (key TEXT PRIMARY KEY, dim INTEGER, data BLOB)")
+        except sqlite3.DatabaseError as exc:
+            raise EvalError(
+                f"the embedding cache {path} cannot be used ({exc}); delete it (it is only a cache) or pass another --cache-dir"
+            ) from None
 
     def _key(self, text: str) -> str:
         return hashlib.sha1(f"{self.name}\x00{text}".encode()).hexdigest()
@@ -250,6 +276,21 @@ def read_predictions(path: Path) -> dict[str, dict[str, Any]]:
     return done
 
 
+def drop_cut_line(path: Path) -> None:
+    """Remove a last line cut by a killed run (kill -9, a full disk) before appending: the first row written on
+    resume would otherwise join it, be unreadable and be classified again on every later resume, and the file would
+    not be valid JSONL. The cut row itself is not in the file, so it is classified again."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as fh:
+        fh.seek(-1, 2)
+        if fh.read(1) == b"\n":
+            return
+        fh.seek(0)
+        data = fh.read()
+        fh.truncate(data.rfind(b"\n") + 1)
+
+
 def run_predictions(run_dir: Path) -> dict[str, dict[str, Any]]:
     """A run's predictions by row id: its own file, or its folds' (a cross-validated bench run pools metrics, not
     the file)."""
@@ -277,12 +318,22 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
     if cfg.mode not in MODES:
         raise EvalError(f"--mode must be one of {MODES}, not {cfg.mode!r}")
     if not 0.0 < cfg.target_precision < 1.0:
-        raise EvalError("--target-precision must be between 0 and 1, e.g. 0.9")
+        raise EvalError(f"--target-precision must be above 0 and below 1, e.g. 0.9 (got {cfg.target_precision:g})")
+    if cfg.taxonomy not in (None, "auto") and not Path(cfg.taxonomy).exists():
+        raise EvalError(f"--taxonomy {cfg.taxonomy} does not exist; give a taxonomy YAML file, or --taxonomy auto to take the labels from --train")
     if cfg.limit is not None and cfg.limit < 1:
         raise EvalError("--limit must be a positive number of test rows")
+    if not 0 <= cfg.seed < 2**32:  # numpy's and scikit-learn's seeds; a negative one failed after the train embedding
+        raise EvalError(f"--seed must be a whole number from 0 to {2**32 - 1} (got {cfg.seed})")
+    if cfg.mode == "llm" and cfg.calibration is not None:  # it would overwrite PATH with an empty calibration
+        raise EvalError("--mode llm fits no calibration (the LLM alone), so there is nothing to write to --calibration; drop it, or use --mode proposal or hybrid")
+    check_writable(cfg.out, "--out", directory=True)
+    if cfg.cache_dir is not None:
+        check_writable(cfg.cache_dir, "--cache-dir", directory=True)
+    if cfg.calibration is not None:
+        check_writable(cfg.calibration, "--calibration", directory=False)
     started = time.perf_counter()
     out = cfg.out
-    out.mkdir(parents=True, exist_ok=True)
     base_settings = base_settings or Settings()
     axes = list(cfg.labels)
 
@@ -293,6 +344,8 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         if ids:
             log.warning("%d %s row(s) without text left out (%s); they are named in report.md", len(ids), side, ", ".join(ids[:5]))
     warn_empty_labels(test_rows, axes)
+    if cfg.oos_label is not None and not any(is_oos_row(r, cfg.oos_label, axes) for r in test_rows):
+        log.warning("no test row is labelled %r (--oos-label) on a scored axis: oos.recall is 0 over no rows; check the value", cfg.oos_label)
     kept = in_scope(train_rows, cfg.oos_label, axes)
     dropped_oos = len(train_rows) - len(kept)
     train_rows = kept
@@ -304,9 +357,20 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
     if cfg.taxonomy == "auto":
         taxonomy, codec = derive_taxonomy(train_rows, axes, load_taxonomy(base_settings.taxonomy_path), cfg.train.name)
     else:
-        taxonomy = load_taxonomy(Path(cfg.taxonomy) if cfg.taxonomy else base_settings.taxonomy_path)
+        taxonomy = load_taxonomy(taxonomy_file(cfg, base_settings) or base_settings.taxonomy_path)
         codec = LabelCodec.for_ids({axis: taxonomy.axes[axis].ids for axis in axes})
     warn_unknown_labels(test_rows, codec, axes, cfg.oos_label, taxonomy.ref)
+    warn_unlearned_train_labels(train_rows, codec, axes, taxonomy.ref)
+
+    # train as the agent stores it (checked before run.json claims DIR)
+    train_texts = [normalized(r.text) for r in train_rows]
+    train_labels = {axis: [codec.encode(axis, r.labels.get(axis, "")) for r in train_rows] for axis in axes}
+    usable = [i for i in range(len(train_rows)) if any(train_labels[a][i] for a in axes)]
+    train_texts = [train_texts[i] for i in usable]
+    train_labels = {a: [ys[i] for i in usable] for a, ys in train_labels.items()}
+    train_ids = [f"train:{train_rows[i].id}" for i in usable]
+    if cfg.mode != "llm" and len(train_texts) < 4:
+        raise EvalError(too_few_train_rows(train_rows, codec, axes, len(train_texts), taxonomy.ref))
 
     # the embedder: `auto` chooses by the train file's language mix (agent.embeddings.choose_packaged_model)
     cache_dir = cfg.cache_dir or base_settings.data_dir / "cache"
@@ -315,14 +379,22 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
     # resumability: DIR belongs to one configuration
     train_sha = file_sha(cfg.train)
     llm_id = llm_identity(base_settings)
-    fingerprint = cfg.fingerprint(train_sha, file_sha(cfg.test), embedder.name, llm_id)
-    cal_fingerprint = cfg.calibration_fingerprint(train_sha, embedder.name)
+    tax_sha = taxonomy_sha(cfg, base_settings)
+    fingerprint = cfg.fingerprint(train_sha, file_sha(cfg.test), embedder.name, llm_id, tax_sha)
+    cal_fingerprint = cfg.calibration_fingerprint(train_sha, embedder.name, tax_sha)
+    try:  # only now: a run refused for its inputs leaves no empty directory behind
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EvalError(f"cannot create --out {out}: {exc.strerror or exc}; give a directory you can write to") from None
     run_file = out / "run.json"
     predictions_path = out / "predictions.jsonl"
     previous: dict[str, Any] = {}
     if run_file.is_file():
-        previous = json.loads(run_file.read_text(encoding="utf-8"))
-        if previous.get("fingerprint") != fingerprint:
+        try:
+            previous = json.loads(run_file.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            previous = {}
+        if not isinstance(previous, dict) or previous.get("fingerprint") != fingerprint:
             raise EvalError(
                 f"{out} holds a run with other inputs or options (run.json); pass a new --out, or delete {out} to start over"
             )
@@ -343,15 +415,6 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         }
     )
 
-    # train as the agent stores it
-    train_texts = [normalized(r.text) for r in train_rows]
-    train_labels = {axis: [codec.encode(axis, r.labels.get(axis, "")) for r in train_rows] for axis in axes}
-    usable = [i for i in range(len(train_rows)) if any(train_labels[a][i] for a in axes)]
-    train_texts = [train_texts[i] for i in usable]
-    train_labels = {a: [ys[i] for i in usable] for a, ys in train_labels.items()}
-    train_ids = [f"train:{train_rows[i].id}" for i in usable]
-    if cfg.mode != "llm" and len(train_texts) < 4:
-        raise EvalError("fewer than 4 usable train rows: the proposal needs labelled train tickets")
     timings: dict[str, float] = {}
 
     # 2. calibration (cross-validated on train)
@@ -393,6 +456,7 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         t0 = time.perf_counter()
         embed_ahead(embedder, todo, settings, progress=progress)
         timings["embed_test_s"] = round(time.perf_counter() - t0, 1)
+        drop_cut_line(predictions_path)
         with predictions_path.open("a", encoding="utf-8") as fh:
             bar = tqdm(total=len(test_rows), initial=len(test_rows) - len(todo), desc=f"classifying ({cfg.mode})", unit="ticket", disable=not progress)
             for row in todo:
@@ -437,6 +501,37 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
     return write_outputs(out, records, axes=axes, codec=codec, fitted=fitted, cfg=cfg, context=context)
 
 
+def check_writable(path: Path, flag: str, *, directory: bool) -> None:
+    """Refuse an output path that cannot be written before any work is done (the calibration alone takes minutes on a
+    large train file): a file where a directory is wanted or the reverse, a parent that is a file, no write access."""
+    if directory and path.exists() and not path.is_dir():
+        raise EvalError(f"{flag} {path} is a file; give a directory: a new one, or a run directory to resume")
+    if not directory and path.is_dir():
+        raise EvalError(f"{flag} {path} is a directory; give a file path, e.g. {path / 'calibration.json'}")
+    parent = path if directory and path.is_dir() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise EvalError(f"{flag} {path}: {parent} is a file, not a directory; give another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise EvalError(f"{flag} {path}: {parent} is not writable; give a path you can write to")
+
+
+def too_few_train_rows(train_rows: Sequence[EvalRow], codec: LabelCodec, axes: Sequence[str], usable: int, taxonomy_ref: str) -> str:
+    """Why the proposal has nothing to learn from: nearly always train labels that the taxonomy lacks (a taxonomy
+    file or the one in force, where `--taxonomy auto` was meant), which the bare count did not say."""
+    unknown: Counter[str] = Counter()
+    for values, _ in unknown_labels(train_rows, codec, axes).values():
+        unknown.update(values)
+    if not unknown:
+        return f"only {usable} train row(s) have a label on the scored axes; the proposal needs at least 4 labelled train rows"
+    shown = ", ".join(repr(v) for v, _ in unknown.most_common(3))
+    return (
+        f"only {usable} train row(s) have a label in taxonomy {taxonomy_ref}; {sum(unknown.values())} have labels it lacks ({shown}); "
+        "pass --taxonomy auto to learn the train file's labels, or the taxonomy they come from"
+    )
+
+
 def warn_empty_labels(test_rows: Sequence[EvalRow], axes: Sequence[str]) -> None:
     """On the console: test rows whose gold cell is empty are not scored on that axis (report.md names them)."""
     for axis in axes:
@@ -444,6 +539,18 @@ def warn_empty_labels(test_rows: Sequence[EvalRow], axes: Sequence[str]) -> None
         if empty:
             log.warning("%d test row(s) have an empty %s label and are not scored on %s (%s); they are named in report.md",
                         len(empty), axis, axis, ", ".join(empty[:5]))
+
+
+def warn_unlearned_train_labels(train_rows: Sequence[EvalRow], codec: LabelCodec, axes: Sequence[str], taxonomy_ref: str) -> None:
+    """On the console, not only in report.md: train labels a taxonomy file lacks are not learned, so their test rows
+    can only be wrong; a taxonomy that does not cover the train file is usually the wrong one."""
+    for axis, (unknown, _) in unknown_labels(train_rows, codec, axes).items():
+        if unknown:
+            shown = ", ".join(f"{value!r} x {count}" for value, count in unknown.most_common(5))
+            log.warning(
+                "%d train row(s) have %s labels that are not in taxonomy %s (%s); they are not learned (--taxonomy auto "
+                "takes the train file's labels)", sum(unknown.values()), axis, taxonomy_ref, shown,
+            )
 
 
 def warn_unknown_labels(test_rows: Sequence[EvalRow], codec: LabelCodec, axes: Sequence[str], oos_label: str | None, taxonomy_ref: str) -> None:
@@ -465,7 +572,7 @@ def in_scope(rows: list[EvalRow], oos_label: str | None, axes: Sequence[str]) ->
     """Train rows the agent may learn from: those labelled `--oos-label` on any scored axis are dropped."""
     if oos_label is None:
         return rows
-    return [r for r in rows if all(r.labels.get(a) != oos_label for a in axes)]
+    return [r for r in rows if not is_oos_row(r, oos_label, axes)]
 
 
 def with_folds(cfg: EvalConfig, n_train: int) -> EvalConfig:
@@ -479,7 +586,10 @@ def run_fingerprint(cfg: EvalConfig, settings: Settings) -> str:
     can clear a run directory left by other code or options before `run_eval` would refuse it."""
     train = in_scope(load_rows(cfg.train, cfg.text, cfg.labels), cfg.oos_label, list(cfg.labels))
     cfg = with_folds(cfg, len(train))
-    return cfg.fingerprint(file_sha(cfg.train), file_sha(cfg.test), embedding_model_name(settings, [r.text for r in train]), llm_identity(settings))
+    return cfg.fingerprint(
+        file_sha(cfg.train), file_sha(cfg.test), embedding_model_name(settings, [r.text for r in train]), llm_identity(settings),
+        taxonomy_sha(cfg, settings),
+    )
 
 
 def read_cached_calibration(path: Path) -> cal.FittedCalibration | None:
@@ -602,7 +712,7 @@ def embed_ahead(embedder: CachedEmbedder, rows: Sequence[EvalRow], settings: Set
 
 
 def classify_row(service: TriageService, row: EvalRow, codec: LabelCodec, axes: list[str], oos_label: str | None) -> dict[str, Any]:
-    gold_oos = oos_label is not None and any(row.labels.get(a) == oos_label for a in axes)
+    gold_oos = is_oos_row(row, oos_label, axes)
     record: dict[str, Any] = {
         "id": row.id,
         "gold": {a: row.labels.get(a, "") for a in axes},

@@ -128,3 +128,66 @@ def test_serve_refuses_a_taxonomy_that_strands_stored_tickets_in_one_line(
     result = runner.invoke(app, ["serve", "--no-ui"], env={**env, "TRIAGE_TAXONOMY_PATH": str(taxonomy)})
     assert_error(result, "lacks labels that 2 stored tickets use", "'network'")
     assert "API on" not in result.output
+
+
+@pytest.fixture
+def eval_files(tmp_path: Path) -> list[str]:
+    data = tmp_path / "d.csv"
+    data.write_text("text,y\nmy card never arrived,a\nrefund the double charge,b\n", encoding="utf-8")
+    return ["eval", "--train", str(data), "--test", str(data), "--text", "text", "--label", "service=y", "--taxonomy", "auto", "--quiet"]
+
+
+def test_eval_refuses_an_output_path_it_cannot_write_before_any_work(runner: CliRunner, env: dict[str, str], eval_files: list[str], tmp_path: Path) -> None:
+    """--out naming a file, or --calibration naming a directory, crashed with a traceback (the latter only after the
+    whole calibration was fitted)."""
+    a_file = tmp_path / "d.csv"
+    assert_error(runner.invoke(app, [*eval_files, "--out", str(a_file)], env=env), "--out", "is a file; give a directory")
+    assert_error(runner.invoke(app, [*eval_files, "--out", str(a_file / "sub")], env=env), "--out", "is a file, not a directory")
+    result = runner.invoke(app, [*eval_files, "--out", str(tmp_path / "o"), "--calibration", str(tmp_path)], env=env)
+    assert_error(result, "--calibration", "is a directory; give a file path")
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+def test_eval_says_how_to_fix_a_taxonomy_or_target_it_cannot_use(runner: CliRunner, env: dict[str, str], eval_files: list[str], tmp_path: Path) -> None:
+    """A missing --taxonomy file was blamed on TRIAGE_TAXONOMY_PATH, --target-precision 1 was 'not between 0 and 1',
+    --seed -1 crashed."""
+    out = ["--out", str(tmp_path / "o")]
+    no_auto = [a for a in eval_files if a not in ("--taxonomy", "auto")]
+    result = runner.invoke(app, [*no_auto, *out, "--taxonomy", str(tmp_path / "nope.yaml")], env=env)
+    assert_error(result, "--taxonomy", "nope.yaml does not exist", "--taxonomy auto")
+    assert_error(runner.invoke(app, [*eval_files, *out, "--target-precision", "1"], env=env), "above 0 and below 1", "(got 1)")
+    calibration = tmp_path / "kept.calibration.json"  # an llm run overwrote it with an empty calibration
+    calibration.write_text('{"thresholds": {"service": {"*": 0.5}}}', encoding="utf-8")
+    result = runner.invoke(app, [*eval_files, *out, "--mode", "llm", "--calibration", str(calibration)], env=env)
+    assert_error(result, "--mode llm fits no calibration", "drop it")
+    assert calibration.read_text(encoding="utf-8") == '{"thresholds": {"service": {"*": 0.5}}}'
+    for seed in ("-1", str(2**32)):  # numpy refused it with a traceback once the train file was embedded
+        assert_error(runner.invoke(app, [*eval_files, *out, "--seed", seed], env=env), "--seed must be a whole number from 0 to 4294967295")
+
+
+def test_too_few_train_rows_in_the_taxonomy_says_to_use_the_auto_taxonomy() -> None:
+    """Train labels the taxonomy in force lacks left 'fewer than 4 usable train rows' and nothing about why."""
+    from evals.datasets import EvalRow, LabelCodec
+    from evals.runner import too_few_train_rows
+
+    rows = [EvalRow(id=str(i), text="t", labels={"service": "exchange_rate"}) for i in range(9)]
+    message = too_few_train_rows(rows, LabelCodec.for_ids({"service": ["billing_payments"]}), ["service"], 0, "default@1")
+    assert message.startswith("only 0 train row(s) have a label in taxonomy default@1; 9 have labels it lacks ('exchange_rate')")
+    assert "--taxonomy auto" in message
+
+
+def test_eval_refuses_an_unusable_embedding_cache_in_one_line(runner: CliRunner, env: dict[str, str], eval_files: list[str], tmp_path: Path) -> None:
+    """A --cache-dir that is a file, or a cache file that is not SQLite, ended in a traceback."""
+    from evals.runner import CachedEmbedder, EvalError
+
+    out = ["--out", str(tmp_path / "o")]
+    assert_error(runner.invoke(app, [*eval_files, *out, "--cache-dir", str(tmp_path / "d.csv")], env=env), "--cache-dir", "is a file")
+    broken = tmp_path / "cache" / "embeddings.sqlite"
+    broken.parent.mkdir()
+    broken.write_bytes(b"not a database, " * 512)
+
+    class Inner:
+        name = "stub"
+
+    with pytest.raises(EvalError, match=r"embedding cache .* cannot be used \(file is not a database\); delete it \(it is only a cache\)"):
+        CachedEmbedder(Inner(), broken)  # type: ignore[arg-type]

@@ -10,8 +10,8 @@ import pytest
 
 from agent.settings import REPO_ROOT
 from agent.taxonomy import load_taxonomy
-from evals.datasets import DatasetError, LabelCodec, load_rows, unknown_labels
-from evals.runner import derive_taxonomy, warn_empty_labels, warn_unknown_labels
+from evals.datasets import DatasetError, LabelCodec, is_oos_row, load_rows, unknown_labels
+from evals.runner import derive_taxonomy, warn_empty_labels, warn_unknown_labels, warn_unlearned_train_labels
 
 
 def test_csv_multiline_fields_and_joined_columns(tmp_path: Path) -> None:
@@ -31,12 +31,25 @@ def test_jsonl_ids_from_row_numbers_and_non_string_values(tmp_path: Path) -> Non
     assert [(r.id, r.text, r.labels["tier"]) for r in rows] == [("row-1", "a", "3"), ("row-2", "b", "")]
 
 
+def test_jsonl_numbers_and_booleans_read_as_the_labels_they_name(tmp_path: Path) -> None:
+    """A tier written 2.0 (a pandas float column) did not match 2 in the other file, NaN became a label 'nan' and
+    true became 'True'."""
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"text": "a", "y": 2.0, "b": true}\n{"text": "b", "y": NaN, "b": false}\n{"text": "c", "y": 0.5, "b": 1}\n', encoding="utf-8")
+    rows = load_rows(path, ["text"], {"tier": "y", "channel": "b"})
+    assert [(r.labels["tier"], r.labels["channel"]) for r in rows] == [("2", "true"), ("", "false"), ("0.5", "1")]
+
+
 def test_rows_without_text_are_skipped_and_named(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
-    path.write_text('{"text": "a", "label": "x"}\n{"text": null, "label": 3}\n{"text": "  ", "label": "y"}\n', encoding="utf-8")
+    path.write_text(
+        '{"text": "a", "label": "x"}\n{"text": null, "label": 3}\n{"text": "  ", "label": "y"}\n{"text": "\\u200b\\u00a0\\u0007", "label": "y"}\n',
+        encoding="utf-8",
+    )
     skipped: list[str] = []
     rows = load_rows(path, ["text"], {"tier": "label"}, skipped=skipped)
-    assert [r.id for r in rows] == ["row-1"] and skipped == ["row-2", "row-3"]
+    # row-4 (zero-width, no-break space, bell) went to the graph and was scored as a failed row, unlike row-3
+    assert [r.id for r in rows] == ["row-1"] and skipped == ["row-2", "row-3", "row-4"]
 
 
 def test_a_file_that_is_not_utf8_or_not_comma_separated_is_refused_with_the_fix(tmp_path: Path) -> None:
@@ -96,10 +109,12 @@ def test_a_row_with_too_many_or_too_few_fields_is_read_and_named_in_a_warning(tm
     assert "line 4: 5 fields; line 5: 2 fields" in caplog.text
 
 
-def test_blank_lines_and_a_bom_are_not_rows(tmp_path: Path) -> None:
+def test_blank_lines_and_a_bom_are_not_rows(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "t.csv"
-    path.write_text('\ufeffid,text,label\r\n\r\n1,"a\r\n\r\nb",x\r\n\r\n2,c,y\r\n', encoding="utf-8")
-    rows = load_rows(path, ["text"], {"service": "label"})
+    path.write_text('\ufeffid,text,label\r\n\r\n1,"a\r\n\r\nb",x\r\n\r\n2,c,y\r\n  \r\n\t\r\n', encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        rows = load_rows(path, ["text"], {"service": "label"})
+    assert "fields" not in caplog.text  # trailing lines of spaces were named as rows with too few fields
     assert [(r.id, r.text, r.labels["service"]) for r in rows] == [("1", "a\r\n\r\nb", "x"), ("2", "c", "y")]
 
 
@@ -119,3 +134,91 @@ def test_unknown_and_empty_test_labels_are_counted_and_warned(tmp_path: Path, ca
     assert "check that --label service=COLUMN names the label column and that --taxonomy" in messages[0]
     assert messages[1].startswith("1 test row(s) have an empty service label and are not scored on service (row-4)")
     assert messages[2].startswith("1 test row(s) have an empty tier label and are not scored on tier (row-3)")
+
+
+def test_columns_match_apart_from_case_and_surrounding_spaces(tmp_path: Path) -> None:
+    """A spreadsheet header ' Text ,Queue,ID' was refused as lacking columns text and queue."""
+    path = tmp_path / "t.csv"
+    path.write_text(' Text ,Queue,ID\nhello there,Billing,t-1\n', encoding="utf-8")
+    rows = load_rows(path, ["text"], {"service": "queue"})
+    assert [(r.id, r.text, r.labels["service"]) for r in rows] == [("t-1", "hello there", "Billing")]
+    twice = tmp_path / "twice.csv"
+    twice.write_text("text,Text,queue\na,b,c\n", encoding="utf-8")
+    assert load_rows(twice, ["Text"], {"service": "queue"})[0].text == "b"  # an exact name wins
+    with pytest.raises(DatasetError, match=r"column 'TEXT' matches several columns \['text', 'Text'\]"):
+        load_rows(twice, ["TEXT"], {"service": "queue"})
+    repeated = tmp_path / "repeated.csv"  # the second 'text' silently replaced the first
+    repeated.write_text("text,queue,text\na,b,c\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="the header has column 'text' more than once"):
+        load_rows(repeated, ["text"], {"service": "queue"})
+
+
+def test_a_file_with_no_records_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="has no records"):
+        load_rows(path, ["text"], {"service": "queue"})
+
+
+def test_the_oos_label_matches_apart_from_case_and_spaces(tmp_path: Path) -> None:
+    """--oos-label oos on rows labelled 'OOS' dropped none from train and scored them in test as unknown in-scope labels."""
+    from evals.runner import in_scope
+
+    path = tmp_path / "t.csv"
+    path.write_text("text,y\na,OOS\nb, oos \nc,billing\nd,\n", encoding="utf-8")
+    rows = load_rows(path, ["text"], {"service": "y"})
+    assert [r.text for r in in_scope(rows, "oos", ["service"])] == ["c", "d"]
+    assert [is_oos_row(r, "oos", ["service"]) for r in rows] == [True, True, False, False]
+    assert unknown_labels(rows, LabelCodec.for_ids({"service": ["billing"]}), ["service"], oos_label="oos")["service"] == (Counter(), 1)
+
+
+def test_jsonl_keeps_unicode_line_separators_inside_strings(tmp_path: Path) -> None:
+    """json.dumps(ensure_ascii=False) leaves U+2028, U+0085 and U+001C raw in strings; the file was refused as
+    'line 1 is not valid JSON' because str.splitlines cut the record there."""
+    import json
+
+    path = tmp_path / "t.jsonl"
+    rows_in = [{"text": "first\u2028second \x85 third \x1c end", "y": "a"}, {"text": "ok", "y": "b"}]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in rows_in), encoding="utf-8")
+    rows = load_rows(path, ["text"], {"service": "y"})
+    assert [(r.text, r.labels["service"]) for r in rows] == [("first\u2028second \x85 third \x1c end", "a"), ("ok", "b")]
+
+
+def test_jsonl_errors_name_the_line_and_what_to_give(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"text": "a", "y": 1}\n\n42\n', encoding="utf-8")
+    with pytest.raises(DatasetError, match="line 3 is not a JSON object; give one object per line"):
+        load_rows(path, ["text"], {"service": "y"})
+    pretty = tmp_path / "one.json"
+    pretty.write_text('{\n  "text": "a",\n  "y": 1\n}\n', encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"one.json:1 is not valid JSON: .*one JSON document over several lines"):
+        load_rows(pretty, ["text"], {"service": "y"})
+
+
+def test_a_file_separated_otherwise_than_its_name_says_is_refused_from_its_header(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A comma-separated .tsv was refused for 'text follows a closing quote' at its first quoted field; a
+    tab-separated .csv warned about every row as ragged before the error; a directory 'did not exist'."""
+    commas = tmp_path / "t.tsv"
+    commas.write_text('text,label\n"hello, world",A\n', encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"t.tsv: the header line is separated by ',', not tabs; name the file .csv"):
+        load_rows(commas, ["text"], {"service": "label"})
+    tabs = tmp_path / "t.csv"
+    tabs.write_text("text\tlabel\nhello\tA\nhi, there\tB\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING), pytest.raises(DatasetError, match=r"is it separated by '\\t'\? name the file .tsv"):
+        load_rows(tabs, ["text"], {"service": "label"})
+    assert "fields" not in caplog.text
+    with pytest.raises(DatasetError, match="is a directory; give a .csv, .tsv or .jsonl file"):
+        load_rows(tmp_path, ["text"], {"service": "label"})
+
+
+def test_train_labels_the_taxonomy_lacks_are_warned_on_the_console(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A taxonomy file that does not cover train left those rows unlearned with a note in report.md only."""
+    path = tmp_path / "t.csv"
+    path.write_text("text,service\na,billing_payments\nb,pin_blocked\nc,pin_blocked\n", encoding="utf-8")
+    rows = load_rows(path, ["text"], {"service": "service"})
+    with caplog.at_level(logging.WARNING, logger="evals.runner"):
+        warn_unlearned_train_labels(rows, LabelCodec.for_ids({"service": ["billing_payments"]}), ["service"], "mine@1")
+    assert [r.getMessage() for r in caplog.records] == [
+        "2 train row(s) have service labels that are not in taxonomy mine@1 ('pin_blocked' x 2); they are not learned "
+        "(--taxonomy auto takes the train file's labels)"
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -122,6 +123,15 @@ def test_parse_label_specs() -> None:
     assert parse_label_specs(["service=queue", "tier=tier"]) == {"service": "queue", "tier": "tier"}
     with pytest.raises(ValueError):
         parse_label_specs(["colour=queue"])
+    assert parse_label_specs([" Service =queue"]) == {"service": "queue"}  # the axis apart from case and spaces
+
+
+def test_a_label_spec_with_an_axis_the_agent_lacks_says_which_axis_to_use() -> None:
+    """--label intent=category only said 'axis must be one of [...]', not how to score an intent column."""
+    with pytest.raises(ValueError, match=r"'intent' is not one of the agent's axes service, channel, tier; .* --label service=category"):
+        parse_label_specs(["intent=category"])
+    with pytest.raises(ValueError, match=r"axis 'service' is given twice \(service=queue, service=topic\)"):
+        parse_label_specs(["service=queue", "service=topic"])
     with pytest.raises(ValueError):
         parse_label_specs(["service"])
 
@@ -250,3 +260,63 @@ def test_an_llm_run_resumes_only_with_the_same_model_and_vote_weights() -> None:
     assert fingerprint("hybrid") != fingerprint("hybrid", llm_base_url="http://gpu-host:8000/v1")
     assert fingerprint("llm") == fingerprint("llm", llm_vote_weight=0.5)  # the LLM alone: its weight is always 1
     assert fingerprint("llm") != fingerprint("llm", llm_model="qwen2.5:7b")
+
+
+def test_an_edited_taxonomy_file_is_a_new_run_and_a_new_calibration(tmp_path: Path) -> None:
+    """The cached calibration and head, and a run directory, were keyed by the taxonomy's path only: after adding a
+    label to the file, a new --out reused a head that never learned it, and the old --out resumed silently."""
+    import shutil
+
+    from agent.settings import REPO_ROOT, Settings
+    from evals.runner import EvalConfig, run_fingerprint, taxonomy_sha
+
+    data = tmp_path / "d.csv"
+    data.write_text("text,y\nmy card never arrived,technical_support\nrefund the double charge,billing_payments\n", encoding="utf-8")
+    taxonomy = tmp_path / "taxonomy.yaml"
+    shutil.copy(REPO_ROOT / "knowledge_base" / "taxonomies" / "default.yaml", taxonomy)
+    cfg = EvalConfig(train=data, test=data, text=["text"], labels={"service": "y"}, out=tmp_path / "o", taxonomy=str(taxonomy))
+    settings = Settings(taxonomy_path=taxonomy)
+    before = (run_fingerprint(cfg, settings), cfg.calibration_fingerprint("t", "e", taxonomy_sha(cfg, settings)))
+    taxonomy.write_text(taxonomy.read_text(encoding="utf-8").replace("name: default", "name: edited", 1), encoding="utf-8")
+    after = (run_fingerprint(cfg, settings), cfg.calibration_fingerprint("t", "e", taxonomy_sha(cfg, settings)))
+    assert before[0] != after[0] and before[1] != after[1]
+    in_force = EvalConfig(**{**cfg.__dict__, "taxonomy": None})  # no --taxonomy: the file in force counts the same way
+    assert taxonomy_sha(in_force, settings) == taxonomy_sha(cfg, settings) is not None
+    auto = EvalConfig(**{**cfg.__dict__, "taxonomy": "auto"})  # auto: the labels come from train alone
+    assert taxonomy_sha(auto, settings) is None
+
+
+def test_plots_of_unusual_label_sets_print_no_warnings(tmp_path: Path) -> None:
+    """CJK labels printed one matplotlib warning per glyph per plot, and a test file of only out-of-scope rows an
+    'identical low and high xlims' warning from an empty confusion matrix."""
+    import warnings
+
+    from evals import plots
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plots.confusion_matrix(["汇率", "卡片丢失"], ["汇率", "汇率"], tmp_path / "c.png", title="cjk")
+        plots.confusion_matrix([], [], tmp_path / "empty.png", title="none in scope")
+    assert (tmp_path / "c.png").stat().st_size > 1000 and (tmp_path / "empty.png").stat().st_size > 1000
+
+
+def test_a_resumed_run_appends_after_a_line_cut_by_a_killed_run(tmp_path: Path) -> None:
+    """The first row a resumed run wrote joined the line a killed run had cut, so it was unreadable on every later
+    resume (classified again each time) and predictions.jsonl was not valid JSONL."""
+    import json
+
+    from evals.runner import drop_cut_line, read_predictions
+
+    path = tmp_path / "predictions.jsonl"
+    path.write_text('{"id": "a", "x": 1}\n{"id": "b", "x"', encoding="utf-8")  # killed mid-write
+    drop_cut_line(path)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write('{"id": "b", "x": 2}\n')
+    assert read_predictions(path) == {"a": {"id": "a", "x": 1}, "b": {"id": "b", "x": 2}}
+    assert [json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines()] == ["a", "b"]
+    drop_cut_line(path)  # a whole file is left as it is
+    assert path.read_text(encoding="utf-8").count("\n") == 2
+    cut_first = tmp_path / "cut.jsonl"
+    cut_first.write_text('{"id": "a"', encoding="utf-8")
+    drop_cut_line(cut_first)
+    assert cut_first.read_text(encoding="utf-8") == ""

@@ -124,3 +124,14 @@ def test_confidence_is_read_as_a_probability() -> None:
     assert model.model_validate({**base, "confidence": -3}).confidence == 0.0
     with pytest.raises(ValidationError):
         model.model_validate({**base, "confidence": "very"})
+
+
+def test_a_yaml_syntax_error_is_one_line_with_its_spot(tmp_path: Path) -> None:
+    """PyYAML's message spans four lines (context, quoted line, caret), which broke the CLI's one-line errors."""
+    path = tmp_path / "t.yaml"
+    path.write_text("name: x\naxes: [\n  service: {\n", encoding="utf-8")
+    with pytest.raises(TaxonomyError) as caught:
+        load_taxonomy(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"taxonomy file {path} is not valid YAML: line 4, column 1: expected the node content")
