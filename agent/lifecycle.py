@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -154,8 +155,8 @@ class TicketReader:
         if external_id is not None:
             query = query.where(TicketRow.external_id == external_id)
         if cursor is not None:
-            (after,) = _decode_cursor(cursor, 1)
-            query = query.where(TicketRow.id < str(after))
+            (after,) = _decode_cursor(cursor, (str,))
+            query = query.where(TicketRow.id < after)
         with self.records.read() as session:
             rows = list(session.scalars(query))
         page = rows[:limit]
@@ -196,8 +197,8 @@ class TicketReader:
         if decision is not None:
             query = query.where(TicketRow.current_decision == decision)
         if cursor is not None:
-            rank, confidence, after = _decode_cursor(cursor, 3)
-            query = query.where(tuple_(*key) > tuple_(int(rank), float(confidence), str(after)))
+            rank, confidence, after = _decode_cursor(cursor, (int, float, str))
+            query = query.where(tuple_(*key) > tuple_(rank, confidence, after))
         with self.records.read() as session:
             rows = list(session.scalars(query))
             page = rows[:limit]
@@ -849,12 +850,23 @@ def _encode_cursor(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str, size: int) -> list[Any]:
+def _decode_cursor(cursor: str, kinds: tuple[type, ...]) -> list[Any]:
+    """The values a `next_cursor` was made of, each of the kind its place holds (an int of the integer column's
+    range, a finite float, a string without NUL): an edited cursor is a 422 here, not a query that fails."""
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         values = None
-    if not isinstance(values, list) or len(values) != size:
+    if not isinstance(values, list) or len(values) != len(kinds) or not all(map(_of_kind, values, kinds)):
         raise Invalid("bad cursor: pass the next_cursor of the previous page unchanged, or leave it out for the first page")
-    return values
+    return [float(v) if kind is float else v for v, kind in zip(values, kinds, strict=True)]
 
+
+def _of_kind(value: object, kind: type) -> bool:
+    if isinstance(value, bool):
+        return False
+    if kind is int:
+        return isinstance(value, int) and -(2**31) <= value < 2**31
+    if kind is float:
+        return isinstance(value, int | float) and math.isfinite(value)
+    return isinstance(value, str) and "\x00" not in value

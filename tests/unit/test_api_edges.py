@@ -4,6 +4,8 @@ reviews of revisions that never existed, the busy answer and key names (tests/in
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -225,3 +227,35 @@ def test_a_ticket_is_found_by_the_id_the_integration_sent(api: Api) -> None:
     found = api.get("/v1/tickets", external_id="EXT-42").json()["items"]
     assert [t["id"] for t in found] == [mine["id"]] and found[0]["external_id"] == "EXT-42"
     assert api.get("/v1/tickets", external_id="EXT-nope").json()["items"] == []
+
+
+# ---------------------------------------------------------------- cursors as a client may send them back
+
+
+def _cursor(values: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [["a", "b", "c"], [None, None, None], [[1], {}, 3], [1e400, 1, "x"], [10**30, 0.5, "tk_x"], [1, "NaN", "x"], [True, 0.5, "x"],
+     [0, 0.5, "tk\u0000"], [None], [{"a": 1}], 7],
+    ids=lambda v: json.dumps(v)[:24],
+)
+def test_an_edited_cursor_is_a_422_on_every_listing(api: Api, values: object) -> None:
+    """A cursor of the right length but wrong kinds reached the query: `int('a')` was a 500 on the queue."""
+    created(api)
+    for path, scope in (("/v1/review-queue", "lead"), ("/v1/tickets", "bot")):
+        response = api.get(path, scope=scope, cursor=_cursor(values))
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["detail"].startswith("bad cursor: pass the next_cursor of the previous page unchanged")
+
+
+def test_a_real_cursor_still_pages_the_queue(api: Api) -> None:
+    for _ in range(3):
+        created(api, {"body": "refund charged twice"})  # a suggestion: in the queue
+    first = api.get("/v1/review-queue", scope="lead", limit=2).json()
+    assert first["next_cursor"] is not None
+    second = api.get("/v1/review-queue", scope="lead", limit=2, cursor=first["next_cursor"])
+    assert second.status_code == 200, second.text
+    assert not {t["id"] for t in first["items"]} & {t["id"] for t in second.json()["items"]}
