@@ -17,7 +17,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
 from agent import __version__
-from agent.api_guards import BodyLimit, CreatedAfter, CreatedBefore, Credentials, install_error_handlers, needs
+from agent.api_guards import (
+    BodyLimit,
+    CreatedAfter,
+    CreatedBefore,
+    Credentials,
+    check_range,
+    install_error_handlers,
+    needs,
+)
 from agent.api_insights import router as insights_router
 from agent.auth import Principal, check_key_name, create_key, list_keys, revoke_key
 from agent.contracts import (
@@ -275,6 +283,7 @@ def create_app(
         cursor: str | None = None,
     ) -> Page[QueueItem]:
         """Tickets waiting for a lead: needs_review first, then suggest, lowest confidence first."""
+        check_range(created_after, created_before, ("created_after", "created_before"))
         return life.review_queue(
             limit=limit, cursor=cursor, decision=decision, service=service, tier=tier, channel=channel,
             created_after=created_after, created_before=created_before,

@@ -19,23 +19,50 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent.auth import AuthError, Principal, authenticate, require
 from agent.auth import Scope as KeyScope
-from agent.lifecycle import LifecycleError
+from agent.lifecycle import Invalid, LifecycleError
 from agent.pool import PoolFull
+from agent.records import as_utc
 from agent.service import TicketError
 
 log = logging.getLogger("agent.api")
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `triage keys create --scope bot --name NAME`.")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def utc_time(moment: datetime | None) -> datetime | None:
+    """A query time as aware UTC (no zone = UTC). Converted here, while it is still a query field, because a time at
+    the calendar's edge (year 1 east of UTC, year 9999 west of it) has no UTC value: a 422 naming it, not a 500."""
+    if moment is None:
+        return None
+    try:
+        return as_utc(moment)
+    except OverflowError:
+        raise ValueError(f"{moment.isoformat()} is outside the years 1 to 9999 in UTC; send a time inside them") from None
+
+
+def check_range(start: datetime | None, end: datetime | None, names: tuple[str, str]) -> None:
+    """Refuse a time window that ends before it starts: nothing can match it, so the bounds were surely swapped."""
+    if start is not None and end is not None and start > end:
+        raise Invalid(
+            f"{names[0]} ({start.isoformat()}) is after {names[1]} ({end.isoformat()}), so no ticket can match; "
+            "swap them, or leave one out"
+        )
+
+
+UtcTime = AfterValidator(utc_time)
 # the creation-time filter of the review queue and of its counts
-CreatedAfter = Annotated[datetime | None, Query(description="Only tickets created at or after this time (ISO 8601; no zone = UTC).")]
-CreatedBefore = Annotated[datetime | None, Query(description="Only tickets created before this time (ISO 8601; no zone = UTC).")]
+CreatedAfter = Annotated[
+    datetime | None, Query(description="Only tickets created at or after this time (ISO 8601; no zone = UTC)."), UtcTime
+]
+CreatedBefore = Annotated[datetime | None, Query(description="Only tickets created before this time (ISO 8601; no zone = UTC)."), UtcTime]
 
 
 def error(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:

@@ -259,3 +259,32 @@ def test_a_real_cursor_still_pages_the_queue(api: Api) -> None:
     second = api.get("/v1/review-queue", scope="lead", limit=2, cursor=first["next_cursor"])
     assert second.status_code == 200, second.text
     assert not {t["id"] for t in first["items"]} & {t["id"] for t in second.json()["items"]}
+
+
+# ---------------------------------------------------------------- time filters
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "moment"),
+    [("/v1/stats", "until", "9999-12-31T23:59:59-14:00"), ("/v1/stats", "since", "0001-01-01T00:00:00+05:00"),
+     ("/v1/review-queue", "created_after", "0001-01-01T00:00:00+05:00"), ("/v1/stats/queue", "created_before", "9999-12-31T23:59:59-14:00")],
+)
+def test_a_time_with_no_utc_value_is_a_422_that_names_it(api: Api, path: str, name: str, moment: str) -> None:
+    """Year 9999 west of UTC (or year 1 east of it) overflowed when moved to UTC: a 500 on /v1/stats."""
+    response = api.get(path, scope="lead", **{name: moment})
+    assert response.status_code == 422, response.text
+    assert f"query.{name}" in response.json()["detail"] and "outside the years 1 to 9999 in UTC" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "after", "before"),
+    [("/v1/review-queue", "created_after", "created_before"), ("/v1/stats/queue", "created_after", "created_before"), ("/v1/stats", "since", "until")],
+)
+def test_a_time_window_that_ends_before_it_starts_is_refused(api: Api, path: str, after: str, before: str) -> None:
+    """Swapped bounds answered an empty queue, zero counts or empty stats, as if there were no tickets."""
+    created(api)
+    response = api.get(path, scope="lead", **{after: "2030-01-01", before: "2020-01-01T00:00:00+00:00"})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith(f"{after} (2030-01-01T00:00:00+00:00) is after {before} (2020-01-01T00:00:00+00:00)")
+    assert "swap them" in response.json()["detail"]
+    assert api.get(path, scope="lead", **{after: "2020-01-01", before: "2030-01-01"}).status_code == 200
