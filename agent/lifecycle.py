@@ -478,6 +478,7 @@ class Lifecycle(TicketReader):
     def previous_taxonomy(self, ref: str | None = None) -> Taxonomy:
         """The served version a migration starts from: `ref`, else the one the taxonomy in force migrates from."""
         migration = self.taxonomy.migration
+        ref = (ref or "").strip() or None  # "" (a cleared form field) asks for the default, like a missing one
         if ref is None and migration is None:
             raise Invalid(f"the taxonomy in force, {self.taxonomy.ref}, has no `migration:` section to apply")
         ref = ref or f"{self.taxonomy.name}@{migration.from_version}"  # type: ignore[union-attr]

@@ -288,3 +288,15 @@ def test_a_time_window_that_ends_before_it_starts_is_refused(api: Api, path: str
     assert response.json()["detail"].startswith(f"{after} (2030-01-01T00:00:00+00:00) is after {before} (2020-01-01T00:00:00+00:00)")
     assert "swap them" in response.json()["detail"]
     assert api.get(path, scope="lead", **{after: "2020-01-01", before: "2030-01-01"}).status_code == 200
+
+
+# ---------------------------------------------------------------- taxonomy migration requests
+
+
+@pytest.mark.parametrize("path", ["/v1/taxonomy/migration", "/v1/taxonomy/migration/jobs"])
+@pytest.mark.parametrize("previous", ["", "  "])
+def test_an_empty_previous_version_is_the_default_not_a_500(api: Api, path: str, previous: str) -> None:
+    """`{"previous": ""}` skipped the 'no migration section' check and crashed on the missing section."""
+    response = api.post(path, {"previous": previous}, scope="admin")
+    assert response.status_code == 422, response.text
+    assert "has no `migration:` section to apply" in response.json()["detail"]
