@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from agent.api_guards import CreatedAfter, CreatedBefore, UtcTime, check_range, needs
 from agent.auth import Principal
 from agent.insights import GroupBy, TicketFact, filter_facts, stats_report
+from agent.lifecycle import check_label_filters
 from agent.records import Records, ReviewRow, RevisionRow, TicketRow
 
 Lead = Annotated[Principal, Depends(needs("lead"))]
@@ -175,6 +176,7 @@ async def stats(
     start = since or (now - timedelta(days=days) if days else None)
     end = until
     check_range(start, end, ("since" if since else f"now minus days={days}", "until"))
+    _known_labels(request, service=service, channel=channel, tier=tier)
 
     def compute() -> dict[str, Any]:
         facts = filter_facts(cached_facts(request), since=start, until=end, service=service, channel=channel, tier=tier)
@@ -209,6 +211,7 @@ def queue_counts(
     settled by a lead (`reviewed`), and `total`; filtered on the current labels and the creation time like the
     queue, so the counts above a filtered queue are its counts."""
     check_range(created_after, created_before, ("created_after", "created_before"))
+    _known_labels(request, service=service, channel=channel, tier=tier)
     records: Records = request.app.state.records
     wanted = TicketRow.matching(service=service, tier=tier, channel=channel, created_after=created_after, created_before=created_before)
     reviewed = select(ReviewRow.id).where(ReviewRow.ticket_id == TicketRow.id).exists()
@@ -227,3 +230,9 @@ def queue_counts(
             counts["reviewed" if was_reviewed else "auto_apply"] += n
     return counts
 
+
+def _known_labels(request: Request, **filters: str | None) -> None:
+    """Label filters as the review queue takes them: an unknown label is a 422 naming the taxonomy's labels."""
+    service = getattr(request.app.state, "service", None)
+    if service is not None:
+        check_label_filters(service.taxonomy, **filters)

@@ -183,12 +183,8 @@ class TicketReader:
         limit = _limit(limit)
         if decision is not None and decision not in (Decision.NEEDS_REVIEW.value, Decision.SUGGEST.value):
             raise Invalid(f"decision must be needs_review or suggest, not {decision!r}")
-        filters = {k: v for k, v in (("service", service), ("tier", tier), ("channel", channel)) if v}
-        if filters and self._taxonomy is not None:  # an unknown label is a typo: say so rather than show nothing
-            try:
-                validate_labels(self._taxonomy, filters)
-            except LabelRuleError as exc:
-                raise Invalid(str(exc)) from exc
+        if self._taxonomy is not None:
+            check_label_filters(self._taxonomy, service=service, tier=tier, channel=channel)
         key = (TicketRow.queue_rank, TicketRow.current_confidence, TicketRow.id)
         query = select(TicketRow).where(TicketRow.in_queue.is_(True)).order_by(*key).limit(limit + 1)
         query = query.where(
@@ -758,6 +754,18 @@ class Lifecycle(TicketReader):
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def check_label_filters(taxonomy: Taxonomy, **filters: str | None) -> None:
+    """Refuse a label filter the taxonomy lacks: an unknown label is a typo, so say so rather than show nothing.
+    An empty value (a cleared form field) is no filter, here and in `TicketRow.matching`."""
+    wanted = {axis: value for axis, value in filters.items() if value}
+    if not wanted:
+        return
+    try:
+        validate_labels(taxonomy, wanted)
+    except LabelRuleError as exc:
+        raise Invalid(str(exc)) from exc
 
 
 def _agent(classification: Classification, requested_by: str | None) -> str:

@@ -300,3 +300,26 @@ def test_an_empty_previous_version_is_the_default_not_a_500(api: Api, path: str,
     response = api.post(path, {"previous": previous}, scope="admin")
     assert response.status_code == 422, response.text
     assert "has no `migration:` section to apply" in response.json()["detail"]
+
+
+# ---------------------------------------------------------------- label filters
+
+
+def test_an_empty_label_filter_is_no_filter(api: Api) -> None:
+    """`?service=` (a cleared form field) matched tickets whose label is "": an empty queue and zero counts."""
+    created(api, {"body": "refund charged twice"})
+    for path in ("/v1/review-queue", "/v1/stats/queue", "/v1/stats"):
+        everything = api.get(path, scope="lead").json()
+        emptied = api.get(path, scope="lead", service="", tier="", channel="").json()
+        if path == "/v1/stats":
+            everything, emptied = everything["totals"], emptied["totals"]
+        assert emptied == everything, path
+    assert api.get("/v1/stats/queue", scope="lead", service="").json()["total"] > 0
+
+
+@pytest.mark.parametrize("path", ["/v1/stats/queue", "/v1/stats"])
+def test_an_unknown_label_filter_on_the_stats_is_a_422_like_the_queue(api: Api, path: str) -> None:
+    """The counts above the queue answered zeros for a typo the queue itself refuses."""
+    response = api.get(path, scope="lead", service="biling_payments")
+    assert response.status_code == 422, response.text
+    assert "unknown service label 'biling_payments'" in response.json()["detail"] and "billing_payments" in response.json()["detail"]
