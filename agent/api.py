@@ -22,6 +22,7 @@ from agent.api_guards import (
     CreatedAfter,
     CreatedBefore,
     Credentials,
+    NoNulInUrl,
     check_range,
     install_error_handlers,
     needs,
@@ -176,6 +177,7 @@ def create_app(
     )
     app.state.settings = settings
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(NoNulInUrl)
     install_error_handlers(app)
     app.include_router(insights_router)  # GET /v1/stats: the back office's KPIs, for the UI and other dashboards
 

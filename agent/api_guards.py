@@ -136,6 +136,28 @@ class BodyLimit:
         await self.app(scope, limited_receive, guarded_send)
 
 
+# ---------------------------------------------------------------- NUL in the URL
+
+
+class NoNulInUrl:
+    """422 (JSON) for a path or query holding a NUL character (%00): no id, version or filter holds one (free text
+    loses its NULs on the way in), and PostgreSQL refuses it in a query, which would read as the database down."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope["query_string"]):
+            response = error(
+                422, "invalid_request",
+                "the URL holds a NUL character (%00), which no ticket id, taxonomy version or filter value contains; "
+                "remove it and resend",
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 # ---------------------------------------------------------------- error mapping
 
 

@@ -323,3 +323,39 @@ def test_an_unknown_label_filter_on_the_stats_is_a_422_like_the_queue(api: Api, 
     response = api.get(path, scope="lead", service="biling_payments")
     assert response.status_code == 422, response.text
     assert "unknown service label 'biling_payments'" in response.json()["detail"] and "billing_payments" in response.json()["detail"]
+
+
+# ---------------------------------------------------------------- NUL characters (PostgreSQL cannot store them)
+
+
+def test_nul_characters_in_free_text_are_dropped_on_the_way_in(api: Api) -> None:
+    """PostgreSQL's text and JSONB refuse NUL: a ticket, message, note, comment or draft holding one answered 503
+    'database busy' there (and was lost) while SQLite stored it. Now no backend sees one; the words stay."""
+    ticket = created(api, {"subject": "Charged\u0000 twice", "body": "refund\u0000 please", "messages": [{"text": "hello\u0000"}]})
+    assert (ticket["subject"], ticket["body"], ticket["messages"][0]["text"]) == ("Charged twice", "refund please", "hello")
+    ticket_id = ticket["id"]
+    message = api.post(f"/v1/tickets/{ticket_id}/messages", {"text": "any\u0000 news?"})
+    assert message.status_code == 201 and message.json()["messages"][-1]["text"] == "any news?", message.text
+    escalated = api.post(f"/v1/tickets/{ticket_id}/escalations", {"note": "angry\u0000"})
+    assert escalated.status_code == 201 and escalated.json()["current"]["note"] == "angry", escalated.text
+    review = {"action": "accept", "comment": "fine\u0000", "draft": {"text": "Refunded\u0000.", "citations": ["kb-refund\u0000"]}}
+    reviewed = api.post(f"/v1/tickets/{ticket_id}/reviews", review, scope="lead")
+    assert reviewed.status_code == 201, reviewed.text
+    assert reviewed.json()["current"]["note"] == "fine"
+    assert reviewed.json()["current"]["classification"]["draft"] == {"text": "Refunded.", "citations": ["kb-refund"]}
+    stored = api.get(f"/v1/tickets/{ticket_id}/revisions").json()
+    assert "\\u0000" not in json.dumps(stored) and "\\u0000" not in api.get(f"/v1/tickets/{ticket_id}").text
+    only_nul = api.post(f"/v1/tickets/{ticket_id}/messages", {"text": "\u0000\u0000"})
+    assert only_nul.status_code == 422 and "the message has no text" in only_nul.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [("/v1/tickets/tk%00x", {}), ("/v1/tickets/tk%00x/revisions", {}), ("/v1/tickets", {"external_id": "EXT\u0000"}),
+     ("/v1/taxonomy/versions/default%00", {}), ("/v1/taxonomy/migration/jobs/mj%00", {})],
+)
+def test_a_nul_in_the_url_is_a_422_that_says_so(api: Api, path: str, params: dict) -> None:
+    """A lookup with %00 in the URL answered 503 'database busy, retry' on PostgreSQL."""
+    response = api.client.get(path, params=params, headers=api.auth("admin"))
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith("the URL holds a NUL character (%00)")
