@@ -83,6 +83,7 @@ MAX_PAGE = 200
 _RECLASSIFY_ATTEMPTS = 3
 _FOR_USER = " for user:"  # joins an agent actor to the key that asked: agent:<model> for user:<key name>
 _ACTOR_LENGTH = RevisionRow.__table__.c.actor.type.length
+_EXTERNAL_ID_LENGTH = TicketRow.__table__.c.external_id.type.length
 
 
 # ---------------------------------------------------------------- errors (each maps to one HTTP status)
@@ -312,6 +313,7 @@ class Lifecycle(TicketReader):
         self, ticket: TicketIn, *, created_by: str, idempotency_key: str | None = None
     ) -> tuple[TicketView, bool]:
         """Store and classify a new ticket: (view, created). A repeated Idempotency-Key returns the first ticket."""
+        _check_external_id(ticket.ticket_id)
         self.service.check_ticket(ticket)
         sha = hashlib.sha256(ticket.model_dump_json().encode()).hexdigest()
         if idempotency_key is not None:
@@ -766,6 +768,20 @@ def check_label_filters(taxonomy: Taxonomy, **filters: str | None) -> None:
         validate_labels(taxonomy, wanted)
     except LabelRuleError as exc:
         raise Invalid(str(exc)) from exc
+
+
+def _check_external_id(external_id: str | None) -> None:
+    """The caller's `ticket_id` is stored as `external_id`, a column of `_EXTERNAL_ID_LENGTH` characters: refused
+    before the classification, since PostgreSQL refuses a longer one (or one with a NUL) only at the insert."""
+    if external_id is None:
+        return
+    if len(external_id) > _EXTERNAL_ID_LENGTH:
+        raise Invalid(
+            f"ticket_id has {len(external_id)} characters, more than the {_EXTERNAL_ID_LENGTH} kept for your system's id; "
+            "send a shorter id (e.g. the key your help desk shows)"
+        )
+    if "\x00" in external_id:
+        raise Invalid("ticket_id holds a NUL character (\\u0000); send your system's id without it")
 
 
 def _agent(classification: Classification, requested_by: str | None) -> str:

@@ -290,6 +290,12 @@ def test_text_with_nul_characters_is_taken_on_every_backend(api: Api) -> None:
     assert lookup.status_code == 422 and "NUL" in lookup.json()["detail"], lookup.text
 
 
+def test_a_ticket_id_longer_than_its_column_is_a_422_on_every_backend(api: Api) -> None:
+    """PostgreSQL refused a `ticket_id` over 200 characters at the insert: 503 'database busy, retry'."""
+    response = api.post("/v1/tickets", {**PASSWORD, "ticket_id": "EXT-" + "9" * 300})
+    assert response.status_code == 422 and "more than the 200" in response.json()["detail"], response.text
+
+
 def test_records_hold_what_the_api_acknowledged(api: Api) -> None:
     """The acknowledgement is the commit: a second, independent connection sees the new revision at once."""
     ticket = create(api, {"body": "My parcel has not arrived after two weeks."})

@@ -359,3 +359,18 @@ def test_a_nul_in_the_url_is_a_422_that_says_so(api: Api, path: str, params: dic
     response = api.client.get(path, params=params, headers=api.auth("admin"))
     assert response.status_code == 422, response.text
     assert response.json()["detail"].startswith("the URL holds a NUL character (%00)")
+
+
+# ---------------------------------------------------------------- the integration's own ticket id
+
+
+@pytest.mark.parametrize(("ticket_id", "needle"), [("x" * 201, "ticket_id has 201 characters, more than the 200"), ("EXT\u0000", "NUL")])
+def test_a_ticket_id_the_records_cannot_keep_is_a_422_before_classifying(api: Api, ticket_id: str, needle: str) -> None:
+    """`ticket_id` is kept in a 200-character column: PostgreSQL refused a longer one at the insert, after the
+    classification, as 503 'database busy, retry' (SQLite stored it)."""
+    newest = api.get("/v1/tickets", limit=1).json()["items"]
+    response = api.post("/v1/tickets", {**TICKET, "ticket_id": ticket_id})
+    assert response.status_code == 422, response.text
+    assert needle in response.json()["detail"]
+    assert api.get("/v1/tickets", limit=1).json()["items"] == newest  # nothing stored
+    assert created(api, {**TICKET, "ticket_id": "y" * 200})["external_id"] == "y" * 200
