@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -219,6 +219,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def conflict(request: Request, exc: IntegrityError) -> JSONResponse:
         log.warning("integrity error on %s %s: %s", request.method, request.url.path, exc.orig)
         return error(409, "conflict", "a concurrent write changed the same record; reload and retry")
+
+    @app.exception_handler(DataError)
+    async def data_refused(request: Request, exc: DataError) -> JSONResponse:
+        """The database refused a value (too long, out of range): the same request fails again, so this is the
+        request's 422, not the 503 'retry' of a database that is down. The known cases are refused before this."""
+        reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+        log.warning("records database refused a value on %s %s: %s", request.method, request.url.path, reason)
+        return error(
+            422, "invalid_request",
+            f"the records database refused a value of this request ({reason}); shorten or correct it and resend",
+        )
 
     @app.exception_handler(DBAPIError)
     async def database_down(request: Request, exc: DBAPIError) -> JSONResponse:

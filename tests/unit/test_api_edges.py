@@ -374,3 +374,19 @@ def test_a_ticket_id_the_records_cannot_keep_is_a_422_before_classifying(api: Ap
     assert needle in response.json()["detail"]
     assert api.get("/v1/tickets", limit=1).json()["items"] == newest  # nothing stored
     assert created(api, {**TICKET, "ticket_id": "y" * 200})["external_id"] == "y" * 200
+
+
+def test_a_value_the_database_refuses_is_the_requests_422_not_database_down(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DataError (a value too long or out of range for its column) answered 503 'busy or unreachable; retry',
+    though the same request can only fail again."""
+    from sqlalchemy.exc import DataError
+
+    def refuse(**_: object) -> None:
+        raise DataError("SELECT ...", {}, Exception("value too long for type character varying(40)\nCONTEXT: secret row"))
+
+    monkeypatch.setattr(api.client.app.state.lifecycle, "list_tickets", refuse)  # type: ignore[attr-defined]
+    response = api.get("/v1/tickets")
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert "value too long for type character varying(40)" in detail and "shorten or correct it and resend" in detail
+    assert "CONTEXT" not in detail and "Retry-After" not in response.headers
