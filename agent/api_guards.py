@@ -162,22 +162,35 @@ class NoNulInUrl:
 
 
 def _validation_detail(exc: RequestValidationError, request: Request) -> tuple[str, list[dict[str, Any]]]:
-    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
-    parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5]]
+    raw = exc.errors()
+    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in raw]
+    if [(e["loc"], e["type"]) for e in errors] == [(["body"], "missing")]:  # read as the field `body` otherwise
+        detail = "the request has no body; send the JSON object this endpoint takes, with `content-type: application/json`"
+        return detail + " (see /docs for the schema)", errors
+    parts = [_field_error(e) for e in raw[:5]]
     detail = "fix these fields and resend (see /docs for the schema): " + "; ".join(parts)
     return _content_type_hint(request, errors) + detail, errors
 
 
+def _field_error(error: Any) -> str:
+    """One error as `where: what`; broken JSON says where and why, not `body.8: JSON decode error`."""
+    loc = list(error.get("loc", ()))
+    if error.get("type") == "json_invalid" and len(loc) == 2:
+        return f"the body is not valid JSON: {error.get('ctx', {}).get('error', 'decode error')} at character {loc[1]}"
+    return f"{'.'.join(str(p) for p in loc)}: {error.get('msg', '')}"
+
+
 def _content_type_hint(request: Request, errors: list[dict[str, Any]]) -> str:
-    """A form or text/plain body (curl -d's default) is never parsed as JSON, so it fails as "Input should be a
-    valid dictionary": name the actual mistake, the content-type, before the field errors."""
+    """A form or text/plain body (curl -d's default), or one sent with no content-type at all, is never parsed as
+    JSON, so it fails as "Input should be a valid dictionary": name the actual mistake, the content-type, first."""
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";")[0].strip().lower()
-    if not media or media == "application/json" or media.endswith("+json"):
+    if media == "application/json" or media.endswith("+json"):
         return ""
-    if not any(e["loc"] == ["body"] for e in errors):
+    if not any(e["loc"] == ["body"] and e["type"] != "missing" for e in errors):
         return ""
-    return f"the body must be JSON sent with `content-type: application/json` (this request sent {media!r}); "
+    sent = f"sent {media!r}" if media else "sent no content-type"
+    return f"the body must be JSON sent with `content-type: application/json` (this request {sent}); "
 
 
 def _not_utf8(exc: UnicodeDecodeError) -> str:
@@ -243,6 +256,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's "error parsing the body"
             return error(422, "invalid_request", _not_utf8(exc.__cause__))
+        if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):  # JSON nested past Python's stack
+            return error(
+                422, "invalid_request",
+                "the JSON body is nested too deeply to read; send the flat JSON object this endpoint takes (see /docs for the schema)",
+            )
         hints = {
             404: f"no such path {request.url.path}; the endpoints are listed at /docs",
             405: f"{request.method} is not allowed on {request.url.path}; the methods are listed at /docs",

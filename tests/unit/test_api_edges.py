@@ -390,3 +390,36 @@ def test_a_value_the_database_refuses_is_the_requests_422_not_database_down(api:
     detail = response.json()["detail"]
     assert "value too long for type character varying(40)" in detail and "shorten or correct it and resend" in detail
     assert "CONTEXT" not in detail and "Retry-After" not in response.headers
+
+
+# ---------------------------------------------------------------- bodies that are not a JSON object
+
+
+def test_a_request_without_a_body_says_so(api: Api) -> None:
+    """Was `body: Field required`, which reads as the ticket's `body` field."""
+    for path in ("/v1/classify", "/v1/tickets"):
+        response = api.client.post(path, headers={**api.auth("bot"), "content-type": "application/json"})
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"].startswith("the request has no body; send the JSON object this endpoint takes")
+
+
+def test_a_body_sent_with_no_content_type_names_the_header(api: Api) -> None:
+    response = api.client.post("/v1/classify", content=b'{"body":"refund please"}', headers=api.auth("bot"))
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith(
+        "the body must be JSON sent with `content-type: application/json` (this request sent no content-type)"
+    )
+
+
+def test_broken_json_says_where_and_why(api: Api) -> None:
+    response = api.client.post("/v1/classify", content=b'{"body": ', headers={**api.auth("bot"), "content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert "the body is not valid JSON: Expecting value at character 9" in response.json()["detail"]
+
+
+def test_json_nested_too_deeply_is_a_422_that_says_so(api: Api) -> None:
+    """Was a 400 'There was an error parsing the body', which names neither the problem nor the fix."""
+    nested = b'{"body": "refund", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = api.client.post("/v1/tickets", content=nested, headers={**api.auth("bot"), "content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith("the JSON body is nested too deeply to read")
