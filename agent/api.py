@@ -44,7 +44,7 @@ from agent.contracts import (
     TicketSummary,
     TicketView,
 )
-from agent.lifecycle import Invalid, Lifecycle, NotFound
+from agent.lifecycle import Invalid, Lifecycle, NotFound, shown
 from agent.migration_jobs import MigrationJob, MigrationJobs
 from agent.pool import WorkerPool
 from agent.records import Records, TaxonomyVersionRow
@@ -311,7 +311,7 @@ def create_app(
         and diff it with the taxonomy in force."""
         served = life.served_taxonomy(ref)
         if served is None:
-            raise NotFound(f"no taxonomy version {ref!r} was served here; GET /v1/taxonomy/versions lists them")
+            raise NotFound(f"no taxonomy version {shown(ref)} was served here; GET /v1/taxonomy/versions lists them")
         return served
 
     @app.post("/v1/taxonomy/migration", response_model=MigrationReport, tags=["taxonomy"])

@@ -114,6 +114,14 @@ class StoreUnavailable(LifecycleError):
     code = "store_unavailable"
 
 
+def shown(value: str, limit: int = 80) -> str:
+    """An id from the request as an error message quotes it: repr'd, and cut with its length past `limit`, so a
+    10,000-character path id is not echoed back whole."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}… ({len(value)} characters)"
+
+
 # ---------------------------------------------------------------- the use cases
 
 
@@ -272,7 +280,7 @@ class TicketReader:
     def _get(session: Session, ticket_id: str) -> TicketRow:
         row = session.get(TicketRow, ticket_id)
         if row is None:
-            raise NotFound(f"no ticket {ticket_id!r}; GET /v1/tickets (or `triage tickets list`) lists them")
+            raise NotFound(f"no ticket {shown(ticket_id)}; GET /v1/tickets (or `triage tickets list`) lists them")
         return row
 
     def _current_rows(self, session: Session, rows: Sequence[TicketRow]) -> dict[str, RevisionView]:
@@ -482,7 +490,7 @@ class Lifecycle(TicketReader):
         ref = ref or f"{self.taxonomy.name}@{migration.from_version}"  # type: ignore[union-attr]
         found = self.served_taxonomy(ref)
         if found is None:
-            raise NotFound(f"this deployment never served taxonomy {ref!r}; GET /v1/taxonomy/versions lists the ones it did")
+            raise NotFound(f"this deployment never served taxonomy {shown(ref)}; GET /v1/taxonomy/versions lists the ones it did")
         return found
 
     def migrate_taxonomy(
@@ -745,7 +753,7 @@ class Lifecycle(TicketReader):
     def _lock(self, session: Session, ticket_id: str) -> TicketRow:
         row = session.get(TicketRow, ticket_id, with_for_update=True)
         if row is None:
-            raise NotFound(f"no ticket {ticket_id!r}; GET /v1/tickets (or `triage tickets list`) lists them")
+            raise NotFound(f"no ticket {shown(ticket_id)}; GET /v1/tickets (or `triage tickets list`) lists them")
         return row
 
     def _snapshot(self, ticket_id: str) -> tuple[TicketRow, list[MessageRow]]:

@@ -423,3 +423,26 @@ def test_json_nested_too_deeply_is_a_422_that_says_so(api: Api) -> None:
     response = api.client.post("/v1/tickets", content=nested, headers={**api.auth("bot"), "content-type": "application/json"})
     assert response.status_code == 422, response.text
     assert response.json()["detail"].startswith("the JSON body is nested too deeply to read")
+
+
+# ---------------------------------------------------------------- ids in the path
+
+
+@pytest.mark.parametrize(
+    ("path", "scope"),
+    [("/v1/tickets/{}", "bot"), ("/v1/tickets/{}/revisions", "bot"), ("/v1/taxonomy/versions/{}", "lead"),
+     ("/v1/taxonomy/migration/jobs/{}", "admin")],
+)
+def test_a_404_for_a_very_long_id_quotes_only_its_start(api: Api, path: str, scope: str) -> None:
+    """The 404 echoed a 10,000-character id whole."""
+    response = api.get(path.format("x" * 10_000), scope=scope)
+    assert response.status_code == 404, response.text
+    detail = response.json()["detail"]
+    assert len(detail) < 300 and "(10000 characters)" in detail, detail
+
+
+@pytest.mark.parametrize("variant", [str.upper, lambda i: i + " ", lambda i: " " + i])
+def test_ids_that_differ_in_case_or_spaces_are_other_tickets(api: Api, variant: object) -> None:
+    ticket_id = created(api)["id"]
+    response = api.get(f"/v1/tickets/{variant(ticket_id)}")  # type: ignore[operator]
+    assert response.status_code == 404 and response.json()["error"] == "not_found", response.text
