@@ -49,7 +49,7 @@ from agent.contracts import (
     TicketView,
     has_text,
 )
-from agent.migration import MigrationError, MigrationPlan, choose, plan_migration
+from agent.migration import MigrationError, MigrationPlan, choose, pending_plan, plan_migration
 from agent.nodes.normalize import clean, redact
 from agent.records import (
     MessageRow,
@@ -409,7 +409,8 @@ class Lifecycle(TicketReader):
                     f"revision {review.revision} is no longer current (current: {seen}); reload the ticket and review again"
                 )
             current_row = by_seq.get(seen) if seen is not None else None
-            current = _classification(current_row)
+            held = _classification(current_row)
+            current, undecided, _ = self._in_force(held, "\n\n".join([row.subject, row.body, *(m.text for m in messages)]))
             if review.action in ("accept", "reject") and current is None:
                 raise Conflict(f"the ticket has no current labels to {review.action}; send an edit with labels for {list(AXES)}")
             actor = f"user:{reviewer}"
@@ -419,7 +420,7 @@ class Lifecycle(TicketReader):
                 new_row = by_seq.get(new_seq) if new_seq is not None else None
                 marker = self._append(
                     session, locked, reason="human_review", actor=actor, classification=None, suggestion={},
-                    started_at=started, before=flat_labels(current), after=new_row.labels if new_row else None,
+                    started_at=started, before=flat_labels(held), after=new_row.labels if new_row else None,
                     rejects=seen, note=review.comment,
                 )
                 history.append(marker)
@@ -427,11 +428,25 @@ class Lifecycle(TicketReader):
                 taught = _latest_human_labels(history)
                 result_seq = marker.seq
             else:
-                labels = {axis: label.label for axis, label in current.labels.items()} if current else {}
+                labels = {axis: label.label for axis, label in current.labels.items() if axis not in undecided} if current else {}
                 if review.action == "accept":
-                    labels.update({axis: s["label"] for axis, s in (current_row.suggestion or {}).items()})  # type: ignore[union-attr]
+                    suggested = {axis: s["label"] for axis, s in (current_row.suggestion or {}).items()}  # type: ignore[union-attr]
+                    if held is not None and held.taxonomy_version != self.taxonomy.ref:  # ids of the version it was made in
+                        plan = pending_plan(self.taxonomy, held.taxonomy_version)
+                        suggested = {axis: plan.move(axis, label) for axis, label in suggested.items()}
+                    labels.update({axis: label for axis, label in suggested.items() if label in self.taxonomy.axes[axis].ids})  # type: ignore[index]
                 else:
                     labels.update(review.labels or {})
+                open_axes = {axis: choices for axis, choices in undecided.items() if axis not in labels}
+                if open_axes:
+                    raise Invalid(
+                        "; ".join(
+                            f"{axis} {held.labels[axis].label} of {held.taxonomy_version} has no one label in {self.taxonomy.ref} "  # type: ignore[union-attr]
+                            f"(its migration step re-asks it among {list(choices)})"
+                            for axis, choices in open_axes.items()
+                        )
+                        + "; send an edit with that label, or run the migration (POST /v1/taxonomy/migration) first"
+                    )
                 try:
                     reviewed = human_classification(
                         current, labels, self.taxonomy, reviewer=reviewer, comment=review.comment
@@ -443,7 +458,7 @@ class Lifecycle(TicketReader):
                     reviewed = reviewed.model_copy(update={"draft": Draft(text=review.draft.text, citations=review.draft.citations)})
                 revision = self._append(
                     session, locked, reason="human_review", actor=actor, classification=reviewed, suggestion={},
-                    started_at=started, before=flat_labels(current), note=review.comment,
+                    started_at=started, before=flat_labels(held), note=review.comment,
                 )
                 self._set_current(locked, revision, reviewed, in_queue=False)
                 taught = flat_labels(reviewed)
@@ -621,7 +636,7 @@ class Lifecycle(TicketReader):
     ) -> TicketView:
         for attempt in range(_RECLASSIFY_ATTEMPTS):
             row, messages = self._snapshot(ticket_id)
-            if escalation is not None:
+            if escalation is not None and row.current_tier in self.taxonomy.axes["tier"].ids:
                 self._escalation_target(row.current_tier, escalation)  # refuse a lowering before the slow part
             thread, left_out = self._thread(row, [*messages, *([message] if message else [])])
             started = self.clock()
@@ -633,12 +648,24 @@ class Lifecycle(TicketReader):
                 locked = self._lock(session, ticket_id)
                 if locked.message_count != row.message_count and attempt < _RECLASSIFY_ATTEMPTS - 1:
                     continue  # a message arrived meanwhile: classify the longer thread
-                current = _classification(session.scalars(self._revision_query(ticket_id, locked.current_seq)).first())
-                target = self._escalation_target(locked.current_tier, escalation) if escalation else None
+                held = _classification(session.scalars(self._revision_query(ticket_id, locked.current_seq)).first())
+                current, undecided, moves = self._in_force(held, thread.full_text())
+                for axis, choices in undecided.items():  # as the migration would re-ask it: the agent, among the new ids
+                    chosen = choose(proposed.labels[axis], choices)
+                    proposed = proposed.model_copy(update={"labels": {**proposed.labels, axis: chosen}})
+                    current.labels[axis] = chosen  # type: ignore[union-attr]
+                tier = current.labels["tier"].label if current is not None else locked.current_tier
+                target = self._escalation_target(tier, escalation) if escalation else None
                 try:
                     merged, suggestion = merge_agent(current, proposed, self.taxonomy, escalate_to=target)
                 except LabelRuleError as exc:
                     raise Invalid(str(exc)) from exc
+                if moves:
+                    update: dict[str, Any] = {"warnings": [*merged.warnings, *moves]}
+                    if undecided:
+                        update["decision"] = Decision.NEEDS_REVIEW  # the agent chose where a lead had decided
+                    merged = merged.model_copy(update=update)
+                current = held  # the revision's `before` is the labels as they were stored
                 if message is not None:
                     locked.message_count += 1
                     session.add(
@@ -654,6 +681,36 @@ class Lifecycle(TicketReader):
                 self._set_current(locked, revision, merged, in_queue=merged.decision != Decision.AUTO_APPLY)
                 return self._view(session, locked)
         raise AssertionError("unreachable: the last attempt always writes")
+
+    def _in_force(
+        self, current: Classification | None, text: str
+    ) -> tuple[Classification | None, dict[str, tuple[str, ...]], list[str]]:
+        """`current` in the ids of the taxonomy in force, for a ticket still on an earlier version (a new version is
+        served before its migration runs): (labels moved as the migration will move them, the axes whose label it
+        would re-ask with the ids to choose among, a note per moved axis). A label moved by a rename, a merge, a
+        retirement or a rule stays whoever's it was; a re-asked axis keeps its old id here, for the caller to fill."""
+        if current is None or current.taxonomy_version == self.taxonomy.ref:
+            return current, {}, []
+        plan = pending_plan(self.taxonomy, current.taxonomy_version)
+        moved = plan.apply(flat_labels(current) or {}, text)
+        labels = dict(current.labels)
+        undecided: dict[str, tuple[str, ...]] = {}
+        notes: list[str] = []
+        for axis, held in current.labels.items():
+            ids = self.taxonomy.axes[axis].ids  # type: ignore[index]
+            new = moved.labels[axis]
+            if held.label in ids and axis not in moved.reask:
+                continue
+            if axis in moved.reask or new not in ids:
+                undecided[axis] = moved.reask.get(axis) or tuple(ids)
+                notes.append(f"{axis} {held.label} of {current.taxonomy_version} has no one label in {self.taxonomy.ref}: "
+                             f"the agent chose among {list(undecided[axis])}; a lead should check")
+            else:
+                labels[axis] = plan.moved_label(axis, held, new)
+                how = plan.describe(axis, held.label, new, moved.ruled.get(axis, ""))
+                notes.append(f"{axis} {held.label} of {current.taxonomy_version} is {new} in {self.taxonomy.ref} ({how}), "
+                             "as the taxonomy migration will move it")
+        return current.model_copy(update={"labels": labels, "taxonomy_version": self.taxonomy.ref}), undecided, notes
 
     def _escalation_target(self, current_tier: str | None, escalation: EscalationIn) -> str:
         try:

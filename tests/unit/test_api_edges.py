@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -19,6 +20,7 @@ from agent.records import Records
 from agent.service import TriageService
 from agent.settings import Settings
 from agent.store import VectorStore, make_client
+from evals.migration_demo import write_v2
 from tests.conftest import ARTICLES, SEED
 from tests.fakes import HashEmbedder
 from tests.records_support import TAXONOMY_PATH, Api
@@ -446,3 +448,72 @@ def test_ids_that_differ_in_case_or_spaces_are_other_tickets(api: Api, variant: 
     ticket_id = created(api)["id"]
     response = api.get(f"/v1/tickets/{variant(ticket_id)}")  # type: ignore[operator]
     assert response.status_code == 404 and response.json()["error"] == "not_found", response.text
+
+
+# ---------------------------------------------------------------- between a new taxonomy version and its migration
+
+
+@pytest.fixture
+def before_migration(tmp_path: Path) -> Iterator[tuple[Api, dict[str, str]]]:
+    """Tickets a lead labelled under default.yaml, then the API on its next version (a rename, a merge, a split and a
+    retirement, evals/migration_demo.py) before anyone ran the migration: the window a deployment goes through."""
+    records = Records(f"sqlite:///{tmp_path / 'triage.db'}")
+    records.upgrade()
+    keys = {scope: create_key(records, scope=scope, name=f"{scope}-tester")[0] for scope in SCOPES}
+    embedder = HashEmbedder()
+
+    def app(taxonomy: Path) -> TestClient:
+        settings = Settings(data_dir=tmp_path / "data", taxonomy_path=taxonomy, mode="proposal")
+        store = VectorStore(make_client(path=settings.chroma_dir), embedder)
+        store.upsert_tickets(SEED)
+        store.upsert_articles(ARTICLES)
+        return TestClient(create_app(settings, TriageService(settings, embedder=embedder, store=store), records=records))
+
+    ids = {}
+    try:
+        with app(TAXONOMY_PATH) as client:
+            v1 = Api(client, records, keys)
+            for name, service in (("renamed", "it_help_desk"), ("split", "technical_support"), ("split2", "technical_support")):
+                ids[name] = created(v1, {"body": "My work laptop says my account is locked and the app crashes."})["id"]
+                edit = {"action": "edit", "labels": {"service": service, "tier": "L2"}}
+                assert v1.post(f"/v1/tickets/{ids[name]}/reviews", edit, scope="lead").status_code == 201
+        with app(write_v2(tmp_path / "default-v2.yaml")) as client:
+            yield Api(client, records, keys), ids
+    finally:
+        records.close()
+
+
+def test_before_the_migration_a_new_message_moves_a_leads_label_as_the_migration_will(before_migration: tuple[Api, dict[str, str]]) -> None:
+    """A message on a ticket a lead labelled under the previous version wrote a revision stamped with the new
+    version that still carried the old label (it_help_desk): a label outside the taxonomy in force, which the
+    migration then counted as already current and never moved. A tier-only edit of it was refused as 'unknown
+    service label it_help_desk', a label the lead had not sent."""
+    api, ids = before_migration
+    ticket_id = ids["renamed"]
+    before = api.get(f"/v1/tickets/{ticket_id}/revisions").json()
+    answer = api.post(f"/v1/tickets/{ticket_id}/messages", {"text": "Still locked out."})
+    assert answer.status_code == 201, answer.text
+    current = answer.json()["current"]["classification"]
+    assert current["taxonomy_version"] == "default@2026.11.1.2"
+    assert current["labels"]["service"]["label"] == "service_desk" and current["labels"]["service"]["source"] == "human"
+    assert any("it_help_desk" in w and "service_desk" in w for w in current["warnings"]), current["warnings"]
+    assert api.get(f"/v1/tickets/{ticket_id}/revisions").json()[: len(before)] == before  # history as it was
+    tier_only = api.post(f"/v1/tickets/{ticket_id}/reviews", {"action": "edit", "labels": {"tier": "L3"}}, scope="lead")
+    assert tier_only.status_code == 201, tier_only.text
+    assert tier_only.json()["labels"] == {"service": "service_desk", "tier": "L3", "channel": current["labels"]["channel"]["label"]}
+
+
+def test_before_the_migration_a_split_label_is_chosen_anew_and_sent_to_review(before_migration: tuple[Api, dict[str, str]]) -> None:
+    api, ids = before_migration
+    escalated = api.post(f"/v1/tickets/{ids['split']}/escalations", {"note": "urgent"})
+    assert escalated.status_code == 201, escalated.text
+    view = escalated.json()
+    assert view["labels"]["service"] in ("software_application", "hardware") and view["labels"]["tier"] == "L3"
+    assert view["decision"] == "needs_review" and view["in_queue"]
+    accept = api.post(f"/v1/tickets/{ids['split2']}/reviews", {"action": "accept"}, scope="lead")
+    assert accept.status_code == 422, accept.text
+    assert "technical_support" in accept.json()["detail"] and "['software_application', 'hardware']" in accept.json()["detail"]
+    edit = api.post(f"/v1/tickets/{ids['split2']}/reviews", {"action": "edit", "labels": {"service": "hardware"}}, scope="lead")
+    assert edit.status_code == 201 and edit.json()["labels"]["service"] == "hardware", edit.text
+    report = api.post("/v1/taxonomy/migration", {}, scope="admin").json()
+    assert report["already_current"] == 2 and report["changed"] == 1, report  # `renamed` is still to move
