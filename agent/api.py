@@ -17,7 +17,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
 from agent import __version__
-from agent.api_guards import BodyLimit, CreatedAfter, CreatedBefore, Credentials, install_error_handlers, needs
+from agent.api_guards import (
+    BodyLimit,
+    CreatedAfter,
+    CreatedBefore,
+    Credentials,
+    NoNulInUrl,
+    check_range,
+    install_error_handlers,
+    needs,
+)
 from agent.api_insights import router as insights_router
 from agent.auth import Principal, check_key_name, create_key, list_keys, revoke_key
 from agent.contracts import (
@@ -35,7 +44,7 @@ from agent.contracts import (
     TicketSummary,
     TicketView,
 )
-from agent.lifecycle import Invalid, Lifecycle, NotFound
+from agent.lifecycle import Invalid, Lifecycle, NotFound, shown
 from agent.migration_jobs import MigrationJob, MigrationJobs
 from agent.pool import WorkerPool
 from agent.records import Records, TaxonomyVersionRow
@@ -168,6 +177,7 @@ def create_app(
     )
     app.state.settings = settings
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(NoNulInUrl)
     install_error_handlers(app)
     app.include_router(insights_router)  # GET /v1/stats: the back office's KPIs, for the UI and other dashboards
 
@@ -275,6 +285,7 @@ def create_app(
         cursor: str | None = None,
     ) -> Page[QueueItem]:
         """Tickets waiting for a lead: needs_review first, then suggest, lowest confidence first."""
+        check_range(created_after, created_before, ("created_after", "created_before"))
         return life.review_queue(
             limit=limit, cursor=cursor, decision=decision, service=service, tier=tier, channel=channel,
             created_after=created_after, created_before=created_before,
@@ -300,7 +311,7 @@ def create_app(
         and diff it with the taxonomy in force."""
         served = life.served_taxonomy(ref)
         if served is None:
-            raise NotFound(f"no taxonomy version {ref!r} was served here; GET /v1/taxonomy/versions lists them")
+            raise NotFound(f"no taxonomy version {shown(ref)} was served here; GET /v1/taxonomy/versions lists them")
         return served
 
     @app.post("/v1/taxonomy/migration", response_model=MigrationReport, tags=["taxonomy"])

@@ -19,23 +19,50 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from pydantic import AfterValidator
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent.auth import AuthError, Principal, authenticate, require
 from agent.auth import Scope as KeyScope
-from agent.lifecycle import LifecycleError
+from agent.lifecycle import Invalid, LifecycleError
 from agent.pool import PoolFull
+from agent.records import as_utc
 from agent.service import TicketError
 
 log = logging.getLogger("agent.api")
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `triage keys create --scope bot --name NAME`.")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def utc_time(moment: datetime | None) -> datetime | None:
+    """A query time as aware UTC (no zone = UTC). Converted here, while it is still a query field, because a time at
+    the calendar's edge (year 1 east of UTC, year 9999 west of it) has no UTC value: a 422 naming it, not a 500."""
+    if moment is None:
+        return None
+    try:
+        return as_utc(moment)
+    except OverflowError:
+        raise ValueError(f"{moment.isoformat()} is outside the years 1 to 9999 in UTC; send a time inside them") from None
+
+
+def check_range(start: datetime | None, end: datetime | None, names: tuple[str, str]) -> None:
+    """Refuse a time window that ends before it starts: nothing can match it, so the bounds were surely swapped."""
+    if start is not None and end is not None and start > end:
+        raise Invalid(
+            f"{names[0]} ({start.isoformat()}) is after {names[1]} ({end.isoformat()}), so no ticket can match; "
+            "swap them, or leave one out"
+        )
+
+
+UtcTime = AfterValidator(utc_time)
 # the creation-time filter of the review queue and of its counts
-CreatedAfter = Annotated[datetime | None, Query(description="Only tickets created at or after this time (ISO 8601; no zone = UTC).")]
-CreatedBefore = Annotated[datetime | None, Query(description="Only tickets created before this time (ISO 8601; no zone = UTC).")]
+CreatedAfter = Annotated[
+    datetime | None, Query(description="Only tickets created at or after this time (ISO 8601; no zone = UTC)."), UtcTime
+]
+CreatedBefore = Annotated[datetime | None, Query(description="Only tickets created before this time (ISO 8601; no zone = UTC)."), UtcTime]
 
 
 def error(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
@@ -109,26 +136,61 @@ class BodyLimit:
         await self.app(scope, limited_receive, guarded_send)
 
 
+# ---------------------------------------------------------------- NUL in the URL
+
+
+class NoNulInUrl:
+    """422 (JSON) for a path or query holding a NUL character (%00): no id, version or filter holds one (free text
+    loses its NULs on the way in), and PostgreSQL refuses it in a query, which would read as the database down."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope["query_string"]):
+            response = error(
+                422, "invalid_request",
+                "the URL holds a NUL character (%00), which no ticket id, taxonomy version or filter value contains; "
+                "remove it and resend",
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 # ---------------------------------------------------------------- error mapping
 
 
 def _validation_detail(exc: RequestValidationError, request: Request) -> tuple[str, list[dict[str, Any]]]:
-    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
-    parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5]]
+    raw = exc.errors()
+    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in raw]
+    if [(e["loc"], e["type"]) for e in errors] == [(["body"], "missing")]:  # read as the field `body` otherwise
+        detail = "the request has no body; send the JSON object this endpoint takes, with `content-type: application/json`"
+        return detail + " (see /docs for the schema)", errors
+    parts = [_field_error(e) for e in raw[:5]]
     detail = "fix these fields and resend (see /docs for the schema): " + "; ".join(parts)
     return _content_type_hint(request, errors) + detail, errors
 
 
+def _field_error(error: Any) -> str:
+    """One error as `where: what`; broken JSON says where and why, not `body.8: JSON decode error`."""
+    loc = list(error.get("loc", ()))
+    if error.get("type") == "json_invalid" and len(loc) == 2:
+        return f"the body is not valid JSON: {error.get('ctx', {}).get('error', 'decode error')} at character {loc[1]}"
+    return f"{'.'.join(str(p) for p in loc)}: {error.get('msg', '')}"
+
+
 def _content_type_hint(request: Request, errors: list[dict[str, Any]]) -> str:
-    """A form or text/plain body (curl -d's default) is never parsed as JSON, so it fails as "Input should be a
-    valid dictionary": name the actual mistake, the content-type, before the field errors."""
+    """A form or text/plain body (curl -d's default), or one sent with no content-type at all, is never parsed as
+    JSON, so it fails as "Input should be a valid dictionary": name the actual mistake, the content-type, first."""
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";")[0].strip().lower()
-    if not media or media == "application/json" or media.endswith("+json"):
+    if media == "application/json" or media.endswith("+json"):
         return ""
-    if not any(e["loc"] == ["body"] for e in errors):
+    if not any(e["loc"] == ["body"] and e["type"] != "missing" for e in errors):
         return ""
-    return f"the body must be JSON sent with `content-type: application/json` (this request sent {media!r}); "
+    sent = f"sent {media!r}" if media else "sent no content-type"
+    return f"the body must be JSON sent with `content-type: application/json` (this request {sent}); "
 
 
 def _not_utf8(exc: UnicodeDecodeError) -> str:
@@ -171,6 +233,17 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("integrity error on %s %s: %s", request.method, request.url.path, exc.orig)
         return error(409, "conflict", "a concurrent write changed the same record; reload and retry")
 
+    @app.exception_handler(DataError)
+    async def data_refused(request: Request, exc: DataError) -> JSONResponse:
+        """The database refused a value (too long, out of range): the same request fails again, so this is the
+        request's 422, not the 503 'retry' of a database that is down. The known cases are refused before this."""
+        reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+        log.warning("records database refused a value on %s %s: %s", request.method, request.url.path, reason)
+        return error(
+            422, "invalid_request",
+            f"the records database refused a value of this request ({reason}); shorten or correct it and resend",
+        )
+
     @app.exception_handler(DBAPIError)
     async def database_down(request: Request, exc: DBAPIError) -> JSONResponse:
         log.error("records database error on %s %s: %s", request.method, request.url.path, exc.orig)
@@ -183,6 +256,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's "error parsing the body"
             return error(422, "invalid_request", _not_utf8(exc.__cause__))
+        if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):  # JSON nested past Python's stack
+            return error(
+                422, "invalid_request",
+                "the JSON body is nested too deeply to read; send the flat JSON object this endpoint takes (see /docs for the schema)",
+            )
         hints = {
             404: f"no such path {request.url.path}; the endpoints are listed at /docs",
             405: f"{request.method} is not allowed on {request.url.path}; the methods are listed at /docs",

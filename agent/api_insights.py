@@ -21,10 +21,11 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from agent.api_guards import CreatedAfter, CreatedBefore, needs
+from agent.api_guards import CreatedAfter, CreatedBefore, UtcTime, check_range, needs
 from agent.auth import Principal
 from agent.insights import GroupBy, TicketFact, filter_facts, stats_report
-from agent.records import Records, ReviewRow, RevisionRow, TicketRow, as_utc
+from agent.lifecycle import check_label_filters
+from agent.records import Records, ReviewRow, RevisionRow, TicketRow
 
 Lead = Annotated[Principal, Depends(needs("lead"))]
 TEXT_CHARS = 600  # of the body, for KB-gap clustering
@@ -159,8 +160,8 @@ async def stats(
     request: Request,
     who: Lead,
     days: Annotated[int | None, Query(ge=1, le=3650, description="Tickets created in the last N days; default all.")] = None,
-    since: Annotated[datetime | None, Query(description="Created at or after (ISO 8601); overrides `days`.")] = None,
-    until: Annotated[datetime | None, Query(description="Created before (ISO 8601).")] = None,
+    since: Annotated[datetime | None, Query(description="Created at or after (ISO 8601); overrides `days`."), UtcTime] = None,
+    until: Annotated[datetime | None, Query(description="Created before (ISO 8601)."), UtcTime] = None,
     service: str | None = None,
     channel: str | None = None,
     tier: str | None = None,
@@ -172,8 +173,10 @@ async def stats(
     the human overturn rate per label; time from intake to a decision; the KB articles drafts cite; KB gaps
     (clusters of recent tickets whose best KB match is weak, with examples)."""
     now = datetime.now(UTC)
-    start = _aware(since) or (now - timedelta(days=days) if days else None)
-    end = _aware(until)
+    start = since or (now - timedelta(days=days) if days else None)
+    end = until
+    check_range(start, end, ("since" if since else f"now minus days={days}", "until"))
+    _known_labels(request, service=service, channel=channel, tier=tier)
 
     def compute() -> dict[str, Any]:
         facts = filter_facts(cached_facts(request), since=start, until=end, service=service, channel=channel, tier=tier)
@@ -207,6 +210,8 @@ def queue_counts(
     """Tickets per state: in the review queue (`needs_review`, `suggest`), settled by the agent (`auto_apply`),
     settled by a lead (`reviewed`), and `total`; filtered on the current labels and the creation time like the
     queue, so the counts above a filtered queue are its counts."""
+    check_range(created_after, created_before, ("created_after", "created_before"))
+    _known_labels(request, service=service, channel=channel, tier=tier)
     records: Records = request.app.state.records
     wanted = TicketRow.matching(service=service, tier=tier, channel=channel, created_after=created_after, created_before=created_before)
     reviewed = select(ReviewRow.id).where(ReviewRow.ticket_id == TicketRow.id).exists()
@@ -226,5 +231,8 @@ def queue_counts(
     return counts
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    return as_utc(moment) if moment is not None else None
+def _known_labels(request: Request, **filters: str | None) -> None:
+    """Label filters as the review queue takes them: an unknown label is a 422 naming the taxonomy's labels."""
+    service = getattr(request.app.state, "service", None)
+    if service is not None:
+        check_label_filters(service.taxonomy, **filters)

@@ -124,7 +124,7 @@ def revoke_key(records: Records, key_id: str) -> KeyInfo:
     with records.write() as session:
         row = session.get(ApiKeyRow, key_id)
         if row is None:
-            raise LookupError(f"no API key {key_id!r}; `triage keys list` shows the ids")
+            raise LookupError(f"no API key {key_id[:80]!r}; `triage keys list` shows the ids")
         if row.revoked_at is None:
             row.revoked_at = utcnow()
         return _info(row)

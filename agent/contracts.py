@@ -10,9 +10,9 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 from enum import Enum
-from typing import Generic, Literal, TypeVar
+from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 AXES: tuple[str, ...] = ("service", "channel", "tier")
 AxisName = Literal["service", "channel", "tier"]
@@ -256,6 +256,16 @@ CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 INVISIBLE_CHARS = re.compile("[\u200b-\u200f\u2060\u202a-\u202e\u2066-\u2069\ufeff]")
 
 
+def drop_nul(text: str) -> str:
+    """Text without NUL characters: they print nothing, and PostgreSQL's text and JSONB cannot hold them, so a
+    ticket from a C-string integration would otherwise be stored on SQLite and refused on PostgreSQL."""
+    return text.replace("\x00", "")
+
+
+# free text as callers send it (tickets, messages, notes, comments, drafts): NUL characters dropped on the way in
+FreeText = Annotated[str, AfterValidator(drop_nul)]
+
+
 def has_text(text: str) -> bool:
     """Whether `text` shows anything: the "no text" checks run on raw input, before normalisation removes these."""
     return bool(INVISIBLE_CHARS.sub("", CONTROL_CHARS.sub("", text)).strip())
@@ -264,15 +274,15 @@ def has_text(text: str) -> bool:
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
     author: Literal["customer", "agent", "system"] = "customer"
-    text: str = Field(min_length=1, max_length=100_000)
+    text: FreeText = Field(min_length=1, max_length=100_000)
 
 
 class TicketIn(BaseModel):
     """A ticket as a bot, the CLI or an eval row hands it in. Channel is intake metadata, not text."""
 
     model_config = ConfigDict(extra="forbid")
-    subject: str = Field(default="", max_length=2_000)
-    body: str = Field(default="", max_length=100_000)
+    subject: FreeText = Field(default="", max_length=2_000)
+    body: FreeText = Field(default="", max_length=100_000)
     channel: str | None = Field(
         default=None,
         description="Where the ticket came from, a channel id of the taxonomy (any case); taken as is when given, "
@@ -447,20 +457,20 @@ T = TypeVar("T")
 class EscalationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tier: str | None = Field(default=None, description="Target tier; default: one above the current tier.")
-    note: str | None = Field(default=None, max_length=4000, description="Why; kept with the revision.")
+    note: FreeText | None = Field(default=None, max_length=4000, description="Why; kept with the revision.")
 
 
 class DraftIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    text: str = Field(min_length=1, max_length=20_000)
-    citations: list[str] = Field(default_factory=list, max_length=50)
+    text: FreeText = Field(min_length=1, max_length=20_000)
+    citations: list[FreeText] = Field(default_factory=list, max_length=50)
 
 
 class ReviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     action: Literal["accept", "edit", "reject"]
     labels: dict[AxisName, str] | None = Field(default=None, description="edit only: the axes to set.")
-    comment: str | None = Field(default=None, max_length=4000)
+    comment: FreeText | None = Field(default=None, max_length=4000)
     revision: int | None = Field(
         default=None,
         description="The revision seq you reviewed; if the ticket moved on since, the review is refused (409); "

@@ -81,7 +81,7 @@ def filter_facts(
         for f in facts
         if (since is None or f.created_at >= since)
         and (until is None or f.created_at < until)
-        and all(value is None or f.labels.get(axis) == value for axis, value in wanted.items())
+        and all(not value or f.labels.get(axis) == value for axis, value in wanted.items())  # empty: no filter
     ]
 
 

@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -48,7 +49,7 @@ from agent.contracts import (
     TicketView,
     has_text,
 )
-from agent.migration import MigrationError, MigrationPlan, choose, plan_migration
+from agent.migration import MigrationError, MigrationPlan, choose, pending_plan, plan_migration
 from agent.nodes.normalize import clean, redact
 from agent.records import (
     MessageRow,
@@ -82,6 +83,7 @@ MAX_PAGE = 200
 _RECLASSIFY_ATTEMPTS = 3
 _FOR_USER = " for user:"  # joins an agent actor to the key that asked: agent:<model> for user:<key name>
 _ACTOR_LENGTH = RevisionRow.__table__.c.actor.type.length
+_EXTERNAL_ID_LENGTH = TicketRow.__table__.c.external_id.type.length
 
 
 # ---------------------------------------------------------------- errors (each maps to one HTTP status)
@@ -110,6 +112,14 @@ class Invalid(LifecycleError):
 class StoreUnavailable(LifecycleError):
     status = 503
     code = "store_unavailable"
+
+
+def shown(value: str, limit: int = 80) -> str:
+    """An id from the request as an error message quotes it: repr'd, and cut with its length past `limit`, so a
+    10,000-character path id is not echoed back whole."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}… ({len(value)} characters)"
 
 
 # ---------------------------------------------------------------- the use cases
@@ -154,8 +164,8 @@ class TicketReader:
         if external_id is not None:
             query = query.where(TicketRow.external_id == external_id)
         if cursor is not None:
-            (after,) = _decode_cursor(cursor, 1)
-            query = query.where(TicketRow.id < str(after))
+            (after,) = _decode_cursor(cursor, (str,))
+            query = query.where(TicketRow.id < after)
         with self.records.read() as session:
             rows = list(session.scalars(query))
         page = rows[:limit]
@@ -182,12 +192,8 @@ class TicketReader:
         limit = _limit(limit)
         if decision is not None and decision not in (Decision.NEEDS_REVIEW.value, Decision.SUGGEST.value):
             raise Invalid(f"decision must be needs_review or suggest, not {decision!r}")
-        filters = {k: v for k, v in (("service", service), ("tier", tier), ("channel", channel)) if v}
-        if filters and self._taxonomy is not None:  # an unknown label is a typo: say so rather than show nothing
-            try:
-                validate_labels(self._taxonomy, filters)
-            except LabelRuleError as exc:
-                raise Invalid(str(exc)) from exc
+        if self._taxonomy is not None:
+            check_label_filters(self._taxonomy, service=service, tier=tier, channel=channel)
         key = (TicketRow.queue_rank, TicketRow.current_confidence, TicketRow.id)
         query = select(TicketRow).where(TicketRow.in_queue.is_(True)).order_by(*key).limit(limit + 1)
         query = query.where(
@@ -196,8 +202,8 @@ class TicketReader:
         if decision is not None:
             query = query.where(TicketRow.current_decision == decision)
         if cursor is not None:
-            rank, confidence, after = _decode_cursor(cursor, 3)
-            query = query.where(tuple_(*key) > tuple_(int(rank), float(confidence), str(after)))
+            rank, confidence, after = _decode_cursor(cursor, (int, float, str))
+            query = query.where(tuple_(*key) > tuple_(rank, confidence, after))
         with self.records.read() as session:
             rows = list(session.scalars(query))
             page = rows[:limit]
@@ -274,7 +280,7 @@ class TicketReader:
     def _get(session: Session, ticket_id: str) -> TicketRow:
         row = session.get(TicketRow, ticket_id)
         if row is None:
-            raise NotFound(f"no ticket {ticket_id!r}; GET /v1/tickets (or `triage tickets list`) lists them")
+            raise NotFound(f"no ticket {shown(ticket_id)}; GET /v1/tickets (or `triage tickets list`) lists them")
         return row
 
     def _current_rows(self, session: Session, rows: Sequence[TicketRow]) -> dict[str, RevisionView]:
@@ -315,6 +321,7 @@ class Lifecycle(TicketReader):
         self, ticket: TicketIn, *, created_by: str, idempotency_key: str | None = None
     ) -> tuple[TicketView, bool]:
         """Store and classify a new ticket: (view, created). A repeated Idempotency-Key returns the first ticket."""
+        _check_external_id(ticket.ticket_id)
         self.service.check_ticket(ticket)
         sha = hashlib.sha256(ticket.model_dump_json().encode()).hexdigest()
         if idempotency_key is not None:
@@ -402,7 +409,8 @@ class Lifecycle(TicketReader):
                     f"revision {review.revision} is no longer current (current: {seen}); reload the ticket and review again"
                 )
             current_row = by_seq.get(seen) if seen is not None else None
-            current = _classification(current_row)
+            held = _classification(current_row)
+            current, undecided, _ = self._in_force(held, "\n\n".join([row.subject, row.body, *(m.text for m in messages)]))
             if review.action in ("accept", "reject") and current is None:
                 raise Conflict(f"the ticket has no current labels to {review.action}; send an edit with labels for {list(AXES)}")
             actor = f"user:{reviewer}"
@@ -412,7 +420,7 @@ class Lifecycle(TicketReader):
                 new_row = by_seq.get(new_seq) if new_seq is not None else None
                 marker = self._append(
                     session, locked, reason="human_review", actor=actor, classification=None, suggestion={},
-                    started_at=started, before=flat_labels(current), after=new_row.labels if new_row else None,
+                    started_at=started, before=flat_labels(held), after=new_row.labels if new_row else None,
                     rejects=seen, note=review.comment,
                 )
                 history.append(marker)
@@ -420,11 +428,25 @@ class Lifecycle(TicketReader):
                 taught = _latest_human_labels(history)
                 result_seq = marker.seq
             else:
-                labels = {axis: label.label for axis, label in current.labels.items()} if current else {}
+                labels = {axis: label.label for axis, label in current.labels.items() if axis not in undecided} if current else {}
                 if review.action == "accept":
-                    labels.update({axis: s["label"] for axis, s in (current_row.suggestion or {}).items()})  # type: ignore[union-attr]
+                    suggested = {axis: s["label"] for axis, s in (current_row.suggestion or {}).items()}  # type: ignore[union-attr]
+                    if held is not None and held.taxonomy_version != self.taxonomy.ref:  # ids of the version it was made in
+                        plan = pending_plan(self.taxonomy, held.taxonomy_version)
+                        suggested = {axis: plan.move(axis, label) for axis, label in suggested.items()}
+                    labels.update({axis: label for axis, label in suggested.items() if label in self.taxonomy.axes[axis].ids})  # type: ignore[index]
                 else:
                     labels.update(review.labels or {})
+                open_axes = {axis: choices for axis, choices in undecided.items() if axis not in labels}
+                if open_axes:
+                    raise Invalid(
+                        "; ".join(
+                            f"{axis} {held.labels[axis].label} of {held.taxonomy_version} has no one label in {self.taxonomy.ref} "  # type: ignore[union-attr]
+                            f"(its migration step re-asks it among {list(choices)})"
+                            for axis, choices in open_axes.items()
+                        )
+                        + "; send an edit with that label, or run the migration (POST /v1/taxonomy/migration) first"
+                    )
                 try:
                     reviewed = human_classification(
                         current, labels, self.taxonomy, reviewer=reviewer, comment=review.comment
@@ -436,7 +458,7 @@ class Lifecycle(TicketReader):
                     reviewed = reviewed.model_copy(update={"draft": Draft(text=review.draft.text, citations=review.draft.citations)})
                 revision = self._append(
                     session, locked, reason="human_review", actor=actor, classification=reviewed, suggestion={},
-                    started_at=started, before=flat_labels(current), note=review.comment,
+                    started_at=started, before=flat_labels(held), note=review.comment,
                 )
                 self._set_current(locked, revision, reviewed, in_queue=False)
                 taught = flat_labels(reviewed)
@@ -477,12 +499,13 @@ class Lifecycle(TicketReader):
     def previous_taxonomy(self, ref: str | None = None) -> Taxonomy:
         """The served version a migration starts from: `ref`, else the one the taxonomy in force migrates from."""
         migration = self.taxonomy.migration
+        ref = (ref or "").strip() or None  # "" (a cleared form field) asks for the default, like a missing one
         if ref is None and migration is None:
             raise Invalid(f"the taxonomy in force, {self.taxonomy.ref}, has no `migration:` section to apply")
         ref = ref or f"{self.taxonomy.name}@{migration.from_version}"  # type: ignore[union-attr]
         found = self.served_taxonomy(ref)
         if found is None:
-            raise NotFound(f"this deployment never served taxonomy {ref!r}; GET /v1/taxonomy/versions lists the ones it did")
+            raise NotFound(f"this deployment never served taxonomy {shown(ref)}; GET /v1/taxonomy/versions lists the ones it did")
         return found
 
     def migrate_taxonomy(
@@ -613,7 +636,7 @@ class Lifecycle(TicketReader):
     ) -> TicketView:
         for attempt in range(_RECLASSIFY_ATTEMPTS):
             row, messages = self._snapshot(ticket_id)
-            if escalation is not None:
+            if escalation is not None and row.current_tier in self.taxonomy.axes["tier"].ids:
                 self._escalation_target(row.current_tier, escalation)  # refuse a lowering before the slow part
             thread, left_out = self._thread(row, [*messages, *([message] if message else [])])
             started = self.clock()
@@ -625,12 +648,24 @@ class Lifecycle(TicketReader):
                 locked = self._lock(session, ticket_id)
                 if locked.message_count != row.message_count and attempt < _RECLASSIFY_ATTEMPTS - 1:
                     continue  # a message arrived meanwhile: classify the longer thread
-                current = _classification(session.scalars(self._revision_query(ticket_id, locked.current_seq)).first())
-                target = self._escalation_target(locked.current_tier, escalation) if escalation else None
+                held = _classification(session.scalars(self._revision_query(ticket_id, locked.current_seq)).first())
+                current, undecided, moves = self._in_force(held, thread.full_text())
+                for axis, choices in undecided.items():  # as the migration would re-ask it: the agent, among the new ids
+                    chosen = choose(proposed.labels[axis], choices)
+                    proposed = proposed.model_copy(update={"labels": {**proposed.labels, axis: chosen}})
+                    current.labels[axis] = chosen  # type: ignore[union-attr]
+                tier = current.labels["tier"].label if current is not None else locked.current_tier
+                target = self._escalation_target(tier, escalation) if escalation else None
                 try:
                     merged, suggestion = merge_agent(current, proposed, self.taxonomy, escalate_to=target)
                 except LabelRuleError as exc:
                     raise Invalid(str(exc)) from exc
+                if moves:
+                    update: dict[str, Any] = {"warnings": [*merged.warnings, *moves]}
+                    if undecided:
+                        update["decision"] = Decision.NEEDS_REVIEW  # the agent chose where a lead had decided
+                    merged = merged.model_copy(update=update)
+                current = held  # the revision's `before` is the labels as they were stored
                 if message is not None:
                     locked.message_count += 1
                     session.add(
@@ -646,6 +681,36 @@ class Lifecycle(TicketReader):
                 self._set_current(locked, revision, merged, in_queue=merged.decision != Decision.AUTO_APPLY)
                 return self._view(session, locked)
         raise AssertionError("unreachable: the last attempt always writes")
+
+    def _in_force(
+        self, current: Classification | None, text: str
+    ) -> tuple[Classification | None, dict[str, tuple[str, ...]], list[str]]:
+        """`current` in the ids of the taxonomy in force, for a ticket still on an earlier version (a new version is
+        served before its migration runs): (labels moved as the migration will move them, the axes whose label it
+        would re-ask with the ids to choose among, a note per moved axis). A label moved by a rename, a merge, a
+        retirement or a rule stays whoever's it was; a re-asked axis keeps its old id here, for the caller to fill."""
+        if current is None or current.taxonomy_version == self.taxonomy.ref:
+            return current, {}, []
+        plan = pending_plan(self.taxonomy, current.taxonomy_version)
+        moved = plan.apply(flat_labels(current) or {}, text)
+        labels = dict(current.labels)
+        undecided: dict[str, tuple[str, ...]] = {}
+        notes: list[str] = []
+        for axis, held in current.labels.items():
+            ids = self.taxonomy.axes[axis].ids  # type: ignore[index]
+            new = moved.labels[axis]
+            if held.label in ids and axis not in moved.reask:
+                continue
+            if axis in moved.reask or new not in ids:
+                undecided[axis] = moved.reask.get(axis) or tuple(ids)
+                notes.append(f"{axis} {held.label} of {current.taxonomy_version} has no one label in {self.taxonomy.ref}: "
+                             f"the agent chose among {list(undecided[axis])}; a lead should check")
+            else:
+                labels[axis] = plan.moved_label(axis, held, new)
+                how = plan.describe(axis, held.label, new, moved.ruled.get(axis, ""))
+                notes.append(f"{axis} {held.label} of {current.taxonomy_version} is {new} in {self.taxonomy.ref} ({how}), "
+                             "as the taxonomy migration will move it")
+        return current.model_copy(update={"labels": labels, "taxonomy_version": self.taxonomy.ref}), undecided, notes
 
     def _escalation_target(self, current_tier: str | None, escalation: EscalationIn) -> str:
         try:
@@ -745,7 +810,7 @@ class Lifecycle(TicketReader):
     def _lock(self, session: Session, ticket_id: str) -> TicketRow:
         row = session.get(TicketRow, ticket_id, with_for_update=True)
         if row is None:
-            raise NotFound(f"no ticket {ticket_id!r}; GET /v1/tickets (or `triage tickets list`) lists them")
+            raise NotFound(f"no ticket {shown(ticket_id)}; GET /v1/tickets (or `triage tickets list`) lists them")
         return row
 
     def _snapshot(self, ticket_id: str) -> tuple[TicketRow, list[MessageRow]]:
@@ -756,6 +821,32 @@ class Lifecycle(TicketReader):
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def check_label_filters(taxonomy: Taxonomy, **filters: str | None) -> None:
+    """Refuse a label filter the taxonomy lacks: an unknown label is a typo, so say so rather than show nothing.
+    An empty value (a cleared form field) is no filter, here and in `TicketRow.matching`."""
+    wanted = {axis: value for axis, value in filters.items() if value}
+    if not wanted:
+        return
+    try:
+        validate_labels(taxonomy, wanted)
+    except LabelRuleError as exc:
+        raise Invalid(str(exc)) from exc
+
+
+def _check_external_id(external_id: str | None) -> None:
+    """The caller's `ticket_id` is stored as `external_id`, a column of `_EXTERNAL_ID_LENGTH` characters: refused
+    before the classification, since PostgreSQL refuses a longer one (or one with a NUL) only at the insert."""
+    if external_id is None:
+        return
+    if len(external_id) > _EXTERNAL_ID_LENGTH:
+        raise Invalid(
+            f"ticket_id has {len(external_id)} characters, more than the {_EXTERNAL_ID_LENGTH} kept for your system's id; "
+            "send a shorter id (e.g. the key your help desk shows)"
+        )
+    if "\x00" in external_id:
+        raise Invalid("ticket_id holds a NUL character (\\u0000); send your system's id without it")
 
 
 def _agent(classification: Classification, requested_by: str | None) -> str:
@@ -849,12 +940,23 @@ def _encode_cursor(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str, size: int) -> list[Any]:
+def _decode_cursor(cursor: str, kinds: tuple[type, ...]) -> list[Any]:
+    """The values a `next_cursor` was made of, each of the kind its place holds (an int of the integer column's
+    range, a finite float, a string without NUL): an edited cursor is a 422 here, not a query that fails."""
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         values = None
-    if not isinstance(values, list) or len(values) != size:
+    if not isinstance(values, list) or len(values) != len(kinds) or not all(map(_of_kind, values, kinds)):
         raise Invalid("bad cursor: pass the next_cursor of the previous page unchanged, or leave it out for the first page")
-    return values
+    return [float(v) if kind is float else v for v, kind in zip(values, kinds, strict=True)]
 
+
+def _of_kind(value: object, kind: type) -> bool:
+    if isinstance(value, bool):
+        return False
+    if kind is int:
+        return isinstance(value, int) and -(2**31) <= value < 2**31
+    if kind is float:
+        return isinstance(value, int | float) and math.isfinite(value)
+    return isinstance(value, str) and "\x00" not in value

@@ -252,13 +252,14 @@ class LLMClient:
                                   limit=_first_int(_CONTEXT_LIMIT, text, exc.body, "n_ctx"))
 
     def _reply(self, response: ChatCompletion) -> LLMReply:
-        """Text, usage and model of a completion; no choice or no content gives "" (an invalid answer, re-asked)."""
+        """Text, usage and model of a completion; no choice or no content gives "" (an invalid answer, re-asked).
+        NUL characters are dropped: the rationale quotes the answer and PostgreSQL's JSONB refuses them."""
         choices = response.choices
         message = getattr(choices[0], "message", None) if choices else None
         content = getattr(message, "content", None)
         usage = getattr(response, "usage", None)
         return LLMReply(
-            text=content if isinstance(content, str) else "",
+            text=content.replace("\x00", "") if isinstance(content, str) else "",  # NUL: nothing to read, nothing a store takes
             usage=Usage(
                 prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
                 completion_tokens=getattr(usage, "completion_tokens", 0) or 0,

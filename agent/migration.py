@@ -169,6 +169,12 @@ def migrate_stored_labels(taxonomy: Taxonomy, labels: Mapping[str, str], text: s
     return MigrationPlan(previous="", target=taxonomy.ref, moves=_moves(taxonomy)).stored_labels(labels, text)
 
 
+def pending_plan(taxonomy: Taxonomy, previous: str) -> MigrationPlan:
+    """The moves of `taxonomy`'s `migration:` section for the labels of a ticket still on `previous`, one the
+    migration has not reached yet: a message or a review in between moves them as the migration will."""
+    return MigrationPlan(previous=previous, target=taxonomy.ref, moves=_moves(taxonomy))
+
+
 @dataclass(frozen=True)
 class Stranded:
     """Current labels of stored tickets that `taxonomy` lacks and no step of its `migration:` moves."""

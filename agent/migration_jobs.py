@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select, text
 
 from agent.contracts import MigrationIn, MigrationReport, Taxonomy
-from agent.lifecycle import Conflict, Lifecycle, LifecycleError, NotFound
+from agent.lifecycle import Conflict, Lifecycle, LifecycleError, NotFound, shown
 from agent.records import MigrationJobRow, Records, as_utc, new_id, utcnow
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class MigrationJobs:
         with self.records.read() as session:
             row = session.get(MigrationJobRow, job_id)
             if row is None:
-                raise NotFound(f"no migration job {job_id!r}; GET /v1/taxonomy/migration/jobs lists the recent ones")
+                raise NotFound(f"no migration job {shown(job_id)}; GET /v1/taxonomy/migration/jobs lists the recent ones")
             return self._view(row)
 
     def recent(self, limit: int = 20) -> list[MigrationJob]:

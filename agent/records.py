@@ -145,11 +145,11 @@ class TicketRow(Base):
         created_before: datetime | None = None,
     ) -> list[ColumnElement[bool]]:
         """WHERE clauses on the current labels and the creation time (a naive time is UTC): the review queue and
-        its counts filter alike."""
+        its counts filter alike. An empty label (`?service=`, a cleared form field) is no filter, not "no label"."""
         clauses: list[ColumnElement[bool]] = [
             column == value
             for column, value in ((TicketRow.current_service, service), (TicketRow.current_tier, tier), (TicketRow.current_channel, channel))
-            if value is not None
+            if value
         ]
         if created_after is not None:
             clauses.append(TicketRow.created_at >= as_utc(created_after))

@@ -275,6 +275,27 @@ def test_lifecycle_errors_are_json_that_say_what_to_do(api: Api) -> None:
     assert empty.status_code == 422 and "text" in empty.json()["detail"]
 
 
+def test_text_with_nul_characters_is_taken_on_every_backend(api: Api) -> None:
+    """PostgreSQL's text and JSONB refuse NUL: a ticket, a message or a lead's comment holding one answered 503
+    'database busy, retry' there, and a lookup with %00 in the URL did too. Now NULs are dropped on the way in."""
+    ticket = create(api, {"subject": "Cannot\u0000 log in", "body": PASSWORD["body"] + "\u0000", "channel": "chat"})
+    assert ticket["subject"] == "Cannot log in" and ticket["body"] == PASSWORD["body"]
+    message = api.post(f"/v1/tickets/{ticket['id']}/messages", {"text": "Still\u0000 locked out."})
+    assert message.status_code == 201 and message.json()["messages"][-1]["text"] == "Still locked out.", message.text
+    review = {"action": "accept", "comment": "ok\u0000", "draft": {"text": "Reset\u0000 link sent.", "citations": []}}
+    reviewed = api.post(f"/v1/tickets/{ticket['id']}/reviews", review, scope="lead")
+    assert reviewed.status_code == 201 and reviewed.json()["current"]["note"] == "ok", reviewed.text
+    assert [r["reason"] for r in api.get(f"/v1/tickets/{ticket['id']}/revisions").json()] == ["new_ticket", "new_message", "human_review"]
+    lookup = api.get("/v1/tickets", external_id="EXT\u0000")
+    assert lookup.status_code == 422 and "NUL" in lookup.json()["detail"], lookup.text
+
+
+def test_a_ticket_id_longer_than_its_column_is_a_422_on_every_backend(api: Api) -> None:
+    """PostgreSQL refused a `ticket_id` over 200 characters at the insert: 503 'database busy, retry'."""
+    response = api.post("/v1/tickets", {**PASSWORD, "ticket_id": "EXT-" + "9" * 300})
+    assert response.status_code == 422 and "more than the 200" in response.json()["detail"], response.text
+
+
 def test_records_hold_what_the_api_acknowledged(api: Api) -> None:
     """The acknowledgement is the commit: a second, independent connection sees the new revision at once."""
     ticket = create(api, {"body": "My parcel has not arrived after two weeks."})

@@ -89,6 +89,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(400, LLAMA_CPP_OVERFLOW)
         elif mode == "bad_request":
             self._json(400, {"error": {"message": "unknown parameter 'foo'", "type": "invalid_request_error"}})
+        elif mode == "nul":
+            self._json(200, completion(ANSWER.replace("like", "like\u0000")))
         else:
             if mode == "slow":
                 self.server.release.wait(2.0)
@@ -290,3 +292,11 @@ def test_an_html_answer_gives_the_proposal_labels_and_needs_review(server: FakeL
     assert result.decision == Decision.NEEDS_REVIEW
     assert result.labels["service"].source == "proposal"
     assert any("LLM unreachable" in w and "not a chat completion" in w for w in result.warnings)
+
+
+def test_nul_characters_in_an_answer_are_dropped(server: FakeLLMServer) -> None:
+    """The rationale quotes the answer and PostgreSQL's JSONB refuses NUL: an answer holding one lost the ticket
+    (503 from the records database); the rest of the answer is kept."""
+    server.mode = "nul"
+    reply = client_for(server.base_url).chat(MESSAGES)
+    assert reply.text == ANSWER
