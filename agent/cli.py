@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from agent.contracts import Classification, Taxonomy, TicketIn, otherwise_phrase
 from agent.local_llm import die_with_parent
-from agent.settings import REPO_ROOT, Mode, Settings
+from agent.settings import REPO_ROOT, Mode, Settings, settings_problem
 from agent.taxonomy import TaxonomyError, load_taxonomy
 from agent.textfiles import not_utf8
 
@@ -45,7 +45,7 @@ def _settings(mode: Mode | None = None) -> Settings:
     try:
         settings = Settings()
     except ValidationError as exc:
-        fail(f"bad TRIAGE_* setting: {exc}")
+        fail(settings_problem(exc))
     return settings.model_copy(update={"mode": mode}) if mode else settings
 
 

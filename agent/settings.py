@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.contracts import AxisName
@@ -154,3 +154,25 @@ class Settings(BaseSettings):
         if self.calibration_path is not None:
             return self.calibration_path
         return self.taxonomy_path.with_suffix(".calibration.json")
+
+
+def settings_problem(exc: ValidationError) -> str:
+    """A Settings validation error as one line that names each environment variable, what it holds and what it must
+    be: pydantic's own text spans several lines per field (and one per member of a union such as the vote weight)."""
+    problems: dict[str, list[str]] = {}
+    values: dict[str, object] = {}
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = f"TRIAGE_{field.upper()}" if field else "TRIAGE_*"
+        values.setdefault(name, error.get("input"))
+        message = error["msg"].removeprefix("Value error, ")
+        if len(error["loc"]) > 2:  # a key inside a mapping value, e.g. {"service": 2} -> "service: ..."
+            message = f"{error['loc'][-1]}: {message}"
+        if message not in problems.setdefault(name, []):
+            problems[name].append(message)
+    parts = []
+    for name, messages in problems.items():
+        shown = values[name]
+        held = f"={str(shown)[:80]!r}" if isinstance(shown, str | int | float) else ""
+        parts.append(f"{name}{held}: {' or '.join(messages)}")
+    return "bad setting " + "; ".join(parts) + "; fix or unset it (in the environment or .env)"

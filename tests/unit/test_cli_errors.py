@@ -191,3 +191,17 @@ def test_eval_refuses_an_unusable_embedding_cache_in_one_line(runner: CliRunner,
 
     with pytest.raises(EvalError, match=r"embedding cache .* cannot be used \(file is not a database\); delete it \(it is only a cache\)"):
         CachedEmbedder(Inner(), broken)  # type: ignore[arg-type]
+
+
+def assert_one_line(result) -> None:  # noqa: ANN001
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_a_bad_setting_names_the_variable_in_one_line(runner: CliRunner, env: dict[str, str]) -> None:
+    """TRIAGE_TOP_K_TICKETS=abc printed pydantic's five-line dump, naming the field top_k_tickets, not the variable."""
+    result = runner.invoke(app, ["keys", "list"], env={**env, "TRIAGE_TOP_K_TICKETS": "abc"})
+    assert_error(result, "TRIAGE_TOP_K_TICKETS='abc'", "valid integer", "fix or unset it")
+    assert_one_line(result)
+    result = runner.invoke(app, ["taxonomy", "show"], env={**env, "TRIAGE_LLM_VOTE_WEIGHT": '{"service": 2}'})
+    assert_error(result, "TRIAGE_LLM_VOTE_WEIGHT", "service: Input should be less than or equal to 1")
+    assert_one_line(result)
