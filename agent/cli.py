@@ -49,6 +49,17 @@ def _settings(mode: Mode | None = None) -> Settings:
     return settings.model_copy(update={"mode": mode}) if mode else settings
 
 
+def _check_data_dir(settings: Settings) -> None:
+    """TRIAGE_DATA_DIR, or a folder above it, that is a file: one line before the store or the records trip on it
+    (a NotADirectoryError traceback from deep inside Chroma's set-up otherwise)."""
+    for path in (settings.data_dir, *settings.data_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = "" if path == settings.data_dir else f" ({path} is a file)"
+                fail(f"TRIAGE_DATA_DIR {settings.data_dir} is not a directory{where}; point it at a directory (it is created if missing)")
+            return
+
+
 def _read_utf8(path: Path, what: str) -> str:
     """A text file's content, or a one-line error that says what is wrong with the path instead of a traceback."""
     if path.is_dir():
@@ -375,13 +386,16 @@ app.add_typer(db_app, name="db")
 def _records() -> Records:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from agent.records import Records, RecordsError
+    from agent.records import Records, RecordsError, open_problem
 
     settings = _settings()
+    if settings.database_url is None:
+        _check_data_dir(settings)
     try:
         return Records.open(settings)
     except (SQLAlchemyError, RecordsError, OSError) as exc:
-        fail(f"cannot open the records at {settings.resolved_database_url}: {exc}")
+        message, configuration = open_problem(exc, settings.resolved_database_url)
+        fail(message, 2 if configuration else 1)  # a wrong URL is the user's to fix; a server down is a runtime failure
     raise AssertionError("unreachable")
 
 
@@ -446,7 +460,9 @@ def db_upgrade() -> None:
     """Apply the schema migrations (the API does this on start; use it before rolling out several workers)."""
     records = _records()
     records.close()
-    typer.echo(f"records at {_settings().resolved_database_url} are at the current schema")
+    from agent.records import display_url
+
+    typer.echo(f"records at {display_url(_settings().resolved_database_url)} are at the current schema")
 
 
 def _one_line(text: str) -> str:

@@ -38,6 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -267,6 +268,36 @@ def normalise_url(url: str) -> str:
         if url.startswith(plain):
             return "postgresql+psycopg://" + url[len(plain) :]
     return url
+
+
+def display_url(url: str) -> str:
+    """The database URL as messages show it: the password masked, since a terminal or a log is no place for it."""
+    try:
+        return make_url(normalise_url(url)).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def open_problem(exc: Exception, url: str) -> tuple[str, bool]:
+    """Why `Records.open` failed, on one line with what to do, and whether it is the configuration (a wrong URL or
+    data directory: the user's to fix) rather than the database itself (down, or a damaged file). SQLAlchemy's own
+    text adds a 'Background on this error' line and psycopg a hint line, which scatter a one-line CLI error."""
+    where = f"the records at {display_url(url)}"
+    if isinstance(exc, ArgumentError):
+        return f"TRIAGE_DATABASE_URL {url[:80]!r} is not a database URL; use sqlite:///PATH or postgresql://USER@HOST/DB", True
+    if isinstance(exc, RecordsError):
+        return f"cannot open {where}: {exc}", True
+    if isinstance(exc, OSError):
+        name = f" {exc.filename}" if exc.filename else ""
+        return (f"cannot open {where}: {exc.strerror or exc}{name}; TRIAGE_DATA_DIR must be a directory this user can "
+                "write (it is created if missing)"), True
+    reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+    if make_url(normalise_url(url)).get_backend_name() == "sqlite":
+        if "not a database" in reason or "malformed" in reason:
+            return (f"cannot open {where}: the file is not a usable SQLite database ({reason}); move it aside to start "
+                    "an empty one, or point TRIAGE_DATA_DIR or TRIAGE_DATABASE_URL at the right one"), False
+        return f"cannot open {where}: {reason}", False
+    return f"cannot open {where}: {reason}; check that the server is up and that TRIAGE_DATABASE_URL is right", False
 
 
 def _sqlite_engine(url: str) -> Engine:

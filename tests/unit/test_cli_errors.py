@@ -205,3 +205,25 @@ def test_a_bad_setting_names_the_variable_in_one_line(runner: CliRunner, env: di
     result = runner.invoke(app, ["taxonomy", "show"], env={**env, "TRIAGE_LLM_VOTE_WEIGHT": '{"service": 2}'})
     assert_error(result, "TRIAGE_LLM_VOTE_WEIGHT", "service: Input should be less than or equal to 1")
     assert_one_line(result)
+
+
+def test_records_that_cannot_be_opened_say_why_in_one_line(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
+    """A damaged triage.db or a PostgreSQL server that is down printed SQLAlchemy's text over two or three lines, the
+    URL with its password, and exit code 2 as for a usage error; a data directory that is a file, '[Errno 17]'."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "triage.db").write_bytes(b"SQLite format 3\x00" + b"\x07junk" * 2000)
+    result = runner.invoke(app, ["keys", "list"], env=env)
+    assert result.exit_code == 1 and result.output.startswith("error: "), result.output
+    assert "not a usable SQLite database" in result.output and "move it aside" in result.output
+    assert_one_line(result)
+    server_down = {**env, "TRIAGE_DATABASE_URL": "postgresql+psycopg://nobody:s3cret@127.0.0.1:1/x"}
+    result = runner.invoke(app, ["db", "upgrade"], env=server_down)
+    assert result.exit_code == 1 and "nobody:***@127.0.0.1:1/x" in result.output and "s3cret" not in result.output, result.output
+    assert "check that the server is up" in result.output and "Background on this error" not in result.output
+    assert_one_line(result)
+    assert_error(runner.invoke(app, ["db", "upgrade"], env={**env, "TRIAGE_DATABASE_URL": "notaurl"}), "'notaurl' is not a database URL")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for data_dir in (a_file, a_file / "data"):
+        assert_error(runner.invoke(app, ["tickets", "list"], env={**env, "TRIAGE_DATA_DIR": str(data_dir)}), "is not a directory")
