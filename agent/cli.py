@@ -173,15 +173,35 @@ def ingest(
     seed: Annotated[Path | None, typer.Option(help="Labelled tickets JSONL (default: knowledge_base/seed/tickets.jsonl).")] = None,
     articles: Annotated[Path | None, typer.Option(help="KB articles JSONL (default: knowledge_base/articles/articles.jsonl).")] = None,
 ) -> None:
-    """Seed the vector store with labelled tickets and KB articles (idempotent), then train the proposal head."""
-    from agent.service import TriageService
+    """Seed the vector store with labelled tickets and KB articles (idempotent), then train the proposal head.
 
+    Each file is JSON Lines, one object a line: a ticket has id, subject, body, channel and labels
+    ({"service": ..., "tier": ...}, ids of the taxonomy in force); an article has id, title and text. Both files are
+    checked whole before anything is stored. Only new or changed rows are embedded, so a second run is quick, and
+    an interrupted run is finished by running it again. Tickets with labels outside the taxonomy, or no text, are
+    skipped with a warning.
+
+      triage ingest
+
+      triage ingest --articles help-centre.jsonl
+    """
+    from agent.jsonl import InputFileError
+    from agent.service import CalibrationError, TriageService
+
+    for option, path in (("--seed", seed), ("--articles", articles)):
+        if path is not None and path.is_dir():
+            fail(f"{option} {path} is a directory; give the path of a JSON Lines file")
+        if path is not None and not path.exists():
+            fail(f"{option} {path} does not exist")
     settings = _settings("proposal")
+    _check_data_dir(settings)
     try:
         service = TriageService(settings)
         report = service.ingest(seed_path=seed, articles_path=articles, progress=True)
-    except (TaxonomyError, FileNotFoundError, ValueError) as exc:
+    except (TaxonomyError, InputFileError, CalibrationError) as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted; what was stored is kept, and `triage ingest` again finishes the rest", 130)
     typer.echo(
         f"tickets: +{report.tickets_added} (total {report.tickets_total}, skipped {report.skipped}) · "
         f"articles: +{report.articles_added} (total {report.articles_total}) · store: {settings.data_dir}"

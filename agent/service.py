@@ -20,7 +20,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
-from agent.contracts import AXES, Article, Classification, Evidence, LabelledTicket, Route, Taxonomy, TicketIn, Usage
+from agent import jsonl
+from agent.contracts import (
+    AXES,
+    Article,
+    Classification,
+    Evidence,
+    LabelledTicket,
+    Route,
+    Taxonomy,
+    TicketIn,
+    Usage,
+    has_text,
+)
 from agent.embeddings import (
     MINILM,
     PACKAGED,
@@ -137,13 +149,8 @@ def load_head(path: Path) -> ProposalHead | None:
 
 
 def read_jsonl(path: Path) -> Iterable[dict]:
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{line_no} is not valid JSON: {exc}") from exc
+    """The objects of a JSON Lines file (agent/jsonl.py says what is wrong with a bad line)."""
+    return (row for _, row in jsonl.read_jsonl(path))
 
 
 @dataclass
@@ -242,12 +249,15 @@ class TriageService:
     # ------------------------------------------------------------ ingest
 
     def ingest(self, *, seed_path: Path | None = None, articles_path: Path | None = None, progress: bool = True) -> IngestReport:
-        """Seed the store with labelled tickets and KB articles; only what is missing is embedded."""
+        """Seed the store with labelled tickets and KB articles; only what is missing is embedded. Both files are read
+        and checked whole before anything is stored (jsonl.InputFileError names the line); a knowledge base without
+        the default articles file has no articles, but an articles file that was asked for must be there."""
         kb = self.settings.knowledge_base_dir
         seed_path = seed_path or kb / "seed" / "tickets.jsonl"
-        articles_path = articles_path or kb / "articles" / "articles.jsonl"
-        tickets, skipped = self._valid_tickets(LabelledTicket.model_validate(r) for r in read_jsonl(seed_path))
-        articles = [Article.model_validate(r) for r in read_jsonl(articles_path)] if articles_path.is_file() else []
+        default_articles = kb / "articles" / "articles.jsonl"
+        articles_path = articles_path or (default_articles if default_articles.is_file() else None)
+        tickets, skipped = self._valid_tickets(jsonl.read_records(seed_path, LabelledTicket, "ticket"))
+        articles = jsonl.read_records(articles_path, Article, "article") if articles_path else []
         new_tickets = set(self.store.stale_ids(TICKETS, {t.id: fingerprint(t) for t in tickets}))
         new_articles = set(self.store.stale_ids(ARTICLES, {a.id: fingerprint(a) for a in articles}))
         self.add_tickets([t for t in tickets if t.id in new_tickets], progress=progress)
@@ -268,6 +278,10 @@ class TriageService:
         for ticket in tickets:
             if self.taxonomy.migration is not None:  # a seed labelled under the previous version
                 ticket = ticket.model_copy(update={"labels": migrate_stored_labels(self.taxonomy, ticket.labels, ticket.text())})
+            if not has_text(ticket.text()):  # an empty neighbour would match every short ticket and teach nothing
+                log.warning("ticket %s has no text (subject and body are empty); skipped", ticket.id)
+                skipped += 1
+                continue
             known = {axis: label for axis, label in ticket.labels.items() if axis in self.taxonomy.axes and label in self.taxonomy.axes[axis].ids}
             if len(known) != len(ticket.labels):
                 log.warning("ticket %s has labels outside taxonomy %s: %s", ticket.id, self.taxonomy.ref, ticket.labels)

@@ -227,3 +227,21 @@ def test_records_that_cannot_be_opened_say_why_in_one_line(runner: CliRunner, en
     a_file.write_text("x")
     for data_dir in (a_file, a_file / "data"):
         assert_error(runner.invoke(app, ["tickets", "list"], env={**env, "TRIAGE_DATA_DIR": str(data_dir)}), "is not a directory")
+
+
+def test_ingest_names_a_missing_or_directory_input_before_any_work(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
+    """A missing --articles file was skipped without a word (exit 0, no articles); a directory as --seed was an
+    IsADirectoryError traceback."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert_error(runner.invoke(app, ["ingest", "--seed", str(empty), "--articles", str(tmp_path / "nope.jsonl")], env=env), "--articles", "nope.jsonl does not exist")
+    assert_error(runner.invoke(app, ["ingest", "--seed", str(tmp_path)], env=env), "--seed", "is a directory")
+    assert not (tmp_path / "data").exists()  # refused before the store was created
+
+
+def test_ingest_refuses_a_bad_line_in_one_line(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
+    seed = tmp_path / "seed.jsonl"
+    seed.write_text('{"id": "t-1", "labels": {"service": "network"}}\n', encoding="utf-8")
+    result = runner.invoke(app, ["ingest", "--seed", str(seed)], env=env)
+    assert_error(result, "seed.jsonl:1 is not a valid ticket: body: Field required")
+    assert_one_line(result)
