@@ -11,6 +11,8 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -58,6 +60,19 @@ def _check_data_dir(settings: Settings) -> None:
                 where = "" if path == settings.data_dir else f" ({path} is a file)"
                 fail(f"TRIAGE_DATA_DIR {settings.data_dir} is not a directory{where}; point it at a directory (it is created if missing)")
             return
+
+
+@contextmanager
+def _unavailable_parts() -> Iterator[None]:
+    """A part the command needs that is down or damaged (the Chroma server or store, the embedding endpoint): its
+    one-line error and exit code 1, a runtime failure, instead of a traceback from inside the graph."""
+    from agent.embeddings import EmbeddingError
+    from agent.store import StoreUnavailable
+
+    try:
+        yield
+    except (EmbeddingError, StoreUnavailable) as exc:
+        fail(str(exc), 1)
 
 
 def _read_utf8(path: Path, what: str) -> str:
@@ -157,11 +172,13 @@ def classify(
     ticket = _read_ticket(subject, body, channel, file)
     settings = _settings(mode)  # type: ignore[arg-type]
     _load_taxonomy(settings.taxonomy_path)  # a one-line error before any model loads
-    try:
-        with running_service(settings, progress=not as_json) as service:
-            result = service.classify(ticket)
-    except (TicketError, TaxonomyError, CalibrationError) as exc:
-        fail(str(exc))
+    _check_data_dir(settings)
+    with _unavailable_parts():
+        try:
+            with running_service(settings, progress=not as_json) as service:
+                result = service.classify(ticket)
+        except (TicketError, TaxonomyError, CalibrationError) as exc:
+            fail(str(exc))
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
     else:
@@ -196,8 +213,9 @@ def ingest(
     settings = _settings("proposal")
     _check_data_dir(settings)
     try:
-        service = TriageService(settings)
-        report = service.ingest(seed_path=seed, articles_path=articles, progress=True)
+        with _unavailable_parts():
+            service = TriageService(settings)
+            report = service.ingest(seed_path=seed, articles_path=articles, progress=True)
     except (TaxonomyError, InputFileError, CalibrationError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -358,9 +376,10 @@ def taxonomy_migrate(
     if target.migration is None:
         fail(f"the taxonomy in force, {target.ref} ({settings.taxonomy_path}), has no `migration:` section; "
              "point TRIAGE_TAXONOMY_PATH at the new version, whose `migration:` names from_version and the steps")
+    _check_data_dir(settings)
     records = _records()
     try:
-        with running_service(settings, progress=not as_json) as service:
+        with _unavailable_parts(), running_service(settings, progress=not as_json) as service:
             lifecycle = Lifecycle(service, records)
             before = before or lifecycle.previous_taxonomy()
             with tqdm(desc="tickets", unit="ticket", disable=as_json) as bar:

@@ -206,13 +206,24 @@ class OpenAIEmbedder:
         from openai import OpenAI
 
         self.name = model
+        self.base_url = base_url
         self.batch_size = batch_size
         self._client = OpenAI(base_url=base_url, api_key=api_key, max_retries=3)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """The vectors; an endpoint that is down or refuses is an EmbeddingError that names it (no ticket can be
+        retrieved or proposed without its vector, so there is no fallback as there is for the LLM)."""
+        from openai import APIError
+
         vectors: list[list[float]] = []
         for i in range(0, len(texts), self.batch_size):
-            response = self._client.embeddings.create(model=self.name, input=list(texts[i : i + self.batch_size]))
+            try:
+                response = self._client.embeddings.create(model=self.name, input=list(texts[i : i + self.batch_size]))
+            except APIError as exc:
+                raise EmbeddingError(
+                    f"the embedding endpoint {self.base_url} (model {self.name!r}) failed: {' '.join(str(exc).split())[:300]}; "
+                    "check that it is up and TRIAGE_EMBEDDING_BASE_URL / TRIAGE_EMBEDDING_MODEL"
+                ) from exc
             vectors.extend(item.embedding for item in response.data)
         array = np.asarray(vectors, dtype=np.float32)
         return array / np.clip(np.linalg.norm(array, axis=1, keepdims=True), 1e-12, None)

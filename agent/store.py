@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import chromadb
 import numpy as np
 from chromadb.config import Settings as ChromaSettings
+from chromadb.errors import ChromaError
 from pydantic import BaseModel
 
 from agent.contracts import Article, EvidenceArticle, EvidenceTicket, LabelledTicket
@@ -27,20 +28,39 @@ ARTICLES = "articles"
 _MAX_DOC_CHARS = 4000
 
 
+class StoreUnavailable(RuntimeError):
+    """The vector store cannot be opened (a Chroma server down, a damaged store file); the message says what to do."""
+
+
 def make_client(*, path: Path | None = None, url: str | None = None) -> chromadb.ClientAPI:
+    """The Chroma client; a server that does not answer or a store that cannot be opened is a StoreUnavailable,
+    not chromadb's ValueError or InternalError traceback."""
     settings = ChromaSettings(anonymized_telemetry=False, allow_reset=True)
     if url:
         parsed = urlparse(url)
-        return chromadb.HttpClient(
-            host=parsed.hostname or "127.0.0.1",
-            port=parsed.port or 8000,
-            ssl=parsed.scheme == "https",
-            settings=settings,
-        )
+        try:
+            return chromadb.HttpClient(
+                host=parsed.hostname or "127.0.0.1",
+                port=parsed.port or 8000,
+                ssl=parsed.scheme == "https",
+                settings=settings,
+            )
+        except Exception as exc:  # noqa: BLE001 - chromadb reports a refused connection as a bare ValueError
+            raise StoreUnavailable(
+                f"cannot reach the Chroma server at {url} ({exc}); start it (`chroma run --path DIR`) or unset "
+                "TRIAGE_CHROMA_URL to use the store under TRIAGE_DATA_DIR"
+            ) from exc
     if path is None:
         raise ValueError("either a path or a url is needed for the Chroma client")
-    path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(path), settings=settings)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(path), settings=settings)
+    except (ChromaError, OSError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StoreUnavailable(
+            f"cannot open the vector store at {path} ({reason}); move that folder aside and run `triage ingest` to "
+            "build it again, or point TRIAGE_DATA_DIR elsewhere"
+        ) from exc
 
 
 class VectorStore:

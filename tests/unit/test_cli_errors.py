@@ -245,3 +245,28 @@ def test_ingest_refuses_a_bad_line_in_one_line(runner: CliRunner, env: dict[str,
     result = runner.invoke(app, ["ingest", "--seed", str(seed)], env=env)
     assert_error(result, "seed.jsonl:1 is not a valid ticket: body: Field required")
     assert_one_line(result)
+
+
+def test_classify_says_which_part_is_down_in_one_line(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
+    """A Chroma server that is down, a damaged store file or an embedding endpoint that is down ended classify in a
+    chromadb or openai traceback; a data directory that is a file, in a NotADirectoryError one."""
+    from agent.local_llm import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"
+    ticket = ["classify", "--body", "The VPN is down", "--mode", "proposal", "--json"]
+    for extra, needle in [
+        ({"TRIAGE_CHROMA_URL": closed}, f"cannot reach the Chroma server at {closed}"),
+        ({"TRIAGE_EMBEDDING_BASE_URL": f"{closed}/v1", "TRIAGE_EMBEDDING_MODEL": "e5"}, f"the embedding endpoint {closed}/v1 (model 'e5') failed"),
+    ]:
+        result = runner.invoke(app, ticket, env={**env, **extra})
+        assert result.exit_code == 1 and result.output.startswith(f"error: {needle}"), result.output
+        assert_one_line(result)
+    store = tmp_path / "damaged" / "chroma"
+    store.mkdir(parents=True)
+    (store / "chroma.sqlite3").write_bytes(b"\x07junk" * 4000)
+    result = runner.invoke(app, ticket, env={**env, "TRIAGE_DATA_DIR": str(store.parent)})
+    assert result.exit_code == 1 and "cannot open the vector store" in result.output and "triage ingest" in result.output, result.output
+    assert_one_line(result)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    assert_error(runner.invoke(app, ticket, env={**env, "TRIAGE_DATA_DIR": str(a_file)}), f"TRIAGE_DATA_DIR {a_file} is not a directory")
