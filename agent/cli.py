@@ -108,28 +108,52 @@ def _load_taxonomy(path: Path) -> Taxonomy:
 
 
 def _read_ticket(subject: str | None, body: str | None, channel: str | None, file: Path | None) -> TicketIn:
-    raw: dict[str, object]
+    raw: object
+    shape = '{"subject", "body", "channel"?, "messages"?}'
+    where = "the ticket on stdin" if str(file) == "-" else f"ticket file {file}"
     if file is not None:
         source = _read_stdin() if str(file) == "-" else _read_utf8(file, "ticket file")
+        if not source.strip():
+            fail(f"{where} is empty; expected one JSON object {shape}")
         try:
             raw = json.loads(source)
         except json.JSONDecodeError as exc:
-            fail(f"{file} is not a JSON ticket ({exc}); expected {{\"subject\", \"body\", \"channel\"?, \"messages\"?}}")
+            fail(f"{file} is not a JSON ticket ({exc}); expected {shape}")
     elif subject is None and body is None and not sys.stdin.isatty():
         text = _read_stdin()
         try:
             raw = json.loads(text)
         except json.JSONDecodeError:
             raw = {"body": text}
+        if not isinstance(raw, dict | list):  # `echo 1234 | triage classify`: plain text that happens to parse as JSON
+            raw = {"body": text}
     else:
         raw = {"subject": subject or "", "body": body or ""}
+    if not isinstance(raw, dict):
+        where = "the ticket on stdin" if file is None or str(file) == "-" else f"ticket file {file}"
+        fail(f"{where} holds a JSON {type(raw).__name__}; give one ticket as a JSON object {shape} "
+             "(for many tickets, the review UI's Batch page or POST /v1/tickets)")
     if channel is not None:
         raw["channel"] = channel
     try:
         return TicketIn.model_validate(raw)
     except ValidationError as exc:
-        fail(f"invalid ticket: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}")
+        fail(_ticket_problem(exc))
     raise AssertionError("unreachable")
+
+
+def _ticket_problem(exc: ValidationError) -> str:
+    """The first problem of a ticket in words: the field as `messages[0].text`, and for a field over its length
+    limit the size, the limit and the fix (pydantic names the limit only)."""
+    error = exc.errors()[0]
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".") or "the ticket"
+    if error["type"] == "string_too_long":
+        size = len(error["input"]) if isinstance(error["input"], str) else "too many"
+        return (f"invalid ticket: {field} has {size} characters, more than the limit of {error['ctx']['max_length']}; "
+                "send the first part")
+    if error["type"] == "extra_forbidden":
+        return f"invalid ticket: unknown field {field!r}; a ticket has {', '.join(TicketIn.model_fields)}"
+    return f"invalid ticket: {field}: {error['msg']}"
 
 
 def _print_human(result: Classification) -> None:

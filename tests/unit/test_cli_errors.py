@@ -270,3 +270,23 @@ def test_classify_says_which_part_is_down_in_one_line(runner: CliRunner, env: di
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
     assert_error(runner.invoke(app, ticket, env={**env, "TRIAGE_DATA_DIR": str(a_file)}), f"TRIAGE_DATA_DIR {a_file} is not a directory")
+
+
+def test_classify_says_what_is_wrong_with_a_ticket_in_words(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
+    """A JSON array or string read 'invalid ticket: (): Input should be a valid dictionary or instance of TicketIn',
+    a long body "('body',): String should have at most 100000 characters", an empty stdin '- is not a JSON ticket
+    (Expecting value: line 1 column 1 (char 0))'."""
+    many = tmp_path / "many.json"
+    many.write_text('[{"subject": "a", "body": "b"}]', encoding="utf-8")
+    assert_error(runner.invoke(app, ["classify", "--file", str(many)], env=env), "holds a JSON list", "give one ticket as a JSON object")
+    assert_error(runner.invoke(app, ["classify"], input='[{"body": "b"}]', env=env), "the ticket on stdin holds a JSON list")
+    long = tmp_path / "long.json"
+    long.write_text('{"body": "%s"}' % ("refund " * 20_000), encoding="utf-8")
+    assert_error(runner.invoke(app, ["classify", "--file", str(long)], env=env), "body has 140000 characters, more than the limit of 100000")
+    other = tmp_path / "other.json"
+    other.write_text('{"title": "a", "text": "b"}', encoding="utf-8")
+    assert_error(runner.invoke(app, ["classify", "--file", str(other)], env=env), "unknown field 'title'; a ticket has subject, body")
+    thread = tmp_path / "thread.json"
+    thread.write_text('{"body": "b", "messages": [{"text": ""}]}', encoding="utf-8")
+    assert_error(runner.invoke(app, ["classify", "--file", str(thread)], env=env), "invalid ticket: messages[0].text: String should have at least 1 character")
+    assert_error(runner.invoke(app, ["classify", "--file", "-"], input="", env=env), "the ticket on stdin is empty")
