@@ -613,12 +613,14 @@ def tickets_export(
     from agent.lifecycle import TicketReader
 
     try:
-        check_path(out)  # before the records are opened: a wrong name touches nothing
+        check_path(out, test_share)  # before the records are opened: a wrong name touches nothing
     except ExportError as exc:
         fail(f"--out: {exc}")
     records = _records()
     try:
         counts = write_reviewed(TicketReader(records).reviewed(), out, test_share=test_share)
+    except ExportError as exc:
+        fail(f"--out: {exc}")
     finally:
         records.close()
     for path, n in counts.items():

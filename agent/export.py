@@ -41,18 +41,35 @@ def row_of(ticket: ReviewedTicket) -> dict[str, str]:
     return {column: str(ticket.labels.get(column, "") if column in AXES else (fields.get(column) or "")) for column in COLUMNS}
 
 
-def check_path(out: Path) -> None:
+def check_path(out: Path, test_share: float = 0.0) -> None:
+    """Refuse, before any work, a name `triage eval` cannot read and a path that cannot be a file (a directory, a
+    file where a folder should be): these ended in an IsADirectoryError or FileExistsError traceback."""
     if out.suffix.lower() not in SUFFIXES:
         raise ExportError(f"the export file must end in .csv or .jsonl, not {out.name!r}")
+    for path in split_paths(out, test_share).values():
+        if path.is_dir():
+            raise ExportError(f"{path} is a directory, not a file to write; give another name")
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ExportError(f"{blocking} is a file, so {out} cannot be created in it; choose another folder")
 
 
 def write_reviewed(tickets: Iterable[ReviewedTicket], out: Path, *, test_share: float = 0.0) -> dict[Path, int]:
-    """Write the rows; how many went to each file."""
-    check_path(out)
+    """Write the rows; how many went to each file. Each file is written beside its target and renamed over it at the
+    end, so an export that fails half-way (the database went away) leaves the previous export as it was."""
+    check_path(out, test_share)
     paths = split_paths(out, test_share)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create the folder {out.parent}: {exc.strerror or exc}") from exc
     counts = dict.fromkeys(paths.values(), 0)
-    handles = {side: path.open("w", encoding="utf-8", newline="") for side, path in paths.items()}
+    partial = {side: path.with_name(f".{path.name}.partial") for side, path in paths.items()}
+    try:
+        handles = {side: path.open("w", encoding="utf-8", newline="") for side, path in partial.items()}
+    except OSError as exc:
+        raise ExportError(f"cannot write in {out.parent}: {exc.strerror or exc}") from exc
+    done = False
     try:
         as_csv = out.suffix.lower() == ".csv"
         writers = {side: csv.DictWriter(fh, fieldnames=COLUMNS) for side, fh in handles.items()} if as_csv else {}
@@ -65,7 +82,13 @@ def write_reviewed(tickets: Iterable[ReviewedTicket], out: Path, *, test_share: 
             else:
                 handles[side].write(json.dumps(row, ensure_ascii=False) + "\n")
             counts[paths[side]] += 1
+        done = True
     finally:
         for fh in handles.values():
             fh.close()
+        for side, path in partial.items():
+            if done:
+                path.replace(paths[side])
+            else:
+                path.unlink(missing_ok=True)
     return counts

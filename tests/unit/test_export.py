@@ -45,3 +45,33 @@ def test_the_split_is_by_ticket_id_and_near_the_share(tmp_path: Path) -> None:
 def test_an_unknown_suffix_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\.csv or \.jsonl"):
         write_reviewed([], tmp_path / "reviewed.xlsx")
+
+
+def test_a_path_that_cannot_be_a_file_is_refused_in_words(tmp_path: Path) -> None:
+    """--out naming a directory, a twin of --test-share that is one, or a folder that is a file ended in an
+    IsADirectoryError or FileExistsError traceback."""
+    from agent.export import ExportError
+
+    (tmp_path / "d.csv").mkdir()
+    with pytest.raises(ExportError, match=r"d.csv is a directory, not a file to write"):
+        write_reviewed([], tmp_path / "d.csv")
+    (tmp_path / "s.test.csv").mkdir()
+    with pytest.raises(ExportError, match=r"s.test.csv is a directory"):
+        write_reviewed([], tmp_path / "s.csv", test_share=0.2)
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ExportError, match=r"a-file is a file, so .* cannot be created in it"):
+        write_reviewed([], tmp_path / "a-file" / "sub" / "r.csv")
+
+
+def test_an_export_that_fails_half_way_leaves_the_previous_one(tmp_path: Path) -> None:
+    out = tmp_path / "reviewed.jsonl"
+    write_reviewed([reviewed(i) for i in range(3)], out)
+    before = out.read_text(encoding="utf-8")
+
+    def broken() -> object:
+        yield reviewed(7)
+        raise ConnectionError("the database went away")
+
+    with pytest.raises(ConnectionError):
+        write_reviewed(broken(), out)  # type: ignore[arg-type]
+    assert out.read_text(encoding="utf-8") == before and sorted(p.name for p in tmp_path.iterdir()) == ["reviewed.jsonl"]
