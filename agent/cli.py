@@ -98,8 +98,12 @@ def _read_stdin() -> str:
     raise AssertionError("unreachable")
 
 
-def _load_taxonomy(path: Path) -> Taxonomy:
-    """load_taxonomy, its TaxonomyError (which names the file and the fix) as a one-line error, not a traceback."""
+def _load_taxonomy(path: Path, option: str | None = None) -> Taxonomy:
+    """load_taxonomy, its TaxonomyError (which names the file and the fix) as a one-line error, not a traceback.
+    A file named on the command line (`option`) that is missing is that option's fault, not TRIAGE_TAXONOMY_PATH's,
+    which the loader's message would otherwise tell the user to set."""
+    if option is not None and not path.exists():
+        fail(f"{option} {path} does not exist; give the path of a taxonomy YAML file")
     try:
         return load_taxonomy(path)
     except TaxonomyError as exc:
@@ -322,8 +326,8 @@ def taxonomy_validate(
     """
     from agent.migration import MigrationError, plan_migration
 
-    taxonomy = _load_taxonomy(path)
-    before = _load_taxonomy(previous) if previous else None
+    taxonomy = _load_taxonomy(path, "taxonomy file")
+    before = _load_taxonomy(previous, "--previous") if previous else None
     counts = ", ".join(f"{axis}: {len(axis_def.labels)}" for axis, axis_def in taxonomy.axes.items())
     typer.echo(f"{taxonomy.ref} is valid ({counts})")
     if before is None:
@@ -352,7 +356,7 @@ def taxonomy_validate(
 @taxonomy_app.command("show")
 def taxonomy_show(path: Annotated[Path | None, typer.Argument(help="Default: the taxonomy in force.")] = None) -> None:
     """Print the labels of a taxonomy with their routing."""
-    taxonomy = _load_taxonomy(path or _settings().taxonomy_path)
+    taxonomy = _load_taxonomy(path, "taxonomy file") if path else _load_taxonomy(_settings().taxonomy_path)
     typer.secho(taxonomy.ref, bold=True)
     for axis, axis_def in taxonomy.axes.items():
         typer.secho(f"\n{axis} (fallback {axis_def.fallback})", bold=True)
@@ -396,7 +400,7 @@ def taxonomy_migrate(
 
     settings = _settings(mode)  # type: ignore[arg-type]
     target = _load_taxonomy(settings.taxonomy_path)
-    before = _load_taxonomy(previous) if previous else None
+    before = _load_taxonomy(previous, "--previous") if previous else None
     if target.migration is None:
         fail(f"the taxonomy in force, {target.ref} ({settings.taxonomy_path}), has no `migration:` section; "
              "point TRIAGE_TAXONOMY_PATH at the new version, whose `migration:` names from_version and the steps")

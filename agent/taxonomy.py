@@ -43,7 +43,10 @@ def load_taxonomy(path: Path | str) -> Taxonomy:
     try:
         taxonomy = Taxonomy.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        # pydantic prefixes a validator's own message with "Value error, ", and a model-wide check has no field
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) + ': ' if e['loc'] else ''}{e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
+        )
         raise TaxonomyError(f"taxonomy file {path} is invalid: {problems}") from exc
     problem = tier_order_problem(taxonomy)
     if problem:

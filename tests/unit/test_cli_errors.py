@@ -290,3 +290,22 @@ def test_classify_says_what_is_wrong_with_a_ticket_in_words(runner: CliRunner, e
     thread.write_text('{"body": "b", "messages": [{"text": ""}]}', encoding="utf-8")
     assert_error(runner.invoke(app, ["classify", "--file", str(thread)], env=env), "invalid ticket: messages[0].text: String should have at least 1 character")
     assert_error(runner.invoke(app, ["classify", "--file", "-"], input="", env=env), "the ticket on stdin is empty")
+
+
+def test_taxonomy_validate_words_a_bad_migration_and_a_missing_previous_file(runner: CliRunner, tmp_path: Path) -> None:
+    """A rename to a label the new version lacks read 'is invalid: : Value error, migration step 0 ...'; a missing
+    --previous file was answered 'set TRIAGE_TAXONOMY_PATH to a taxonomy YAML', which has nothing to do with it."""
+    import yaml
+
+    content = yaml.safe_load(TAXONOMY.read_text(encoding="utf-8"))
+    content["version"] = "2026.12.1"
+    content["axes"]["service"]["labels"] = [label for label in content["axes"]["service"]["labels"] if label["id"] != "network"]
+    content["migration"] = {"from_version": "2026.11.1", "steps": [{"op": "rename", "axis": "service", "from": "network", "to": "nowhere"}]}
+    v2 = tmp_path / "v2.yaml"
+    v2.write_text(yaml.safe_dump(content), encoding="utf-8")
+    result = runner.invoke(app, ["taxonomy", "validate", str(v2)])
+    assert_error(result, "is invalid: migration step 0 (rename): ['nowhere'] are not labels of axis service")
+    assert "Value error" not in result.output and ": :" not in result.output
+    result = runner.invoke(app, ["taxonomy", "validate", str(TAXONOMY), "--previous", str(tmp_path / "old.yaml")])
+    assert_error(result, "--previous", "old.yaml does not exist")
+    assert "TRIAGE_TAXONOMY_PATH" not in result.output
