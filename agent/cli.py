@@ -178,7 +178,7 @@ def _print_human(result: Classification) -> None:
 def classify(
     subject: Annotated[str | None, typer.Option(help="Ticket subject line.")] = None,
     body: Annotated[str | None, typer.Option(help="Ticket body text.")] = None,
-    channel: Annotated[str | None, typer.Option(help="Intake channel (email, phone, chat, social, portal, api); taken as is.")] = None,
+    channel: Annotated[str | None, typer.Option(help="Intake channel, a channel id of the taxonomy in any case (email, phone, chat, social, portal, api); taken as is, inferred when missing or empty.")] = None,
     file: Annotated[Path | None, typer.Option("--file", help="A JSON ticket file ({subject, body, channel?, messages?}); '-' for stdin.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the classification JSON contract.")] = False,
     mode: Annotated[str | None, typer.Option(help="hybrid (default), proposal (no LLM) or llm.")] = None,
@@ -312,7 +312,7 @@ def _start_ui(settings: Settings, host: str, api_url: str, key_path: Path) -> su
 
 @taxonomy_app.command("validate")
 def taxonomy_validate(
-    path: Path,
+    path: Annotated[Path, typer.Argument(help="The taxonomy YAML file to check.", show_default=False)],
     previous: Annotated[
         Path | None, typer.Option("--previous", help="The version it follows: check that its `migration:` says where every label that is gone goes.")
     ] = None,
@@ -355,7 +355,12 @@ def taxonomy_validate(
 
 @taxonomy_app.command("show")
 def taxonomy_show(path: Annotated[Path | None, typer.Argument(help="Default: the taxonomy in force.")] = None) -> None:
-    """Print the labels of a taxonomy with their routing."""
+    """Print the labels of a taxonomy with their routing.
+
+      triage taxonomy show
+
+      triage taxonomy show knowledge_base/taxonomies/acme-v2.yaml
+    """
     taxonomy = _load_taxonomy(path, "taxonomy file") if path else _load_taxonomy(_settings().taxonomy_path)
     typer.secho(taxonomy.ref, bold=True)
     for axis, axis_def in taxonomy.axes.items():
@@ -494,7 +499,7 @@ def keys_create(
 
 @keys_app.command("list")
 def keys_list() -> None:
-    """List the keys (ids, names, scopes; never the secrets)."""
+    """List the keys (ids, names, scopes, active or revoked; never the secrets). Prints nothing when there is none."""
     from agent.auth import list_keys
 
     records = _records()
@@ -508,8 +513,11 @@ def keys_list() -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: str) -> None:
-    """Revoke a key; it is refused (401) from the next request on."""
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_...), as `triage keys list` shows it; not the secret.", show_default=False)]) -> None:
+    """Revoke a key; it is refused (401) from the next request on. The key stays listed, marked revoked.
+
+    Example: triage keys revoke key_01m93qkggr535e4j5dznh2cms1
+    """
     from agent.auth import revoke_key
 
     records = _records()
@@ -524,7 +532,13 @@ def keys_revoke(key_id: str) -> None:
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Apply the schema migrations (the API does this on start; use it before rolling out several workers)."""
+    """Apply the schema migrations (the API does this on start; use it before rolling out several workers).
+
+    It opens the records of TRIAGE_DATABASE_URL, or SQLite at TRIAGE_DATA_DIR/triage.db (created if missing), and
+    says which; running it again changes nothing.
+
+      TRIAGE_DATABASE_URL=postgresql://triage@db-host/triage triage db upgrade
+    """
     records = _records()
     records.close()
     from agent.records import display_url
@@ -545,8 +559,11 @@ def _labels_line(labels: dict[str, str] | None) -> str:
 
 
 @tickets_app.command("show")
-def tickets_show(ticket_id: str, as_json: Annotated[bool, typer.Option("--json", help="Print the ticket JSON.")] = False) -> None:
-    """A ticket, its thread and its current labels."""
+def tickets_show(ticket_id: Annotated[str, typer.Argument(help="The ticket's id (tk_...), as `triage tickets list` or the API shows it.", show_default=False)], as_json: Annotated[bool, typer.Option("--json", help="Print the ticket JSON.")] = False) -> None:
+    """A ticket, its thread and its current labels.
+
+    Example: triage tickets show tk_01m93qqtft6vmd48n44j0d2n3m --json
+    """
     from agent.lifecycle import LifecycleError, TicketReader
 
     records = _records()
@@ -582,7 +599,13 @@ def tickets_list(
     limit: Annotated[int, typer.Option(min=1, max=200, help="How many, newest first.")] = 20,
     queue: Annotated[bool, typer.Option("--queue", help="Only the review queue (needs_review first, lowest confidence first).")] = False,
 ) -> None:
-    """The newest tickets with their current labels, or the review queue."""
+    """The newest tickets with their current labels, or the review queue: id, decision, confidence, labels
+    (service · tier · channel) and subject, one a line. Prints nothing when there is none.
+
+      triage tickets list --limit 50
+
+      triage tickets list --queue
+    """
     from agent.lifecycle import TicketReader
 
     records = _records()
@@ -642,8 +665,13 @@ def tickets_export(
 
 
 @app.command()
-def history(ticket_id: str, as_json: Annotated[bool, typer.Option("--json", help="Print the revisions JSON.")] = False) -> None:
-    """The revision timeline of a ticket: who changed which labels, when and why (nothing is ever overwritten)."""
+def history(ticket_id: Annotated[str, typer.Argument(help="The ticket's id (tk_...), as `triage tickets list` or the API shows it.", show_default=False)], as_json: Annotated[bool, typer.Option("--json", help="Print the revisions JSON.")] = False) -> None:
+    """The revision timeline of a ticket: who changed which labels, when and why (nothing is ever overwritten).
+
+    `*` marks the revision in force; a rejected revision says which one rejected it.
+
+    Example: triage history tk_01m93qqtft6vmd48n44j0d2n3m
+    """
     from agent.lifecycle import LifecycleError, TicketReader
 
     records = _records()

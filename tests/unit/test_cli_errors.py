@@ -309,3 +309,20 @@ def test_taxonomy_validate_words_a_bad_migration_and_a_missing_previous_file(run
     result = runner.invoke(app, ["taxonomy", "validate", str(TAXONOMY), "--previous", str(tmp_path / "old.yaml")])
     assert_error(result, "--previous", "old.yaml does not exist")
     assert "TRIAGE_TAXONOMY_PATH" not in result.output
+
+
+def test_every_argument_and_option_is_explained_in_help() -> None:
+    """`triage history --help` listed `ticket_id <str> [required]` and nothing else; so did tickets show, keys revoke
+    and taxonomy validate's PATH."""
+    import click
+    import typer.main
+
+    def walk(command: click.Command, path: str) -> list[str]:
+        bare = [f"{path} {p.name}" for p in command.params if not getattr(p, "help", None) and p.name != "help"]
+        if not (command.help or "").strip():
+            bare.append(f"{path}: no description")
+        for name, sub in getattr(command, "commands", {}).items():
+            bare += walk(sub, f"{path} {name}")
+        return bare
+
+    assert walk(typer.main.get_command(app), "triage") == []
