@@ -203,7 +203,8 @@ def classify(
     _check_data_dir(settings)
     with _unavailable_parts():
         try:
-            with running_service(settings, progress=not as_json) as service:
+            # progress bars go to stderr, so a terminal sees them even with --json (stdout stays JSON for jq)
+            with running_service(settings, progress=not as_json or sys.stderr.isatty()) as service:
                 result = service.classify(ticket)
         except (TicketError, TaxonomyError, CalibrationError) as exc:
             fail(str(exc))

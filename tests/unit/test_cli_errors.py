@@ -326,3 +326,19 @@ def test_every_argument_and_option_is_explained_in_help() -> None:
         return bare
 
     assert walk(typer.main.get_command(app), "triage") == []
+
+
+def test_a_first_classify_says_it_seeds_the_empty_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """`triage classify --json` in a fresh data directory embedded the ~6,900 seed tickets for minutes without a
+    word or a progress bar; it now says so on stderr (logging), and a terminal gets the bars even with --json."""
+    import logging
+
+    from agent.service import TriageService, running_service
+    from agent.settings import Settings
+
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(TriageService, "ingest", lambda self, **kwargs: calls.append(kwargs))
+    with caplog.at_level(logging.WARNING, logger="agent.service"), running_service(Settings(data_dir=tmp_path, mode="proposal")):
+        pass
+    assert calls == [{"progress": False}]
+    assert "is empty: seeding it from" in caplog.text and "a few minutes, once" in caplog.text
