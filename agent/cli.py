@@ -114,7 +114,7 @@ def _load_taxonomy(path: Path, option: str | None = None) -> Taxonomy:
 def _read_ticket(subject: str | None, body: str | None, channel: str | None, file: Path | None) -> TicketIn:
     raw: object
     shape = '{"subject", "body", "channel"?, "messages"?}'
-    where = "the ticket on stdin" if str(file) == "-" else f"ticket file {file}"
+    where = "the ticket on stdin" if file is None or str(file) == "-" else f"ticket file {file}"
     if file is not None:
         source = _read_stdin() if str(file) == "-" else _read_utf8(file, "ticket file")
         if not source.strip():
@@ -134,7 +134,6 @@ def _read_ticket(subject: str | None, body: str | None, channel: str | None, fil
     else:
         raw = {"subject": subject or "", "body": body or ""}
     if not isinstance(raw, dict):
-        where = "the ticket on stdin" if file is None or str(file) == "-" else f"ticket file {file}"
         fail(f"{where} holds a JSON {type(raw).__name__}; give one ticket as a JSON object {shape} "
              "(for many tickets, the review UI's Batch page or POST /v1/tickets)")
     if channel is not None:
