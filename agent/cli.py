@@ -52,14 +52,20 @@ def _settings(mode: Mode | None = None) -> Settings:
 
 
 def _check_data_dir(settings: Settings) -> None:
-    """TRIAGE_DATA_DIR, or a folder above it, that is a file: one line before the store or the records trip on it
-    (a NotADirectoryError traceback from deep inside Chroma's set-up otherwise)."""
-    for path in (settings.data_dir, *settings.data_dir.parents):
-        if path.exists():
-            if not path.is_dir():
-                where = "" if path == settings.data_dir else f" ({path} is a file)"
-                fail(f"TRIAGE_DATA_DIR {settings.data_dir} is not a directory{where}; point it at a directory (it is created if missing)")
-            return
+    """TRIAGE_DATA_DIR that is a file (or lies under one), cannot be created or cannot be written: one line, exit 2,
+    before the store or the records trip on it (a NotADirectoryError traceback from deep inside Chroma's set-up, or
+    a 'move the store aside' hint that does not apply)."""
+    data_dir = settings.data_dir
+    blocking = next((p for p in (data_dir, *data_dir.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        where = "" if blocking == data_dir else f" ({blocking} is a file)"
+        fail(f"TRIAGE_DATA_DIR {data_dir} is not a directory{where}; point it at a directory (it is created if missing)")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"TRIAGE_DATA_DIR {data_dir} cannot be created ({exc.strerror or exc}); point it at a directory this user can write")
+    if not os.access(data_dir, os.W_OK | os.X_OK):
+        fail(f"TRIAGE_DATA_DIR {data_dir} is not writable by this user; point it at a directory this user can write")
 
 
 @contextmanager

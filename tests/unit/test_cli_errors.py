@@ -342,3 +342,11 @@ def test_a_first_classify_says_it_seeds_the_empty_store(tmp_path: Path, monkeypa
         pass
     assert calls == [{"progress": False}]
     assert "is empty: seeding it from" in caplog.text and "a few minutes, once" in caplog.text
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc, where no folder can be created")
+def test_a_data_dir_that_cannot_be_created_is_named(runner: CliRunner, env: dict[str, str]) -> None:
+    """It read 'cannot open the vector store ... move that folder aside' (exit 1) or '[Errno 2] No such file or directory'."""
+    for command in (["ingest"], ["keys", "list"]):
+        result = runner.invoke(app, command, env={**env, "TRIAGE_DATA_DIR": "/proc/triage-qa/data"})
+        assert_error(result, "TRIAGE_DATA_DIR /proc/triage-qa/data cannot be created", "a directory this user can write")
