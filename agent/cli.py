@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from agent.contracts import Classification, Taxonomy, TicketIn, otherwise_phrase
 from agent.local_llm import die_with_parent
-from agent.settings import REPO_ROOT, Mode, Settings
+from agent.settings import REPO_ROOT, Mode, Settings, describe_errors
 from agent.taxonomy import TaxonomyError, load_taxonomy
 from agent.textfiles import not_utf8
 
@@ -45,7 +45,7 @@ def _settings(mode: Mode | None = None) -> Settings:
     try:
         settings = Settings()
     except ValidationError as exc:
-        fail(f"bad TRIAGE_* setting: {exc}")
+        fail(f"bad setting: {describe_errors(exc)}")
     return settings.model_copy(update={"mode": mode}) if mode else settings
 
 
@@ -180,7 +180,7 @@ def ingest(
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="API port (default 8000).")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="API port (default 8000).")] = None,
     ui: Annotated[bool, typer.Option("--ui/--no-ui", help="Also serve the review UI (Streamlit) on TRIAGE_UI_PORT.")] = True,
 ) -> None:
     """Serve the HTTP API and the review UI; start the embedded LLM when no endpoint is configured.
