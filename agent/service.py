@@ -35,7 +35,7 @@ from agent.embeddings import (
 )
 from agent.graph import triage_graph
 from agent.llm import CircuitBreaker, LLMClient, StructuredMode
-from agent.local_llm import LocalLLMServer
+from agent.local_llm import LocalLLMError, LocalLLMServer
 from agent.migration import Stranded, migrate_stored_labels, stranded_labels
 from agent.proposal import HeadOptions, ProposalHead
 from agent.settings import Settings
@@ -444,15 +444,23 @@ def llm_for(settings: Settings) -> Iterator[LLMClient | None]:
     elif settings.llm_base_url:
         yield make_llm(settings, settings.llm_base_url)
     else:
-        server = LocalLLMServer(
-            model_path=settings.llm_gguf_path,
-            model_alias=settings.llm_model,
-            n_ctx=settings.llm_ctx,
-            n_threads=settings.llm_threads,
-            log_path=settings.data_dir / "logs" / "llm.log",
-        )
-        with server:
+        try:
+            server = LocalLLMServer(
+                model_path=settings.llm_gguf_path,
+                model_alias=settings.llm_model,
+                n_ctx=settings.llm_ctx,
+                n_threads=settings.llm_threads,
+                log_path=settings.data_dir / "logs" / "llm.log",
+            ).start()
+        except LocalLLMError as exc:  # the server knows the cause; the settings that choose another LLM are named here
+            raise LocalLLMError(
+                f"{exc}; point TRIAGE_LLM_GGUF_PATH at a GGUF model (unset: the packaged one), set TRIAGE_LLM_BASE_URL "
+                "to a running OpenAI-compatible endpoint, or run without an LLM with TRIAGE_MODE=proposal"
+            ) from None
+        try:
             yield make_llm(settings, server.base_url, embedded=True)
+        finally:
+            server.stop()
 
 
 @contextmanager
