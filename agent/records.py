@@ -338,6 +338,28 @@ class Records:
         self.engine.dispose()
 
 
+def open_error(url: str, exc: BaseException) -> str:
+    """Why the records at `url` cannot be opened and what to do, in one line, with the URL's password hidden."""
+    cause = getattr(exc, "orig", None) or exc
+    cause_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    try:
+        parsed = make_url(normalise_url(url))
+    except Exception:  # noqa: BLE001 - an unparseable URL: say which setting holds it
+        return f"cannot open the records: TRIAGE_DATABASE_URL is not a database URL ({cause_line}); use sqlite:///PATH or postgresql://USER@HOST/DB"
+    shown = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() == "sqlite":
+        path = Path(parsed.database or "")
+        fix = (
+            f"check that {path.parent} is a writable directory and {path.name} a SQLite database (restore a damaged "
+            "one from a backup, or move it away to start with empty records), or set TRIAGE_DATABASE_URL"
+        )
+    elif parsed.get_backend_name() == "postgresql":
+        fix = "check that the server is up and reachable and that TRIAGE_DATABASE_URL names the right user, password and database"
+    else:
+        fix = "set TRIAGE_DATABASE_URL to sqlite:///PATH or postgresql://USER@HOST/DB"
+    return f"cannot open the records at {shown}: {cause_line}; {fix}"
+
+
 def alembic_config(url: str) -> Any:
     from alembic.config import Config
 

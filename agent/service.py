@@ -40,7 +40,7 @@ from agent.migration import Stranded, migrate_stored_labels, stranded_labels
 from agent.proposal import HeadOptions, ProposalHead
 from agent.settings import Settings
 from agent.state import Calibration, TriageContext
-from agent.store import ARTICLES, TICKETS, VectorStore, fingerprint, make_client
+from agent.store import ARTICLES, TICKETS, VectorStore, fingerprint, open_store
 from agent.taxonomy import TaxonomyError, load_taxonomy
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ class TriageService:
         self.settings = settings
         self.taxonomy = load_taxonomy(settings.taxonomy_path)
         self.embedder = embedder or make_embedder(settings)
-        self.store = store or VectorStore(make_client(path=settings.chroma_dir, url=settings.chroma_url), self.embedder)
+        self.store = store or open_store(self.embedder, path=settings.chroma_dir, url=settings.chroma_url)
         self.llm = llm
         self.calibration = load_calibration(settings.resolved_calibration_path)
         self.head: ProposalHead | None = None

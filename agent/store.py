@@ -43,6 +43,25 @@ def make_client(*, path: Path | None = None, url: str | None = None) -> chromadb
     return chromadb.PersistentClient(path=str(path), settings=settings)
 
 
+class StoreError(ValueError):
+    """The vector store cannot be opened (server down, damaged or unwritable files); the message says what to do."""
+
+
+def open_store(embedder: Embedder, *, path: Path | None = None, url: str | None = None) -> VectorStore:
+    """`VectorStore` on the client `make_client` builds, or StoreError naming the store, the cause and the fix:
+    Chroma reports these as ValueError, its own errors, SQLite's or the OS's, each with a long traceback."""
+    try:
+        return VectorStore(make_client(path=path, url=url), embedder)
+    except Exception as exc:  # noqa: BLE001 - whatever Chroma raises on opening means the store is unusable
+        cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if url:
+            raise StoreError(f"cannot reach the Chroma server at {url}: {cause}; start it (`chroma run`) or fix TRIAGE_CHROMA_URL") from exc
+        raise StoreError(
+            f"cannot open the vector store in {path}: {cause}; check that the directory is writable, and if its files "
+            "are damaged restore them from a backup, or move the directory away and run `triage ingest` to seed a new one"
+        ) from exc
+
+
 class VectorStore:
     def __init__(self, client: chromadb.ClientAPI, embedder: Embedder) -> None:
         self.client = client
