@@ -25,14 +25,19 @@ system-deps:
 	  fi; \
 	fi
 
+# pyproject.toml takes Python 3.11 only: another version would fail on the last pip line, after the 4-minute build
 $(STAMP): pyproject.toml requirements.lock
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || { \
+	  command -v "$(PYTHON)" >/dev/null || { echo "$(PYTHON) not found: install Python 3.11, or name it: make PYTHON=/path/to/python3.11 $(MAKECMDGOALS)" >&2; exit 1; }; \
+	  "$(PYTHON)" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { \
+	    echo "$(PYTHON) is Python $$("$(PYTHON)" -c 'import platform; print(platform.python_version())'); this project needs 3.11: make PYTHON=python3.11 $(MAKECMDGOALS)" >&2; exit 1; }; \
+	  "$(PYTHON)" -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip wheel
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
-run: install ## seed the store, start the embedded LLM and serve the API
+run: $(STAMP) ## seed the store, start the embedded LLM and serve the API (the Debian packages are for the tests only)
 	$(BIN)/triage ingest
 	$(BIN)/triage serve
 

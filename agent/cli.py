@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -27,6 +28,7 @@ from agent.textfiles import not_utf8
 
 if TYPE_CHECKING:
     from agent.records import Records
+    from agent.service import TriageService
 
 app = typer.Typer(
     help="LLM-assisted ticket triage: service type, channel and support tier from a taxonomy, offline by default.",
@@ -263,7 +265,7 @@ def ingest(
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="API port (default 8000).")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="API port (default 8000).")] = None,
     ui: Annotated[bool, typer.Option("--ui/--no-ui", help="Also serve the review UI (Streamlit) on TRIAGE_UI_PORT.")] = True,
 ) -> None:
     """Serve the HTTP API and the review UI; start the embedded LLM when no endpoint is configured.
@@ -275,31 +277,102 @@ def serve(
 
     from agent.api import create_app
     from agent.auth import ensure_admin_key
-    from agent.service import check_stored_labels
+    from agent.service import check_labels_in_use
 
     settings = _settings()
     # the app loads both at start-up, where an error drowns in uvicorn's traceback: check them first, one line each
     taxonomy = _load_taxonomy(settings.taxonomy_path)
+    host, port = host or settings.api_host, port or settings.api_port
+    _check_port(host, port, "API", "--port or TRIAGE_API_PORT")
+    if ui:
+        _check_port(host, settings.ui_port, "review UI", "TRIAGE_UI_PORT, or serve without the UI with --no-ui")
+    records = _records()
     try:
-        check_stored_labels(settings, taxonomy)
+        check_labels_in_use(taxonomy, records, path=settings.taxonomy_path)
+        key, key_path = ensure_admin_key(settings, records)
     except TaxonomyError as exc:
         fail(str(exc))
-    host, port = host or settings.api_host, port or settings.api_port
-    key, key_path = ensure_admin_key(settings)
+    finally:
+        records.close()
     if key:
         typer.secho(f"admin API key (shown once, also stored in {key_path}): {key}", fg=typer.colors.GREEN, bold=True)
     else:
         typer.echo(f"admin API key: in {key_path}")
-    ui_process = _start_ui(settings, host, f"http://{host}:{port}", key_path) if ui else None
-    typer.secho(f"API on http://{host}:{port}  (docs: http://{host}:{port}/docs) · data in {settings.data_dir}", bold=True)
-    if ui_process is not None:
-        typer.secho(f"UI  on http://{host}:{settings.ui_port}", bold=True)
+    serving = False
+    previous = signal.signal(signal.SIGTERM, _stopped)
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        with ExitStack() as stack:  # on any exit: the UI stopped, then the embedded LLM
+            service = _start_service(settings, stack)
+            ui_process = _start_ui(settings, host, f"http://{host}:{port}", key_path) if ui else None
+            if ui_process is not None:
+                stack.callback(_stop, ui_process)
+            typer.secho(f"API on http://{host}:{port}  (docs: http://{host}:{port}/docs) · data in {settings.data_dir}", bold=True)
+            if ui_process is not None:
+                typer.secho(f"UI  on http://{host}:{settings.ui_port}", bold=True)
+            serving = True
+            # uvicorn handles SIGINT and SIGTERM itself, then raises them again: they end up below
+            uvicorn.run(create_app(settings, service), host=host, port=port, log_level="info")
+    except (KeyboardInterrupt, _Stopped) as exc:
+        if not serving:
+            typer.echo("stopped during start-up; nothing it started is left running", err=True)
+        raise typer.Exit(128 + (exc.args[0] if isinstance(exc, _Stopped) else signal.SIGINT)) from None
     finally:
-        if ui_process is not None:
-            ui_process.terminate()
-            ui_process.wait(timeout=10)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _check_port(host: str, port: int, what: str, setting: str) -> None:
+    """A taken port is found before a model loads, not by uvicorn after the whole start-up (or, for the UI, by a
+    Streamlit that exits while serve announces it)."""
+    from agent.local_llm import port_unavailable
+
+    reason = port_unavailable(host, port)
+    if reason:
+        fail(f"the {what} cannot listen on {host}:{port} ({reason}): stop what uses it (another `triage serve`?) or choose another port with {setting}")
+
+
+class _Stopped(Exception):
+    """SIGTERM: unwinds like Ctrl-C, so the UI and the embedded LLM are stopped on the way out, not orphaned."""
+
+
+def _stopped(signum: int, _frame: object) -> None:
+    raise _Stopped(signum)
+
+
+def _start_service(settings: Settings, stack: ExitStack) -> TriageService:
+    """The embedded LLM, the store (seeded when empty) and the proposal head, ready before uvicorn starts.
+
+    Here rather than in the app's lifespan: there a long start-up (the first seeding, a head to train) ignored
+    Ctrl-C and SIGTERM until it had finished, and a failure printed uvicorn's traceback. Here Ctrl-C or SIGTERM
+    stops it at once, and a failure is one line naming the cause and the fix.
+    """
+    from agent.embeddings import EmbeddingError
+    from agent.local_llm import LocalLLMError
+    from agent.service import CalibrationError, running_service
+    from agent.store import StoreUnavailable
+
+    try:
+        service = stack.enter_context(running_service(settings, progress=True))
+        service.ensure_head()
+        return service
+    except (StoreUnavailable, EmbeddingError) as exc:  # a part down or damaged: a runtime failure, as in every command
+        stack.close()
+        fail(str(exc), 1)
+    except (LocalLLMError, CalibrationError, TaxonomyError) as exc:
+        stack.close()
+        fail(str(exc))
+    except OSError as exc:
+        stack.close()
+        fail(f"cannot start: {exc.strerror or exc}: {exc.filename or ''}; check that TRIAGE_DATA_DIR ({settings.data_dir}) is a writable directory")
+    raise AssertionError("unreachable")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
 
 
 def _start_ui(settings: Settings, host: str, api_url: str, key_path: Path) -> subprocess.Popen[bytes] | None:

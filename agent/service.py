@@ -47,12 +47,12 @@ from agent.embeddings import (
 )
 from agent.graph import triage_graph
 from agent.llm import CircuitBreaker, LLMClient, StructuredMode
-from agent.local_llm import LocalLLMServer
+from agent.local_llm import LocalLLMError, LocalLLMServer
 from agent.migration import Stranded, migrate_stored_labels, stranded_labels
 from agent.proposal import HeadOptions, ProposalHead
 from agent.settings import Settings
 from agent.state import Calibration, TriageContext
-from agent.store import ARTICLES, TICKETS, VectorStore, fingerprint, make_client
+from agent.store import ARTICLES, TICKETS, VectorStore, fingerprint, open_store
 from agent.taxonomy import TaxonomyError, load_taxonomy
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ class TriageService:
         self.settings = settings
         self.taxonomy = load_taxonomy(settings.taxonomy_path)
         self.embedder = embedder or make_embedder(settings)
-        self.store = store or VectorStore(make_client(path=settings.chroma_dir, url=settings.chroma_url), self.embedder)
+        self.store = store or open_store(self.embedder, path=settings.chroma_dir, url=settings.chroma_url)
         self.llm = llm
         self.calibration = load_calibration(settings.resolved_calibration_path)
         self.head: ProposalHead | None = None
@@ -458,15 +458,23 @@ def llm_for(settings: Settings) -> Iterator[LLMClient | None]:
     elif settings.llm_base_url:
         yield make_llm(settings, settings.llm_base_url)
     else:
-        server = LocalLLMServer(
-            model_path=settings.llm_gguf_path,
-            model_alias=settings.llm_model,
-            n_ctx=settings.llm_ctx,
-            n_threads=settings.llm_threads,
-            log_path=settings.data_dir / "logs" / "llm.log",
-        )
-        with server:
+        try:
+            server = LocalLLMServer(
+                model_path=settings.llm_gguf_path,
+                model_alias=settings.llm_model,
+                n_ctx=settings.llm_ctx,
+                n_threads=settings.llm_threads,
+                log_path=settings.data_dir / "logs" / "llm.log",
+            ).start()
+        except LocalLLMError as exc:  # the server knows the cause; the settings that choose another LLM are named here
+            raise LocalLLMError(
+                f"{exc}; point TRIAGE_LLM_GGUF_PATH at a GGUF model (unset: the packaged one), set TRIAGE_LLM_BASE_URL "
+                "to a running OpenAI-compatible endpoint, or run without an LLM with TRIAGE_MODE=proposal"
+            ) from None
+        try:
             yield make_llm(settings, server.base_url, embedded=True)
+        finally:
+            server.stop()
 
 
 @contextmanager

@@ -8,8 +8,9 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlparse
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.contracts import AxisName
@@ -18,6 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 Mode = Literal["hybrid", "proposal", "llm"]
 Weight = Annotated[float, Field(ge=0.0, le=1.0)]
+Port = Annotated[int, Field(ge=1, le=65535)]
 VoteWeight = Weight | dict[AxisName, Weight]
 
 # The embedded SmolLM2-135M's vote, measured per axis by replaying the bench's hybrid runs (evals/README.md,
@@ -55,21 +57,22 @@ class Settings(BaseSettings):
     llm_base_url: str | None = None
     llm_model: str = "SmolLM2-135M-Instruct"
     llm_api_key: str = "not-needed"
-    llm_timeout_s: float = 60.0
+    llm_timeout_s: float = Field(default=60.0, gt=0)
     llm_max_attempts: int = Field(default=3, ge=1, le=10, description="Transport retries (tenacity).")
     llm_max_reasks: int = Field(default=2, ge=0, le=5, description="Re-asks after an invalid answer.")
-    llm_max_tokens: int = 256
+    llm_max_tokens: int = Field(default=256, ge=1)
     llm_structured: Literal["auto", "json_schema", "json_object", "none"] = "auto"
     llm_gguf_path: Path | None = Field(default=None, description="GGUF for the embedded server; default: packaged.")
     llm_ctx: int = Field(
         default=4096,
+        ge=1,
         description="The LLM's context in tokens: the embedded server is started with it, and the ticket text in the "
         "classify prompt is cut to fit it; set it to a remote endpoint's context size.",
     )
     llm_label_chars: int = Field(
         default=140, ge=0, description="Label descriptions in prompts cut to this many characters; 0 = full text."
     )
-    llm_threads: int | None = None
+    llm_threads: int | None = Field(default=None, ge=1)
     llm_breaker_failures: int = Field(
         default=3, ge=1, description="Consecutive LLM transport failures (timeout, connection, 5xx) after which tickets "
         "skip the LLM for a cool-down (proposal labels, needs_review) instead of each paying timeout x attempts."
@@ -93,8 +96,8 @@ class Settings(BaseSettings):
     )
     embedding_model_dir: Path | None = None
     # packaged ONNX models: a batch holds at most this many texts and this many padded tokens (evals/README.md, "Speed")
-    embedding_batch_size: int = 64
-    embedding_batch_tokens: int = 1024
+    embedding_batch_size: int = Field(default=64, ge=1)
+    embedding_batch_tokens: int = Field(default=1024, ge=1)
 
     # vector store: empty URL = embedded PersistentClient under data_dir
     chroma_url: str | None = None
@@ -104,7 +107,7 @@ class Settings(BaseSettings):
     top_k_tickets: int = Field(default=8, ge=1, le=50)
     top_k_articles: int = Field(default=3, ge=0, le=20)
     max_ticket_chars: int = Field(default=6000, ge=200)
-    max_input_chars: int = Field(default=100_000, description="Longer input is refused with a clear error.")
+    max_input_chars: int = Field(default=100_000, ge=1, description="Longer input is refused with a clear error.")
     llm_vote_weight: VoteWeight = Field(
         default_factory=lambda: dict(MEASURED_VOTE_WEIGHTS),
         description="The LLM's vote in decide: one number for every axis, or {axis: weight} (axes it leaves out keep "
@@ -120,8 +123,8 @@ class Settings(BaseSettings):
 
     # servers
     api_host: str = "127.0.0.1"
-    api_port: int = 8000
-    ui_port: int = 8501
+    api_port: Port = 8000
+    ui_port: Port = 8501
 
     # records and the API (agent/records.py, agent/api.py)
     database_url: str | None = Field(
@@ -136,6 +139,22 @@ class Settings(BaseSettings):
     verified_match_score: float = Field(
         default=0.9, ge=0.0, le=1.0, description="A human-verified neighbour this similar decides service and tier."
     )
+
+    @field_validator("llm_base_url", "embedding_base_url", "chroma_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        """An endpoint is an http(s) URL with a host; empty means the embedded default. Without this a URL that lacks
+        its scheme fails on every request (the LLM silently falls back) or, for Chroma, reaches 127.0.0.1:8000."""
+        if not url or not url.strip():
+            return None
+        parsed = urlparse(url.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError("give an http:// or https:// URL with a host, e.g. http://127.0.0.1:8080/v1, or leave it empty")
+        try:
+            parsed.port  # noqa: B018 - raises on a port that is not a number or out of range
+        except ValueError as exc:
+            raise ValueError(f"the URL's port is invalid ({exc})") from None
+        return url.strip()
 
     @cached_property
     def chroma_dir(self) -> Path:

@@ -63,6 +63,24 @@ def make_client(*, path: Path | None = None, url: str | None = None) -> chromadb
         ) from exc
 
 
+def open_store(embedder: Embedder, *, path: Path | None = None, url: str | None = None) -> VectorStore:
+    """`VectorStore` on the client `make_client` builds, or StoreUnavailable naming the store, the cause and the fix:
+    Chroma reports a store it cannot use as ValueError, its own errors, SQLite's or the OS's, each with a long
+    traceback, and some only when the collections are opened."""
+    try:
+        return VectorStore(make_client(path=path, url=url), embedder)
+    except StoreUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever Chroma raises on opening means the store is unusable
+        cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if url:
+            raise StoreUnavailable(f"cannot reach the Chroma server at {url} ({cause}); start it (`chroma run --path DIR`) or fix TRIAGE_CHROMA_URL") from exc
+        raise StoreUnavailable(
+            f"cannot open the vector store at {path} ({cause}); check that the directory is writable, and if its files "
+            "are damaged move that folder aside and run `triage ingest` to build it again, or point TRIAGE_DATA_DIR elsewhere"
+        ) from exc
+
+
 class VectorStore:
     def __init__(self, client: chromadb.ClientAPI, embedder: Embedder) -> None:
         self.client = client

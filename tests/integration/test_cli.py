@@ -126,3 +126,31 @@ def test_serve_answers_curl_and_ctrl_c_stops_everything(seeded_data_dir: Path) -
     time.sleep(1)
     for pid in children:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_during_start_up_stops_it_there(tmp_path: Path, sig: signal.Signals) -> None:
+    """An empty data directory is seeded at start-up (minutes on 2 cores); before, a signal then was held until the
+    seeding, the head's training and the port's binding were done, and only then honoured."""
+    data_dir = tmp_path / "data"
+    process = subprocess.Popen(
+        [TRIAGE, "serve", "--no-ui", "--port", str(free_port())], env=cli_env(data_dir), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (data_dir / "chroma" / "chroma.sqlite3").exists():
+            time.sleep(0.5)  # the LLM is up and the seeding has begun
+        time.sleep(2)
+        children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+        assert children, "the embedded LLM server should run as a child of `triage serve`"
+        process.send_signal(sig)
+        output, _ = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + sig, output
+    assert "stopped during start-up" in output and "Application startup complete" not in output, output[-2000:]
+    assert "Traceback" not in output
+    time.sleep(1)
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import httpx
 import pytest
 
 from agent.contracts import TicketIn
@@ -54,8 +55,19 @@ def test_closed_port_is_unavailable_not_a_crash() -> None:
 def test_a_bad_gguf_path_says_so(tmp_path) -> None:  # noqa: ANN001
     bogus = tmp_path / "broken.gguf"
     bogus.write_bytes(b"not a model")
-    with pytest.raises(RuntimeError, match="exited with code"):
+    with pytest.raises(RuntimeError, match="exited with code 1: ValueError: Failed to load model from file"):
         LocalLLMServer(model_path=bogus, log_path=tmp_path / "llm.log", startup_timeout_s=60).start()
+
+
+def test_a_port_taken_before_the_server_binds_it_is_chosen_again(tmp_path) -> None:  # noqa: ANN001
+    server = LocalLLMServer(log_path=tmp_path / "llm.log", startup_timeout_s=60)
+    taken = server.port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        with server:  # before: "exited with code 3", the whole start-up lost to a race on a port nobody named
+            assert server.port != taken
+            assert httpx.get(f"{server.base_url}/models", timeout=10).status_code == 200
 
 
 def test_ticket_contract_rejects_unknown_fields() -> None:
