@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from agent import __version__
 from agent.api_guards import (
@@ -97,7 +97,12 @@ class Health(BaseModel):
     version: str
     taxonomy: str
     model: str
-    store: dict[str, int]
+    store: dict[str, int] = Field(description="Tickets and articles in the vector store; empty when it cannot be read.")
+    problems: list[str] = Field(
+        default_factory=list,
+        description="A part that is down (the vector store, the records database), one line each with its cause; "
+        "status is then degraded.",
+    )
     llm: dict[str, object] | None = Field(
         default=None,
         description="The LLM endpoint and its circuit breaker: state closed|open|half_open, consecutive_failures, "
@@ -139,6 +144,28 @@ class TaxonomyVersionView(BaseModel):
     version: str
     sha256: str
     created_at: datetime
+
+
+def part_checks(service: TriageService, records: Records | None) -> tuple[dict[str, int], list[str]]:
+    """The store's counts and a line per part that cannot be read (the vector store, the records database)."""
+    problems: list[str] = []
+    try:
+        store = service.store.counts()
+    except Exception as exc:  # noqa: BLE001 - whatever Chroma raises, the store cannot answer
+        store = {}
+        problems.append(f"vector store: {_first_line(exc)}")
+    if records is not None:
+        try:
+            with records.read() as session:
+                session.execute(text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001 - a server down, a file gone: the records cannot answer
+            problems.append(f"records database: {_first_line(exc)}")
+    return store, problems
+
+
+def _first_line(exc: BaseException) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    return ((str(cause).strip().splitlines() or [type(cause).__name__])[0])[:300]
 
 
 def create_app(
@@ -185,14 +212,18 @@ def create_app(
 
     @app.get("/healthz", response_model=Health, tags=["ops"])
     def healthz(request: Request) -> Health:
+        """What a request would meet now: the store and the records are asked (a remote Chroma or PostgreSQL may be
+        down while the LLM is fine), the LLM's breaker says what requests have seen. Always 200: the body says."""
         svc: TriageService = request.app.state.service
         llm = svc.llm.health() if svc.llm is not None else None
+        store, problems = part_checks(svc, getattr(request.app.state, "records", None))
         return Health(
-            status="degraded" if llm and llm["state"] == "open" else "ok",
+            status="degraded" if problems or (llm and llm["state"] == "open") else "ok",
             version=__version__,
             taxonomy=svc.taxonomy.ref,
             model=svc.model_name(None),
-            store=svc.store.counts(),
+            store=store,
+            problems=problems,
             llm=llm,
         )
 

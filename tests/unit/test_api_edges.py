@@ -196,6 +196,33 @@ def test_healthz_reports_degraded_while_the_llm_is_skipped(api: Api, monkeypatch
     assert health["status"] == "degraded" and health["llm"]["state"] == "open" and health["llm"]["retry_in_s"] > 0
 
 
+def test_healthz_says_which_part_is_down_instead_of_a_500(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A remote Chroma or the records database gone while serving: /healthz answered 500 (the store) or ok (the
+    records) although every ticket request would fail; it now answers 200, degraded, naming the part and the cause."""
+    from sqlalchemy.exc import OperationalError
+
+    healthy = api.client.get("/healthz").json()
+    assert healthy["status"] == "ok" and healthy["problems"] == [] and healthy["store"]["tickets"] > 0
+    service, records = api.client.app.state.service, api.client.app.state.records
+
+    def store_down() -> dict[str, int]:
+        raise ValueError("Could not connect to a Chroma server. Are you sure it is running?")
+
+    def records_down() -> Iterator[object]:
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused\nsecond line"))
+
+    monkeypatch.setattr(service.store, "counts", store_down)
+    monkeypatch.setattr(records, "read", records_down)
+    response = api.client.get("/healthz")
+    assert response.status_code == 200, response.text
+    health = response.json()
+    assert health["status"] == "degraded" and health["store"] == {}
+    assert health["problems"] == [
+        "vector store: Could not connect to a Chroma server. Are you sure it is running?",
+        "records database: connection refused",
+    ]
+
+
 # ---------------------------------------------------------------- channel as integrations send it
 
 
