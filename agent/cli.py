@@ -21,7 +21,7 @@ import typer
 from pydantic import ValidationError
 
 from agent.contracts import Classification, Taxonomy, TicketIn, otherwise_phrase
-from agent.local_llm import die_with_parent
+from agent.local_llm import die_with_parent, stop_process
 from agent.settings import REPO_ROOT, Mode, Settings, settings_problem
 from agent.taxonomy import TaxonomyError, load_taxonomy
 from agent.textfiles import not_utf8
@@ -305,7 +305,7 @@ def serve(
             service = _start_service(settings, stack)
             ui_process = _start_ui(settings, host, f"http://{host}:{port}", key_path) if ui else None
             if ui_process is not None:
-                stack.callback(_stop, ui_process)
+                stack.callback(stop_process, ui_process)
             typer.secho(f"API on http://{host}:{port}  (docs: http://{host}:{port}/docs) · data in {settings.data_dir}", bold=True)
             if ui_process is not None:
                 typer.secho(f"UI  on http://{host}:{settings.ui_port}", bold=True)
@@ -364,15 +364,6 @@ def _start_service(settings: Settings, stack: ExitStack) -> TriageService:
         stack.close()
         fail(f"cannot start: {exc.strerror or exc}: {exc.filename or ''}; check that TRIAGE_DATA_DIR ({settings.data_dir}) is a writable directory")
     raise AssertionError("unreachable")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
 
 
 def _start_ui(settings: Settings, host: str, api_url: str, key_path: Path) -> subprocess.Popen[bytes] | None:

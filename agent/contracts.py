@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 AXES: tuple[str, ...] = ("service", "channel", "tier")
 AxisName = Literal["service", "channel", "tier"]
@@ -584,3 +584,15 @@ class ReviewedTicket(BaseModel):
 class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+def validation_problems(exc: ValidationError, *, whole: str | None = None) -> str:
+    """pydantic's errors on one line, `field.path: message; ...`, for a one-line CLI or file error: its own text
+    spans lines per error and prefixes a validator's message with "Value error, ". A model-wide check has no field;
+    `whole` names it then (e.g. "the row")."""
+    parts = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e["loc"]) or whole
+        message = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)

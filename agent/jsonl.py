@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from agent.contracts import validation_problems
 from agent.textfiles import not_utf8
 
 M = TypeVar("M", bound=BaseModel)
@@ -58,10 +59,7 @@ def read_records(path: Path, model: type[M], what: str) -> list[M]:
         try:
             record = model.model_validate(row)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'the row'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
-            )
-            raise InputFileError(f"{path}:{line_no} is not a valid {what}: {problems}") from exc
+            raise InputFileError(f"{path}:{line_no} is not a valid {what}: {validation_problems(exc, whole='the row')}") from exc
         record_id = str(getattr(record, "id"))  # noqa: B009 - every model read here has an id
         if record_id in first_line:
             raise InputFileError(f"{path}:{line_no} repeats id {record_id[:80]!r} of line {first_line[record_id]}; ids must be unique")

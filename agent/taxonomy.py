@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
-from agent.contracts import AXES, Taxonomy
+from agent.contracts import AXES, Taxonomy, validation_problems
 from agent.textfiles import not_utf8
 
 
@@ -43,11 +43,7 @@ def load_taxonomy(path: Path | str) -> Taxonomy:
     try:
         taxonomy = Taxonomy.model_validate(raw)
     except ValidationError as exc:
-        # pydantic prefixes a validator's own message with "Value error, ", and a model-wide check has no field
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) + ': ' if e['loc'] else ''}{e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
-        )
-        raise TaxonomyError(f"taxonomy file {path} is invalid: {problems}") from exc
+        raise TaxonomyError(f"taxonomy file {path} is invalid: {validation_problems(exc)}") from exc
     problem = tier_order_problem(taxonomy)
     if problem:
         raise TaxonomyError(f"taxonomy file {path} is invalid: {problem}")
