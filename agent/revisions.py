@@ -60,6 +60,13 @@ def tier_rank(taxonomy: Taxonomy, tier: str) -> int:
     return ids.index(tier)
 
 
+def canonical_tier(taxonomy: Taxonomy, requested: str) -> str:
+    """The taxonomy's id for a tier an integration wrote in its own case (`l3` is `L3`, as a channel is matched);
+    anything else unchanged, for the unknown-tier error to name."""
+    ids = taxonomy.axes["tier"].ids
+    return next((i for i in ids if i.casefold() == requested.strip().casefold()), requested)
+
+
 def escalation_target(taxonomy: Taxonomy, current_tier: str | None, requested: str | None) -> str:
     """The tier an escalation moves to: the requested one (never lower than now), else one step up."""
     ids = taxonomy.axes["tier"].ids

@@ -250,6 +250,15 @@ def test_escalating_a_ticket_at_the_top_tier_says_the_tier_stays(api: Api) -> No
     assert any("already at tier L3" in w for w in current["classification"]["warnings"]), current["classification"]["warnings"]
 
 
+def test_an_escalation_tier_is_matched_in_any_case_like_a_channel(api: Api) -> None:
+    """`{"tier": "l3"}` was a 422 'unknown tier' while a channel in any case is the taxonomy's."""
+    ticket_id = created(api)["id"]
+    response = api.post(f"/v1/tickets/{ticket_id}/escalations", {"tier": " l3 "})
+    assert response.status_code == 201 and response.json()["current"]["labels"]["tier"] == "L3", response.text
+    unknown = api.post(f"/v1/tickets/{ticket_id}/escalations", {"tier": "L9"})
+    assert unknown.status_code == 422 and "unknown tier label 'L9'" in unknown.text, unknown.text
+
+
 def test_a_ticket_is_found_by_the_id_the_integration_sent(api: Api) -> None:
     mine = created(api, {**TICKET, "ticket_id": "EXT-42"})
     created(api, {**TICKET, "ticket_id": "EXT-43"})
