@@ -345,24 +345,19 @@ def _start_service(settings: Settings, stack: ExitStack) -> TriageService:
     Ctrl-C and SIGTERM until it had finished, and a failure printed uvicorn's traceback. Here Ctrl-C or SIGTERM
     stops it at once, and a failure is one line naming the cause and the fix.
     """
-    from agent.embeddings import EmbeddingError
     from agent.local_llm import LocalLLMError
     from agent.service import CalibrationError, running_service
-    from agent.store import StoreUnavailable
 
-    try:
-        service = stack.enter_context(running_service(settings, progress=True))
-        service.ensure_head()
-        return service
-    except (StoreUnavailable, EmbeddingError) as exc:  # a part down or damaged: a runtime failure, as in every command
-        stack.close()
-        fail(str(exc), 1)
-    except (LocalLLMError, CalibrationError, TaxonomyError) as exc:
-        stack.close()
-        fail(str(exc))
-    except OSError as exc:
-        stack.close()
-        fail(f"cannot start: {exc.strerror or exc}: {exc.filename or ''}; check that TRIAGE_DATA_DIR ({settings.data_dir}) is a writable directory")
+    # a failure unwinds `stack` (serve's ExitStack), which stops whatever was started
+    with _unavailable_parts():  # a part down or damaged: exit 1, as in every command
+        try:
+            service = stack.enter_context(running_service(settings, progress=True))
+            service.ensure_head()
+            return service
+        except (LocalLLMError, CalibrationError, TaxonomyError) as exc:
+            fail(str(exc))
+        except OSError as exc:
+            fail(f"cannot start: {exc.strerror or exc}: {exc.filename or ''}; check that TRIAGE_DATA_DIR ({settings.data_dir}) is a writable directory")
     raise AssertionError("unreachable")
 
 
