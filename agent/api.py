@@ -100,13 +100,13 @@ class Health(BaseModel):
     store: dict[str, int] = Field(description="Tickets and articles in the vector store; empty when it cannot be read.")
     problems: list[str] = Field(
         default_factory=list,
-        description="A part that is down (the vector store, the records database), one line each with its cause; "
-        "status is then degraded.",
+        description="A part that is down (the vector store, the records database, the embedded LLM's process), "
+        "one line each with its cause; status is then degraded.",
     )
     llm: dict[str, object] | None = Field(
         default=None,
         description="The LLM endpoint and its circuit breaker: state closed|open|half_open, consecutive_failures, "
-        "last_error, retry_in_s; null in proposal mode.",
+        "last_error, retry_in_s; for the embedded LLM also server: running, restarts, last_exit; null in proposal mode.",
     )
 
 
@@ -217,6 +217,9 @@ def create_app(
         svc: TriageService = request.app.state.service
         llm = svc.llm.health() if svc.llm is not None else None
         store, problems = part_checks(svc, getattr(request.app.state, "records", None))
+        server = llm.get("server") if llm else None
+        if isinstance(server, dict) and not server["running"]:  # the embedded LLM died: its supervisor restarts it
+            problems.append(f"embedded LLM: {server['last_exit'] or 'not running'}; it is being started again")
         return Health(
             status="degraded" if problems or (llm and llm["state"] == "open") else "ok",
             version=__version__,

@@ -171,8 +171,10 @@ class LLMClient:
         structured: StructuredMode = "json_schema",
         client: OpenAI | None = None,
         breaker: CircuitBreaker | None = None,
+        server_health: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.base_url = base_url
+        self.server_health = server_health  # the embedded server's process view; None for an endpoint we do not run
         self.model = model
         self.structured = structured
         self.max_attempts = max_attempts
@@ -181,8 +183,11 @@ class LLMClient:
         self._client = client or OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)
 
     def health(self) -> dict[str, Any]:
-        """Read-only view of the circuit breaker, for /healthz."""
-        return {"base_url": self.base_url, "model": self.model, **self.breaker.health()}
+        """Read-only view of the circuit breaker (and of the embedded server's process, when we run it), for /healthz."""
+        health = {"base_url": self.base_url, "model": self.model, **self.breaker.health()}
+        if self.server_health is not None:
+            health["server"] = self.server_health()
+        return health
 
     def chat(
         self,

@@ -1,7 +1,9 @@
 """Lifecycle of the embedded LLM: llama.cpp's OpenAI-compatible server on a free loopback port.
 
 The server runs as a child process that dies with its parent (PR_SET_PDEATHSIG on Linux, plus an explicit
-stop), so neither Ctrl-C nor a crash leaves an orphan holding memory and a port.
+stop), so neither Ctrl-C nor a crash leaves an orphan holding memory and a port. A long-running owner (`triage
+serve`) also has it supervised: when the server dies on its own (the OOM killer, a crash inside llama.cpp) it is
+started again on the same port, so the LLM comes back without restarting the API.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 
@@ -130,7 +134,14 @@ class LocalLLMServer:
         self.port = port or free_port(host)
         self.log_path = log_path
         self.startup_timeout_s = startup_timeout_s
+        self.restarts = 0  # times the supervisor started the server again after it died
+        self.last_exit: str | None = None  # how it last died, or why the last restart failed
         self._process: subprocess.Popen[bytes] | None = None
+        self._log_start = 0  # where the running server's lines begin in the log
+        self._ready = False  # the current process has answered: starting is not running
+        self._lock = threading.Lock()  # guards _process between the owner and the supervisor
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
@@ -155,6 +166,7 @@ class LocalLLMServer:
     def start(self) -> LocalLLMServer:
         if self._process is not None:
             return self
+        self._stopping.clear()
         if not self.model_path.is_file():
             raise LocalLLMError(f"the GGUF model {self.model_path} is not a file")
         tries = 3 if self._own_port else 1
@@ -177,7 +189,7 @@ class LocalLLMServer:
             log_start = log_file.tell()
         log.info("starting embedded LLM %s on %s", self.model_path.name, self.base_url)
         try:
-            self._process = subprocess.Popen(
+            process = subprocess.Popen(
                 self.command(),
                 stdout=log_file or subprocess.DEVNULL,
                 stderr=subprocess.STDOUT if log_file else subprocess.DEVNULL,
@@ -187,17 +199,22 @@ class LocalLLMServer:
         finally:
             if log_file is not None:
                 log_file.close()  # the child writes through its own descriptor
+        with self._lock:
+            self._process, self._log_start = process, log_start
+            stopped = self._stopping.is_set()  # a restart that raced `stop`: it must not outlive it
         try:
-            self._wait_healthy(log_start)
+            if stopped:
+                raise LocalLLMError("embedded LLM stopped while it was starting")
+            self._wait_healthy(process, log_start)
         except BaseException:
-            self.stop()
+            self._terminate()
             raise
+        self._ready = True
 
-    def _wait_healthy(self, log_start: int = 0) -> None:
+    def _wait_healthy(self, process: subprocess.Popen[bytes], log_start: int = 0) -> None:
         url = f"{self.base_url}/models"
-        assert self._process is not None
         try:
-            if wait_until_ok(url, self.startup_timeout_s, process=self._process, interval_s=0.25):
+            if wait_until_ok(url, self.startup_timeout_s, process=process, interval_s=0.25):
                 return
         except ServerExited as exc:
             cause = self._cause(log_start)
@@ -219,8 +236,65 @@ class LocalLLMServer:
         errors = [line.strip() for line in lines if re.match(r"\s*(ERROR:|\w*(Error|Exception)\b)", line)]
         return errors[-1].removeprefix("ERROR:").strip()[:300] if errors else ""
 
+    def supervise(self, *, interval_s: float = 2.0, max_backoff_s: float = 60.0) -> LocalLLMServer:
+        """Watch the started server from a thread and start it again, on the same port (the clients keep their
+        base URL), whenever it exits without `stop`; a restart that fails is tried again after a back-off that
+        doubles up to `max_backoff_s`. Until it is back, requests fail fast and the graph falls back as for any
+        LLM that is down. The watcher thread lives until `stop`: PR_SET_PDEATHSIG ties a child to the thread that
+        started it, so a server it restarted would be killed if it ended earlier."""
+        if self._watcher is None:
+            self._watcher = threading.Thread(
+                target=self._watch, args=(interval_s, max_backoff_s), name="embedded-llm-supervisor", daemon=True
+            )
+            self._watcher.start()
+        return self
+
+    def _watch(self, interval_s: float, max_backoff_s: float) -> None:
+        backoff = interval_s
+        while not self._stopping.wait(interval_s):
+            with self._lock:
+                process = self._process
+            if process is not None and process.poll() is None:
+                continue
+            if process is not None:  # it died on its own: say how, from its exit code and its log
+                cause = self._cause(self._log_start)
+                self.last_exit = f"exited with code {process.returncode}{': ' + cause if cause else ''}"
+                log.warning("embedded LLM %s; starting it again on %s", self.last_exit, self.base_url)
+                with self._lock:
+                    if self._process is process:
+                        self._process, self._ready = None, False
+            try:
+                self._launch()
+            except Exception as exc:  # noqa: BLE001 - whatever stops a restart (a bad model, no fork) is retried, never ends the watch
+                if self._stopping.is_set():
+                    return
+                self.last_exit = f"restart failed: {exc}"
+                log.error("embedded LLM did not start again (%s); next try in %.1fs", exc, backoff)
+                if self._stopping.wait(backoff):
+                    return
+                backoff = min(backoff * 2, max_backoff_s)
+            else:
+                self.restarts += 1
+                backoff = interval_s
+                log.warning("embedded LLM is back on %s (restart %d)", self.base_url, self.restarts)
+
+    def health(self) -> dict[str, Any]:
+        """For /healthz: whether the server process is up, how often it was restarted and how it last died."""
+        with self._lock:
+            process = self._process
+        running = self._ready and process is not None and process.poll() is None
+        return {"running": running, "restarts": self.restarts, "last_exit": self.last_exit}
+
     def stop(self) -> None:
-        process, self._process = self._process, None
+        self._stopping.set()
+        watcher, self._watcher = self._watcher, None
+        self._terminate()
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(timeout=self.startup_timeout_s + 15)
+
+    def _terminate(self) -> None:
+        with self._lock:
+            process, self._process, self._ready = self._process, None, False
         if process is None or process.poll() is not None:
             return
         stop_process(process)

@@ -97,12 +97,14 @@ def make_embedder(settings: Settings, texts: Sequence[str] | None = None) -> Emb
     return OnnxEmbedder(model, tokenizer, name=MINILM, batch_size=settings.embedding_batch_size, max_batch_tokens=settings.embedding_batch_tokens)
 
 
-def make_llm(settings: Settings, base_url: str | None, *, embedded: bool = False) -> LLMClient | None:
+def make_llm(settings: Settings, base_url: str | None, *, server: LocalLLMServer | None = None) -> LLMClient | None:
+    """A client for `base_url`; for the embedded `server` (which we run) llama.cpp's JSON mode, and its process
+    health joins the breaker's in /healthz."""
     if base_url is None:
         return None
     structured: StructuredMode
     if settings.llm_structured == "auto":
-        structured = "json_object" if embedded else "json_schema"
+        structured = "json_object" if server is not None else "json_schema"
     else:
         structured = settings.llm_structured
     return LLMClient(
@@ -113,6 +115,7 @@ def make_llm(settings: Settings, base_url: str | None, *, embedded: bool = False
         max_attempts=settings.llm_max_attempts,
         structured=structured,
         breaker=CircuitBreaker.from_settings(settings),
+        server_health=server.health if server is not None else None,
     )
 
 
@@ -452,7 +455,7 @@ def check_stored_labels(settings: Settings, taxonomy: Taxonomy) -> None:
 @contextmanager
 def llm_for(settings: Settings) -> Iterator[LLMClient | None]:
     """The LLM a run talks to: none in proposal mode, the configured endpoint, or the embedded llama.cpp server
-    (started here and stopped on exit)."""
+    (started here, restarted if it dies meanwhile, and stopped on exit)."""
     if settings.mode == "proposal":
         yield None
     elif settings.llm_base_url:
@@ -465,14 +468,14 @@ def llm_for(settings: Settings) -> Iterator[LLMClient | None]:
                 n_ctx=settings.llm_ctx,
                 n_threads=settings.llm_threads,
                 log_path=settings.data_dir / "logs" / "llm.log",
-            ).start()
+            ).start().supervise()
         except LocalLLMError as exc:  # the server knows the cause; the settings that choose another LLM are named here
             raise LocalLLMError(
                 f"{exc}; point TRIAGE_LLM_GGUF_PATH at a GGUF model (unset: the packaged one), set TRIAGE_LLM_BASE_URL "
                 "to a running OpenAI-compatible endpoint, or run without an LLM with TRIAGE_MODE=proposal"
             ) from None
         try:
-            yield make_llm(settings, server.base_url, embedded=True)
+            yield make_llm(settings, server.base_url, server=server)
         finally:
             server.stop()
 

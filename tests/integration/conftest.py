@@ -53,4 +53,4 @@ def settings_seeded(seeded_data_dir: Path) -> Settings:
 
 @pytest.fixture(scope="session")
 def service(settings_seeded: Settings, llm_server: LocalLLMServer) -> TriageService:
-    return TriageService(settings_seeded, llm=make_llm(settings_seeded, llm_server.base_url, embedded=True))
+    return TriageService(settings_seeded, llm=make_llm(settings_seeded, llm_server.base_url, server=llm_server))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import time
 
 import httpx
 import pytest
@@ -44,6 +47,53 @@ def test_server_stops_with_its_owner_and_frees_the_port(tmp_path) -> None:  # no
     assert process.poll() is not None
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_a_supervised_server_that_dies_is_started_again_on_its_port(tmp_path) -> None:  # noqa: ANN001
+    """Killed from outside (the OOM killer's SIGKILL), the server came back only with a restart of `triage serve`;
+    supervised, it is started again on the same port, so clients keep their base URL, and `stop` ends both."""
+    server = LocalLLMServer(log_path=tmp_path / "llm.log", startup_timeout_s=60).start().supervise(interval_s=0.2)
+    try:
+        first = server._process
+        assert first is not None and server.health() == {"running": True, "restarts": 0, "last_exit": None}
+        os.kill(first.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 90
+        while server.health()["restarts"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        health = server.health()
+        assert health["restarts"] == 1 and health["running"], health
+        assert health["last_exit"] == f"exited with code {-signal.SIGKILL}"
+        assert server._process is not None and server._process.pid != first.pid
+        assert httpx.get(f"{server.base_url}/models", timeout=10).status_code == 200
+        watcher, second = server._watcher, server._process
+    finally:
+        server.stop()
+    assert watcher is not None and not watcher.is_alive()
+    assert second.poll() is not None and server.health()["running"] is False
+
+
+def test_a_restart_that_fails_is_named_and_tried_again(tmp_path) -> None:  # noqa: ANN001
+    """A server that cannot come back (its model file damaged meanwhile) is reported with the cause, and tried again
+    after a back-off until it can."""
+    server = LocalLLMServer(log_path=tmp_path / "llm.log", startup_timeout_s=60).start().supervise(interval_s=0.2)
+    good, bogus = server.model_path, tmp_path / "damaged.gguf"
+    bogus.write_bytes(b"not a model")
+    try:
+        server.model_path = bogus
+        assert server._process is not None
+        os.kill(server._process.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while not (server.health()["last_exit"] or "").startswith("restart failed") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        health = server.health()
+        assert not health["running"] and health["restarts"] == 0
+        assert "restart failed: embedded LLM server exited with code 1: ValueError: Failed to load model" in health["last_exit"]
+        server.model_path = good
+        while not server.health()["running"] and time.monotonic() < deadline + 60:
+            time.sleep(0.2)
+        assert server.health()["running"] and server.health()["restarts"] == 1
+    finally:
+        server.stop()
 
 
 def test_closed_port_is_unavailable_not_a_crash() -> None:

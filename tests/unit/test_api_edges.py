@@ -196,6 +196,22 @@ def test_healthz_reports_degraded_while_the_llm_is_skipped(api: Api, monkeypatch
     assert health["status"] == "degraded" and health["llm"]["state"] == "open" and health["llm"]["retry_in_s"] > 0
 
 
+def test_healthz_names_an_embedded_llm_that_died(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded server's process (which `triage serve` runs and restarts) is part of what /healthz reports: while
+    it is down the status is degraded with its exit named; once back, ok again with the restart counted."""
+    from agent.llm import LLMClient
+
+    view = {"running": False, "restarts": 0, "last_exit": "exited with code -9"}
+    llm = LLMClient(base_url="http://127.0.0.1:9/v1", model="m", server_health=lambda: dict(view))
+    monkeypatch.setattr(api.client.app.state.service, "llm", llm)
+    down = api.client.get("/healthz").json()
+    assert down["status"] == "degraded" and down["llm"]["server"] == view
+    assert down["problems"] == ["embedded LLM: exited with code -9; it is being started again"]
+    view.update(running=True, restarts=1)
+    back = api.client.get("/healthz").json()
+    assert back["status"] == "ok" and back["problems"] == [] and back["llm"]["server"]["restarts"] == 1
+
+
 def test_healthz_says_which_part_is_down_instead_of_a_500(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     """A remote Chroma or the records database gone while serving: /healthz answered 500 (the store) or ok (the
     records) although every ticket request would fail; it now answers 200, degraded, naming the part and the cause."""
