@@ -83,6 +83,17 @@ def _unavailable_parts() -> Iterator[None]:
         fail(str(exc), 1)
 
 
+def _lock_store(settings: Settings, command: str, stack: ExitStack) -> None:
+    """Hold the local vector store's one-writer lock until `stack` unwinds (agent/store_lock.py); taken: one line
+    naming the process that holds it, exit 2."""
+    from agent.store_lock import StoreBusy, store_writer
+
+    try:
+        stack.enter_context(store_writer(settings, command))
+    except StoreBusy as exc:
+        fail(str(exc))
+
+
 def _read_utf8(path: Path, what: str) -> str:
     """A text file's content, or a one-line error that says what is wrong with the path instead of a traceback."""
     if path.is_dir():
@@ -249,7 +260,8 @@ def ingest(
     settings = _settings("proposal")
     _check_data_dir(settings)
     try:
-        with _unavailable_parts():
+        with ExitStack() as stack, _unavailable_parts():
+            _lock_store(settings, "triage ingest", stack)
             service = TriageService(settings)
             report = service.ingest(seed_path=seed, articles_path=articles, progress=True)
     except (TaxonomyError, InputFileError, CalibrationError) as exc:
@@ -349,6 +361,7 @@ def _start_service(settings: Settings, stack: ExitStack) -> TriageService:
     from agent.service import CalibrationError, running_service
 
     # a failure unwinds `stack` (serve's ExitStack), which stops whatever was started
+    _lock_store(settings, "triage serve", stack)
     with _unavailable_parts():  # a part down or damaged: exit 1, as in every command
         try:
             service = stack.enter_context(running_service(settings, progress=True))
@@ -477,7 +490,10 @@ def taxonomy_migrate(
     _check_data_dir(settings)
     records = _records()
     try:
-        with _unavailable_parts(), running_service(settings, progress=not as_json) as service:
+        with ExitStack() as stack, _unavailable_parts():
+            if commit:  # it relabels the store; a dry run only reads it
+                _lock_store(settings, "triage taxonomy migrate --commit", stack)
+            service = stack.enter_context(running_service(settings, progress=not as_json))
             lifecycle = Lifecycle(service, records)
             before = before or lifecycle.previous_taxonomy()
             with tqdm(desc="tickets", unit="ticket", disable=as_json) as bar:
