@@ -258,13 +258,14 @@ class LLMClient:
         message = getattr(choices[0], "message", None) if choices else None
         content = getattr(message, "content", None)
         usage = getattr(response, "usage", None)
+        model = getattr(response, "model", None)
         return LLMReply(
             text=content.replace("\x00", "") if isinstance(content, str) else "",  # NUL: nothing to read, nothing a store takes
             usage=Usage(
-                prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+                prompt_tokens=_token_count(getattr(usage, "prompt_tokens", 0)),
+                completion_tokens=_token_count(getattr(usage, "completion_tokens", 0)),
             ),
-            model=getattr(response, "model", None) or self.model,
+            model=model if isinstance(model, str) and model else self.model,
         )
 
     def _response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
@@ -280,6 +281,12 @@ def _completion(response: object) -> ChatCompletion:
         return response
     shown = " ".join(str(response).split())[:200]
     raise NotACompletion(f"the endpoint answered {type(response).__name__} {shown!r}, not a chat completion")
+
+
+def _token_count(value: object) -> int:
+    """A usage count as reported, or 0 where it is no count: the openai client does not validate the completion's
+    JSON, and a proxy's "many" or 1.5 tokens must not turn a good answer into a crash."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _first_int(pattern: re.Pattern[str], text: str, body: object, field: str) -> int | None:

@@ -89,6 +89,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(400, LLAMA_CPP_OVERFLOW)
         elif mode == "bad_request":
             self._json(400, {"error": {"message": "unknown parameter 'foo'", "type": "invalid_request_error"}})
+        elif mode == "odd_usage":
+            odd = completion()
+            odd.update(model=["fake-llm"], usage={"prompt_tokens": "many", "completion_tokens": 1.5})
+            self._json(200, odd)
         elif mode == "nul":
             self._json(200, completion(ANSWER.replace("like", "like\u0000")))
         else:
@@ -300,3 +304,13 @@ def test_nul_characters_in_an_answer_are_dropped(server: FakeLLMServer) -> None:
     server.mode = "nul"
     reply = client_for(server.base_url).chat(MESSAGES)
     assert reply.text == ANSWER
+
+
+def test_usage_and_model_of_the_wrong_type_do_not_lose_the_answer(server: FakeLLMServer) -> None:
+    """The openai client builds a completion from any JSON without validating it: a usage of "many" tokens or a
+    model that is a list raised pydantic's ValidationError past every handler (a 500 from /v1/classify)."""
+    server.mode = "odd_usage"
+    reply = client_for(server.base_url).chat(MESSAGES)
+    assert reply.text == ANSWER
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (0, 0)
+    assert reply.model == "fake-llm"
