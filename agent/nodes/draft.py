@@ -113,6 +113,8 @@ def looks_like_data(text: str) -> bool:
     try:
         if isinstance(json.loads(body), dict | list):
             return True
+    except RecursionError:  # brackets nested a thousand deep are no prose either
+        return True
     except ValueError:
         pass
     return bool(_JSON_START.match(body) or _JSON_KEY.search(body) or _TEMPLATE_PLACEHOLDER.search(body))

@@ -440,3 +440,17 @@ def test_the_rationale_quotes_only_llm_words_that_explain_the_result() -> None:
     long = rationale_for({**agreeing, "rationale": "word " * 200})
     quoted = long.split('LLM said: "')[1].rsplit('"', 1)[0]
     assert len(quoted) == LLM_WORDS_MAX and quoted.endswith("…")
+
+
+def test_json_nested_too_deeply_is_an_invalid_answer_and_no_draft(settings, embedder, store) -> None:  # noqa: ANN001
+    """Python's JSON parser raises RecursionError, no ValueError, past about a thousand nested brackets: such a
+    classify answer or draft ended the graph with a 500 and lost the ticket."""
+    nested = '{"service": ' + "[" * 5000
+    service, llm = make_service(settings, embedder, store, [nested] * 3)
+    result = service.classify(CHARGED_TWICE)
+    assert len(llm.calls) == 3 and result.decision == Decision.NEEDS_REVIEW
+    assert any("nested too deeply" in w for w in result.warnings)
+    service, _ = make_service(settings, embedder, store, [GOOD, "[" * 5000 + "]" * 5000])
+    result = service.classify(CHARGED_TWICE)
+    assert result.draft is not None and result.draft.text.startswith("Hello,")
+    assert any("JSON or template text" in w for w in result.warnings)
