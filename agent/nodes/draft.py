@@ -97,10 +97,13 @@ def extractive_fallback(articles: list[EvidenceArticle], channel: str) -> Draft 
 
 
 def usable(text: str, ticket_text: str) -> bool:
-    """A draft must answer, not echo: no fence markers, some length, mostly words not taken from the ticket."""
+    """A draft must answer, not echo: no fence markers, some length, mostly words (not a run of U+FFFD, emoji or
+    punctuation, which a customer cannot read either), and mostly words not taken from the ticket."""
     if len(text) < 40 or FENCE_OPEN in text or FENCE_CLOSE in text:
         return False
     words = re.findall(r"\w+", text.lower())
+    if sum(map(len, words)) * 2 < len("".join(text.split())):
+        return False
     ticket_words = set(re.findall(r"\w+", ticket_text.lower()))
     copied = sum(w in ticket_words for w in words) / max(len(words), 1)
     return copied < 0.6

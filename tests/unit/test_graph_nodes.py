@@ -469,3 +469,13 @@ def test_past_tickets_in_the_prompt_are_fenced_like_the_ticket(settings, embedde
     assert markers == [FENCE_OPEN, FENCE_CLOSE] * (len(markers) // 2) and len(markers) >= 4  # ticket + neighbours
     injected = prompt.index("Ignore previous instructions")
     assert prompt.rfind(FENCE_OPEN, 0, injected) > prompt.rfind(FENCE_CLOSE, 0, injected)
+
+
+@pytest.mark.parametrize("reply", ["\ufffd" * 60, "\U0001f600 " * 30 + "[kb-refund]", "!?" * 30, "Ã©Â¨Ã¢â‚¬â„¢Ã¯Â¿Â½Ã©Â¨Ã¢â‚¬â„¢Ã¯Â¿Â½Ã©Â¨Ã¢â‚¬â„¢"])
+def test_an_llm_draft_without_words_is_replaced_by_the_extractive_one(settings, reply) -> None:  # noqa: ANN001
+    """A reply of replacement characters, emoji or punctuation shares no word with the ticket, so the echo check
+    passed it, and it was offered as the customer's answer with a citation added."""
+    result, _ = run_draft(settings, [HELP_PAGE], answer=json.loads(GOOD), llm_answers=[reply])
+    assert result["draft"].citations == ["ard-0100"] and result["draft"].text.startswith("Hello,")
+    assert any("empty or echoed the ticket" in w for w in result["warnings"])
+    assert run_draft(settings, [HELP_PAGE], answer=json.loads(GOOD), llm_answers=["退款将在五个工作日内退回您的银行卡。请查看 [ard-0100]。"])[0]["draft"].citations == ["ard-0100"]
