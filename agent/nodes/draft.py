@@ -51,6 +51,9 @@ _JSON_KEY = re.compile(r'[{,]\s*"[^"\n]{1,60}"\s*:')
 # the templates' own placeholders: {{name}} and <service id>, <L1|L2|L3>, <one or two sentences citing [ids]>
 # (not any <...>: articles write <COM port>, <platform name>, which a draft may quote)
 _TEMPLATE_PLACEHOLDER = re.compile(r"\{\{.*?\}\}|<[^<>\n]*(?:\bids?\b|\|)[^<>\n]*>")
+# the prompts' sentences and lines, for a draft that repeats them
+_INSTRUCTION_BREAK = re.compile(r"(?<=[.!?:])\s+|\n+")
+ECHO_MIN_CHARS = 30
 # ABCD's agent-dashboard buttons, e.g. [Pull up Account]; a Markdown link [text](url) is not one
 _AGENT_BUTTON = re.compile(r"\[[A-Z][a-z]+(?: [A-Za-z]+)+\](?!\()")
 
@@ -109,6 +112,14 @@ def usable(text: str, ticket_text: str) -> bool:
     return copied < 0.6
 
 
+def echoes_instructions(text: str, instructions: str) -> bool:
+    """The draft repeats a sentence of its prompt's instructions (small models do): that tells the customer how the
+    reply was asked for, not what to do. Sentences under ECHO_MIN_CHARS ("Reply to the customer:") are let pass."""
+    said = " ".join(text.lower().split())
+    sentences = (" ".join(s.lower().split()) for s in _INSTRUCTION_BREAK.split(instructions))
+    return any(len(sentence) >= ECHO_MIN_CHARS and sentence in said for sentence in sentences)
+
+
 def looks_like_data(text: str) -> bool:
     """JSON (a whole object or array, or an object's key inside chatter) or the prompts' placeholders: an LLM
     that answers the classify shape, or echoes a template, has not written a reply a customer can read."""
@@ -153,13 +164,13 @@ def draft(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
     # no valid classify answer (LLM down, or invalid after its re-asks): no second free-text call to it
     if ctx.llm is None or ctx.settings.mode == "proposal" or not state.get("llm_answer"):
         return {"draft": extractive_fallback(supported, channel)}
-    def messages_with(ticket: str) -> list[dict[str, str]]:
+    def messages_with(ticket: str, articles: str = "\n\n".join(_article_block(a) for a in supported[:2])) -> list[dict[str, str]]:
         user = render(
             ctx.settings.prompts_dir,
             "draft",
             example_id=supported[0].id,
             style=style_for(channel),
-            articles="\n\n".join(_article_block(a) for a in supported[:2]),
+            articles=articles,
             ticket=fence(ticket),
         )
         return [{"role": "system", "content": render(ctx.settings.prompts_dir, "system")}, {"role": "user", "content": user}]
@@ -178,6 +189,8 @@ def draft(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
         return _fallback(supported, channel, "the LLM's draft copied an agent guideline's steps", reply.usage)
     if not usable(text, state["text"]):
         return _fallback(supported, channel, "the LLM's draft was empty or echoed the ticket", reply.usage)
+    if echoes_instructions(text, "\n".join(m["content"] for m in messages_with("", articles=""))):
+        return _fallback(supported, channel, "the LLM's draft repeated its instructions", reply.usage)
     text = plain_text(text).strip()
     known = {a.id for a in supported}
     citations = [c for c in dict.fromkeys(_CITATION.findall(text)) if c in known]

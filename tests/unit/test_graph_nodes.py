@@ -479,3 +479,21 @@ def test_an_llm_draft_without_words_is_replaced_by_the_extractive_one(settings, 
     assert result["draft"].citations == ["ard-0100"] and result["draft"].text.startswith("Hello,")
     assert any("empty or echoed the ticket" in w for w in result["warnings"])
     assert run_draft(settings, [HELP_PAGE], answer=json.loads(GOOD), llm_answers=["退款将在五个工作日内退回您的银行卡。请查看 [ard-0100]。"])[0]["draft"].citations == ["ard-0100"]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "Write a self-service reply to the customer's ticket, using only facts from the knowledge-base articles below. [ard-0100]",
+        "Sure. You are the triage assistant of a customer-support and IT-service back office. Do not invent policies, prices or links.",
+        "Hello! Style: an e-mail with a greeting, numbered steps where the article has steps, and a short closing.",
+    ],
+)
+def test_an_llm_draft_that_repeats_its_instructions_is_replaced(settings, reply) -> None:  # noqa: ANN001
+    """A small model often echoes its prompt: the words are not the ticket's, so the echo check passed it, and the
+    customer's draft read "Write a self-service reply to the customer's ticket..." or the system prompt."""
+    result, _ = run_draft(settings, [HELP_PAGE], answer=json.loads(GOOD), llm_answers=[reply])
+    assert result["draft"].citations == ["ard-0100"] and result["draft"].text.startswith("Hello,\n\nCreate an Arduino")
+    assert any("repeated its instructions" in w and "the draft is extractive" in w for w in result["warnings"])
+    good = "Reply to the customer: create an Arduino account and sign in, your sketches stay in Documents [ard-0100]."
+    assert run_draft(settings, [HELP_PAGE], answer=json.loads(GOOD), llm_answers=[good])[0]["draft"].text == good
