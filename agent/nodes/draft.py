@@ -22,7 +22,7 @@ import re
 
 from langgraph.runtime import Runtime
 
-from agent.contracts import Draft, EvidenceArticle, Usage
+from agent.contracts import DRAFT_MAX_CHARS, Draft, EvidenceArticle, Usage
 from agent.llm import LLMUnavailable
 from agent.prompts import (
     FENCE_CLOSE,
@@ -183,6 +183,8 @@ def draft(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
     except LLMUnavailable as exc:
         return _fallback(supported, channel, f"the LLM's draft failed: {exc}")
     text = reply.text.strip()
+    if len(text) > DRAFT_MAX_CHARS:  # an endpoint that ignored max_tokens: no reply, and no lead could send it back
+        return _fallback(supported, channel, f"the LLM's draft was {len(text)} characters, over {DRAFT_MAX_CHARS}", reply.usage)
     if looks_like_data(text):
         return _fallback(supported, channel, "the LLM's draft was JSON or template text, not a reply", reply.usage)
     if copies_agent_steps(text):

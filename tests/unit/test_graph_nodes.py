@@ -497,3 +497,12 @@ def test_an_llm_draft_that_repeats_its_instructions_is_replaced(settings, reply)
     assert any("repeated its instructions" in w and "the draft is extractive" in w for w in result["warnings"])
     good = "Reply to the customer: create an Arduino account and sign in, your sketches stay in Documents [ard-0100]."
     assert run_draft(settings, [HELP_PAGE], answer=json.loads(GOOD), llm_answers=[good])[0]["draft"].text == good
+
+
+def test_an_llm_draft_longer_than_a_reply_is_replaced(settings) -> None:  # noqa: ANN001
+    """An endpoint that ignores max_tokens answered a 2.4-million-character draft: it went into the revision as the
+    customer's answer, and a lead who edited it could not send it back (reviews take drafts up to 20,000)."""
+    reply = "Create an Arduino account and sign in to keep your sketches safe in the cloud. " * 30_000
+    result, _ = run_draft(settings, [HELP_PAGE], answer=json.loads(GOOD), llm_answers=[reply])
+    assert result["draft"].citations == ["ard-0100"] and result["draft"].text.startswith("Hello,\n\nCreate an Arduino")
+    assert any("over 20000" in w and "the draft is extractive" in w for w in result["warnings"])
