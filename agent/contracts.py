@@ -460,9 +460,12 @@ class EscalationIn(BaseModel):
     note: FreeText | None = Field(default=None, max_length=4000, description="Why; kept with the revision.")
 
 
+DRAFT_MAX_CHARS = 20_000  # a reply a lead sends back with a review; the agent's own drafts stay under it too
+
+
 class DraftIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    text: FreeText = Field(min_length=1, max_length=20_000)
+    text: FreeText = Field(min_length=1, max_length=DRAFT_MAX_CHARS)
     citations: list[FreeText] = Field(default_factory=list, max_length=50)
 
 

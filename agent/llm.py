@@ -14,9 +14,10 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
+import httpx2
 import openai
 from openai import OpenAI
 from openai.types.chat import ChatCompletion
@@ -180,7 +181,9 @@ class LLMClient:
         self.max_attempts = max_attempts
         self.breaker = breaker or CircuitBreaker()
         self.retry_wait = wait_exponential_jitter(multiplier=0.5, max=8.0)  # between attempts; tests set wait_none()
-        self._client = client or OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)
+        self._client = client or OpenAI(
+            base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0, http_client=_deadline_http_client(timeout_s)
+        )
 
     def health(self) -> dict[str, Any]:
         """Read-only view of the circuit breaker (and of the embedded server's process, when we run it), for /healthz."""
@@ -263,19 +266,51 @@ class LLMClient:
         message = getattr(choices[0], "message", None) if choices else None
         content = getattr(message, "content", None)
         usage = getattr(response, "usage", None)
+        model = getattr(response, "model", None)
         return LLMReply(
             text=content.replace("\x00", "") if isinstance(content, str) else "",  # NUL: nothing to read, nothing a store takes
             usage=Usage(
-                prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+                prompt_tokens=_token_count(getattr(usage, "prompt_tokens", 0)),
+                completion_tokens=_token_count(getattr(usage, "completion_tokens", 0)),
             ),
-            model=getattr(response, "model", None) or self.model,
+            model=model if isinstance(model, str) and model else self.model,
         )
 
     def _response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
         if self.structured == "json_schema":
             return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": False}}
         return {"type": "json_object", "schema": schema}  # llama.cpp's grammar-constrained form
+
+
+class _DeadlineStream(httpx2.SyncByteStream):
+    """A response body that stops with a read timeout once its request's deadline has passed."""
+
+    def __init__(self, stream: httpx2.SyncByteStream, request: httpx2.Request, deadline: float, timeout_s: float) -> None:
+        self._stream, self._request, self._deadline, self._timeout_s = stream, request, deadline, timeout_s
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._stream:
+            if time.monotonic() > self._deadline:
+                raise httpx2.ReadTimeout(f"the answer took longer than {self._timeout_s:g}s", request=self._request)
+            yield chunk
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def _deadline_http_client(timeout_s: float) -> httpx2.Client:
+    """The openai client's HTTP client, with `timeout_s` bounding the whole request: httpx's timeout bounds each
+    read, so an endpoint that trickles its answer a few bytes at a time held a worker for as long as it liked."""
+
+    def start(request: httpx2.Request) -> None:
+        request.extensions["deadline"] = time.monotonic() + timeout_s
+
+    def bound(response: httpx2.Response) -> None:
+        deadline = response.request.extensions.get("deadline")
+        if deadline is not None and isinstance(response.stream, httpx2.SyncByteStream):
+            response.stream = _DeadlineStream(response.stream, response.request, deadline, timeout_s)
+
+    return openai.DefaultHttpxClient(timeout=timeout_s, event_hooks={"request": [start], "response": [bound]})
 
 
 def _completion(response: object) -> ChatCompletion:
@@ -285,6 +320,12 @@ def _completion(response: object) -> ChatCompletion:
         return response
     shown = " ".join(str(response).split())[:200]
     raise NotACompletion(f"the endpoint answered {type(response).__name__} {shown!r}, not a chat completion")
+
+
+def _token_count(value: object) -> int:
+    """A usage count as reported, or 0 where it is no count: the openai client does not validate the completion's
+    JSON, and a proxy's "many" or 1.5 tokens must not turn a good answer into a crash."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _first_int(pattern: re.Pattern[str], text: str, body: object, field: str) -> int | None:

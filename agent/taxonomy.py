@@ -105,8 +105,11 @@ def tier_order_problem(taxonomy: Taxonomy) -> str | None:
 
 def as_probability(value: object) -> object:
     """Small models write 85 or 10.5 where 0.85 is meant (grammars cannot bound numbers): read values up to 100
-    as percentages and clamp into [0, 1]; the label itself is still validated strictly."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    as percentages and clamp into [0, 1]; the label itself is still validated strictly. true and false are no
+    confidence (pydantic would read true as 1.0, certainty from a broken answer)."""
+    if isinstance(value, bool):
+        raise ValueError("confidence must be a number from 0 to 1, not true or false")
+    if isinstance(value, int | float):
         number = float(value) / 100.0 if 1.0 < float(value) <= 100.0 else float(value)
         return min(max(number, 0.0), 1.0)
     return value

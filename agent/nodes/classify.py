@@ -43,8 +43,9 @@ def _messages(state: TriageState, ctx: TriageContext, ticket: str) -> list[dict[
     channel_section = ""
     if with_channel:
         channel_section = f"\nChannels (field \"channel\"; where the ticket came from):\n{label_glossary(taxonomy, 'channel', max_chars=chars)}\n"
+    # past tickets are customer text too (a reviewed ticket is stored as its customer wrote it): fenced like the ticket
     similar = "\n".join(
-        f"- [{n.id}] service={n.labels.get('service')} tier={n.labels.get('tier')}: {_one_line(n.text)}"
+        f"- [{n.id}] service={n.labels.get('service')} tier={n.labels.get('tier')}:\n{fence(_one_line(n.text))}"
         for n in state.get("neighbours", [])[:3]
     ) or "- none"
     articles = "\n".join(f"- [{a.id}] {a.title}" for a in state.get("articles", [])) or "- none"

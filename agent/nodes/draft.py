@@ -22,7 +22,7 @@ import re
 
 from langgraph.runtime import Runtime
 
-from agent.contracts import Draft, EvidenceArticle, Usage
+from agent.contracts import DRAFT_MAX_CHARS, Draft, EvidenceArticle, Usage
 from agent.llm import LLMUnavailable
 from agent.prompts import (
     FENCE_CLOSE,
@@ -51,6 +51,9 @@ _JSON_KEY = re.compile(r'[{,]\s*"[^"\n]{1,60}"\s*:')
 # the templates' own placeholders: {{name}} and <service id>, <L1|L2|L3>, <one or two sentences citing [ids]>
 # (not any <...>: articles write <COM port>, <platform name>, which a draft may quote)
 _TEMPLATE_PLACEHOLDER = re.compile(r"\{\{.*?\}\}|<[^<>\n]*(?:\bids?\b|\|)[^<>\n]*>")
+# the prompts' sentences and lines, for a draft that repeats them
+_INSTRUCTION_BREAK = re.compile(r"(?<=[.!?:])\s+|\n+")
+ECHO_MIN_CHARS = 30
 # ABCD's agent-dashboard buttons, e.g. [Pull up Account]; a Markdown link [text](url) is not one
 _AGENT_BUTTON = re.compile(r"\[[A-Z][a-z]+(?: [A-Za-z]+)+\](?!\()")
 
@@ -97,13 +100,24 @@ def extractive_fallback(articles: list[EvidenceArticle], channel: str) -> Draft 
 
 
 def usable(text: str, ticket_text: str) -> bool:
-    """A draft must answer, not echo: no fence markers, some length, mostly words not taken from the ticket."""
+    """A draft must answer, not echo: no fence markers, some length, mostly words (not a run of U+FFFD, emoji or
+    punctuation, which a customer cannot read either), and mostly words not taken from the ticket."""
     if len(text) < 40 or FENCE_OPEN in text or FENCE_CLOSE in text:
         return False
     words = re.findall(r"\w+", text.lower())
+    if sum(map(len, words)) * 2 < len("".join(text.split())):
+        return False
     ticket_words = set(re.findall(r"\w+", ticket_text.lower()))
     copied = sum(w in ticket_words for w in words) / max(len(words), 1)
     return copied < 0.6
+
+
+def echoes_instructions(text: str, instructions: str) -> bool:
+    """The draft repeats a sentence of its prompt's instructions (small models do): that tells the customer how the
+    reply was asked for, not what to do. Sentences under ECHO_MIN_CHARS ("Reply to the customer:") are let pass."""
+    said = " ".join(text.lower().split())
+    sentences = (" ".join(s.lower().split()) for s in _INSTRUCTION_BREAK.split(instructions))
+    return any(len(sentence) >= ECHO_MIN_CHARS and sentence in said for sentence in sentences)
 
 
 def looks_like_data(text: str) -> bool:
@@ -113,6 +127,8 @@ def looks_like_data(text: str) -> bool:
     try:
         if isinstance(json.loads(body), dict | list):
             return True
+    except RecursionError:  # brackets nested a thousand deep are no prose either
+        return True
     except ValueError:
         pass
     return bool(_JSON_START.match(body) or _JSON_KEY.search(body) or _TEMPLATE_PLACEHOLDER.search(body))
@@ -148,13 +164,13 @@ def draft(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
     # no valid classify answer (LLM down, or invalid after its re-asks): no second free-text call to it
     if ctx.llm is None or ctx.settings.mode == "proposal" or not state.get("llm_answer"):
         return {"draft": extractive_fallback(supported, channel)}
-    def messages_with(ticket: str) -> list[dict[str, str]]:
+    def messages_with(ticket: str, articles: str = "\n\n".join(_article_block(a) for a in supported[:2])) -> list[dict[str, str]]:
         user = render(
             ctx.settings.prompts_dir,
             "draft",
             example_id=supported[0].id,
             style=style_for(channel),
-            articles="\n\n".join(_article_block(a) for a in supported[:2]),
+            articles=articles,
             ticket=fence(ticket),
         )
         return [{"role": "system", "content": render(ctx.settings.prompts_dir, "system")}, {"role": "user", "content": user}]
@@ -167,12 +183,16 @@ def draft(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
     except LLMUnavailable as exc:
         return _fallback(supported, channel, f"the LLM's draft failed: {exc}")
     text = reply.text.strip()
+    if len(text) > DRAFT_MAX_CHARS:  # an endpoint that ignored max_tokens: no reply, and no lead could send it back
+        return _fallback(supported, channel, f"the LLM's draft was {len(text)} characters, over {DRAFT_MAX_CHARS}", reply.usage)
     if looks_like_data(text):
         return _fallback(supported, channel, "the LLM's draft was JSON or template text, not a reply", reply.usage)
     if copies_agent_steps(text):
         return _fallback(supported, channel, "the LLM's draft copied an agent guideline's steps", reply.usage)
     if not usable(text, state["text"]):
         return _fallback(supported, channel, "the LLM's draft was empty or echoed the ticket", reply.usage)
+    if echoes_instructions(text, "\n".join(m["content"] for m in messages_with("", articles=""))):
+        return _fallback(supported, channel, "the LLM's draft repeated its instructions", reply.usage)
     text = plain_text(text).strip()
     known = {a.id for a in supported}
     citations = [c for c in dict.fromkeys(_CITATION.findall(text)) if c in known]

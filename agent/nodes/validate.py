@@ -26,13 +26,15 @@ def extract_json(text: str) -> object:
     body = candidate[start:]
     try:
         return decoder.raw_decode(body)[0]
+    except RecursionError:  # a thousand nested brackets: garbage, but the parser's RecursionError is no ValueError
+        raise ValueError("the answer's JSON is nested too deeply") from None
     except json.JSONDecodeError:
         # an answer cut by max_tokens ends inside the rationale (the schema puts it last): close it and let the
         # answer model decide whether what came before is a valid answer
         for closing in ('"}', "}"):
             try:
                 return decoder.raw_decode(body.rstrip() + closing)[0]
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 continue
         raise
 

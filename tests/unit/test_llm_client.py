@@ -89,6 +89,21 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(400, LLAMA_CPP_OVERFLOW)
         elif mode == "bad_request":
             self._json(400, {"error": {"message": "unknown parameter 'foo'", "type": "invalid_request_error"}})
+        elif mode == "odd_usage":
+            odd = completion()
+            odd.update(model=["fake-llm"], usage={"prompt_tokens": "many", "completion_tokens": 1.5})
+            self._json(200, odd)
+        elif mode == "trickle":  # headers at once, then the body a few bytes every 0.3 s: each read is quick
+            body = json.dumps(completion()).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            for i in range(0, len(body), 16):
+                self.wfile.write(body[i : i + 16])
+                self.wfile.flush()
+                if self.server.release.wait(0.3):
+                    return
         elif mode == "nul":
             self._json(200, completion(ANSWER.replace("like", "like\u0000")))
         else:
@@ -300,3 +315,25 @@ def test_nul_characters_in_an_answer_are_dropped(server: FakeLLMServer) -> None:
     server.mode = "nul"
     reply = client_for(server.base_url).chat(MESSAGES)
     assert reply.text == ANSWER
+
+
+def test_usage_and_model_of_the_wrong_type_do_not_lose_the_answer(server: FakeLLMServer) -> None:
+    """The openai client builds a completion from any JSON without validating it: a usage of "many" tokens or a
+    model that is a list raised pydantic's ValidationError past every handler (a 500 from /v1/classify)."""
+    server.mode = "odd_usage"
+    reply = client_for(server.base_url).chat(MESSAGES)
+    assert reply.text == ANSWER
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (0, 0)
+    assert reply.model == "fake-llm"
+
+
+def test_an_answer_trickled_past_the_timeout_is_a_timeout(server: FakeLLMServer) -> None:
+    """httpx's timeout bounds each read, not the request: a body sent a few bytes at a time took ~7 s under a 1 s
+    timeout, and held an API worker as long as the endpoint liked, without the breaker ever counting it."""
+    server.mode = "trickle"
+    breaker = CircuitBreaker(failures=1)
+    started = time.monotonic()
+    with pytest.raises(LLMUnavailable, match="timed out"):
+        client_for(server.base_url, breaker=breaker, timeout_s=1.0).chat(MESSAGES)
+    assert time.monotonic() - started < 2.5
+    assert breaker.health()["state"] == "open"

@@ -126,6 +126,14 @@ def test_confidence_is_read_as_a_probability() -> None:
         model.model_validate({**base, "confidence": "very"})
 
 
+@pytest.mark.parametrize("flag", [True, False])
+def test_a_boolean_confidence_is_invalid_not_certainty(flag: bool) -> None:
+    """{"confidence": true} validated as certainty, 1.0: in llm mode such a broken answer was suggested at 0.87."""
+    model = answer_model(load_taxonomy(DEFAULT), with_channel=False)
+    with pytest.raises(ValidationError, match="not true or false"):
+        model.model_validate({"service": "billing_payments", "tier": "L2", "rationale": "x", "confidence": flag})
+
+
 def test_a_yaml_syntax_error_is_one_line_with_its_spot(tmp_path: Path) -> None:
     """PyYAML's message spans four lines (context, quoted line, caret), which broke the CLI's one-line errors."""
     path = tmp_path / "t.yaml"
