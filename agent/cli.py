@@ -365,7 +365,7 @@ def _start_service(settings: Settings, stack: ExitStack) -> TriageService:
     with _unavailable_parts():  # a part down or damaged: exit 1, as in every command
         try:
             service = stack.enter_context(running_service(settings, progress=True))
-            service.ensure_head()
+            service.ensure_head(progress=True)
             return service
         except (LocalLLMError, CalibrationError, TaxonomyError) as exc:
             fail(str(exc))

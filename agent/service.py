@@ -211,12 +211,13 @@ class TriageService:
         self._fingerprint_seen = (now, value)
         return value
 
-    def ensure_head(self, *, retrain: bool = False) -> ProposalHead | None:
-        """Load the trained head if it matches the store, else train it on the stored labelled tickets."""
+    def ensure_head(self, *, retrain: bool = False, progress: bool = False) -> ProposalHead | None:
+        """Load the trained head if it matches the store, else train it on the stored labelled tickets (`progress`:
+        say so on stderr, with the time it took: seconds to a minute that would otherwise look like a hang)."""
         with self._head_lock:  # API worker threads: one loads or trains, the others wait for its result
-            return self._ensure_head(retrain=retrain)
+            return self._ensure_head(retrain=retrain, progress=progress)
 
-    def _ensure_head(self, *, retrain: bool) -> ProposalHead | None:
+    def _ensure_head(self, *, retrain: bool, progress: bool = False) -> ProposalHead | None:
         fingerprint = self._store_fingerprint(fresh=retrain)
         if not retrain and self.head is not None and self.head.fingerprint == fingerprint:
             return self.head
@@ -225,12 +226,12 @@ class TriageService:
             if head is not None and head.fingerprint == fingerprint:
                 self.head = head
                 return head
-        self.head = self._fit_head(fingerprint)
+        self.head = self._fit_head(fingerprint, progress=progress)
         if self.head is not None:
             self.head.save(self.head_path)
         return self.head
 
-    def _fit_head(self, fingerprint: str, *, without: frozenset[str] = frozenset()) -> ProposalHead | None:
+    def _fit_head(self, fingerprint: str, *, without: frozenset[str] = frozenset(), progress: bool = False) -> ProposalHead | None:
         tickets, vectors = self.store.labelled_tickets()
         keep = [i for i, t in enumerate(tickets) if t.id not in without]
         if not keep:
@@ -240,9 +241,13 @@ class TriageService:
         # tickets stored under the previous taxonomy version teach in the new ids (agent/migration.py)
         stored = [migrate_stored_labels(self.taxonomy, t.labels, t.text()) for t in tickets]
         labels = {axis: [lab.get(axis) for lab in stored] for axis in AXES}
-        return ProposalHead.fit(
-            [t.text() for t in tickets], vectors, labels, self.taxonomy, sample_weight=weights, fingerprint=fingerprint
-        )
+        with tqdm(total=1, desc=f"training the proposal head on {len(tickets):,} tickets", bar_format="{desc}: {elapsed}",
+                  disable=not progress) as bar:
+            head = ProposalHead.fit(
+                [t.text() for t in tickets], vectors, labels, self.taxonomy, sample_weight=weights, fingerprint=fingerprint
+            )
+            bar.update(1)
+        return head
 
     def held_out_context(self, ids: frozenset[str]) -> TriageContext:
         """A graph context that has never seen the stored tickets `ids`: a head fitted without them (not saved)
@@ -268,7 +273,7 @@ class TriageService:
         for i in tqdm(range(0, len(todo), 64), desc="embedding articles", unit="batch", disable=not progress or not todo):
             self.store.upsert_articles(todo[i : i + 64])
         self._fingerprint_seen = None
-        self.ensure_head(retrain=bool(new_tickets))
+        self.ensure_head(retrain=bool(new_tickets), progress=progress)
         counts = self.store.counts()
         return IngestReport(len(new_tickets), len(new_articles), counts[TICKETS], counts[ARTICLES], skipped)
 

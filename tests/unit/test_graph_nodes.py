@@ -268,6 +268,18 @@ def test_a_head_trained_under_other_options_is_not_reused(settings, embedder, st
     assert retrained is not head and retrained.fingerprint == service._store_fingerprint()
 
 
+def test_training_the_head_is_shown_with_its_time_and_loading_it_is_not(settings, embedder, store, capsys) -> None:  # noqa: ANN001
+    """Training takes seconds to a minute at `triage ingest` and serve's first start, and said nothing: it looked
+    like a hang after the embedding bars. With progress on, it names the work and the time it took."""
+    service, _ = make_service(settings.model_copy(update={"mode": "proposal"}), embedder, store, [])
+    service.ensure_head(progress=True)
+    shown = capsys.readouterr().err
+    assert f"training the proposal head on {store.counts()['tickets']:,} tickets: 00:0" in shown
+    reopened, _ = make_service(settings.model_copy(update={"mode": "proposal"}), embedder, store, [])
+    reopened.ensure_head(progress=True)  # loaded from disk: nothing to say
+    assert "training" not in capsys.readouterr().err
+
+
 def test_a_saved_head_is_reloaded_and_a_broken_head_file_is_retrained(settings, embedder, store) -> None:  # noqa: ANN001
     """A fresh process loads the pickled head; a file cut short (a crash mid-write elsewhere) means retrain, not an error."""
     service, _ = make_service(settings.model_copy(update={"mode": "proposal"}), embedder, store, [])
