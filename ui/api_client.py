@@ -67,6 +67,8 @@ class Health(_Open):
     version: str = ""
     taxonomy: str = ""
     model: str = ""
+    problems: list[str] = Field(default_factory=list)
+    llm: dict[str, Any] | None = None
 
 
 def _detail(response: httpx.Response) -> str:

@@ -10,6 +10,7 @@ import streamlit as st
 
 from ui.api_client import ApiAuthError, ApiError, ApiUnreachable, TriageClient
 from ui.config import UiSettings
+from ui.format import health_notes
 
 PAGES = {
     "queue": "views/queue.py",
@@ -75,7 +76,10 @@ def sidebar() -> None:
         st.caption(f"API: `{cfg.api_url}`")
         try:
             health = client().health()
-            st.caption(f":green-badge[API up] {health.taxonomy} · {health.model} · v{health.version}")
+            badge = ":green-badge[API up]" if health.status == "ok" else ":orange-badge[API degraded]"
+            st.caption(f"{badge} {health.taxonomy} · {health.model} · v{health.version}")
+            for note in health_notes(health.problems, health.llm):
+                st.caption(f":orange[{note}]")
         except ApiError:
             st.caption(":red-badge[API not answering]")
         with st.expander("API key", expanded=not (st.session_state.get("api_key_override") or cfg.resolved_api_key)):

@@ -239,3 +239,17 @@ def volume_rows(volumes: Sequence[Mapping[str, Any]], bucket: str = "day") -> tu
     rows = [{"per": "(all)", "tickets": sum(total), "trend": total}]
     rows += sorted(({"per": g, "tickets": sum(c), "trend": c} for g, c in series.items()), key=lambda r: (-r["tickets"], r["per"]))
     return periods, rows
+
+
+def health_notes(problems: Sequence[str], llm: Mapping[str, Any] | None) -> list[str]:
+    """What a lead should know while the API is degraded, in a lead's words: a part that is down (as /healthz names
+    it), and an LLM that is being skipped, which means suggestions from retrieval and the classifier head only."""
+    notes = [escape_md(problem) for problem in problems]
+    if llm and llm.get("state") == "open":
+        retry = llm.get("retry_in_s")
+        when = f" for {retry:.0f} s" if isinstance(retry, int | float) and retry > 0 else ""
+        cause = f" ({llm['last_error']})" if llm.get("last_error") else ""
+        notes.append(escape_md(f"LLM skipped{when} after failures{cause}: suggestions come from similar tickets and "
+                               "the classifier head only, without a rationale from the LLM"))
+    return notes
+

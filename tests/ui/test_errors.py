@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -60,3 +63,36 @@ def test_a_key_pasted_in_the_sidebar_replaces_a_bad_one(api: LiveApi, monkeypatc
     assert at.error
     at.sidebar.text_input(key="api_key_override").set_value(api.key("lead")).run()
     assert not at.exception and not at.error and at.metric
+
+
+def test_a_degraded_api_is_explained_in_the_sidebar(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/healthz degraded (the embedded LLM died, its breaker open) showed as a green "API up": the sidebar now says
+    degraded, with each problem and what a skipped LLM means for the suggestions."""
+    health = {"status": "degraded", "version": "0", "taxonomy": "default@1", "model": "m", "store": {},
+              "problems": ["embedded LLM: exited with code -9; it is being started again"],
+              "llm": {"state": "open", "retry_in_s": 12.0, "last_error": "Connection error.", "consecutive_failures": 3}}
+
+    class Degraded(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            ok = self.path == "/healthz"
+            body = json.dumps(health if ok else {"detail": "not in this test"}).encode()
+            self.send_response(200 if ok else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Degraded)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        at = run_page(app_test(monkeypatch, f"http://127.0.0.1:{server.server_port}", "trg_whatever"))
+    finally:
+        server.shutdown()
+    shown = texts(at)
+    assert "API degraded" in shown and "API up" not in shown
+    assert "embedded LLM: exited with code -9; it is being started again" in shown
+    assert "LLM skipped for 12 s after failures (Connection error.)" in shown
+

@@ -13,7 +13,16 @@ import pytest
 from ui.api_client import ApiAuthError, ApiNotFound, ApiRejected, ApiUnreachable, TriageClient
 from ui.batch_io import flat_row, parse_tickets, to_csv
 from ui.evals_data import Report, coverage_precision, per_class_f1, reliability
-from ui.format import age_params, escape_md, label_changes, link_citations, review_request, timeline, within_age
+from ui.format import (
+    age_params,
+    escape_md,
+    health_notes,
+    label_changes,
+    link_citations,
+    review_request,
+    timeline,
+    within_age,
+)
 from ui.taxonomy_diff import diff, migration_steps, migration_transitions
 
 
@@ -276,3 +285,17 @@ def test_run_comparison_warns_when_latencies_were_measured_differently() -> None
     assert "`bare` does not say how its latency was measured" in (latency_caveat(ahead, unknown) or "")
     # two runs of the same name (one mode of two configs, say) are still told apart
     assert "counts embedding each test ticket inside the graph" in (latency_caveat(run("proposal", {"embed_test_s": 1.0}), run("proposal", {})) or "")
+
+
+def test_a_degraded_api_is_explained_in_the_sidebar_not_shown_as_up() -> None:
+    """The sidebar said "API up" in green while /healthz answered degraded (the LLM skipped, the embedded LLM or
+    the records down): a lead could not tell why every suggestion went to review."""
+    assert health_notes([], {"state": "closed", "retry_in_s": None}) == [] and health_notes([], None) == []
+    notes = health_notes(
+        ["embedded LLM: exited with code -9; it is being started again"],
+        {"state": "open", "retry_in_s": 27.4, "last_error": "Connection error."},
+    )
+    assert notes[0] == escape_md("embedded LLM: exited with code -9; it is being started again")
+    assert notes[1].startswith(escape_md("LLM skipped for 27 s after failures (Connection error.)"))
+    assert "classifier head only" in notes[1]
+
