@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx2
@@ -23,6 +24,7 @@ from openai import OpenAI
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel
 from tenacity import (
+    RetryCallState,
     RetryError,
     Retrying,
     retry_if_exception_type,
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 StructuredMode = Literal["json_schema", "json_object", "none"]
+MAX_RETRY_AFTER_S = 30.0  # the longest a rate-limited request waits before its next attempt (and never past its timeout)
 _TRANSIENT = (
     openai.APIConnectionError,  # includes APITimeoutError
     openai.RateLimitError,
@@ -181,6 +184,8 @@ class LLMClient:
         self.max_attempts = max_attempts
         self.breaker = breaker or CircuitBreaker()
         self.retry_wait = wait_exponential_jitter(multiplier=0.5, max=8.0)  # between attempts; tests set wait_none()
+        self.max_retry_after_s = min(timeout_s, MAX_RETRY_AFTER_S)
+        self.sleep: Callable[[float], None] = time.sleep  # tenacity's; tests record the waits instead
         self._client = client or OpenAI(
             base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0, http_client=_deadline_http_client(timeout_s)
         )
@@ -225,13 +230,22 @@ class LLMClient:
     def _with_retries(self, kwargs: dict[str, Any]) -> ChatCompletion:
         for attempt in Retrying(
             stop=stop_after_attempt(self.max_attempts),
-            wait=self.retry_wait,
+            wait=self._wait,
+            sleep=self.sleep,
             retry=retry_if_exception_type((*_TRANSIENT, NotACompletion)),
             reraise=False,
         ):
             with attempt:
                 response = self._request(kwargs)
         return response
+
+    def _wait(self, retry_state: RetryCallState) -> float:
+        """The back-off between attempts, or longer where a 429 or 503 says how long (Retry-After), up to
+        `max_retry_after_s`: asking a rate-limited endpoint again sooner only spends another attempt."""
+        base = float(self.retry_wait(retry_state))
+        outcome = retry_state.outcome
+        hinted = retry_after_s(outcome.exception() if outcome is not None else None)
+        return base if hinted is None else max(base, min(hinted, self.max_retry_after_s))
 
     def _request(self, kwargs: dict[str, Any]) -> ChatCompletion:
         """One HTTP request through the breaker: transport failures count against the endpoint; any answer,
@@ -311,6 +325,27 @@ def _deadline_http_client(timeout_s: float) -> httpx2.Client:
             response.stream = _DeadlineStream(response.stream, response.request, deadline, timeout_s)
 
     return openai.DefaultHttpxClient(timeout=timeout_s, event_hooks={"request": [start], "response": [bound]})
+
+
+def retry_after_s(exc: BaseException | None) -> float | None:
+    """Seconds an error response asks us to wait (`retry-after-ms`, or `retry-after` in seconds or as an HTTP
+    date), or None when it says nothing usable."""
+    response = getattr(exc, "response", None) if isinstance(exc, openai.APIStatusError) else None
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    try:
+        if (ms := headers.get("retry-after-ms")) is not None:
+            return max(float(ms) / 1000.0, 0.0)
+        if (value := headers.get("retry-after")) is None:
+            return None
+        try:
+            return max(float(value), 0.0)
+        except ValueError:
+            return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return None
 
 
 def _completion(response: object) -> ChatCompletion:

@@ -104,6 +104,17 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 if self.server.release.wait(0.3):
                     return
+        elif mode.startswith("429"):  # "429 <header>: <value>" once, then answers
+            header, _, value = mode.removeprefix("429 ").partition(": ")
+            self.server.mode = "ok"
+            body = json.dumps({"error": {"message": "Rate limit reached", "type": "requests"}}).encode()
+            self.send_response(429)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            if header:
+                self.send_header(header, value)
+            self.end_headers()
+            self.wfile.write(body)
         elif mode == "nul":
             self._json(200, completion(ANSWER.replace("like", "like\u0000")))
         else:
@@ -337,3 +348,21 @@ def test_an_answer_trickled_past_the_timeout_is_a_timeout(server: FakeLLMServer)
         client_for(server.base_url, breaker=breaker, timeout_s=1.0).chat(MESSAGES)
     assert time.monotonic() - started < 2.5
     assert breaker.health()["state"] == "open"
+
+
+@pytest.mark.parametrize(
+    ("header", "waited"),
+    [("retry-after: 7", 7.0), ("retry-after-ms: 2500", 2.5), ("retry-after: 600", 10.0), ("retry-after: soon", 0.0), ("", 0.0)],
+)
+def test_a_rate_limit_waits_as_long_as_the_endpoint_asks_up_to_the_timeout(server: FakeLLMServer, header: str, waited: float) -> None:
+    """A 429 with Retry-After was asked again after the jittered back-off (0.5-8 s), spending an attempt, and
+    often the whole ticket, on a request the endpoint had said it would refuse; now the wait is what it asks, never
+    past the request's timeout (10 s here), and a header that is no number or date falls back to the back-off."""
+    server.mode = f"429 {header}"
+    client = client_for(server.base_url, attempts=2, timeout_s=10.0)
+    waits: list[float] = []
+    client.sleep = waits.append
+    reply = client.chat(MESSAGES)
+    assert reply.text == ANSWER and server.requests == 2
+    assert waits == [waited]
+
