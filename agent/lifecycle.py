@@ -393,8 +393,10 @@ class Lifecycle(TicketReader):
             except LabelRuleError as exc:
                 raise Invalid(str(exc)) from exc
         row, messages = self._snapshot(ticket_id)
+        # what the store keeps, shows as evidence and puts in prompts: PII redacted in the subject as in the body
+        teach_subject = redact(clean(row.subject))
         teach_text = redact(clean("\n\n".join(p for p in (row.body, *(m.text for m in messages)) if p.strip())))
-        vector = self.service.embedder.embed([_join(row.subject, teach_text)])
+        vector = self.service.embedder.embed([_join(teach_subject, teach_text)])
         started = self.clock()
         with self.records.write() as session:
             locked = self._lock(session, ticket_id)
@@ -474,7 +476,7 @@ class Lifecycle(TicketReader):
             )
             session.flush()  # database errors surface before the store is touched
             # inside the transaction: if the store refuses, the review is rolled back and the caller retries
-            self._teach(row, teach_text, taught, vector)
+            self._teach(row, teach_subject, teach_text, taught, vector)
             return self._view(session, locked)
 
     def register_taxonomy(self) -> None:
@@ -797,13 +799,13 @@ class Lifecycle(TicketReader):
         row.in_queue = in_queue
         row.queue_rank = QUEUE_RANK[decision]
 
-    def _teach(self, row: TicketRow, text: str, labels: dict[str, str] | None, vector: Any) -> None:
+    def _teach(self, row: TicketRow, subject: str, text: str, labels: dict[str, str] | None, vector: Any) -> None:
         try:
             if labels is None:
                 self.service.store.tickets.delete(ids=[row.id])
                 return
             example = LabelledTicket(
-                id=row.id, subject=row.subject, body=text, channel=row.channel, labels=labels, source="human", verified=True
+                id=row.id, subject=subject, body=text, channel=row.channel, labels=labels, source="human", verified=True
             )
             self.service.store.upsert_tickets([example], vector)
         except (ChromaError, httpx.HTTPError, OSError) as exc:

@@ -144,6 +144,19 @@ def test_a_review_of_a_past_revision_is_still_a_409(api: Api) -> None:
     assert response.status_code == 409 and "no longer current (current: 2)" in response.json()["detail"]
 
 
+def test_a_reviewed_ticket_is_stored_with_pii_redacted_in_its_subject_too(api: Api) -> None:
+    """A review teaches the retrieval store the ticket, whose text is then shown as evidence and put into other
+    tickets' prompts (a remote LLM's too): the body was redacted, the subject stored as the customer wrote it."""
+    ticket = {"subject": "Refund to jane.doe@example.com, card 4111 1111 1111 1111",
+              "body": "Charged twice, write to jane.doe@example.com", "channel": "email"}
+    ticket_id = created(api, ticket)["id"]
+    response = api.post(f"/v1/tickets/{ticket_id}/reviews", {"action": "accept", "revision": 1}, scope="lead")
+    assert response.status_code == 201, response.text
+    stored = api.client.app.state.service.store.tickets.get(ids=[ticket_id], include=["documents"])["documents"][0]
+    assert "jane.doe@example.com" not in stored and "4111" not in stored, stored
+    assert stored.startswith("Refund to <email>, card <card>") and "write to <email>" in stored
+
+
 def test_the_busy_answer_is_one_sentence_with_the_wait(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     async def full(*args: object, **kwargs: object) -> None:
         raise PoolFull(3, 1)
