@@ -70,6 +70,13 @@ def write_v2(dest: Path, steps: list[dict] | None = None) -> Path:
 WRITTEN = REPO_ROOT / "evals" / "data" / "tier_written_emails.jsonl"
 
 
+def shown(path: Path) -> Path:
+    """A path as the printed command gives it: from the repository root where it lies inside, else absolute (an --out
+    outside the repository, or a relative one, used to end the demo in a ValueError after the tickets were filed)."""
+    path = path.resolve()
+    return path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tickets", type=int, default=200, help="tickets filed before the migration")
@@ -113,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         screenshot_dry_run(env, url, args.screenshot)
     for extra in ([], ["--commit"]):
         command = [triage, "taxonomy", "migrate", "--mode", "proposal", *extra]
-        print(f"\n$ TRIAGE_TAXONOMY_PATH={v2.relative_to(REPO_ROOT)} triage taxonomy migrate --mode proposal {' '.join(extra)}".rstrip(), flush=True)
+        print(f"\n$ TRIAGE_TAXONOMY_PATH={shown(v2)} triage taxonomy migrate --mode proposal {' '.join(extra)}".rstrip(), flush=True)
         subprocess.run(command, env=env, check=True)
 
 

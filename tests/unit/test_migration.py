@@ -226,3 +226,13 @@ def test_the_demo_names_a_missing_tickets_file_before_touching_its_out_dir(tmp_p
     err = capsys.readouterr().err
     assert "missing.jsonl does not exist" in err and "never committed" in err and "--written" in err
     assert (out / "keep").exists()
+
+
+def test_the_demo_prints_a_taxonomy_path_outside_the_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--out /tmp/demo` (or a relative --out) filed every ticket, then died on `v2.relative_to(REPO_ROOT)`."""
+    from evals.migration_demo import REPO_ROOT, shown
+
+    assert shown(tmp_path / "default-v2.yaml") == tmp_path / "default-v2.yaml"
+    assert shown(REPO_ROOT / "evals" / "runs" / "v2.yaml") == Path("evals/runs/v2.yaml")
+    monkeypatch.chdir(REPO_ROOT)
+    assert shown(Path("evals/runs/v2.yaml")) == Path("evals/runs/v2.yaml")
