@@ -31,7 +31,12 @@ if TYPE_CHECKING:
     from agent.service import TriageService
 
 app = typer.Typer(
-    help="LLM-assisted ticket triage: service type, channel and support tier from a taxonomy, offline by default.",
+    help="LLM-assisted ticket triage: service type, channel and support tier from a taxonomy, offline by default.\n\n"
+    "Examples:\n\n"
+    "  triage ingest\n\n"
+    "  triage classify --subject \"Charged twice\" --body \"Refund one, please.\" --channel email\n\n"
+    "  triage serve\n\n"
+    "Each command's --help says what it does, with an example.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -284,6 +289,12 @@ def serve(
 
     On first start it creates a local admin key, prints it once and keeps it in data/admin.key (mode 600).
     Ctrl-C stops every process it started.
+
+      triage serve
+
+      TRIAGE_UI_PORT=8601 triage serve --port 8100
+
+      TRIAGE_LLM_BASE_URL=http://127.0.0.1:11434/v1 TRIAGE_LLM_MODEL=qwen2.5:7b triage serve --no-ui
     """
     import uvicorn
 
@@ -580,7 +591,10 @@ def keys_create(
 
 @keys_app.command("list")
 def keys_list() -> None:
-    """List the keys (ids, names, scopes, active or revoked; never the secrets). Prints nothing when there is none."""
+    """List the keys (ids, names, scopes, active or revoked; never the secrets). Prints nothing when there is none.
+
+    Example: triage keys list
+    """
     from agent.auth import list_keys
 
     records = _records()

@@ -1,4 +1,4 @@
-"""Moving labels from one taxonomy version to the next: rename, merge, split, retire (DESIGN.md).
+"""Moving labels from one taxonomy version to the next: rename, merge, split, retire (README.md, "Changing the taxonomy").
 
 A new version's YAML carries a `migration:` section naming the version it follows and one step per changed
 label. This module only plans: which old id becomes which new id, and which tickets the agent must re-ask

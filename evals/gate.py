@@ -1,7 +1,7 @@
 """The CI accuracy gate: a fixed Banking77 subset in proposal mode, compared with the committed reference.
 
     python -m evals.gate                # run it, print the comparison, exit 1 when it fails
-    python -m evals.gate --degrade      # the same with a deliberately worse head (word unigrams only): must fail
+    python -m evals.gate --degrade      # the same with a deliberately worse head (word n-grams only, C=0.05, no kNN vote): must fail
     python -m evals.gate --update       # re-write the reference evals/reports/gate/ (after a measured improvement)
 
 The subset: Banking77 train.csv split 80/20 (stratified, seed 20240601, as the bench), then 20 rows per intent of

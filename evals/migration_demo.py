@@ -70,14 +70,27 @@ def write_v2(dest: Path, steps: list[dict] | None = None) -> Path:
 WRITTEN = REPO_ROOT / "evals" / "data" / "tier_written_emails.jsonl"
 
 
+def shown(path: Path) -> Path:
+    """A path as the printed command gives it: from the repository root where it lies inside, else absolute (an --out
+    outside the repository, or a relative one, used to end the demo in a ValueError after the tickets were filed)."""
+    path = path.resolve()
+    return path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tickets", type=int, default=200, help="tickets filed before the migration")
+    parser.add_argument("--written", type=Path, default=WRITTEN,
+                        help="JSONL of labelled tickets to file (subject, body, labels {service, tier}); default: "
+                        "evals/data/tier_written_emails.jsonl, which is not in the repository")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "evals" / "runs" / "migration_demo")
     parser.add_argument("--screenshot", type=Path, default=None,
                         help="Before the CLI runs, serve the API and the review UI on the new version, press the Taxonomy "
                         "page's dry run in Debian's Chromium and save the page here (how docs/screenshots/taxonomy.png is made)")
     args = parser.parse_args(argv)
+    if not args.written.is_file():  # checked before --out is cleared
+        parser.error(f"--written {args.written} does not exist (evals/data/tier_written_emails.jsonl was never committed); "
+                     "pass a JSONL of labelled tickets with subject, body and labels, e.g. --written knowledge_base/seed/handwritten.jsonl")
     from agent.contracts import ReviewIn, TicketIn
     from agent.lifecycle import Lifecycle
     from agent.records import Records
@@ -88,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     data_dir = args.out / "data"
     url = f"sqlite:///{data_dir / 'triage.db'}"
     settings = Settings(data_dir=data_dir, taxonomy_path=DEFAULT, mode="proposal", database_url=url)
-    rows = [json.loads(line) for line in WRITTEN.read_text(encoding="utf-8").splitlines()[: args.tickets]]
+    rows = [json.loads(line) for line in args.written.read_text(encoding="utf-8").splitlines()[: args.tickets]]
     with running_service(settings, progress=True) as service:
         records = Records(url)
         records.upgrade()
@@ -107,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         screenshot_dry_run(env, url, args.screenshot)
     for extra in ([], ["--commit"]):
         command = [triage, "taxonomy", "migrate", "--mode", "proposal", *extra]
-        print(f"\n$ TRIAGE_TAXONOMY_PATH={v2.relative_to(REPO_ROOT)} triage taxonomy migrate --mode proposal {' '.join(extra)}".rstrip(), flush=True)
+        print(f"\n$ TRIAGE_TAXONOMY_PATH={shown(v2)} triage taxonomy migrate --mode proposal {' '.join(extra)}".rstrip(), flush=True)
         subprocess.run(command, env=env, check=True)
 
 

@@ -328,6 +328,24 @@ def test_every_argument_and_option_is_explained_in_help() -> None:
     assert walk(typer.main.get_command(app), "triage") == []
 
 
+def test_every_command_help_shows_an_example() -> None:
+    """`triage serve --help` and `triage keys list --help` said what they do but showed no command line, and
+    `triage --help` none at all; every command's help now carries one that starts with its own name."""
+    import click
+    import typer.main
+
+    def walk(command: click.Command, path: str) -> list[str]:
+        subcommands = getattr(command, "commands", {})
+        missing = [] if subcommands or path in (command.help or "") else [path]
+        for name, sub in subcommands.items():
+            missing += walk(sub, f"{path} {name}")
+        return missing
+
+    root = typer.main.get_command(app)
+    assert walk(root, "triage") == []
+    assert "triage classify --subject" in (root.help or "")
+
+
 def test_a_first_classify_says_it_seeds_the_empty_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """`triage classify --json` in a fresh data directory embedded the ~6,900 seed tickets for minutes without a
     word or a progress bar; it now says so on stderr (logging), and a terminal gets the bars even with --json."""

@@ -209,3 +209,30 @@ def test_a_moved_label_takes_its_alternatives_along_and_none_is_left_outside_the
     assert [(a.label, a.confidence) for a in moved.alternatives] == [("infrastructure", 0.15), ("billing_payments", 0.02)]
     assert {a.label for a in moved.alternatives} <= set(new.axes["service"].ids)
     assert plan.move("service", "billing_payments") == "billing_payments" and plan.move("service", "technical_support") is None
+
+
+def test_the_demo_names_a_missing_tickets_file_before_touching_its_out_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m evals.migration_demo`, as the README gives it, died with a FileNotFoundError traceback: its default
+    tickets file, evals/data/tier_written_emails.jsonl, was never committed. It now says so and how to pass another."""
+    from evals import migration_demo
+
+    monkeypatch.setattr(migration_demo, "WRITTEN", tmp_path / "missing.jsonl")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep").write_text("x")
+    with pytest.raises(SystemExit) as exit_info:
+        migration_demo.main(["--out", str(out)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "missing.jsonl does not exist" in err and "never committed" in err and "--written" in err
+    assert (out / "keep").exists()
+
+
+def test_the_demo_prints_a_taxonomy_path_outside_the_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--out /tmp/demo` (or a relative --out) filed every ticket, then died on `v2.relative_to(REPO_ROOT)`."""
+    from evals.migration_demo import REPO_ROOT, shown
+
+    assert shown(tmp_path / "default-v2.yaml") == tmp_path / "default-v2.yaml"
+    assert shown(REPO_ROOT / "evals" / "runs" / "v2.yaml") == Path("evals/runs/v2.yaml")
+    monkeypatch.chdir(REPO_ROOT)
+    assert shown(Path("evals/runs/v2.yaml")) == Path("evals/runs/v2.yaml")
