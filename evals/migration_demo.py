@@ -1,8 +1,9 @@
 """A taxonomy migration on a real deployment, end to end: `python -m evals.migration_demo` (README figures).
 
-It seeds a store under evals/runs/migration_demo/, files 200 of the project's own written e-mail tickets
-(evals/data/tier_written_emails.jsonl) through the lifecycle in proposal mode, lets a "lead" review every second
-one with the labels it was written with, writes the next version of the default taxonomy (one step of each kind:
+It seeds a store under evals/runs/migration_demo/ (the shipped seed less the tickets it files, so the agent has not
+seen them), files every second one of the project's hand-written tickets (knowledge_base/seed/handwritten.jsonl;
+the others stay in the seed, as they teach the IT services; or all of --written FILE)
+through the lifecycle in proposal mode, lets a "lead" review every second one with the labels it was written with, writes the next version of the default taxonomy (one step of each kind:
 `write_v2`, also used by the tests; the split with a keyword rule) and runs the real `triage taxonomy migrate`, dry run then --commit.
 """
 
@@ -67,7 +68,8 @@ def write_v2(dest: Path, steps: list[dict] | None = None) -> Path:
     return dest
 
 
-WRITTEN = REPO_ROOT / "evals" / "data" / "tier_written_emails.jsonl"
+WRITTEN = REPO_ROOT / "knowledge_base" / "seed" / "handwritten.jsonl"
+SEED = REPO_ROOT / "knowledge_base" / "seed" / "tickets.jsonl"
 
 
 def shown(path: Path) -> Path:
@@ -81,16 +83,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tickets", type=int, default=200, help="tickets filed before the migration")
     parser.add_argument("--written", type=Path, default=WRITTEN,
-                        help="JSONL of labelled tickets to file (subject, body, labels {service, tier}); default: "
-                        "evals/data/tier_written_emails.jsonl, which is not in the repository")
+                        help="JSONL of labelled tickets to file (id, subject, body, labels {service, tier}); default: "
+                        "knowledge_base/seed/handwritten.jsonl (left out of the demo's seed)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "evals" / "runs" / "migration_demo")
     parser.add_argument("--screenshot", type=Path, default=None,
                         help="Before the CLI runs, serve the API and the review UI on the new version, press the Taxonomy "
                         "page's dry run in Debian's Chromium and save the page here (how docs/screenshots/taxonomy.png is made)")
     args = parser.parse_args(argv)
     if not args.written.is_file():  # checked before --out is cleared
-        parser.error(f"--written {args.written} does not exist (evals/data/tier_written_emails.jsonl was never committed); "
-                     "pass a JSONL of labelled tickets with subject, body and labels, e.g. --written knowledge_base/seed/handwritten.jsonl")
+        parser.error(f"--written {args.written} does not exist; pass a JSONL of labelled tickets with subject, body and "
+                     "labels (the default is knowledge_base/seed/handwritten.jsonl)")
     from agent.contracts import ReviewIn, TicketIn
     from agent.lifecycle import Lifecycle
     from agent.records import Records
@@ -101,8 +103,16 @@ def main(argv: list[str] | None = None) -> None:
     data_dir = args.out / "data"
     url = f"sqlite:///{data_dir / 'triage.db'}"
     settings = Settings(data_dir=data_dir, taxonomy_path=DEFAULT, mode="proposal", database_url=url)
-    rows = [json.loads(line) for line in args.written.read_text(encoding="utf-8").splitlines()[: args.tickets]]
-    with running_service(settings, progress=True) as service:
+    written = [json.loads(line) for line in args.written.read_text(encoding="utf-8").splitlines() if line.strip()]
+    # every second one is filed, the others stay in the seed: the IT services are taught by these tickets alone
+    rows = (written[1::2] if args.written.resolve() == WRITTEN else written)[: args.tickets]
+    filed = {row.get("id") for row in rows}
+    seed = args.out / "seed.jsonl"  # the shipped seed without the tickets filed here: agreement on unseen tickets
+    seed.parent.mkdir(parents=True, exist_ok=True)
+    seed.write_text("".join(line + "\n" for line in SEED.read_text(encoding="utf-8").splitlines()
+                            if line.strip() and json.loads(line).get("id") not in filed), encoding="utf-8")
+    with running_service(settings, seed=False, progress=True) as service:
+        service.ingest(seed_path=seed, progress=True)
         records = Records(url)
         records.upgrade()
         lifecycle = Lifecycle(service, records)

@@ -213,7 +213,7 @@ def test_a_moved_label_takes_its_alternatives_along_and_none_is_left_outside_the
 
 def test_the_demo_names_a_missing_tickets_file_before_touching_its_out_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """`python -m evals.migration_demo`, as the README gives it, died with a FileNotFoundError traceback: its default
-    tickets file, evals/data/tier_written_emails.jsonl, was never committed. It now says so and how to pass another."""
+    tickets file was never committed. The default is now the hand-written seed; a missing --written is named."""
     from evals import migration_demo
 
     monkeypatch.setattr(migration_demo, "WRITTEN", tmp_path / "missing.jsonl")
@@ -224,7 +224,7 @@ def test_the_demo_names_a_missing_tickets_file_before_touching_its_out_dir(tmp_p
         migration_demo.main(["--out", str(out)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "missing.jsonl does not exist" in err and "never committed" in err and "--written" in err
+    assert "--written" in err and "missing.jsonl does not exist" in err and "labelled tickets" in err
     assert (out / "keep").exists()
 
 
