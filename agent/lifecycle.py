@@ -428,7 +428,9 @@ class Lifecycle(TicketReader):
                     rejects=seen, note=review.comment,
                 )
                 history.append(marker)
-                self._set_current(locked, new_row, _classification(new_row), in_queue=new_row is None)
+                fallback = _classification(new_row)
+                # labels the agent wanted a lead to see are in force again: back to the queue, as when first written
+                self._set_current(locked, new_row, fallback, in_queue=fallback is None or fallback.decision != Decision.AUTO_APPLY)
                 taught = _latest_human_labels(history)
                 result_seq = marker.seq
             else:

@@ -190,6 +190,27 @@ def test_an_agent_revision_from_before_requesters_were_kept_names_nobody() -> No
     assert _requested_by("user:ada") == "user:ada" and _requested_by("system:taxonomy-migration") == "system:taxonomy-migration"
 
 
+
+def test_a_reject_that_falls_back_to_unreviewed_labels_puts_the_ticket_back_in_the_queue(api: Api) -> None:
+    """A reject whose fallback was the agent's `needs_review` (or `suggest`) labels left the ticket out of the review
+    queue, so labels nobody approved were counted as settled by a lead and never shown to one again."""
+    ticket = created(api, {"body": "hello"})  # no KB or neighbour says much: needs_review
+    ticket_id = ticket["id"]
+    assert ticket["decision"] == "needs_review" and ticket["in_queue"], ticket
+    assert api.post(f"/v1/tickets/{ticket_id}/reviews", {"action": "accept"}, scope="lead").json()["in_queue"] is False
+    rejected = api.post(f"/v1/tickets/{ticket_id}/reviews", {"action": "reject", "revision": 2}, scope="lead")
+    assert rejected.status_code == 201, rejected.text
+    view = rejected.json()
+    assert view["current_seq"] == 1 and view["decision"] == "needs_review" and view["in_queue"], view
+    queue = api.get("/v1/review-queue", scope="lead", decision="needs_review", limit=200).json()["items"]
+    assert ticket_id in [item["id"] for item in queue]
+    settled = created(api)  # an auto-applied fallback stays out of the queue
+    assert settled["decision"] == "auto_apply", settled
+    assert api.post(f"/v1/tickets/{settled['id']}/reviews", {"action": "edit", "labels": {"tier": "L3"}}, scope="lead").status_code == 201
+    back = api.post(f"/v1/tickets/{settled['id']}/reviews", {"action": "reject", "revision": 2}, scope="lead").json()
+    assert back["current_seq"] == 1 and back["in_queue"] is False, back
+
+
 # ---------------------------------------------------------------- the LLM's circuit breaker on /healthz
 
 
