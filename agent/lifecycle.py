@@ -219,8 +219,9 @@ class TicketReader:
     def reviewed(self, *, batch: int = 500) -> Iterator[ReviewedTicket]:
         """Every ticket a lead accepted or edited, by id, with its latest review that was not rejected later.
 
-        The labels are the review's and the text is the thread up to that review (a later message is not what
-        the lead judged). Read in batches of tickets, so a large history streams.
+        The labels are the review's, in the ids of the reader's taxonomy when it has one (`_in_force_ids`), and the
+        text is the thread up to that review (a later message is not what the lead judged). Read in batches of
+        tickets, so a large history streams.
         """
         after = ""
         while True:
@@ -254,13 +255,14 @@ class TicketReader:
                 if not kept:
                     continue  # only rejections: no label a lead stands behind
                 review, row = kept[-1], tickets[ticket_id]
-                seen = [m.text.strip() for m in messages.get(ticket_id, []) if as_utc(m.created_at) <= as_utc(review.created_at)]
+                thread = messages.get(ticket_id, [])
+                seen = [m.text.strip() for m in thread if as_utc(m.created_at) <= as_utc(review.created_at)]
                 yield ReviewedTicket(
                     id=ticket_id,
                     subject=row.subject,
                     body="\n\n".join(part for part in (row.body.strip(), *seen) if part),
                     intake_channel=row.channel,
-                    labels=dict(review.labels or {}),
+                    labels=self._in_force_ids(review, "\n\n".join([row.subject, row.body, *(m.text for m in thread)])),
                     action=actions.get((ticket_id, review.seq), "accept"),
                     reviewer=review.actor.removeprefix("user:"),
                     reviewed_at=as_utc(review.created_at),
@@ -268,6 +270,17 @@ class TicketReader:
             after = ids[-1]
 
     # ------------------------------------------------------------ helpers
+
+    def _in_force_ids(self, review: RevisionRow, text: str) -> dict[str, str]:
+        """A review's labels in the ids of the taxonomy in force: one made before a taxonomy migration holds ids the
+        taxonomy no longer has, which `triage eval --taxonomy` scores as wrong. They move as the migration moves
+        them (rules read the whole thread, as there); an axis it re-asks (a split the lead's label predates) is
+        left out, an empty label that `triage eval` does not score."""
+        labels = dict(review.labels or {})
+        version = (review.classification or {}).get("taxonomy_version")
+        if self._taxonomy is None or version in (None, self._taxonomy.ref):
+            return labels
+        return pending_plan(self._taxonomy, version).stored_labels(labels, text)
 
     @staticmethod
     def _revision_query(ticket_id: str, seq: int | None) -> Any:

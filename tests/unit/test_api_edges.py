@@ -603,3 +603,27 @@ def test_before_the_migration_a_split_label_is_chosen_anew_and_sent_to_review(be
     assert edit.status_code == 201 and edit.json()["labels"]["service"] == "hardware", edit.text
     report = api.post("/v1/taxonomy/migration", {}, scope="admin").json()
     assert report["already_current"] == 2 and report["changed"] == 1, report  # `renamed` is still to move
+
+
+def test_the_export_after_a_migration_writes_the_leads_labels_in_the_taxonomy_in_force(
+    before_migration: tuple[Api, dict[str, str]], tmp_path: Path
+) -> None:
+    """`triage tickets export` after a committed migration wrote the ids the lead had picked under the previous
+    version (`it_help_desk`), which the printed `triage eval --taxonomy` line then scored as wrong on every row. A
+    renamed label is now written as the migration moved it; a split one, which the lead's label does not decide,
+    is left empty (not scored) rather than the agent's re-asked choice."""
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    api, ids = before_migration
+    assert api.post("/v1/taxonomy/migration", {"commit": True}, scope="admin").json()["revisions_written"] == 3
+    out = tmp_path / "reviewed.jsonl"
+    env = {"TRIAGE_DATABASE_URL": api.records.url, "TRIAGE_TAXONOMY_PATH": str(tmp_path / "default-v2.yaml"),
+           "TRIAGE_DATA_DIR": str(tmp_path / "data")}
+    result = CliRunner().invoke(app, ["tickets", "export", "--out", str(out)], env=env)
+    assert result.exit_code == 0, result.output
+    rows = {row["id"]: row for row in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
+    assert set(rows) == set(ids.values())
+    assert (rows[ids["renamed"]]["service"], rows[ids["renamed"]]["tier"]) == ("service_desk", "L2")
+    assert (rows[ids["split"]]["service"], rows[ids["split"]]["tier"]) == ("", "L2")
