@@ -657,12 +657,11 @@ class Lifecycle(TicketReader):
             row, messages = self._snapshot(ticket_id)
             if escalation is not None and row.current_tier in self.taxonomy.axes["tier"].ids:
                 self._escalation_target(row.current_tier, escalation)  # refuse a lowering before the slow part
-            thread, left_out = self._thread(row, [*messages, *([message] if message else [])])
+            thread, cuts = self._thread(row, [*messages, *([message] if message else [])])
             started = self.clock()
             proposed = self.service.classify(thread)
-            if left_out:
-                warning = f"the {left_out} oldest messages were left out to stay under the input limit"
-                proposed = proposed.model_copy(update={"warnings": [*proposed.warnings, warning]})
+            if cuts:
+                proposed = proposed.model_copy(update={"warnings": [*proposed.warnings, *cuts]})
             with self.records.write() as session:
                 locked = self._lock(session, ticket_id)
                 if locked.message_count != row.message_count and attempt < _RECLASSIFY_ATTEMPTS - 1:
@@ -737,8 +736,11 @@ class Lifecycle(TicketReader):
         except LabelRuleError as exc:
             raise Invalid(str(exc)) from exc
 
-    def _thread(self, row: TicketRow, messages: Sequence[Message | MessageRow]) -> tuple[TicketIn, int]:
-        """The whole thread, and how many of the oldest messages had to be left out to stay under the input limit."""
+    def _thread(self, row: TicketRow, messages: Sequence[Message | MessageRow]) -> tuple[TicketIn, list[str]]:
+        """The whole thread to classify, and a warning per part left out to stay under the input limit: the oldest
+        messages first, then the end of the body, then the end of the newest message. The stored ticket was taken
+        whole, so a follow-up message to a long one (or a limit lowered since) is classified on what fits rather
+        than refused with an advice to send less that the caller cannot follow."""
         thread = [Message(author=m.author, text=m.text) for m in messages]  # type: ignore[arg-type]
         limit = self.service.settings.max_input_chars
         base = len(row.subject) + len(row.body)
@@ -746,9 +748,21 @@ class Lifecycle(TicketReader):
         while len(thread) > 1 and (len(thread) > 200 or base + sum(len(m.text) + 2 for m in thread) > limit):
             thread.pop(0)
             left_out += 1
+        warnings = [f"the {left_out} oldest messages were left out to stay under the input limit"] if left_out else []
         ticket = TicketIn(subject=row.subject, body=row.body, channel=row.channel, messages=thread, ticket_id=row.id)
+        for part in ("body", "newest message"):
+            over = len(ticket.full_text()) - limit
+            if over <= 0 or (part == "newest message" and not thread):
+                break
+            text = (ticket.body if part == "body" else thread[-1].text).strip()
+            kept = text[: max(len(text) - over, 0)]
+            if part == "body":
+                ticket = ticket.model_copy(update={"body": kept})
+            else:
+                ticket = ticket.model_copy(update={"messages": [*thread[:-1], thread[-1].model_copy(update={"text": kept})]})
+            warnings.append(f"the {part} was cut to its first {len(kept)} of {len(text)} characters to stay under the input limit")
         self.service.check_ticket(ticket)
-        return ticket, left_out
+        return ticket, warnings
 
     def _replay(self, idempotency_key: str, sha: str) -> TicketView | None:
         with self.records.read() as session:

@@ -211,6 +211,24 @@ def test_a_reject_that_falls_back_to_unreviewed_labels_puts_the_ticket_back_in_t
     assert back["current_seq"] == 1 and back["in_queue"] is False, back
 
 
+def test_a_short_message_to_a_ticket_near_the_input_limit_is_taken_and_classified_on_what_fits(api: Api) -> None:
+    """A ticket stored near TRIAGE_MAX_INPUT_CHARS took no follow-up at all: the subject, body and new message were
+    over the limit, and the message was refused (422, lost) with 'send the first part', which the caller cannot do
+    for a ticket already stored. The end of the body is now left out of the classification input, with a warning."""
+    body = ("refund my double charge please. " * 4_000)[:99_950]
+    ticket_id = created(api, {"subject": "Charged twice", "body": body})["id"]
+    answer = api.post(f"/v1/tickets/{ticket_id}/messages", {"text": "Any news on this? It has been a week already."})
+    assert answer.status_code == 201, answer.text
+    view = answer.json()
+    assert view["body"] == body and view["messages"][-1]["text"].startswith("Any news")  # stored in full
+    warnings = view["current"]["classification"]["warnings"]
+    assert any(w.startswith("the body was cut to its first ") and "to stay under the input limit" in w for w in warnings), warnings
+    huge = api.post(f"/v1/tickets/{ticket_id}/messages", {"text": "still charged twice " * 5_000})  # 100,000 characters
+    assert huge.status_code == 201, huge.text
+    assert any(w.startswith("the newest message was cut") for w in huge.json()["current"]["classification"]["warnings"])
+    assert api.post(f"/v1/tickets/{ticket_id}/escalations", {"note": "a week"}).status_code == 201
+
+
 # ---------------------------------------------------------------- the LLM's circuit breaker on /healthz
 
 
