@@ -723,8 +723,8 @@ def tickets_export(
 ) -> None:
     """Export the tickets leads reviewed (accepted or edited) as a labelled file for `triage eval`.
 
-    Each row holds the labels the lead stood behind (a later rejection removes the review) and the thread as the
-    lead saw it. Use it to measure the agent on your own tickets and to re-fit the auto-apply thresholds on them:
+    Each row holds the labels the lead stood behind (a later rejection removes the review; labels reviewed before a
+    taxonomy migration in the ids of the version in force) and the thread as the lead saw it. Use it to measure the agent on your own tickets and to re-fit the auto-apply thresholds on them:
     after a split export it prints the `triage eval` command that does both.
 
       triage tickets export --out reviewed.csv --test-share 0.2
@@ -738,9 +738,10 @@ def tickets_export(
         check_path(out, test_share)  # before the records are opened: a wrong name touches nothing
     except ExportError as exc:
         fail(f"--out: {exc}")
+    taxonomy = _load_taxonomy(_settings().taxonomy_path)  # labels reviewed before a migration are written in its ids
     records = _records()
     try:
-        counts = write_reviewed(TicketReader(records).reviewed(), out, test_share=test_share)
+        counts = write_reviewed(TicketReader(records, taxonomy).reviewed(), out, test_share=test_share)
     except ExportError as exc:
         fail(f"--out: {exc}")
     finally:

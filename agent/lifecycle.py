@@ -219,8 +219,9 @@ class TicketReader:
     def reviewed(self, *, batch: int = 500) -> Iterator[ReviewedTicket]:
         """Every ticket a lead accepted or edited, by id, with its latest review that was not rejected later.
 
-        The labels are the review's and the text is the thread up to that review (a later message is not what
-        the lead judged). Read in batches of tickets, so a large history streams.
+        The labels are the review's, in the ids of the reader's taxonomy when it has one (`_in_force_ids`), and the
+        text is the thread up to that review (a later message is not what the lead judged). Read in batches of
+        tickets, so a large history streams.
         """
         after = ""
         while True:
@@ -254,13 +255,14 @@ class TicketReader:
                 if not kept:
                     continue  # only rejections: no label a lead stands behind
                 review, row = kept[-1], tickets[ticket_id]
-                seen = [m.text.strip() for m in messages.get(ticket_id, []) if as_utc(m.created_at) <= as_utc(review.created_at)]
+                thread = messages.get(ticket_id, [])
+                seen = [m.text.strip() for m in thread if as_utc(m.created_at) <= as_utc(review.created_at)]
                 yield ReviewedTicket(
                     id=ticket_id,
                     subject=row.subject,
                     body="\n\n".join(part for part in (row.body.strip(), *seen) if part),
                     intake_channel=row.channel,
-                    labels=dict(review.labels or {}),
+                    labels=self._in_force_ids(review, "\n\n".join([row.subject, row.body, *(m.text for m in thread)])),
                     action=actions.get((ticket_id, review.seq), "accept"),
                     reviewer=review.actor.removeprefix("user:"),
                     reviewed_at=as_utc(review.created_at),
@@ -268,6 +270,17 @@ class TicketReader:
             after = ids[-1]
 
     # ------------------------------------------------------------ helpers
+
+    def _in_force_ids(self, review: RevisionRow, text: str) -> dict[str, str]:
+        """A review's labels in the ids of the taxonomy in force: one made before a taxonomy migration holds ids the
+        taxonomy no longer has, which `triage eval --taxonomy` scores as wrong. They move as the migration moves
+        them (rules read the whole thread, as there); an axis it re-asks (a split the lead's label predates) is
+        left out, an empty label that `triage eval` does not score."""
+        labels = dict(review.labels or {})
+        version = (review.classification or {}).get("taxonomy_version")
+        if self._taxonomy is None or version in (None, self._taxonomy.ref):
+            return labels
+        return pending_plan(self._taxonomy, version).stored_labels(labels, text)
 
     @staticmethod
     def _revision_query(ticket_id: str, seq: int | None) -> Any:
@@ -428,7 +441,9 @@ class Lifecycle(TicketReader):
                     rejects=seen, note=review.comment,
                 )
                 history.append(marker)
-                self._set_current(locked, new_row, _classification(new_row), in_queue=new_row is None)
+                fallback = _classification(new_row)
+                # labels the agent wanted a lead to see are in force again: back to the queue, as when first written
+                self._set_current(locked, new_row, fallback, in_queue=fallback is None or fallback.decision != Decision.AUTO_APPLY)
                 taught = _latest_human_labels(history)
                 result_seq = marker.seq
             else:
@@ -642,12 +657,11 @@ class Lifecycle(TicketReader):
             row, messages = self._snapshot(ticket_id)
             if escalation is not None and row.current_tier in self.taxonomy.axes["tier"].ids:
                 self._escalation_target(row.current_tier, escalation)  # refuse a lowering before the slow part
-            thread, left_out = self._thread(row, [*messages, *([message] if message else [])])
+            thread, cuts = self._thread(row, [*messages, *([message] if message else [])])
             started = self.clock()
             proposed = self.service.classify(thread)
-            if left_out:
-                warning = f"the {left_out} oldest messages were left out to stay under the input limit"
-                proposed = proposed.model_copy(update={"warnings": [*proposed.warnings, warning]})
+            if cuts:
+                proposed = proposed.model_copy(update={"warnings": [*proposed.warnings, *cuts]})
             with self.records.write() as session:
                 locked = self._lock(session, ticket_id)
                 if locked.message_count != row.message_count and attempt < _RECLASSIFY_ATTEMPTS - 1:
@@ -722,8 +736,11 @@ class Lifecycle(TicketReader):
         except LabelRuleError as exc:
             raise Invalid(str(exc)) from exc
 
-    def _thread(self, row: TicketRow, messages: Sequence[Message | MessageRow]) -> tuple[TicketIn, int]:
-        """The whole thread, and how many of the oldest messages had to be left out to stay under the input limit."""
+    def _thread(self, row: TicketRow, messages: Sequence[Message | MessageRow]) -> tuple[TicketIn, list[str]]:
+        """The whole thread to classify, and a warning per part left out to stay under the input limit: the oldest
+        messages first, then the end of the body, then the end of the newest message. The stored ticket was taken
+        whole, so a follow-up message to a long one (or a limit lowered since) is classified on what fits rather
+        than refused with an advice to send less that the caller cannot follow."""
         thread = [Message(author=m.author, text=m.text) for m in messages]  # type: ignore[arg-type]
         limit = self.service.settings.max_input_chars
         base = len(row.subject) + len(row.body)
@@ -731,9 +748,21 @@ class Lifecycle(TicketReader):
         while len(thread) > 1 and (len(thread) > 200 or base + sum(len(m.text) + 2 for m in thread) > limit):
             thread.pop(0)
             left_out += 1
+        warnings = [f"the {left_out} oldest messages were left out to stay under the input limit"] if left_out else []
         ticket = TicketIn(subject=row.subject, body=row.body, channel=row.channel, messages=thread, ticket_id=row.id)
+        for part in ("body", "newest message"):
+            over = len(ticket.full_text()) - limit
+            if over <= 0 or (part == "newest message" and not thread):
+                break
+            text = (ticket.body if part == "body" else thread[-1].text).strip()
+            kept = text[: max(len(text) - over, 0)]
+            if part == "body":
+                ticket = ticket.model_copy(update={"body": kept})
+            else:
+                ticket = ticket.model_copy(update={"messages": [*thread[:-1], thread[-1].model_copy(update={"text": kept})]})
+            warnings.append(f"the {part} was cut to its first {len(kept)} of {len(text)} characters to stay under the input limit")
         self.service.check_ticket(ticket)
-        return ticket, left_out
+        return ticket, warnings
 
     def _replay(self, idempotency_key: str, sha: str) -> TicketView | None:
         with self.records.read() as session:

@@ -190,6 +190,45 @@ def test_an_agent_revision_from_before_requesters_were_kept_names_nobody() -> No
     assert _requested_by("user:ada") == "user:ada" and _requested_by("system:taxonomy-migration") == "system:taxonomy-migration"
 
 
+
+def test_a_reject_that_falls_back_to_unreviewed_labels_puts_the_ticket_back_in_the_queue(api: Api) -> None:
+    """A reject whose fallback was the agent's `needs_review` (or `suggest`) labels left the ticket out of the review
+    queue, so labels nobody approved were counted as settled by a lead and never shown to one again."""
+    ticket = created(api, {"body": "hello"})  # no KB or neighbour says much: needs_review
+    ticket_id = ticket["id"]
+    assert ticket["decision"] == "needs_review" and ticket["in_queue"], ticket
+    assert api.post(f"/v1/tickets/{ticket_id}/reviews", {"action": "accept"}, scope="lead").json()["in_queue"] is False
+    rejected = api.post(f"/v1/tickets/{ticket_id}/reviews", {"action": "reject", "revision": 2}, scope="lead")
+    assert rejected.status_code == 201, rejected.text
+    view = rejected.json()
+    assert view["current_seq"] == 1 and view["decision"] == "needs_review" and view["in_queue"], view
+    queue = api.get("/v1/review-queue", scope="lead", decision="needs_review", limit=200).json()["items"]
+    assert ticket_id in [item["id"] for item in queue]
+    settled = created(api)  # an auto-applied fallback stays out of the queue
+    assert settled["decision"] == "auto_apply", settled
+    assert api.post(f"/v1/tickets/{settled['id']}/reviews", {"action": "edit", "labels": {"tier": "L3"}}, scope="lead").status_code == 201
+    back = api.post(f"/v1/tickets/{settled['id']}/reviews", {"action": "reject", "revision": 2}, scope="lead").json()
+    assert back["current_seq"] == 1 and back["in_queue"] is False, back
+
+
+def test_a_short_message_to_a_ticket_near_the_input_limit_is_taken_and_classified_on_what_fits(api: Api) -> None:
+    """A ticket stored near TRIAGE_MAX_INPUT_CHARS took no follow-up at all: the subject, body and new message were
+    over the limit, and the message was refused (422, lost) with 'send the first part', which the caller cannot do
+    for a ticket already stored. The end of the body is now left out of the classification input, with a warning."""
+    body = ("refund my double charge please. " * 4_000)[:99_950]
+    ticket_id = created(api, {"subject": "Charged twice", "body": body})["id"]
+    answer = api.post(f"/v1/tickets/{ticket_id}/messages", {"text": "Any news on this? It has been a week already."})
+    assert answer.status_code == 201, answer.text
+    view = answer.json()
+    assert view["body"] == body and view["messages"][-1]["text"].startswith("Any news")  # stored in full
+    warnings = view["current"]["classification"]["warnings"]
+    assert any(w.startswith("the body was cut to its first ") and "to stay under the input limit" in w for w in warnings), warnings
+    huge = api.post(f"/v1/tickets/{ticket_id}/messages", {"text": "still charged twice " * 5_000})  # 100,000 characters
+    assert huge.status_code == 201, huge.text
+    assert any(w.startswith("the newest message was cut") for w in huge.json()["current"]["classification"]["warnings"])
+    assert api.post(f"/v1/tickets/{ticket_id}/escalations", {"note": "a week"}).status_code == 201
+
+
 # ---------------------------------------------------------------- the LLM's circuit breaker on /healthz
 
 
@@ -582,3 +621,27 @@ def test_before_the_migration_a_split_label_is_chosen_anew_and_sent_to_review(be
     assert edit.status_code == 201 and edit.json()["labels"]["service"] == "hardware", edit.text
     report = api.post("/v1/taxonomy/migration", {}, scope="admin").json()
     assert report["already_current"] == 2 and report["changed"] == 1, report  # `renamed` is still to move
+
+
+def test_the_export_after_a_migration_writes_the_leads_labels_in_the_taxonomy_in_force(
+    before_migration: tuple[Api, dict[str, str]], tmp_path: Path
+) -> None:
+    """`triage tickets export` after a committed migration wrote the ids the lead had picked under the previous
+    version (`it_help_desk`), which the printed `triage eval --taxonomy` line then scored as wrong on every row. A
+    renamed label is now written as the migration moved it; a split one, which the lead's label does not decide,
+    is left empty (not scored) rather than the agent's re-asked choice."""
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    api, ids = before_migration
+    assert api.post("/v1/taxonomy/migration", {"commit": True}, scope="admin").json()["revisions_written"] == 3
+    out = tmp_path / "reviewed.jsonl"
+    env = {"TRIAGE_DATABASE_URL": api.records.url, "TRIAGE_TAXONOMY_PATH": str(tmp_path / "default-v2.yaml"),
+           "TRIAGE_DATA_DIR": str(tmp_path / "data")}
+    result = CliRunner().invoke(app, ["tickets", "export", "--out", str(out)], env=env)
+    assert result.exit_code == 0, result.output
+    rows = {row["id"]: row for row in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
+    assert set(rows) == set(ids.values())
+    assert (rows[ids["renamed"]]["service"], rows[ids["renamed"]]["tier"]) == ("service_desk", "L2")
+    assert (rows[ids["split"]]["service"], rows[ids["split"]]["tier"]) == ("", "L2")
