@@ -119,8 +119,10 @@ def merge_agent(
         labels["tier"] = AxisLabel(label=escalate_to, confidence=1.0, source="intake")
         suggestion.pop("tier", None)  # the escalation settled the tier
     elif escalate_to is not None and current is not None and escalate_to == current.labels["tier"].label:
-        # one step up from the top tier is the top tier: say so rather than record a silent no-op
-        warnings.append(f"already at tier {escalate_to}, the highest this escalation reaches: the tier stays; the note is kept")
+        # one step up from the top tier, or the tier it already has: say so rather than record a silent no-op
+        top = escalate_to == taxonomy.axes["tier"].ids[-1]
+        why = "the highest tier" if top else "the tier this escalation asks for"
+        warnings.append(f"already at tier {escalate_to}, {why}: the tier stays; the note is kept")
 
     decision = proposed.decision
     judged = [label for axis, label in labels.items() if not (axis == "channel" and label.source == "intake")]

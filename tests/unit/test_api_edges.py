@@ -315,7 +315,19 @@ def test_escalating_a_ticket_at_the_top_tier_says_the_tier_stays(api: Api) -> No
     assert again.status_code == 201, again.text
     current = again.json()["current"]
     assert current["labels"]["tier"] == "L3" and current["note"] == "still down"
-    assert any("already at tier L3" in w for w in current["classification"]["warnings"]), current["classification"]["warnings"]
+    assert any("already at tier L3, the highest tier" in w for w in current["classification"]["warnings"]), current["classification"]["warnings"]
+
+
+def test_escalating_to_the_tier_a_ticket_has_says_so_without_calling_it_the_highest(api: Api) -> None:
+    """At L2, an escalation asking for L2 read "already at tier L2, the highest this escalation reaches" (L3 is
+    higher); it now says the tier is the one asked for."""
+    ticket_id = created(api)["id"]
+    assert api.post(f"/v1/tickets/{ticket_id}/escalations", {"tier": "L2"}).status_code == 201
+    again = api.post(f"/v1/tickets/{ticket_id}/escalations", {"tier": "L2", "note": "customer called again"})
+    assert again.status_code == 201, again.text
+    warnings = again.json()["current"]["classification"]["warnings"]
+    assert any(w.startswith("already at tier L2, the tier this escalation asks for") for w in warnings), warnings
+    assert not any("highest" in w for w in warnings)
 
 
 def test_an_escalation_tier_is_matched_in_any_case_like_a_channel(api: Api) -> None:
