@@ -143,6 +143,12 @@ class CircuitBreaker:
                 self._open_until = self._clock() + self._cooldown()
                 log.warning("LLM circuit open for %.0fs after %d consecutive failures: %s", self._cooldown(), self._failures, failure)
 
+    def reset(self) -> None:
+        """Closed, as after a success: the endpoint is known to be back (the embedded server we restarted answered
+        its health check), so the tickets in the cool-down need not wait for the probe."""
+        with self._lock:
+            self._failures, self._trips, self._open_until, self._probing = 0, 0, None, False
+
     def _cooldown(self) -> float:
         return min(self.cooldown_s * 2 ** max(self._trips - 1, 0), self.max_cooldown_s)
 

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -142,6 +143,7 @@ class LocalLLMServer:
         self._lock = threading.Lock()  # guards _process between the owner and the supervisor
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
+        self.on_restart: list[Callable[[], None]] = []  # called once a restarted server answers (a client's breaker)
 
     @property
     def base_url(self) -> str:
@@ -277,6 +279,8 @@ class LocalLLMServer:
                 self.restarts += 1
                 backoff = interval_s
                 log.warning("embedded LLM is back on %s (restart %d)", self.base_url, self.restarts)
+                for hook in self.on_restart:
+                    hook()
 
     def health(self) -> dict[str, Any]:
         """For /healthz: whether the server process is up, how often it was restarted and how it last died."""

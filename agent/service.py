@@ -107,6 +107,9 @@ def make_llm(settings: Settings, base_url: str | None, *, server: LocalLLMServer
         structured = "json_object" if server is not None else "json_schema"
     else:
         structured = settings.llm_structured
+    breaker = CircuitBreaker.from_settings(settings)
+    if server is not None:  # once the supervisor has it back, tickets use it at once, not after the cool-down
+        server.on_restart.append(breaker.reset)
     return LLMClient(
         base_url=base_url,
         model=settings.llm_model,
@@ -114,7 +117,7 @@ def make_llm(settings: Settings, base_url: str | None, *, server: LocalLLMServer
         timeout_s=settings.llm_timeout_s,
         max_attempts=settings.llm_max_attempts,
         structured=structured,
-        breaker=CircuitBreaker.from_settings(settings),
+        breaker=breaker,
         server_health=server.health if server is not None else None,
     )
 

@@ -14,7 +14,8 @@ from agent.contracts import TicketIn
 from agent.llm import LLMClient, LLMUnavailable
 from agent.local_llm import LocalLLMServer, free_port, packaged_gguf_path
 from agent.nodes.validate import extract_json
-from agent.settings import REPO_ROOT
+from agent.service import make_llm
+from agent.settings import REPO_ROOT, Settings
 from agent.taxonomy import answer_model, load_taxonomy
 
 
@@ -53,10 +54,15 @@ def test_a_supervised_server_that_dies_is_started_again_on_its_port(tmp_path) ->
     """Killed from outside (the OOM killer's SIGKILL), the server came back only with a restart of `triage serve`;
     supervised, it is started again on the same port, so clients keep their base URL, and `stop` ends both."""
     server = LocalLLMServer(log_path=tmp_path / "llm.log", startup_timeout_s=60).start().supervise(interval_s=0.2)
+    client = make_llm(Settings(llm_breaker_failures=1, llm_max_attempts=1), server.base_url, server=server)
+    assert client is not None
     try:
         first = server._process
         assert first is not None and server.health() == {"running": True, "restarts": 0, "last_exit": None}
         os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        with pytest.raises(LLMUnavailable):  # while it is down: the request fails and opens the breaker
+            client.chat([{"role": "user", "content": "hi"}], max_tokens=4)
         deadline = time.monotonic() + 90
         while server.health()["restarts"] == 0 and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -65,6 +71,8 @@ def test_a_supervised_server_that_dies_is_started_again_on_its_port(tmp_path) ->
         assert health["last_exit"] == f"exited with code {-signal.SIGKILL}"
         assert server._process is not None and server._process.pid != first.pid
         assert httpx.get(f"{server.base_url}/models", timeout=10).status_code == 200
+        assert client.health()["state"] == "closed"  # the restart closed it: no cool-down after the server is back
+        assert client.chat([{"role": "user", "content": "hi"}], max_tokens=4).usage.completion_tokens > 0
         watcher, second = server._watcher, server._process
     finally:
         server.stop()
