@@ -112,7 +112,7 @@ def test_an_edited_answer_is_stored_with_the_accept(api: LiveApi, monkeypatch: p
     )
     at = run_page(app_test(monkeypatch, api.url, api.key("lead")), "views/ticket.py", id=ticket["id"])
     edited = "Thanks for writing. " + ticket["current"]["classification"]["draft"]["text"]
-    at.text_area(key=f"draft_{ticket['id']}").set_value(edited).run()
+    at.text_area(key=f"draft_{ticket['id']}_{ticket['current_seq']}").set_value(edited).run()
     assert "stored with the review when you press Accept" in texts(at)
     at.button[[b.label for b in at.button].index("Accept")].click().run()
     assert not at.exception
@@ -193,6 +193,25 @@ def test_a_press_on_a_ticket_that_changed_meanwhile_sends_nothing(api: LiveApi, 
         seq += 1
     at.button[[b.label for b in at.button].index("Accept")].click().run()  # pressed on the page drawn after the last review
     assert "Accepted" in texts(at)
+
+
+def test_the_answer_box_follows_the_revision_in_force(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A draft the lead never touched is not sent back as their edit once the ticket moved on: after another lead's
+    accept with their own answer, the box shows that answer, and an Accept keeps it."""
+    with api.http("bot") as bot:
+        ticket = bot.post("/v1/tickets", json={"subject": "Cancel", "body": "How do I cancel my subscription plan?", "channel": "email"}).json()
+    assert ticket["current"]["classification"]["draft"], "this test needs a ticket the agent drafted an answer for"
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead", "ui-slow-lead")), "views/ticket.py", id=ticket["id"])
+    answer = {"text": "Sent by the other lead.", "citations": []}
+    with api.http() as other_lead:
+        assert other_lead.post(f"/v1/tickets/{ticket['id']}/reviews", json={"action": "accept", "revision": 1, "draft": answer}).status_code == 201
+    at.button[[b.label for b in at.button].index("Accept")].click().run()
+    assert "changed while you were looking at it" in texts(at)
+    assert at.text_area[0].value == answer["text"] and "stored with the review when you press Accept" not in texts(at)
+    at.button[[b.label for b in at.button].index("Accept")].click().run()
+    assert "Accepted" in texts(at)
+    with api.http() as http:
+        assert http.get(f"/v1/tickets/{ticket['id']}").json()["current"]["classification"]["draft"]["text"] == answer["text"]
 
 
 def test_an_unknown_ticket_is_a_message(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
