@@ -86,6 +86,18 @@ def _detail(response: httpx.Response) -> str:
     return str(body)[:300]
 
 
+def key_problem(key: str | None) -> str | None:
+    """Why `key` cannot go in an HTTP header, or None: a character outside printable ASCII (a curly quote or an
+    ellipsis picked up while copying) made httpx raise, a traceback on every page, instead of a message."""
+    for position, char in enumerate(key or "", start=1):
+        if not (char.isascii() and char.isprintable()):
+            return (
+                f"The API key has a character no key has (U+{ord(char):04X} at position {position}); "
+                "paste it again exactly as `triage keys create` printed it."
+            )
+    return None
+
+
 class TriageClient:
     """Synchronous client; one per Streamlit session (httpx keeps the connection alive between reruns)."""
 
@@ -98,8 +110,9 @@ class TriageClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.api_key = api_key or None
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.api_key = (api_key or "").strip() or None  # a key pasted with the spaces around it
+        self._key_problem = key_problem(self.api_key)
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key and not self._key_problem else {}
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
 
     def close(self) -> None:
@@ -116,6 +129,8 @@ class TriageClient:
         json: Any = None,
         timeout: float | None = None,
     ) -> Any:
+        if self._key_problem:
+            raise ApiAuthError(self._key_problem, hint=KEY_HINT)
         clean = {k: v for k, v in (params or {}).items() if v not in (None, "", [], ())}
         try:
             response = self._http.request(
