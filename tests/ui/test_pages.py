@@ -383,7 +383,7 @@ def test_an_admin_dry_runs_then_commits_a_taxonomy_migration(api: LiveApi, monke
             at.button(key="tax_migrate_commit").click().run(timeout=600)
             assert not at.exception, [e.value for e in at.exception]
             assert f"{dry['changed']} changed" in texts(at)
-            assert "Last migration job: dry run default@" in texts(at)  # read before the commit started
+            assert "Last migration job: commit default@" in texts(at)
             after = {t["id"]: t["revisions"] for t in http.get("/v1/tickets", params={"limit": 200}).json()["items"]}
             assert sum(after[i] - before[i] for i in before) == dry["changed"]
             # both ran as background jobs, followed by the page to the end
@@ -394,3 +394,24 @@ def test_an_admin_dry_runs_then_commits_a_taxonomy_migration(api: LiveApi, monke
             for ticket_id in moved[:3]:
                 last = http.get(f"/v1/tickets/{ticket_id}/revisions").json()[-1]
                 assert last["reason"] == "taxonomy_migration" and last["actor"] == "system:taxonomy-migration"
+
+
+def test_a_dry_run_after_a_commit_shows_its_own_numbers(api: LiveApi, monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> None:  # noqa: ANN001
+    """After a commit, the page kept showing the commit's report whatever dry run followed, and offered to commit
+    again: a new dry run now shows its own numbers (nothing left to move), and a commit needs a dry run first."""
+    import shutil
+
+    from evals.migration_demo import write_v2
+
+    root = tmp_path_factory.mktemp("ui-migration-again")
+    shutil.copytree(api.data_dir, root / "data")
+    with serving(root / "data", TRIAGE_TAXONOMY_PATH=str(write_v2(root / "v2.yaml"))) as live:
+        at = run_page(app_test(monkeypatch, live.url, live.key("admin")), "views/taxonomy.py")
+        at.button(key="tax_migrate_dry").click().run(timeout=600)
+        at.button(key="tax_migrate_commit").click().run(timeout=600)
+        assert "Committed: default@" in texts(at) and at.button(key="tax_migrate_commit").disabled
+        at.button(key="tax_migrate_dry").click().run(timeout=600)
+        assert not at.exception, [e.value for e in at.exception]
+        shown = texts(at)
+        assert "Dry run: default@" in shown and "Committed: default@" not in shown
+        assert " 0 would change" in shown and not at.button(key="tax_migrate_commit").disabled
