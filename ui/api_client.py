@@ -8,6 +8,7 @@ request the API refused as invalid (`ApiRejected`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -17,16 +18,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent.contracts import Classification
 
 ReviewAction = Literal["accept", "edit", "reject"]
+MAX_BUSY_WAIT_S = 30.0  # a longer Retry-After is waited for this long, then tried again anyway
 KEY_HINT = "Set TRIAGE_API_KEY (or paste a key in the sidebar); create one with `triage keys create --scope lead --name NAME`."
 
 
 class ApiError(Exception):
     """A call to the API that did not give an answer; `str(err)` says what happened, `hint` what to do."""
 
-    def __init__(self, message: str, *, status: int | None = None, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, hint: str | None = None, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.hint = hint
+        self.retry_after_s = retry_after_s  # a 503's Retry-After: the API was busy, not wrong
 
 
 class ApiUnreachable(ApiError):
@@ -174,10 +177,12 @@ class TriageClient:
             raise ApiNotFound(f"Not found: {method} {path} ({detail}).", status=status, hint="Check the ticket id, or go back to the queue.")
         if status < 500:
             raise ApiRejected(f"The triage API refused {method} {path} ({status}): {detail}", status=status)
+        retry = response.headers.get("Retry-After", "")
         raise ApiError(
             f"The triage API failed on {method} {path} ({status}): {detail}",
             status=status,
             hint="See the API's log; the request itself may be fine to retry.",
+            retry_after_s=float(retry) if status == 503 and retry.isdigit() else None,
         )
 
     # ------------------------------------------------------------ endpoints
@@ -185,9 +190,18 @@ class TriageClient:
     def health(self) -> Health:
         return Health.model_validate(self._request("GET", "/healthz"))
 
-    def classify(self, ticket: Mapping[str, Any], *, timeout: float | None = 120.0) -> Classification:
-        """Stateless classification (`POST /v1/classify`): nothing is stored."""
-        return Classification.model_validate(self._request("POST", "/v1/classify", json=dict(ticket), timeout=timeout))
+    def classify(self, ticket: Mapping[str, Any], *, timeout: float | None = 120.0, busy_retries: int = 0) -> Classification:
+        """Stateless classification (`POST /v1/classify`): nothing is stored, so a 503 of a busy worker pool is
+        tried again after its Retry-After, up to `busy_retries` times (a batch would otherwise fail the rows that
+        met a busy moment, with no way to send only those again)."""
+        for attempt in range(busy_retries + 1):
+            try:
+                return Classification.model_validate(self._request("POST", "/v1/classify", json=dict(ticket), timeout=timeout))
+            except ApiError as err:
+                if err.retry_after_s is None or attempt == busy_retries:
+                    raise
+                time.sleep(min(err.retry_after_s, MAX_BUSY_WAIT_S))
+        raise AssertionError("unreachable")
 
     def review_queue(
         self,
