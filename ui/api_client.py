@@ -8,6 +8,7 @@ request the API refused as invalid (`ApiRejected`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -17,16 +18,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent.contracts import Classification
 
 ReviewAction = Literal["accept", "edit", "reject"]
+MAX_BUSY_WAIT_S = 30.0  # a longer Retry-After is waited for this long, then tried again anyway
 KEY_HINT = "Set TRIAGE_API_KEY (or paste a key in the sidebar); create one with `triage keys create --scope lead --name NAME`."
 
 
 class ApiError(Exception):
     """A call to the API that did not give an answer; `str(err)` says what happened, `hint` what to do."""
 
-    def __init__(self, message: str, *, status: int | None = None, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, hint: str | None = None, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.hint = hint
+        self.retry_after_s = retry_after_s  # a 503's Retry-After: the API was busy, not wrong
 
 
 class ApiUnreachable(ApiError):
@@ -86,6 +89,18 @@ def _detail(response: httpx.Response) -> str:
     return str(body)[:300]
 
 
+def key_problem(key: str | None) -> str | None:
+    """Why `key` cannot go in an HTTP header, or None: a character outside printable ASCII (a curly quote or an
+    ellipsis picked up while copying) made httpx raise, a traceback on every page, instead of a message."""
+    for position, char in enumerate(key or "", start=1):
+        if not (char.isascii() and char.isprintable()):
+            return (
+                f"The API key has a character no key has (U+{ord(char):04X} at position {position}); "
+                "paste it again exactly as `triage keys create` printed it."
+            )
+    return None
+
+
 class TriageClient:
     """Synchronous client; one per Streamlit session (httpx keeps the connection alive between reruns)."""
 
@@ -98,8 +113,9 @@ class TriageClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.api_key = api_key or None
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.api_key = (api_key or "").strip() or None  # a key pasted with the spaces around it
+        self._key_problem = key_problem(self.api_key)
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key and not self._key_problem else {}
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
 
     def close(self) -> None:
@@ -116,6 +132,8 @@ class TriageClient:
         json: Any = None,
         timeout: float | None = None,
     ) -> Any:
+        if self._key_problem:
+            raise ApiAuthError(self._key_problem, hint=KEY_HINT)
         clean = {k: v for k, v in (params or {}).items() if v not in (None, "", [], ())}
         try:
             response = self._http.request(
@@ -159,10 +177,12 @@ class TriageClient:
             raise ApiNotFound(f"Not found: {method} {path} ({detail}).", status=status, hint="Check the ticket id, or go back to the queue.")
         if status < 500:
             raise ApiRejected(f"The triage API refused {method} {path} ({status}): {detail}", status=status)
+        retry = response.headers.get("Retry-After", "")
         raise ApiError(
             f"The triage API failed on {method} {path} ({status}): {detail}",
             status=status,
             hint="See the API's log; the request itself may be fine to retry.",
+            retry_after_s=float(retry) if status == 503 and retry.isdigit() else None,
         )
 
     # ------------------------------------------------------------ endpoints
@@ -170,9 +190,18 @@ class TriageClient:
     def health(self) -> Health:
         return Health.model_validate(self._request("GET", "/healthz"))
 
-    def classify(self, ticket: Mapping[str, Any], *, timeout: float | None = 120.0) -> Classification:
-        """Stateless classification (`POST /v1/classify`): nothing is stored."""
-        return Classification.model_validate(self._request("POST", "/v1/classify", json=dict(ticket), timeout=timeout))
+    def classify(self, ticket: Mapping[str, Any], *, timeout: float | None = 120.0, busy_retries: int = 0) -> Classification:
+        """Stateless classification (`POST /v1/classify`): nothing is stored, so a 503 of a busy worker pool is
+        tried again after its Retry-After, up to `busy_retries` times (a batch would otherwise fail the rows that
+        met a busy moment, with no way to send only those again)."""
+        for attempt in range(busy_retries + 1):
+            try:
+                return Classification.model_validate(self._request("POST", "/v1/classify", json=dict(ticket), timeout=timeout))
+            except ApiError as err:
+                if err.retry_after_s is None or attempt == busy_retries:
+                    raise
+                time.sleep(min(err.retry_after_s, MAX_BUSY_WAIT_S))
+        raise AssertionError("unreachable")
 
     def review_queue(
         self,

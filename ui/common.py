@@ -32,10 +32,11 @@ def settings() -> UiSettings:
 def client() -> TriageClient:
     """The session's client, rebuilt when the URL or key changes."""
     cfg = settings()
-    key = st.session_state.get("api_key_override") or cfg.resolved_api_key
+    # a key is pasted or kept in a file with spaces around it; with them it is not the key
+    key = (st.session_state.get("api_key_override") or "").strip() or (cfg.resolved_api_key or "").strip() or None
     wanted = (cfg.api_url, key)
     current: TriageClient | None = st.session_state.get("api_client")
-    if current is None or (current.base_url, current.api_key) != (cfg.api_url.rstrip("/"), key or None):
+    if current is None or (current.base_url, current.api_key) != (cfg.api_url.rstrip("/"), key):
         if current is not None:
             current.close()
         current = TriageClient(*wanted, timeout=cfg.api_timeout_s)

@@ -96,3 +96,18 @@ def test_a_degraded_api_is_explained_in_the_sidebar(monkeypatch: pytest.MonkeyPa
     assert "embedded LLM: exited with code -9; it is being started again" in shown
     assert "LLM skipped for 12 s after failures (Connection error.)" in shown
 
+
+
+def test_a_key_pasted_with_spaces_or_a_stray_character_is_read_or_explained(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key copied with the space after it read as "Cannot reach the triage API" (with the key on the page), and
+    one with a curly quote picked up while copying was a traceback; now the spaces are dropped and the character
+    is named."""
+    at = run_page(app_test(monkeypatch, api.url, None))
+    at.sidebar.text_input(key="api_key_override").set_value(f" {api.key('lead')} ").run()
+    assert not at.exception and not at.error and at.metric
+    at.sidebar.text_input(key="api_key_override").set_value(api.key("lead") + "\u2019").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [e.value for e in at.error] == [
+        "The API key has a character no key has (U+2019 at position 48); paste it again exactly as `triage keys create` printed it."
+    ]
+    assert api.key("lead") not in texts(at)

@@ -112,7 +112,7 @@ def test_an_edited_answer_is_stored_with_the_accept(api: LiveApi, monkeypatch: p
     )
     at = run_page(app_test(monkeypatch, api.url, api.key("lead")), "views/ticket.py", id=ticket["id"])
     edited = "Thanks for writing. " + ticket["current"]["classification"]["draft"]["text"]
-    at.text_area(key=f"draft_{ticket['id']}").set_value(edited).run()
+    at.text_area(key=f"draft_{ticket['id']}_{ticket['current_seq']}").set_value(edited).run()
     assert "stored with the review when you press Accept" in texts(at)
     at.button[[b.label for b in at.button].index("Accept")].click().run()
     assert not at.exception
@@ -193,6 +193,25 @@ def test_a_press_on_a_ticket_that_changed_meanwhile_sends_nothing(api: LiveApi, 
         seq += 1
     at.button[[b.label for b in at.button].index("Accept")].click().run()  # pressed on the page drawn after the last review
     assert "Accepted" in texts(at)
+
+
+def test_the_answer_box_follows_the_revision_in_force(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A draft the lead never touched is not sent back as their edit once the ticket moved on: after another lead's
+    accept with their own answer, the box shows that answer, and an Accept keeps it."""
+    with api.http("bot") as bot:
+        ticket = bot.post("/v1/tickets", json={"subject": "Cancel", "body": "How do I cancel my subscription plan?", "channel": "email"}).json()
+    assert ticket["current"]["classification"]["draft"], "this test needs a ticket the agent drafted an answer for"
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead", "ui-slow-lead")), "views/ticket.py", id=ticket["id"])
+    answer = {"text": "Sent by the other lead.", "citations": []}
+    with api.http() as other_lead:
+        assert other_lead.post(f"/v1/tickets/{ticket['id']}/reviews", json={"action": "accept", "revision": 1, "draft": answer}).status_code == 201
+    at.button[[b.label for b in at.button].index("Accept")].click().run()
+    assert "changed while you were looking at it" in texts(at)
+    assert at.text_area[0].value == answer["text"] and "stored with the review when you press Accept" not in texts(at)
+    at.button[[b.label for b in at.button].index("Accept")].click().run()
+    assert "Accepted" in texts(at)
+    with api.http() as http:
+        assert http.get(f"/v1/tickets/{ticket['id']}").json()["current"]["classification"]["draft"]["text"] == answer["text"]
 
 
 def test_an_unknown_ticket_is_a_message(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -364,7 +383,7 @@ def test_an_admin_dry_runs_then_commits_a_taxonomy_migration(api: LiveApi, monke
             at.button(key="tax_migrate_commit").click().run(timeout=600)
             assert not at.exception, [e.value for e in at.exception]
             assert f"{dry['changed']} changed" in texts(at)
-            assert "Last migration job: dry run default@" in texts(at)  # read before the commit started
+            assert "Last migration job: commit default@" in texts(at)
             after = {t["id"]: t["revisions"] for t in http.get("/v1/tickets", params={"limit": 200}).json()["items"]}
             assert sum(after[i] - before[i] for i in before) == dry["changed"]
             # both ran as background jobs, followed by the page to the end
@@ -375,3 +394,24 @@ def test_an_admin_dry_runs_then_commits_a_taxonomy_migration(api: LiveApi, monke
             for ticket_id in moved[:3]:
                 last = http.get(f"/v1/tickets/{ticket_id}/revisions").json()[-1]
                 assert last["reason"] == "taxonomy_migration" and last["actor"] == "system:taxonomy-migration"
+
+
+def test_a_dry_run_after_a_commit_shows_its_own_numbers(api: LiveApi, monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> None:  # noqa: ANN001
+    """After a commit, the page kept showing the commit's report whatever dry run followed, and offered to commit
+    again: a new dry run now shows its own numbers (nothing left to move), and a commit needs a dry run first."""
+    import shutil
+
+    from evals.migration_demo import write_v2
+
+    root = tmp_path_factory.mktemp("ui-migration-again")
+    shutil.copytree(api.data_dir, root / "data")
+    with serving(root / "data", TRIAGE_TAXONOMY_PATH=str(write_v2(root / "v2.yaml"))) as live:
+        at = run_page(app_test(monkeypatch, live.url, live.key("admin")), "views/taxonomy.py")
+        at.button(key="tax_migrate_dry").click().run(timeout=600)
+        at.button(key="tax_migrate_commit").click().run(timeout=600)
+        assert "Committed: default@" in texts(at) and at.button(key="tax_migrate_commit").disabled
+        at.button(key="tax_migrate_dry").click().run(timeout=600)
+        assert not at.exception, [e.value for e in at.exception]
+        shown = texts(at)
+        assert "Dry run: default@" in shown and "Committed: default@" not in shown
+        assert " 0 would change" in shown and not at.button(key="tax_migrate_commit").disabled

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from ui.api_client import ApiAuthError, ApiNotFound, ApiRejected, ApiUnreachable, TriageClient
+from ui.api_client import ApiAuthError, ApiError, ApiNotFound, ApiRejected, ApiUnreachable, TriageClient
 from ui.batch_io import flat_row, parse_tickets, to_csv
 from ui.evals_data import Report, coverage_precision, per_class_f1, reliability
 from ui.format import (
@@ -299,3 +299,24 @@ def test_a_degraded_api_is_explained_in_the_sidebar_not_shown_as_up() -> None:
     assert notes[1].startswith(escape_md("LLM skipped for 27 s after failures (Connection error.)"))
     assert "classifier head only" in notes[1]
 
+
+
+def test_classify_waits_out_a_busy_api_and_tries_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch row sent while the API's worker pool was full failed for good (503 + Retry-After); it is now sent
+    again after the wait the API asked for, and a 503 without Retry-After (a part down) still fails at once."""
+    answers = [httpx.Response(503, json={"error": "busy", "detail": "retry in 2 s"}, headers={"Retry-After": "2"})] * 2
+    ok = {"labels": {}, "decision": "needs_review", "rationale": "", "evidence": {}, "route": {"team": "t1"}, "model": "m", "taxonomy_version": "t", "latency_ms": 1}
+    sent, waits = [], []
+    monkeypatch.setattr("ui.api_client.time.sleep", waits.append)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return answers.pop(0) if answers else httpx.Response(200, json=ok)
+
+    client = TriageClient("http://api.test", "trg_k", transport=httpx.MockTransport(handler))
+    assert client.classify({"subject": "s", "body": "b"}, busy_retries=3).decision == "needs_review"
+    assert len(sent) == 3 and waits == [2.0, 2.0]
+    down = TriageClient("http://api.test", "trg_k", transport=httpx.MockTransport(lambda r: httpx.Response(503, json={"detail": "store down"})))
+    with pytest.raises(ApiError) as err:
+        down.classify({"subject": "s"}, busy_retries=3)
+    assert err.value.status == 503 and err.value.retry_after_s is None

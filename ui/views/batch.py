@@ -14,6 +14,7 @@ from ui.batch_io import flat_row, parse_tickets, to_csv, to_jsonl
 from ui.common import client, show_error
 
 WORKERS = 2  # the API classifies two at a time by default (TRIAGE_API_WORKERS); more would only queue there
+BUSY_RETRIES = 5  # a row sent while bots keep the API's pool full waits its Retry-After rather than failing
 
 st.title("Batch")
 st.caption(
@@ -53,7 +54,7 @@ def classify_all(batch: list[TicketIn]) -> tuple[list[dict[str, Any] | None], li
     done = 0
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         pending: dict[Future[Any], int] = {
-            pool.submit(api.classify, t.model_dump(exclude_defaults=True)): i for i, t in enumerate(batch)
+            pool.submit(api.classify, t.model_dump(exclude_defaults=True), busy_retries=BUSY_RETRIES): i for i, t in enumerate(batch)
         }
         while pending and fatal is None:
             finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)

@@ -122,7 +122,11 @@ else:
         if job["state"] == "failed":
             st.error(f"The migration job {job['id']} failed: {escape_md(job['error'] or 'no reason given')}", icon=":material/error:")
             return
+        # the page shows the latest run: a dry run after a commit replaces it, and a commit uses up its dry run;
+        # drawn again, so the buttons and the last job above it are those of now, not of before the run
+        st.session_state.pop("tax_dry_run" if job["commit"] else "tax_committed", None)
         st.session_state["tax_committed" if job["commit"] else "tax_dry_run"] = job["report"]
+        st.rerun()
 
     def run_migration(wanted: str) -> None:
         """Start the migration as a background job and follow it: the page shows its progress, and a long history

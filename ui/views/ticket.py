@@ -127,13 +127,19 @@ def render_evidence(evidence: dict[str, Any], cited: set[str], shown: int = 4) -
                         card(item, cited)
 
 
-def render_draft(classification: dict[str, Any], ticket_id: str, known: set[str]) -> None:
+def draft_key(ticket_id: str, seq: int | None) -> str:
+    """The answer box's key, per revision like the label boxes: a box kept across a new revision would show, and
+    send with Accept as the lead's edit, the draft of a revision no longer in force."""
+    return f"draft_{ticket_id}_{seq}"
+
+
+def render_draft(classification: dict[str, Any], ticket_id: str, seq: int | None, known: set[str]) -> None:
     st.subheader("Drafted answer")
     draft = classification.get("draft")
     if not draft:
         st.caption("No draft: no KB article was close enough to ground an answer.")
         return
-    text = st.text_area("Answer (edit before sending)", value=draft["text"], height=200, key=f"draft_{ticket_id}")
+    text = st.text_area("Answer (edit before sending)", value=draft["text"], height=200, key=draft_key(ticket_id, seq))
     citations = draft.get("citations") or []
     if citations:
         st.markdown("Cites: " + ", ".join(link_citations(f"[{c}]", known) for c in citations))
@@ -186,7 +192,7 @@ def render_review(ticket: dict[str, Any], current: dict[str, Any] | None, tax: d
             icon=":material/sync_problem:",
         )
     elif accepted:
-        send(ticket["id"], action, labels, comment, seq, draft=edited_draft(classification, ticket["id"]))
+        send(ticket["id"], action, labels, comment, seq, draft=edited_draft(classification, ticket["id"], seq))
     elif rejected:
         if not comment.strip():
             st.warning("Say why in the comment before rejecting: the comment is kept in the timeline.", icon=":material/edit_note:")
@@ -194,10 +200,10 @@ def render_review(ticket: dict[str, Any], current: dict[str, Any] | None, tax: d
             send(ticket["id"], "reject", None, comment, seq)
 
 
-def edited_draft(classification: dict[str, Any], ticket_id: str) -> dict[str, Any] | None:
+def edited_draft(classification: dict[str, Any], ticket_id: str, seq: int | None) -> dict[str, Any] | None:
     """The answer as the lead edited it above, to store with the review; None when it was left as drafted."""
     draft = classification.get("draft") or {}
-    text = st.session_state.get(f"draft_{ticket_id}")
+    text = st.session_state.get(draft_key(ticket_id, seq))
     if not draft or not text or not text.strip() or text == draft.get("text"):
         return None
     return {"text": text, "citations": draft.get("citations") or []}
@@ -264,7 +270,7 @@ with left:
     if classification:
         st.subheader("Rationale")
         st.markdown(link_citations(classification.get("rationale", ""), known))
-        render_draft(classification, ticket["id"], known)
+        render_draft(classification, ticket["id"], ticket.get("current_seq"), known)
 with right:
     if classification:
         names = {axis: label_names(tax, axis) for axis in AXES}
