@@ -43,7 +43,12 @@ m[1].metric("Auto-applied", f"{totals['auto_apply'] / decided:.0%}", help=f"{tot
 m[2].metric("Suggested", f"{totals['suggest'] / decided:.0%}", help=f"{totals['suggest']} tickets")
 m[3].metric("Sent to review", f"{totals['needs_review'] / decided:.0%}", help=f"{totals['needs_review']} tickets")
 m[4].metric("Reviewed by a lead", totals["reviewed"])
-m[5].metric("Waiting for a lead", stats["pending"]["n"], help=f"median wait {duration(stats['pending']['p50_wait_s'])}")
+m[5].metric(
+    "Waiting for a lead",
+    stats["pending"]["n"],
+    help=f"Tickets no lead has decided yet, median wait {duration(stats['pending']['p50_wait_s'])}. The review queue "
+    "also holds tickets a reject sent back (decided once, so not counted here).",
+)
 
 periods, volume = volume_rows(stats["volumes"], stats["bucket"])
 st.subheader(f"Volume per {stats['bucket']}")
