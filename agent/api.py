@@ -146,8 +146,11 @@ class TaxonomyVersionView(BaseModel):
     created_at: datetime
 
 
-def part_checks(service: TriageService, records: Records | None) -> tuple[dict[str, int], list[str]]:
-    """The store's counts and a line per part that cannot be read (the vector store, the records database)."""
+def part_checks(
+    service: TriageService, records: Records | None, llm: dict[str, object] | None
+) -> tuple[dict[str, int], list[str]]:
+    """The store's counts and a line per part that is down: the vector store, the records database (each asked
+    now), the embedded LLM's process (`llm`, the client's health, says whether its supervisor is restarting it)."""
     problems: list[str] = []
     try:
         store = service.store.counts()
@@ -160,6 +163,9 @@ def part_checks(service: TriageService, records: Records | None) -> tuple[dict[s
                 session.execute(text("SELECT 1"))
         except Exception as exc:  # noqa: BLE001 - a server down, a file gone: the records cannot answer
             problems.append(f"records database: {_first_line(exc)}")
+    server = llm.get("server") if llm else None
+    if isinstance(server, dict) and not server["running"]:
+        problems.append(f"embedded LLM: {server['last_exit'] or 'not running'}; it is being started again")
     return store, problems
 
 
@@ -216,10 +222,7 @@ def create_app(
         down while the LLM is fine), the LLM's breaker says what requests have seen. Always 200: the body says."""
         svc: TriageService = request.app.state.service
         llm = svc.llm.health() if svc.llm is not None else None
-        store, problems = part_checks(svc, getattr(request.app.state, "records", None))
-        server = llm.get("server") if llm else None
-        if isinstance(server, dict) and not server["running"]:  # the embedded LLM died: its supervisor restarts it
-            problems.append(f"embedded LLM: {server['last_exit'] or 'not running'}; it is being started again")
+        store, problems = part_checks(svc, getattr(request.app.state, "records", None), llm)
         return Health(
             status="degraded" if problems or (llm and llm["state"] == "open") else "ok",
             version=__version__,

@@ -351,7 +351,6 @@ def retry_after_s(exc: BaseException | None) -> float | None:
             return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
     except (ValueError, TypeError, OverflowError):
         return None
-    return None
 
 
 def _completion(response: object) -> ChatCompletion:

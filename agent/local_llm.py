@@ -101,14 +101,15 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL after 10 s: a child that ignores the polite ask must still not outlive its parent."""
+def stop_process(process: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after `grace_s` (and half as long for it to die): a child that ignores the polite ask
+    must still not outlive its parent."""
     process.terminate()
     try:
-        process.wait(timeout=10)
+        process.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
         process.kill()
-        process.wait(timeout=5)
+        process.wait(timeout=grace_s / 2)
 
 
 class LocalLLMServer:

@@ -23,7 +23,7 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from agent.local_llm import ServerExited, free_port, wait_until_ok
+from agent.local_llm import ServerExited, free_port, stop_process, wait_until_ok
 from agent.settings import REPO_ROOT
 from tests.integration.conftest import TRIAGE, cli_env
 from tests.records_support import copy_seeded
@@ -57,12 +57,8 @@ def wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout: fl
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
+    """A test server: more grace than the app gives its children, as a shared CI machine is slow to tear down."""
+    stop_process(process, grace_s=20)
 
 
 @pytest.fixture(scope="session")
