@@ -229,6 +229,19 @@ class TriageClient:
     def create_ticket(self, ticket: Mapping[str, Any], *, timeout: float | None = 120.0) -> dict[str, Any]:
         return self._request("POST", "/v1/tickets", json=dict(ticket), timeout=timeout)
 
+    def escalate(self, ticket_id: str, *, tier: str | None = None, note: str | None = None, timeout: float | None = 120.0) -> dict[str, Any]:
+        """Raise the tier (to `tier`, else one step) and re-run the agent on the thread (reason `escalation`)."""
+        body = {k: v for k, v in (("tier", tier), ("note", note)) if v}
+        return self._request("POST", f"/v1/tickets/{ticket_id}/escalations", json=body, timeout=timeout)
+
+    def add_message(self, ticket_id: str, text: str, *, author: str = "customer", timeout: float | None = 120.0) -> dict[str, Any]:
+        """Append a message to the thread; the agent re-classifies it (reason `new_message`), a lead's labels stay."""
+        return self._request("POST", f"/v1/tickets/{ticket_id}/messages", json={"author": author, "text": text}, timeout=timeout)
+
+    def reclassify(self, ticket_id: str, *, timeout: float | None = 120.0) -> dict[str, Any]:
+        """Re-run the agent on the thread as it is (reason `reclassify`), e.g. after the store or model changed."""
+        return self._request("POST", f"/v1/tickets/{ticket_id}/reclassifications", timeout=timeout)
+
     def review(
         self,
         ticket_id: str,

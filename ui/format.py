@@ -166,6 +166,14 @@ def label_changes(before: Mapping[str, str] | None, after: Mapping[str, str] | N
     ]
 
 
+def tiers_above(tier_ids: Sequence[str], current: str | None) -> list[str]:
+    """The tiers an escalation may move to: those ranked above `current` (a tier's rank is its place in the
+    taxonomy's list), every tier when none is in force or the current one left the taxonomy."""
+    if current not in tier_ids:
+        return list(tier_ids)
+    return list(tier_ids[tier_ids.index(current) + 1 :])
+
+
 def timeline(revisions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The revision history, newest first, as who / when / what changed / why rows."""
     rows, in_force = [], None  # in_force: the labels in force before each revision

@@ -214,6 +214,51 @@ def test_the_answer_box_follows_the_revision_in_force(api: LiveApi, monkeypatch:
         assert http.get(f"/v1/tickets/{ticket['id']}").json()["current"]["classification"]["draft"]["text"] == answer["text"]
 
 
+def test_a_lead_escalates_adds_a_message_and_re_runs_the_agent_from_the_ticket(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ticket evolves: the lead escalates it from L1 to L3 with a note, adds the customer's phone reply, and runs
+    the agent again; each is a new revision in the timeline and none overwrites one."""
+    with api.http("bot") as bot:
+        ticket = bot.post("/v1/tickets", json={"subject": "Login", "body": "I cannot log in to the portal since this morning.", "channel": "email"}).json()
+    with api.http() as lead:
+        edit = {"action": "edit", "labels": {"tier": "L1"}, "revision": ticket["current_seq"]}
+        assert lead.post(f"/v1/tickets/{ticket['id']}/reviews", json=edit).status_code == 201
+    seq = ticket["current_seq"] + 1
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead", "ui-escalating-lead")), "views/ticket.py", id=ticket["id"])
+    button = lambda label: at.button[[b.label for b in at.button].index(label)]  # noqa: E731
+    target = at.selectbox(key=f"escalate_tier_{ticket['id']}_{seq}")
+    assert [o.rsplit("(", 1)[1].rstrip(")") for o in target.options] == ["L2", "L3"]  # never the tier it has, or lower
+    target.set_value("L3").run()
+    at.text_input(key=f"escalate_note_{ticket['id']}_{seq}").set_value("the whole office is locked out").run()
+    button("Escalate").click().run()
+    assert not at.exception
+    assert "Escalated to L3" in texts(at) and "the whole office is locked out" in texts(at)
+    with api.http() as http:
+        revisions = http.get(f"/v1/tickets/{ticket['id']}/revisions").json()
+    assert [r["reason"] for r in revisions[-2:]] == ["human_review", "escalation"]
+    assert revisions[-1]["labels"]["tier"] == "L3" and revisions[-2]["labels"]["tier"] == "L1"
+    seq = revisions[-1]["seq"]
+    assert any("Already at the top tier (L3)" in c.value for c in at.caption)
+
+    button("Add the message").click().run()
+    assert "Write the message first." in texts(at)
+    at.radio(key=f"message_author_{ticket['id']}").set_value("agent").run()
+    at.text_area(key=f"message_text_{ticket['id']}_{seq}").set_value("Customer called: the VPN token expired too.").run()
+    button("Add the message").click().run()
+    assert not at.exception and "Message added" in texts(at)
+    with api.http() as http:
+        after = http.get(f"/v1/tickets/{ticket['id']}").json()
+    assert [(m["author"], m["text"]) for m in after["messages"]] == [("agent", "Customer called: the VPN token expired too.")]
+    assert "Customer called: the VPN token expired too." in texts(at)
+
+    button("Re-run the agent").click().run()
+    assert not at.exception and "Re-classified" in texts(at)
+    with api.http() as http:
+        revisions = http.get(f"/v1/tickets/{ticket['id']}/revisions").json()
+    assert [r["reason"] for r in revisions[-3:]] == ["escalation", "new_message", "reclassify"]
+    assert revisions[-1]["labels"]["tier"] == "L3"  # an agent re-run never lowers an escalated tier
+    assert [r["seq"] for r in revisions] == list(range(1, len(revisions) + 1))
+
+
 def test_an_unknown_ticket_is_a_message(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
     at = run_page(app_test(monkeypatch, api.url, api.key("lead")), "views/ticket.py", id="tk_does_not_exist")
     assert "There is no ticket" in texts(at) and not at.error

@@ -20,6 +20,7 @@ from ui.format import (
     label_changes,
     link_citations,
     review_request,
+    tiers_above,
     timeline,
     within_age,
 )
@@ -320,3 +321,11 @@ def test_classify_waits_out_a_busy_api_and_tries_again(monkeypatch: pytest.Monke
     with pytest.raises(ApiError) as err:
         down.classify({"subject": "s"}, busy_retries=3)
     assert err.value.status == 503 and err.value.retry_after_s is None
+
+
+def test_an_escalation_offers_only_the_tiers_above_the_current_one() -> None:
+    tiers = ["L1", "L2", "L3"]
+    assert tiers_above(tiers, "L1") == ["L2", "L3"]
+    assert tiers_above(tiers, "L3") == []
+    assert tiers_above(tiers, None) == tiers  # every labelled revision rejected: any tier
+    assert tiers_above(tiers, "L0") == tiers  # a tier the taxonomy no longer has

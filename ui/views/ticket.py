@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
@@ -19,6 +20,7 @@ from ui.format import (
     label_changes,
     link_citations,
     review_request,
+    tiers_above,
     timeline,
 )
 
@@ -223,6 +225,56 @@ def send(
     st.rerun()
 
 
+def render_actions(ticket: dict[str, Any], current: dict[str, Any] | None, tax: dict[str, Any]) -> None:
+    """What a lead does when the ticket itself moves on (a simple query that turns into an incident, a reply that
+    came by phone): escalate it, add the message, or run the agent again. Each writes a new revision; none
+    overwrites one, and a lead's labels stay (the agent's differing view is shown as its suggestion)."""
+    ticket_id, seq = ticket["id"], ticket.get("current_seq")
+    labels = ((current or {}).get("classification") or {}).get("labels") or {}
+    current_tier = (labels.get("tier") or {}).get("label")
+    with st.expander("Escalate, add a message, or re-run the agent", icon=":material/trending_up:"):
+        st.markdown("**Escalate**")
+        targets = tiers_above(label_ids(tax, "tier"), current_tier)
+        names = label_names(tax, "tier")
+        if not targets:
+            st.caption(f"Already at the top tier ({escape_md(current_tier or '')}): add a message or re-run the agent instead.")
+        else:
+            target = st.selectbox(
+                "Escalate to", targets, index=0, key=f"escalate_tier_{ticket_id}_{seq}", format_func=lambda v: f"{names.get(v, v)} ({v})"
+            )
+            note = st.text_input("Why (kept with the revision)", max_chars=4000, key=f"escalate_note_{ticket_id}_{seq}")
+            if st.button("Escalate", icon=":material/trending_up:", key=f"escalate_{ticket_id}"):
+                act(lambda: client().escalate(ticket_id, tier=target, note=note.strip() or None), f"Escalated to {target}")
+        st.divider()
+        st.markdown("**Add a message**")
+        author = st.radio("From", ["customer", "agent"], horizontal=True, key=f"message_author_{ticket_id}")
+        text = st.text_area(
+            "Message", max_chars=100_000, key=f"message_text_{ticket_id}_{seq}",
+            placeholder="What the customer wrote back, or what was said on the phone",
+        )
+        if st.button("Add the message", icon=":material/add_comment:", key=f"message_{ticket_id}"):
+            if not text.strip():
+                st.warning("Write the message first.", icon=":material/edit_note:")
+            else:
+                act(lambda: client().add_message(ticket_id, text, author=author), "Message added and the ticket re-classified")
+        st.divider()
+        st.caption("Run the agent again on the thread as it is, e.g. after the knowledge base, the model or the store changed.")
+        if st.button("Re-run the agent", icon=":material/refresh:", key=f"reclassify_{ticket_id}"):
+            act(lambda: client().reclassify(ticket_id), "Re-classified")
+
+
+def act(call: Callable[[], Any], done: str) -> None:
+    """Send one ticket action; on success say so after the page is drawn again with the new revision."""
+    try:
+        with st.spinner("The agent is classifying the thread…"):
+            call()
+    except ApiError as err:
+        show_error(err)
+        return
+    st.session_state["review_done"] = done
+    st.rerun()
+
+
 def render_timeline(revisions: list[dict[str, Any]]) -> None:
     st.subheader("Revision timeline")
     for row in timeline(revisions):
@@ -278,6 +330,7 @@ with right:
     else:
         st.info("No labels in force: every labelled revision was rejected. Set the labels below.")
     render_review(ticket, current, tax)
+    render_actions(ticket, current, tax)
 
 if classification:
     render_evidence(evidence, cited)
