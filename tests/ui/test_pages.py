@@ -100,6 +100,9 @@ def test_the_ticket_shows_labels_rationale_evidence_and_draft(api: LiveApi, monk
         assert f"(#{anchor(evidence_id)})" in page and f"id='{anchor(evidence_id)}'" in anchors
     assert "Similar past tickets" in page and "KB articles" in page and ":orange-badge[cited]" in page
     assert at.text_area[0].value == classification["draft"]["text"]
+    # the boxes take no more than the API does (a longer answer or comment came back as a 422 after it was written)
+    assert at.text_area[0].proto.max_chars == 20_000
+    assert at.text_input(key=f"review_comment_{ticket['id']}_{ticket['current_seq']}").proto.max_chars == 4000
     assert [b.label for b in at.download_button] == ["Download the answer"]
     assert "classified the new ticket" in page
 

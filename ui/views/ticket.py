@@ -7,6 +7,7 @@ from typing import Any
 
 import streamlit as st
 
+from agent.contracts import DRAFT_MAX_CHARS
 from ui.api_client import ApiError, ApiNotFound
 from ui.common import PAGES, client, label_ids, label_names, show_error, taxonomy
 from ui.format import (
@@ -141,7 +142,10 @@ def render_draft(classification: dict[str, Any], ticket_id: str, seq: int | None
     if not draft:
         st.caption("No draft: no KB article was close enough to ground an answer.")
         return
-    text = st.text_area("Answer (edit before sending)", value=draft["text"], height=200, key=draft_key(ticket_id, seq))
+    # the API's own limit (a longer answer came back as a 422 after the lead had written it); drafts stay under it
+    text = st.text_area(
+        "Answer (edit before sending)", value=draft["text"][:DRAFT_MAX_CHARS], height=200, max_chars=DRAFT_MAX_CHARS, key=draft_key(ticket_id, seq)
+    )
     citations = draft.get("citations") or []
     if citations:
         st.markdown("Cites: " + ", ".join(link_citations(f"[{c}]", known) for c in citations))
@@ -176,7 +180,7 @@ def render_review(ticket: dict[str, Any], current: dict[str, Any] | None, tax: d
             format_func=lambda v, n=names: f"{n.get(v, v)} ({v})",
         )
     chosen = {axis: label for axis, label in picked.items() if label is not None}
-    comment = st.text_input("Comment (why; required to reject)", key=f"review_comment_{ticket['id']}_{seq}")
+    comment = st.text_input("Comment (why; required to reject)", max_chars=4000, key=f"review_comment_{ticket['id']}_{seq}")
     action, labels = review_request(current_labels, chosen, suggested)
     changes = label_changes(current_labels, chosen)
     if changes:
