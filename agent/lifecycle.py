@@ -49,7 +49,7 @@ from agent.contracts import (
     TicketView,
     has_text,
 )
-from agent.migration import MigrationError, MigrationPlan, choose, pending_plan, plan_migration
+from agent.migration import MigrationError, MigrationPlan, choose, intake_channel, pending_plan, plan_migration
 from agent.nodes.normalize import clean, redact
 from agent.records import (
     MessageRow,
@@ -740,7 +740,8 @@ class Lifecycle(TicketReader):
         """The whole thread to classify, and a warning per part left out to stay under the input limit: the oldest
         messages first, then the end of the body, then the end of the newest message. The stored ticket was taken
         whole, so a follow-up message to a long one (or a limit lowered since) is classified on what fits rather
-        than refused with an advice to send less that the caller cannot follow."""
+        than refused with an advice to send less that the caller cannot follow. An intake channel that the taxonomy
+        in force no longer has is moved as its migration moves it (`intake_channel`), also with a warning."""
         thread = [Message(author=m.author, text=m.text) for m in messages]  # type: ignore[arg-type]
         limit = self.service.settings.max_input_chars
         base = len(row.subject) + len(row.body)
@@ -749,7 +750,9 @@ class Lifecycle(TicketReader):
             thread.pop(0)
             left_out += 1
         warnings = [f"the {left_out} oldest messages were left out to stay under the input limit"] if left_out else []
-        ticket = TicketIn(subject=row.subject, body=row.body, channel=row.channel, messages=thread, ticket_id=row.id)
+        channel, moved = intake_channel(self.taxonomy, row.channel)  # filed under a version that had another id for it
+        warnings += [moved] if moved else []
+        ticket = TicketIn(subject=row.subject, body=row.body, channel=channel, messages=thread, ticket_id=row.id)
         for part in ("body", "newest message"):
             over = len(ticket.full_text()) - limit
             if over <= 0 or (part == "newest message" and not thread):

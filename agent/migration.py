@@ -175,6 +175,26 @@ def pending_plan(taxonomy: Taxonomy, previous: str) -> MigrationPlan:
     return MigrationPlan(previous=previous, target=taxonomy.ref, moves=_moves(taxonomy))
 
 
+def intake_channel(taxonomy: Taxonomy, channel: str | None) -> tuple[str | None, str | None]:
+    """The channel a stored ticket was filed with, as an id of `taxonomy`, and a note when it is no longer one.
+
+    A ticket keeps its intake channel as it came in; once a version renames, merges or retires that channel, the
+    stored id is unknown to the taxonomy in force, and classifying the thread again (a message, an escalation, a
+    migration's re-ask) would be refused as 'unknown channel' for every such ticket, a migration included. It moves
+    as the taxonomy's `migration:` moves it; with no single new id (retired without `to`, or gone in an earlier
+    version) it is inferred like a missing channel."""
+    ids = taxonomy.axes["channel"].ids
+    if channel is None or channel in ids:
+        return channel, None
+    same = [i for i in ids if i.casefold() == channel.casefold()]
+    if len(same) == 1:
+        return same[0], None
+    moved = MigrationPlan(previous="", target=taxonomy.ref, moves=_moves(taxonomy)).move("channel", channel)
+    if moved in ids:
+        return moved, f"intake channel {channel} is {moved} in {taxonomy.ref}"
+    return None, f"intake channel {channel} is not a channel of {taxonomy.ref}: the channel was inferred"
+
+
 @dataclass(frozen=True)
 class Stranded:
     """Current labels of stored tickets that `taxonomy` lacks and no step of its `migration:` moves."""

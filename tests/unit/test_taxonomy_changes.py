@@ -1,0 +1,94 @@
+"""What a support lead's taxonomy change does to the stored tickets, with the real app, a proposal-mode service
+(hashing embedder, on-disk Chroma) and SQLite records: tickets are filed under default.yaml, then the API serves a
+next version (tests/integration/ runs the seeded store and PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from agent.api import create_app
+from agent.auth import SCOPES, create_key
+from agent.records import Records
+from agent.service import TriageService
+from agent.settings import Settings
+from agent.store import VectorStore, make_client
+from evals.migration_demo import STEPS, write_v2
+from tests.conftest import ARTICLES, SEED
+from tests.fakes import HashEmbedder
+from tests.records_support import TAXONOMY_PATH, Api
+
+Serve = Callable[[Path], TestClient]
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[tuple[Serve, Records, dict[str, str]]]:
+    """(serve: the app on a taxonomy file, the records, one key per scope), all on one data directory."""
+    records = Records(f"sqlite:///{tmp_path / 'triage.db'}")
+    records.upgrade()
+    keys = {scope: create_key(records, scope=scope, name=f"{scope}-tester")[0] for scope in SCOPES}
+    embedder = HashEmbedder()
+
+    def serve(taxonomy: Path) -> TestClient:
+        settings = Settings(data_dir=tmp_path / "data", taxonomy_path=taxonomy, mode="proposal")
+        store = VectorStore(make_client(path=settings.chroma_dir), embedder)
+        store.upsert_tickets(SEED)
+        store.upsert_articles(ARTICLES)
+        return TestClient(create_app(settings, TriageService(settings, embedder=embedder, store=store), records=records))
+
+    try:
+        yield serve, records, keys
+    finally:
+        records.close()
+
+
+def with_channel_renamed(path: Path, old: str, new: str) -> Path:
+    """The demo's next version (a rename, a merge, a split, a retirement of services) that also renames a channel."""
+    write_v2(path, steps=[*STEPS, {"op": "rename", "axis": "channel", "from": old, "to": new}])
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for label in raw["axes"]["channel"]["labels"]:
+        label["id"] = new if label["id"] == old else label["id"]
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def test_a_renamed_channel_neither_blocks_the_migration_nor_the_tickets_filed_through_it(
+    deployment: tuple[Serve, Records, dict[str, str]], tmp_path: Path
+) -> None:
+    """A ticket keeps the channel it was filed with. After a version renamed that channel (social -> social_media),
+    classifying its thread again sent the old id as intake: the migration's dry run and commit were both a 422
+    'unknown channel social' (re-asking a split ticket filed through it), and so was every message to such a
+    ticket, before and after the migration, with nothing the caller could change. The intake channel now moves as
+    the migration moves it, with a warning."""
+    serve, records, keys = deployment
+    body = {"body": "The desktop app crashes every time I open the export dialog.", "channel": "social"}
+    ids = {}
+    with serve(TAXONOMY_PATH) as client:
+        v1 = Api(client, records, keys)
+        for name in ("migrated", "messaged"):
+            ids[name] = v1.post("/v1/tickets", body).json()["id"]
+            edit = {"action": "edit", "labels": {"service": "technical_support", "tier": "L2"}}  # split by the next version
+            assert v1.post(f"/v1/tickets/{ids[name]}/reviews", edit, scope="lead").status_code == 201
+    with serve(with_channel_renamed(tmp_path / "default-v2.yaml", "social", "social_media")) as client:
+        v2 = Api(client, records, keys)
+        message = v2.post(f"/v1/tickets/{ids['messaged']}/messages", {"text": "Still crashing."})
+        assert message.status_code == 201, message.text
+        current = message.json()["current"]["classification"]
+        assert current["labels"]["channel"]["label"] == "social_media"
+        assert any("intake channel social is social_media" in w for w in current["warnings"]), current["warnings"]
+
+        dry = v2.post("/v1/taxonomy/migration", {}, scope="admin")
+        assert dry.status_code == 200, dry.text
+        assert dry.json()["changed"] == 1 and dry.json()["reasked"] == 1
+        done = v2.post("/v1/taxonomy/migration", {"commit": True}, scope="admin")
+        assert done.status_code == 200 and done.json()["revisions_written"] == 1, done.text
+        migrated = v2.get(f"/v1/tickets/{ids['migrated']}").json()
+        assert migrated["labels"]["channel"] == "social_media" and migrated["channel"] == "social"  # as filed, kept
+        assert migrated["labels"]["service"] in ("software_application", "hardware") and migrated["in_queue"]
+        again = v2.post(f"/v1/tickets/{ids['migrated']}/messages", {"text": "Any news?"})
+        assert again.status_code == 201, again.text
+        assert again.json()["labels"]["channel"] == "social_media"
