@@ -624,7 +624,8 @@ class Lifecycle(TicketReader):
         self, ticket_id: str, seen_seq: int | None, current: Classification, after: dict[str, str],
         chosen: dict[str, AxisLabel], plan: MigrationPlan, ruled: dict[str, str],
     ) -> int:
-        """One `taxonomy_migration` revision, unless the ticket moved on meanwhile (then the next run picks it up)."""
+        """One `taxonomy_migration` revision, unless the ticket moved on meanwhile (then the next run picks it up); the
+        agent's suggestion a lead has yet to accept or reject comes along, moved to the new ids."""
         labels = {axis: chosen.get(axis) or plan.moved_label(axis, held, after[axis]) for axis, held in current.labels.items()}
         decision = Decision.NEEDS_REVIEW if chosen else current.decision
         how = "; ".join(
@@ -640,9 +641,12 @@ class Lifecycle(TicketReader):
             locked = self._lock(session, ticket_id)
             if locked.current_seq != seen_seq:
                 return 0
+            held = session.scalars(self._revision_query(ticket_id, seen_seq)).first()
+            suggested = {axis: AxisLabel.model_validate(s) for axis, s in ((held.suggestion if held else None) or {}).items()}
             revision = self._append(
                 session, locked, reason="taxonomy_migration", actor="system:taxonomy-migration", classification=migrated,
-                suggestion={}, started_at=started, before=flat_labels(current), note=f"{plan.previous} -> {plan.target}: {how}",
+                suggestion=plan.moved_suggestion(suggested, labels), started_at=started, before=flat_labels(current),
+                note=f"{plan.previous} -> {plan.target}: {how}",
             )
             self._set_current(locked, revision, migrated, in_queue=locked.in_queue or bool(chosen))
         return 1

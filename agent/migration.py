@@ -86,6 +86,24 @@ class MigrationPlan:
             update={"label": new, "alternatives": [LabelAlternative(label=k, confidence=v) for k, v in alternatives.items()]}
         )
 
+    def moved_suggestion(self, suggestion: Mapping[str, AxisLabel], labels: Mapping[str, AxisLabel]) -> dict[str, AxisLabel]:
+        """The agent's labels that lost to a human's (a ticket waiting in the queue as `suggest`), in the new ids: a
+        lead's accept takes them, so a migration that dropped them would turn that accept into a keep. A label a
+        step re-asks becomes the agent's best alternative among the step's choices (dropped when it had none); one
+        that now equals the label in force (two merged into one) is no disagreement and is dropped."""
+        moved: dict[str, AxisLabel] = {}
+        for axis, suggested in suggestion.items():
+            new = self.move(axis, suggested.label)
+            if new is not None:
+                label = self.moved_label(axis, suggested, new)
+            else:
+                label = choose(suggested, self.moves[axis][suggested.label].choices)
+                if label.source == "fallback":
+                    continue
+            if axis not in labels or label.label != labels[axis].label:
+                moved[axis] = label
+        return moved
+
     def describe(self, axis: str, old: str, new: str | None = None, ruled: str = "") -> str:
         move = self.moves.get(axis, {}).get(old)
         if move is None:

@@ -211,6 +211,20 @@ def test_a_moved_label_takes_its_alternatives_along_and_none_is_left_outside_the
     assert plan.move("service", "billing_payments") == "billing_payments" and plan.move("service", "technical_support") is None
 
 
+def test_a_suggestion_moves_with_the_labels_and_is_dropped_once_it_agrees(tmp_path: Path) -> None:
+    plan = plan_migration(load_taxonomy(DEFAULT), load_taxonomy(write_v2(tmp_path / "v2.yaml")))
+    held = {"service": AxisLabel(label="infrastructure", confidence=1.0, source="human")}
+    renamed = AxisLabel(label="it_help_desk", confidence=0.8, source="proposal", alternatives=[LabelAlternative(label="cloud", confidence=0.1)])
+    moved = plan.moved_suggestion({"service": renamed}, held)["service"]
+    assert (moved.label, [(a.label, a.confidence) for a in moved.alternatives]) == ("service_desk", [("infrastructure", 0.1)])
+    # network held, cloud suggested: both infrastructure now, so nothing is left to suggest
+    assert plan.moved_suggestion({"service": AxisLabel(label="cloud", confidence=0.8, source="proposal")}, held) == {}
+    # a split label is the agent's best alternative among its targets, or none
+    split = AxisLabel(label="technical_support", confidence=0.8, source="proposal", alternatives=[LabelAlternative(label="hardware", confidence=0.1)])
+    assert plan.moved_suggestion({"service": split}, held)["service"].label == "hardware"
+    assert plan.moved_suggestion({"service": split.model_copy(update={"alternatives": []})}, held) == {}
+
+
 def test_the_demo_names_a_missing_tickets_file_before_touching_its_out_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """`python -m evals.migration_demo`, as the README gives it, died with a FileNotFoundError traceback: its default
     tickets file was never committed. The default is now the hand-written seed; a missing --written is named."""

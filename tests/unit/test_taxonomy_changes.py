@@ -92,3 +92,33 @@ def test_a_renamed_channel_neither_blocks_the_migration_nor_the_tickets_filed_th
         again = v2.post(f"/v1/tickets/{ids['migrated']}/messages", {"text": "Any news?"})
         assert again.status_code == 201, again.text
         assert again.json()["labels"]["channel"] == "social_media"
+
+
+def test_a_suggestion_waiting_in_the_queue_survives_the_migration_in_the_new_ids(
+    deployment: tuple[Serve, Records, dict[str, str]], tmp_path: Path
+) -> None:
+    """A ticket a lead labelled it_help_desk whose next message the agent read as billing waits in the queue as
+    `suggest`, the agent's label kept as the revision's suggestion, which a lead's accept takes. The migration's
+    revision dropped it: the ticket stayed `suggest` in the queue with nothing suggested, and the same accept now
+    kept service_desk. The suggestion now comes along, its alternatives in the new ids too."""
+    serve, records, keys = deployment
+    with serve(TAXONOMY_PATH) as client:
+        v1 = Api(client, records, keys)
+        ticket_id = v1.post("/v1/tickets", {"body": "I was charged twice on my credit card, please refund one.", "channel": "email"}).json()["id"]
+        edit = {"action": "edit", "labels": {"service": "it_help_desk", "tier": "L2"}}
+        assert v1.post(f"/v1/tickets/{ticket_id}/reviews", edit, scope="lead").status_code == 201
+        waiting = v1.post(f"/v1/tickets/{ticket_id}/messages", {"text": "I was charged twice on my credit card, refund one please."}).json()
+    suggested = (waiting["current"]["suggestion"] or {}).get("service")
+    assert waiting["decision"] == "suggest" and waiting["in_queue"] and suggested is not None, waiting
+    assert suggested["label"] not in ("it_help_desk", "technical_support")  # a label the next version keeps or moves
+    with serve(write_v2(tmp_path / "default-v2.yaml")) as client:
+        v2 = Api(client, records, keys)
+        assert v2.post("/v1/taxonomy/migration", {"commit": True}, scope="admin").json()["revisions_written"] == 1
+        view = v2.get(f"/v1/tickets/{ticket_id}").json()
+        assert (view["labels"]["service"], view["decision"], view["in_queue"]) == ("service_desk", "suggest", True)
+        kept = (view["current"]["suggestion"] or {}).get("service")
+        assert kept is not None, "the suggestion a lead is to accept or reject is kept"
+        ids = {label["id"] for label in v2.get("/v1/taxonomy").json()["axes"]["service"]["labels"]}
+        assert {kept["label"], *(a["label"] for a in kept["alternatives"])} <= ids
+        accepted = v2.post(f"/v1/tickets/{ticket_id}/reviews", {"action": "accept"}, scope="lead")
+        assert accepted.status_code == 201 and accepted.json()["labels"]["service"] == kept["label"], accepted.text
