@@ -213,6 +213,51 @@ def intake_channel(taxonomy: Taxonomy, channel: str | None) -> tuple[str | None,
     return None, f"intake channel {channel} is not a channel of {taxonomy.ref}: the channel was inferred"
 
 
+def carried_thresholds(
+    thresholds: Mapping[str, Mapping[str, float]], default: float, taxonomy: Taxonomy
+) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """A calibration's per-class auto-apply thresholds in `taxonomy`'s ids, and a note per change.
+
+    Thresholds are fitted per label id, and a label without one gets its axis's pooled threshold (`*`). After a
+    rename, merge or split that let a new id through at the pooled threshold: two classes the agent was never
+    trusted with (1.001, never auto-applied) merged into one were auto-applied from the pooled 0.06 on. A label
+    with no threshold of its own now takes the strictest of those its migration moves into it (and of the pooled
+    one), a renamed one its own; thresholds of labels the taxonomy lacks are dropped with a note. Re-fitting
+    (`triage eval`) replaces them."""
+    moves = _moves(taxonomy)
+    carried: dict[str, dict[str, float]] = {}
+    notes: list[str] = []
+    for axis, per_label in thresholds.items():
+        carried[axis] = dict(per_label)
+        if axis not in taxonomy.axes:
+            continue
+        ids = taxonomy.axes[axis].ids  # type: ignore[index]
+        pooled = per_label.get("*", default)
+        sources: dict[str, list[str]] = {}
+        renamed: set[str] = set()
+        for old, move in moves.get(axis, {}).items():
+            for new in [move.to] if move.to else list(move.choices) if move.op == "split" else []:
+                sources.setdefault(new, []).append(old)
+                renamed.update([new] if move.op == "rename" else [])
+        for new, olds in sources.items():
+            if new in per_label:
+                continue
+            if new in renamed and len(olds) == 1 and olds[0] in per_label:  # the same class under another id
+                value, how = per_label[olds[0]], "renamed"
+            else:
+                value, how = max([pooled, *(per_label.get(old, pooled) for old in olds)]), "the strictest"
+            if value != pooled:
+                carried[axis][new] = value
+                notes.append(f"{axis} {new} takes the auto-apply threshold {value} of {', '.join(olds)}, which "
+                             f"{taxonomy.ref} moves into it ({how})")
+        gone = [label for label in per_label if label != "*" and label not in ids]
+        for label in gone:
+            del carried[axis][label]
+        if gone:
+            notes.append(f"the thresholds of {axis} {', '.join(gone)} are dropped: {taxonomy.ref} has no such label")
+    return carried, notes
+
+
 @dataclass(frozen=True)
 class Stranded:
     """Current labels of stored tickets that `taxonomy` lacks and no step of its `migration:` moves."""

@@ -8,7 +8,14 @@ import pytest
 import yaml
 
 from agent.contracts import AxisLabel, LabelAlternative
-from agent.migration import MigrationError, choose, migrate_stored_labels, plan_migration, stranded_labels
+from agent.migration import (
+    MigrationError,
+    carried_thresholds,
+    choose,
+    migrate_stored_labels,
+    plan_migration,
+    stranded_labels,
+)
 from agent.taxonomy import TaxonomyError, load_taxonomy
 from evals.migration_demo import DEFAULT, STEPS, write_v2
 
@@ -250,3 +257,18 @@ def test_the_demo_prints_a_taxonomy_path_outside_the_repository(tmp_path: Path, 
     assert shown(REPO_ROOT / "evals" / "runs" / "v2.yaml") == Path("evals/runs/v2.yaml")
     monkeypatch.chdir(REPO_ROOT)
     assert shown(Path("evals/runs/v2.yaml")) == Path("evals/runs/v2.yaml")
+
+
+def test_thresholds_follow_the_migration_to_the_strictest_and_fitted_ones_stand(tmp_path: Path) -> None:
+    new = load_taxonomy(write_v2(tmp_path / "v2.yaml"))
+    fitted = {"service": {"*": 0.2, "network": 0.5, "cloud": 0.3, "technical_support": 0.1, "general_information": 0.25,
+                          "feedback_complaints": 0.9, "it_help_desk": 0.15}, "tier": {"L3": 1.001}}
+    carried, notes = carried_thresholds(fitted, 0.9, new)
+    assert carried["service"]["infrastructure"] == 0.5  # merged: the stricter of the two
+    assert "software_application" not in carried["service"]  # split from a laxer class than the pooled: pooled stays
+    assert carried["service"]["general_information"] == 0.25  # fitted for itself: it stands
+    assert carried["service"]["service_desk"] == 0.15  # renamed: the same class, its own threshold
+    assert carried["tier"] == {"L3": 1.001}
+    assert set(carried["service"]) == {"*", "infrastructure", "general_information", "service_desk"}
+    assert len(notes) == 3 and any("infrastructure" in n and "network, cloud" in n for n in notes)
+    assert carried_thresholds({"service": {"network": 1.001}}, 0.9, load_taxonomy(DEFAULT)) == ({"service": {"network": 1.001}}, [])

@@ -122,3 +122,30 @@ def test_a_suggestion_waiting_in_the_queue_survives_the_migration_in_the_new_ids
         assert {kept["label"], *(a["label"] for a in kept["alternatives"])} <= ids
         accepted = v2.post(f"/v1/tickets/{ticket_id}/reviews", {"action": "accept"}, scope="lead")
         assert accepted.status_code == 201 and accepted.json()["labels"]["service"] == kept["label"], accepted.text
+
+
+def test_a_calibration_fitted_under_the_previous_version_lets_no_merged_class_through_at_the_pooled_threshold(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The shipped calibration never auto-applies network or cloud (1.001: their out-of-fold precision never reached
+    the target). A next version that merges them into infrastructure, served with that calibration (the file edited
+    in place, or TRIAGE_CALIBRATION_PATH), auto-applied infrastructure from the pooled threshold, 0.0633, on. A
+    label without its own threshold now takes the strictest of the labels its migration moves into it, with a
+    warning that names them and says to re-fit."""
+    v2 = write_v2(tmp_path / "default-v2.yaml")
+    settings = Settings(data_dir=tmp_path / "data", taxonomy_path=v2, mode="proposal",
+                        calibration_path=TAXONOMY_PATH.with_suffix(".calibration.json"))
+    embedder = HashEmbedder()
+    with caplog.at_level("WARNING", logger="agent.service"):
+        service = TriageService(settings, embedder=embedder, store=VectorStore(make_client(path=settings.chroma_dir), embedder))
+    shipped = TriageService(Settings(data_dir=tmp_path / "data", mode="proposal"), embedder=embedder, store=service.store).calibration
+    assert shipped.threshold("service", "network") == shipped.threshold("service", "cloud") == 1.001
+    assert service.calibration.threshold("service", "infrastructure") == 1.001
+    split = shipped.threshold("service", "technical_support")
+    assert service.calibration.threshold("service", "hardware") == service.calibration.threshold("service", "software_application") == split
+    pooled = shipped.threshold("service", "*")
+    assert service.calibration.threshold("service", "service_desk") == shipped.threshold("service", "it_help_desk") == pooled
+    assert service.calibration.threshold("service", "billing_payments") == shipped.threshold("service", "billing_payments")
+    assert "network" not in service.calibration.thresholds["service"]  # a label of no version in force
+    assert any("infrastructure takes the auto-apply threshold 1.001 of network, cloud" in m and "triage eval" in m
+               for m in caplog.messages), caplog.messages
