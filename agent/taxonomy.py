@@ -29,24 +29,32 @@ def load_taxonomy(path: Path | str) -> Taxonomy:
     if not path.is_file():
         raise TaxonomyError(f"taxonomy file {path} does not exist; set TRIAGE_TAXONOMY_PATH to a taxonomy YAML")
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
-    except UnicodeDecodeError as exc:
-        raise TaxonomyError(not_utf8(f"taxonomy file {path}", exc)) from exc
+        data = path.read_bytes()
     except OSError as exc:
         raise TaxonomyError(f"cannot read taxonomy file {path}: {exc.strerror or exc}") from exc
+    return parse_taxonomy(data, f"taxonomy file {path}")
+
+
+def parse_taxonomy(data: bytes, what: str) -> Taxonomy:
+    """A taxonomy from a YAML file's bytes, or a one-line TaxonomyError that starts with `what` (the file, or an
+    upload's name) and says what to fix: the CLI, the service and the review UI's uploads read files the same way."""
+    try:
+        raw = yaml.load(data.decode("utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except UnicodeDecodeError as exc:
+        raise TaxonomyError(not_utf8(what, exc)) from exc
     except _DuplicateKey as exc:
-        raise TaxonomyError(f"taxonomy file {path} {exc}") from exc
+        raise TaxonomyError(f"{what} {exc}") from exc
     except yaml.YAMLError as exc:
-        raise TaxonomyError(f"taxonomy file {path} is not valid YAML: {yaml_problem(exc)}") from exc
+        raise TaxonomyError(f"{what} is not valid YAML: {yaml_problem(exc)}") from exc
     if not isinstance(raw, dict):
-        raise TaxonomyError(f"taxonomy file {path} must be a mapping with name, version and axes")
+        raise TaxonomyError(f"{what} must be a mapping with name, version and axes")
     try:
         taxonomy = Taxonomy.model_validate(raw)
     except ValidationError as exc:
-        raise TaxonomyError(f"taxonomy file {path} is invalid: {validation_problems(exc)}") from exc
+        raise TaxonomyError(f"{what} is invalid: {validation_problems(exc)}") from exc
     problem = tier_order_problem(taxonomy)
     if problem:
-        raise TaxonomyError(f"taxonomy file {path} is invalid: {problem}")
+        raise TaxonomyError(f"{what} is invalid: {problem}")
     return taxonomy
 
 
