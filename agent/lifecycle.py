@@ -49,7 +49,7 @@ from agent.contracts import (
     TicketView,
     has_text,
 )
-from agent.migration import MigrationError, MigrationPlan, choose, pending_plan, plan_migration
+from agent.migration import MigrationError, MigrationPlan, choose, intake_channel, pending_plan, plan_migration
 from agent.nodes.normalize import clean, redact
 from agent.records import (
     MessageRow,
@@ -624,7 +624,8 @@ class Lifecycle(TicketReader):
         self, ticket_id: str, seen_seq: int | None, current: Classification, after: dict[str, str],
         chosen: dict[str, AxisLabel], plan: MigrationPlan, ruled: dict[str, str],
     ) -> int:
-        """One `taxonomy_migration` revision, unless the ticket moved on meanwhile (then the next run picks it up)."""
+        """One `taxonomy_migration` revision, unless the ticket moved on meanwhile (then the next run picks it up); the
+        agent's suggestion a lead has yet to accept or reject comes along, moved to the new ids."""
         labels = {axis: chosen.get(axis) or plan.moved_label(axis, held, after[axis]) for axis, held in current.labels.items()}
         decision = Decision.NEEDS_REVIEW if chosen else current.decision
         how = "; ".join(
@@ -640,9 +641,12 @@ class Lifecycle(TicketReader):
             locked = self._lock(session, ticket_id)
             if locked.current_seq != seen_seq:
                 return 0
+            held = session.scalars(self._revision_query(ticket_id, seen_seq)).first()
+            suggested = {axis: AxisLabel.model_validate(s) for axis, s in ((held.suggestion if held else None) or {}).items()}
             revision = self._append(
                 session, locked, reason="taxonomy_migration", actor="system:taxonomy-migration", classification=migrated,
-                suggestion={}, started_at=started, before=flat_labels(current), note=f"{plan.previous} -> {plan.target}: {how}",
+                suggestion=plan.moved_suggestion(suggested, labels), started_at=started, before=flat_labels(current),
+                note=f"{plan.previous} -> {plan.target}: {how}",
             )
             self._set_current(locked, revision, migrated, in_queue=locked.in_queue or bool(chosen))
         return 1
@@ -740,7 +744,8 @@ class Lifecycle(TicketReader):
         """The whole thread to classify, and a warning per part left out to stay under the input limit: the oldest
         messages first, then the end of the body, then the end of the newest message. The stored ticket was taken
         whole, so a follow-up message to a long one (or a limit lowered since) is classified on what fits rather
-        than refused with an advice to send less that the caller cannot follow."""
+        than refused with an advice to send less that the caller cannot follow. An intake channel that the taxonomy
+        in force no longer has is moved as its migration moves it (`intake_channel`), also with a warning."""
         thread = [Message(author=m.author, text=m.text) for m in messages]  # type: ignore[arg-type]
         limit = self.service.settings.max_input_chars
         base = len(row.subject) + len(row.body)
@@ -749,7 +754,9 @@ class Lifecycle(TicketReader):
             thread.pop(0)
             left_out += 1
         warnings = [f"the {left_out} oldest messages were left out to stay under the input limit"] if left_out else []
-        ticket = TicketIn(subject=row.subject, body=row.body, channel=row.channel, messages=thread, ticket_id=row.id)
+        channel, moved = intake_channel(self.taxonomy, row.channel)  # filed under a version that had another id for it
+        warnings += [moved] if moved else []
+        ticket = TicketIn(subject=row.subject, body=row.body, channel=channel, messages=thread, ticket_id=row.id)
         for part in ("body", "newest message"):
             over = len(ticket.full_text()) - limit
             if over <= 0 or (part == "newest message" and not thread):

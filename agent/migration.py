@@ -86,6 +86,24 @@ class MigrationPlan:
             update={"label": new, "alternatives": [LabelAlternative(label=k, confidence=v) for k, v in alternatives.items()]}
         )
 
+    def moved_suggestion(self, suggestion: Mapping[str, AxisLabel], labels: Mapping[str, AxisLabel]) -> dict[str, AxisLabel]:
+        """The agent's labels that lost to a human's (a ticket waiting in the queue as `suggest`), in the new ids: a
+        lead's accept takes them, so a migration that dropped them would turn that accept into a keep. A label a
+        step re-asks becomes the agent's best alternative among the step's choices (dropped when it had none); one
+        that now equals the label in force (two merged into one) is no disagreement and is dropped."""
+        moved: dict[str, AxisLabel] = {}
+        for axis, suggested in suggestion.items():
+            new = self.move(axis, suggested.label)
+            if new is not None:
+                label = self.moved_label(axis, suggested, new)
+            else:
+                label = choose(suggested, self.moves[axis][suggested.label].choices)
+                if label.source == "fallback":
+                    continue
+            if axis not in labels or label.label != labels[axis].label:
+                moved[axis] = label
+        return moved
+
     def describe(self, axis: str, old: str, new: str | None = None, ruled: str = "") -> str:
         move = self.moves.get(axis, {}).get(old)
         if move is None:
@@ -173,6 +191,71 @@ def pending_plan(taxonomy: Taxonomy, previous: str) -> MigrationPlan:
     """The moves of `taxonomy`'s `migration:` section for the labels of a ticket still on `previous`, one the
     migration has not reached yet: a message or a review in between moves them as the migration will."""
     return MigrationPlan(previous=previous, target=taxonomy.ref, moves=_moves(taxonomy))
+
+
+def intake_channel(taxonomy: Taxonomy, channel: str | None) -> tuple[str | None, str | None]:
+    """The channel a stored ticket was filed with, as an id of `taxonomy`, and a note when it is no longer one.
+
+    A ticket keeps its intake channel as it came in; once a version renames, merges or retires that channel, the
+    stored id is unknown to the taxonomy in force, and classifying the thread again (a message, an escalation, a
+    migration's re-ask) would be refused as 'unknown channel' for every such ticket, a migration included. It moves
+    as the taxonomy's `migration:` moves it; with no single new id (retired without `to`, or gone in an earlier
+    version) it is inferred like a missing channel."""
+    ids = taxonomy.axes["channel"].ids
+    if channel is None or channel in ids:
+        return channel, None
+    same = [i for i in ids if i.casefold() == channel.casefold()]
+    if len(same) == 1:
+        return same[0], None
+    moved = MigrationPlan(previous="", target=taxonomy.ref, moves=_moves(taxonomy)).move("channel", channel)
+    if moved in ids:
+        return moved, f"intake channel {channel} is {moved} in {taxonomy.ref}"
+    return None, f"intake channel {channel} is not a channel of {taxonomy.ref}: the channel was inferred"
+
+
+def carried_thresholds(
+    thresholds: Mapping[str, Mapping[str, float]], default: float, taxonomy: Taxonomy
+) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """A calibration's per-class auto-apply thresholds in `taxonomy`'s ids, and a note per change.
+
+    Thresholds are fitted per label id, and a label without one gets its axis's pooled threshold (`*`). After a
+    rename, merge or split that let a new id through at the pooled threshold: two classes the agent was never
+    trusted with (1.001, never auto-applied) merged into one were auto-applied from the pooled 0.06 on. A label
+    with no threshold of its own now takes the strictest of those its migration moves into it (and of the pooled
+    one), a renamed one its own; thresholds of labels the taxonomy lacks are dropped with a note. Re-fitting
+    (`triage eval`) replaces them."""
+    moves = _moves(taxonomy)
+    carried: dict[str, dict[str, float]] = {}
+    notes: list[str] = []
+    for axis, per_label in thresholds.items():
+        carried[axis] = dict(per_label)
+        if axis not in taxonomy.axes:
+            continue
+        ids = taxonomy.axes[axis].ids  # type: ignore[index]
+        pooled = per_label.get("*", default)
+        sources: dict[str, list[str]] = {}
+        renamed: set[str] = set()
+        for old, move in moves.get(axis, {}).items():
+            for new in [move.to] if move.to else list(move.choices) if move.op == "split" else []:
+                sources.setdefault(new, []).append(old)
+                renamed.update([new] if move.op == "rename" else [])
+        for new, olds in sources.items():
+            if new in per_label:
+                continue
+            if new in renamed and len(olds) == 1 and olds[0] in per_label:  # the same class under another id
+                value, how = per_label[olds[0]], "renamed"
+            else:
+                value, how = max([pooled, *(per_label.get(old, pooled) for old in olds)]), "the strictest"
+            if value != pooled:
+                carried[axis][new] = value
+                notes.append(f"{axis} {new} takes the auto-apply threshold {value} of {', '.join(olds)}, which "
+                             f"{taxonomy.ref} moves into it ({how})")
+        gone = [label for label in per_label if label != "*" and label not in ids]
+        for label in gone:
+            del carried[axis][label]
+        if gone:
+            notes.append(f"the thresholds of {axis} {', '.join(gone)} are dropped: {taxonomy.ref} has no such label")
+    return carried, notes
 
 
 @dataclass(frozen=True)

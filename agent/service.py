@@ -48,7 +48,7 @@ from agent.embeddings import (
 from agent.graph import triage_graph
 from agent.llm import CircuitBreaker, LLMClient, StructuredMode
 from agent.local_llm import LocalLLMError, LocalLLMServer
-from agent.migration import Stranded, migrate_stored_labels, stranded_labels
+from agent.migration import Stranded, carried_thresholds, migrate_stored_labels, stranded_labels
 from agent.proposal import HeadOptions, ProposalHead
 from agent.settings import Settings
 from agent.state import Calibration, TriageContext
@@ -144,6 +144,16 @@ def load_calibration(path: Path) -> Calibration:
         ) from exc
 
 
+def calibration_for(calibration: Calibration, taxonomy: Taxonomy) -> Calibration:
+    """`calibration` with its per-class thresholds in the ids of `taxonomy` (agent.migration.carried_thresholds):
+    a calibration fitted under an earlier version must not let a merged or renamed class through at the pooled
+    threshold. Each change is logged with the fix, a re-fit on the deployment's own reviewed tickets."""
+    thresholds, notes = carried_thresholds(calibration.thresholds, calibration.default, taxonomy)
+    for note in notes:
+        log.warning("calibration: %s; re-fit the thresholds with `triage eval` (see `triage tickets export --help`)", note)
+    return replace(calibration, thresholds=thresholds) if notes else calibration
+
+
 def load_head(path: Path) -> ProposalHead | None:
     """The pickled head, or None when the file is unreadable (cut short, another version's classes): it is then
     retrained from the store instead of failing every classification."""
@@ -182,7 +192,7 @@ class TriageService:
         self.embedder = embedder or make_embedder(settings)
         self.store = store or open_store(self.embedder, path=settings.chroma_dir, url=settings.chroma_url)
         self.llm = llm
-        self.calibration = load_calibration(settings.resolved_calibration_path)
+        self.calibration = calibration_for(load_calibration(settings.resolved_calibration_path), self.taxonomy)
         self.head: ProposalHead | None = None
         self._head_lock = threading.Lock()
         self._fingerprint_seen: tuple[float, str] | None = None

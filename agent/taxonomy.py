@@ -29,25 +29,57 @@ def load_taxonomy(path: Path | str) -> Taxonomy:
     if not path.is_file():
         raise TaxonomyError(f"taxonomy file {path} does not exist; set TRIAGE_TAXONOMY_PATH to a taxonomy YAML")
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
-    except UnicodeDecodeError as exc:
-        raise TaxonomyError(not_utf8(f"taxonomy file {path}", exc)) from exc
+        data = path.read_bytes()
     except OSError as exc:
         raise TaxonomyError(f"cannot read taxonomy file {path}: {exc.strerror or exc}") from exc
+    return parse_taxonomy(data, f"taxonomy file {path}")
+
+
+def parse_taxonomy(data: bytes, what: str) -> Taxonomy:
+    """A taxonomy from a YAML file's bytes, or a one-line TaxonomyError that starts with `what` (the file, or an
+    upload's name) and says what to fix: the CLI, the service and the review UI's uploads read files the same way."""
+    try:
+        raw = yaml.load(data.decode("utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except UnicodeDecodeError as exc:
+        raise TaxonomyError(not_utf8(what, exc)) from exc
     except _DuplicateKey as exc:
-        raise TaxonomyError(f"taxonomy file {path} {exc}") from exc
+        raise TaxonomyError(f"{what} {exc}") from exc
     except yaml.YAMLError as exc:
-        raise TaxonomyError(f"taxonomy file {path} is not valid YAML: {yaml_problem(exc)}") from exc
+        raise TaxonomyError(f"{what} is not valid YAML: {yaml_problem(exc)}") from exc
     if not isinstance(raw, dict):
-        raise TaxonomyError(f"taxonomy file {path} must be a mapping with name, version and axes")
+        raise TaxonomyError(f"{what} must be a mapping with name, version and axes")
     try:
         taxonomy = Taxonomy.model_validate(raw)
     except ValidationError as exc:
-        raise TaxonomyError(f"taxonomy file {path} is invalid: {validation_problems(exc)}") from exc
-    problem = tier_order_problem(taxonomy)
+        raise TaxonomyError(f"{what} is invalid: {validation_problems(exc)}") from exc
+    problem = ref_problem(taxonomy) or tier_order_problem(taxonomy)
     if problem:
-        raise TaxonomyError(f"taxonomy file {path} is invalid: {problem}")
+        raise TaxonomyError(f"{what} is invalid: {problem}")
     return taxonomy
+
+
+# what the records keep of a served version (agent/records.py, TaxonomyVersionRow: name 120, version 80 characters)
+_REF_LIMITS = {"name": 120, "version": 80}
+
+
+def ref_problem(taxonomy: Taxonomy) -> str | None:
+    """Why `name@version` cannot name this version, or None. Revisions and GET /v1/taxonomy/versions/{name@version}
+    name a version by it: an empty part gave `default@`, a '/' a version that URL cannot reach, an '@' a ref that
+    splits in the wrong place, and a part longer than its records column failed the start-up on PostgreSQL. Checked
+    when a file is read, not on stored content, so a version served before stays readable."""
+    migration = taxonomy.migration
+    parts = {"name": taxonomy.name, "version": taxonomy.version, **({"migration.from_version": migration.from_version} if migration else {})}
+    for field, value in parts.items():
+        limit = _REF_LIMITS.get(field.rsplit("_", 1)[-1], 80)
+        if not value.strip():
+            return f"{field} is empty; give it a value, e.g. {field}: \"2026.12.1\"" if field != "name" else "name is empty; give the taxonomy a name"
+        bad = sorted({c for c in value if c in "@/\\" or not c.isprintable()})
+        if bad:
+            return (f"{field} {value!r} holds {', '.join(map(repr, bad))}, which name@version cannot carry (revisions and "
+                    "URLs name a version by it); use letters, digits, '.', '-' or '_'")
+        if len(value) > limit:
+            return f"{field} has {len(value)} characters; keep it to {limit}"
+    return None
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:

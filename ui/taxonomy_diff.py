@@ -6,9 +6,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.contracts import SplitRule, describe_rules
+from agent.taxonomy import TaxonomyError, parse_taxonomy
 
 AXES = ("service", "channel", "tier")
 FIELDS = ("name", "description", "routing", "examples")
+
+
+def read_candidate(name: str, data: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """(content, None) of a YAML file to compare with, or (None, what is wrong and where) on one line, as
+    `triage taxonomy validate` reads it: pydantic's own first line ("1 validation error for Taxonomy") named no
+    field, a key written twice or tiers out of order passed, and a byte that is not UTF-8 was a traceback (a file
+    next to the app) or silently replaced (an upload)."""
+    try:
+        return parse_taxonomy(data, name).model_dump(mode="json"), None
+    except TaxonomyError as exc:
+        return None, str(exc)
 
 
 def _labels(taxonomy: Mapping[str, Any], axis: str) -> dict[str, dict[str, Any]]:

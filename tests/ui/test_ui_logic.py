@@ -24,7 +24,7 @@ from ui.format import (
     timeline,
     within_age,
 )
-from ui.taxonomy_diff import diff, migration_steps, migration_transitions
+from ui.taxonomy_diff import diff, migration_steps, migration_transitions, read_candidate
 
 
 def test_citations_link_to_evidence_cards_and_unknown_ids_stay_text() -> None:
@@ -329,3 +329,30 @@ def test_an_escalation_offers_only_the_tiers_above_the_current_one() -> None:
     assert tiers_above(tiers, "L3") == []
     assert tiers_above(tiers, None) == tiers  # every labelled revision rejected: any tier
     assert tiers_above(tiers, "L0") == tiers  # a tier the taxonomy no longer has
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"name: x\nversion: '1'\naxes: [\n", r"^next.yaml is not valid YAML: line 4, column 1: "),
+        (b"name: caf\xe9\n", r"^next.yaml is not UTF-8 text \(byte 0xe9 on line 1\)"),
+        (b"name: x\nname: y\n", r"^next.yaml line 2: key 'name' is written twice"),
+        (b"name: x\nversion: '1'\naxes: {}\n", r"^next.yaml is invalid: axes: taxonomy lacks axes \['service', 'channel', 'tier'\]"),
+    ],
+)
+def test_a_candidate_taxonomy_that_is_not_usable_says_what_is_wrong_on_one_line(data: bytes, problem: str) -> None:
+    """The Taxonomy page showed pydantic's first line, '1 validation error for Taxonomy', for any invalid file (no
+    field, no fix), PyYAML's 'while parsing a flow node' (no line), let a key written twice through, and a file next
+    to the app that was not UTF-8 was a traceback; it now reads a candidate as `triage taxonomy validate` does."""
+    import re
+
+    content, message = read_candidate("next.yaml", data)
+    assert content is None and message is not None and re.search(problem, message) and "\n" not in message, message
+
+
+def test_a_usable_candidate_taxonomy_is_its_content() -> None:
+    from agent.settings import REPO_ROOT
+
+    data = (REPO_ROOT / "knowledge_base" / "taxonomies" / "default.yaml").read_bytes()
+    content, problem = read_candidate("default.yaml", data)
+    assert problem is None and content is not None and content["name"] == "default" and len(content["axes"]["tier"]["labels"]) == 3

@@ -8,7 +8,14 @@ import pytest
 import yaml
 
 from agent.contracts import AxisLabel, LabelAlternative
-from agent.migration import MigrationError, choose, migrate_stored_labels, plan_migration, stranded_labels
+from agent.migration import (
+    MigrationError,
+    carried_thresholds,
+    choose,
+    migrate_stored_labels,
+    plan_migration,
+    stranded_labels,
+)
 from agent.taxonomy import TaxonomyError, load_taxonomy
 from evals.migration_demo import DEFAULT, STEPS, write_v2
 
@@ -211,6 +218,20 @@ def test_a_moved_label_takes_its_alternatives_along_and_none_is_left_outside_the
     assert plan.move("service", "billing_payments") == "billing_payments" and plan.move("service", "technical_support") is None
 
 
+def test_a_suggestion_moves_with_the_labels_and_is_dropped_once_it_agrees(tmp_path: Path) -> None:
+    plan = plan_migration(load_taxonomy(DEFAULT), load_taxonomy(write_v2(tmp_path / "v2.yaml")))
+    held = {"service": AxisLabel(label="infrastructure", confidence=1.0, source="human")}
+    renamed = AxisLabel(label="it_help_desk", confidence=0.8, source="proposal", alternatives=[LabelAlternative(label="cloud", confidence=0.1)])
+    moved = plan.moved_suggestion({"service": renamed}, held)["service"]
+    assert (moved.label, [(a.label, a.confidence) for a in moved.alternatives]) == ("service_desk", [("infrastructure", 0.1)])
+    # network held, cloud suggested: both infrastructure now, so nothing is left to suggest
+    assert plan.moved_suggestion({"service": AxisLabel(label="cloud", confidence=0.8, source="proposal")}, held) == {}
+    # a split label is the agent's best alternative among its targets, or none
+    split = AxisLabel(label="technical_support", confidence=0.8, source="proposal", alternatives=[LabelAlternative(label="hardware", confidence=0.1)])
+    assert plan.moved_suggestion({"service": split}, held)["service"].label == "hardware"
+    assert plan.moved_suggestion({"service": split.model_copy(update={"alternatives": []})}, held) == {}
+
+
 def test_the_demo_names_a_missing_tickets_file_before_touching_its_out_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """`python -m evals.migration_demo`, as the README gives it, died with a FileNotFoundError traceback: its default
     tickets file was never committed. The default is now the hand-written seed; a missing --written is named."""
@@ -236,3 +257,18 @@ def test_the_demo_prints_a_taxonomy_path_outside_the_repository(tmp_path: Path, 
     assert shown(REPO_ROOT / "evals" / "runs" / "v2.yaml") == Path("evals/runs/v2.yaml")
     monkeypatch.chdir(REPO_ROOT)
     assert shown(Path("evals/runs/v2.yaml")) == Path("evals/runs/v2.yaml")
+
+
+def test_thresholds_follow_the_migration_to_the_strictest_and_fitted_ones_stand(tmp_path: Path) -> None:
+    new = load_taxonomy(write_v2(tmp_path / "v2.yaml"))
+    fitted = {"service": {"*": 0.2, "network": 0.5, "cloud": 0.3, "technical_support": 0.1, "general_information": 0.25,
+                          "feedback_complaints": 0.9, "it_help_desk": 0.15}, "tier": {"L3": 1.001}}
+    carried, notes = carried_thresholds(fitted, 0.9, new)
+    assert carried["service"]["infrastructure"] == 0.5  # merged: the stricter of the two
+    assert "software_application" not in carried["service"]  # split from a laxer class than the pooled: pooled stays
+    assert carried["service"]["general_information"] == 0.25  # fitted for itself: it stands
+    assert carried["service"]["service_desk"] == 0.15  # renamed: the same class, its own threshold
+    assert carried["tier"] == {"L3": 1.001}
+    assert set(carried["service"]) == {"*", "infrastructure", "general_information", "service_desk"}
+    assert len(notes) == 3 and any("infrastructure" in n and "network, cloud" in n for n in notes)
+    assert carried_thresholds({"service": {"network": 1.001}}, 0.9, load_taxonomy(DEFAULT)) == ({"service": {"network": 1.001}}, [])

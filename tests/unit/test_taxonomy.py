@@ -23,6 +23,14 @@ def test_default_taxonomy_has_the_contract_ids() -> None:
     assert "L3" in label_glossary(taxonomy, "tier")
 
 
+AXES_OK = (
+    "name: {name}\nversion: {version}\naxes:\n"
+    "  service: {{fallback: a, labels: [{{id: a, name: A, description: d}}]}}\n"
+    "  channel: {{fallback: a, labels: [{{id: a, name: A, description: d}}]}}\n"
+    "  tier: {{fallback: a, labels: [{{id: a, name: A, description: d}}]}}\n"
+)
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -72,6 +80,12 @@ def test_default_taxonomy_has_the_contract_ids() -> None:
             r"axes.tier lists \['L3', 'L2', 'L1'\]; tiers rank in list order .* from the front line up: \['L1', 'L2', 'L3'\]",
         ),
         ("name: caf\xe9\n", "not UTF-8 text"),
+        # name@version names a version in revisions and GET /v1/taxonomy/versions/{ref}: a half-written or odd one
+        (AXES_OK.format(name="x", version="''"), r"version is empty; give it a value"),
+        (AXES_OK.format(name="'  '", version="'1'"), r"name is empty"),
+        (AXES_OK.format(name="x", version="'2026/12'"), r"version '2026/12' holds '/', which name@version cannot carry"),
+        (AXES_OK.format(name="acme@eu", version="'1'"), r"name 'acme@eu' holds '@'"),
+        (AXES_OK.format(name="x", version="'" + "9" * 81 + "'"), r"version has 81 characters; keep it to 80"),
     ],
 )
 def test_broken_taxonomy_files_say_what_is_wrong(tmp_path: Path, content: str, message: str) -> None:

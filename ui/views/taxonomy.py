@@ -6,14 +6,11 @@ import time
 from typing import Any
 
 import streamlit as st
-import yaml
-from pydantic import ValidationError
 
-from agent.contracts import Taxonomy
 from ui.api_client import ApiAuthError, ApiError, ApiNotFound
 from ui.common import api_errors, client, settings, show_error, taxonomy
 from ui.format import code_span, escape_md
-from ui.taxonomy_diff import AXES, diff, migration_steps, migration_transitions
+from ui.taxonomy_diff import AXES, diff, migration_steps, migration_transitions, read_candidate
 
 
 def label_table(tax: dict[str, Any], axis: str) -> list[dict[str, Any]]:
@@ -30,12 +27,11 @@ def label_table(tax: dict[str, Any], axis: str) -> list[dict[str, Any]]:
     ]
 
 
-def parse_yaml(name: str, text: str) -> dict[str, Any] | None:
-    try:
-        return Taxonomy.model_validate(yaml.safe_load(text)).model_dump(mode="json")
-    except (yaml.YAMLError, ValidationError, TypeError) as exc:
-        st.error(f"`{name}` is not a usable taxonomy: {str(exc).splitlines()[0]}", icon=":material/label:")
-        return None
+def parse_yaml(name: str, data: bytes) -> dict[str, Any] | None:
+    content, problem = read_candidate(name, data)
+    if problem is not None:
+        st.error(f"Not a usable taxonomy: {escape_md(problem)}", icon=":material/label:")
+    return content
 
 
 def candidates(current_ref: str) -> dict[str, Any]:
@@ -74,11 +70,14 @@ other: dict[str, Any] | None = None
 if choice == "upload a YAML":
     upload = st.file_uploader("Taxonomy YAML", type=["yaml", "yml"], key="tax_upload")
     if upload is not None:
-        other = parse_yaml(upload.name, upload.getvalue().decode("utf-8", errors="replace"))
+        other = parse_yaml(upload.name, upload.getvalue())
 elif choice in options:
     kind, ref = options[choice]
     if kind == "file":
-        other = parse_yaml(ref.name, ref.read_text(encoding="utf-8"))
+        try:
+            other = parse_yaml(ref.name, ref.read_bytes())
+        except OSError as exc:
+            st.error(f"Cannot read {code_span(str(ref))}: {escape_md(exc.strerror or str(exc))}", icon=":material/label:")
     else:
         try:
             other = client().taxonomy_version(ref)
