@@ -33,6 +33,7 @@ from tenacity import (
 )
 
 from agent.contracts import Usage
+from agent.urls import shown_url
 
 if TYPE_CHECKING:
     from agent.settings import Settings
@@ -184,6 +185,7 @@ class LLMClient:
         server_health: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.base_url = base_url
+        self.shown_url = shown_url(base_url)  # what health, warnings and logs name: credentials in it masked
         self.server_health = server_health  # the embedded server's process view; None for an endpoint we do not run
         self.model = model
         self.structured = structured
@@ -198,7 +200,7 @@ class LLMClient:
 
     def health(self) -> dict[str, Any]:
         """Read-only view of the circuit breaker (and of the embedded server's process, when we run it), for /healthz."""
-        health = {"base_url": self.base_url, "model": self.model, **self.breaker.health()}
+        health = {"base_url": self.shown_url, "model": self.model, **self.breaker.health()}
         if self.server_health is not None:
             health["server"] = self.server_health()
         return health
@@ -223,14 +225,14 @@ class LLMClient:
             response = self._with_retries(kwargs)
         except RetryError as exc:
             cause = exc.last_attempt.exception()
-            raise LLMUnavailable(f"LLM at {self.base_url} unreachable after {self.max_attempts} attempts: {cause}") from cause
+            raise LLMUnavailable(f"LLM at {self.shown_url} unreachable after {self.max_attempts} attempts: {cause}") from cause
         except openai.APIStatusError as exc:  # 4xx other than 429: retrying will not help
             raise self._refused(exc) from exc
         except LLMUnavailable:
             raise
         except Exception as exc:  # whatever else the client raises must not escape the graph as a 500
             log.warning("LLM client failed unexpectedly", exc_info=True)
-            raise LLMUnavailable(f"LLM at {self.base_url} failed: {type(exc).__name__}: {exc}") from exc
+            raise LLMUnavailable(f"LLM at {self.shown_url} failed: {type(exc).__name__}: {exc}") from exc
         return self._reply(response)
 
     def _with_retries(self, kwargs: dict[str, Any]) -> ChatCompletion:
@@ -272,7 +274,7 @@ class LLMClient:
             self.breaker.record(failure, probe=probe)
 
     def _refused(self, exc: openai.APIStatusError) -> LLMUnavailable:
-        message = f"LLM at {self.base_url} refused the request ({exc.status_code}): {exc.message}"
+        message = f"LLM at {self.shown_url} refused the request ({exc.status_code}): {exc.message}"
         text = f"{exc.message} {exc.body}"
         if not _CONTEXT_OVERFLOW.search(text):
             return LLMUnavailable(message)

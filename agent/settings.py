@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.contracts import AxisName
+from agent.urls import shown_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -192,6 +193,6 @@ def settings_problem(exc: ValidationError) -> str:
     parts = []
     for name, messages in problems.items():
         shown = values[name]
-        held = f"={str(shown)[:80]!r}" if isinstance(shown, str | int | float) else ""
+        held = f"={shown_url(str(shown))[:80]!r}" if isinstance(shown, str | int | float) else ""  # a URL's password masked
         parts.append(f"{name}{held}: {' or '.join(messages)}")
     return "bad setting " + "; ".join(parts) + "; fix or unset it (in the environment or .env)"

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from agent.contracts import Article, EvidenceArticle, EvidenceTicket, LabelledTicket
 from agent.embeddings import Embedder
+from agent.urls import shown_url
 
 TICKETS = "tickets"
 ARTICLES = "articles"
@@ -47,7 +48,7 @@ def make_client(*, path: Path | None = None, url: str | None = None) -> chromadb
             )
         except Exception as exc:  # noqa: BLE001 - chromadb reports a refused connection as a bare ValueError
             raise StoreUnavailable(
-                f"cannot reach the Chroma server at {url} ({exc}); start it (`chroma run --path DIR`) or unset "
+                f"cannot reach the Chroma server at {shown_url(url)} ({exc}); start it (`chroma run --path DIR`) or unset "
                 "TRIAGE_CHROMA_URL to use the store under TRIAGE_DATA_DIR"
             ) from exc
     if path is None:
@@ -74,7 +75,7 @@ def open_store(embedder: Embedder, *, path: Path | None = None, url: str | None 
     except Exception as exc:  # noqa: BLE001 - whatever Chroma raises on opening means the store is unusable
         cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if url:
-            raise StoreUnavailable(f"cannot reach the Chroma server at {url} ({cause}); start it (`chroma run --path DIR`) or fix TRIAGE_CHROMA_URL") from exc
+            raise StoreUnavailable(f"cannot reach the Chroma server at {shown_url(url)} ({cause}); start it (`chroma run --path DIR`) or fix TRIAGE_CHROMA_URL") from exc
         raise StoreUnavailable(
             f"cannot open the vector store at {path} ({cause}); check that the directory is writable, and if its files "
             "are damaged move that folder aside and run `triage ingest` to build it again, or point TRIAGE_DATA_DIR elsewhere"

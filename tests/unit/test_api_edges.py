@@ -248,6 +248,25 @@ def test_healthz_reports_degraded_while_the_llm_is_skipped(api: Api, monkeypatch
     assert health["status"] == "degraded" and health["llm"]["state"] == "open" and health["llm"]["retry_in_s"] > 0
 
 
+def test_an_llm_urls_credentials_show_nowhere(api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """An endpoint behind a gateway takes its credentials in the URL (user:password, sent as basic auth, or
+    `?key=`): the open /healthz showed them to anyone, and every ticket's warning stored them in its revision."""
+    from agent.llm import CircuitBreaker, LLMClient
+
+    service = api.client.app.state.service
+    url = "http://ops:hunter2@127.0.0.1:9/v1?key=hunter2"
+    llm = LLMClient(base_url=url, model="m", timeout_s=1, max_attempts=1, breaker=CircuitBreaker(failures=1))
+    monkeypatch.setattr(service, "llm", llm)
+    monkeypatch.setattr(service, "settings", service.settings.model_copy(update={"mode": "hybrid"}))
+    ticket = created(api)
+    revisions = api.get(f"/v1/tickets/{ticket['id']}/revisions")
+    health = api.client.get("/healthz")
+    assert "127.0.0.1:9" in str(ticket["current"]["classification"]["warnings"])  # the warning still names the endpoint
+    assert health.json()["llm"]["base_url"] == "http://ops:***@127.0.0.1:9/v1?key=***"
+    for shown in (json.dumps(ticket), revisions.text, health.text, caplog.text):
+        assert "hunter2" not in shown, shown
+
+
 def test_healthz_names_an_embedded_llm_that_died(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     """The embedded server's process (which `triage serve` runs and restarts) is part of what /healthz reports: while
     it is down the status is degraded with its exit named; once back, ok again with the restart counted."""

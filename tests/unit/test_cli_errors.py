@@ -368,3 +368,30 @@ def test_a_data_dir_that_cannot_be_created_is_named(runner: CliRunner, env: dict
     for command in (["ingest"], ["keys", "list"]):
         result = runner.invoke(app, command, env={**env, "TRIAGE_DATA_DIR": "/proc/triage-qa/data"})
         assert_error(result, "TRIAGE_DATA_DIR /proc/triage-qa/data cannot be created", "a directory this user can write")
+
+
+def test_a_password_in_an_endpoint_url_is_never_printed(runner: CliRunner, env: dict[str, str]) -> None:
+    """Credentials in a URL (`http://user:password@gateway`, sent as basic auth, or a gateway's `?key=`) were echoed
+    whole in the Chroma server's, the embedding endpoint's and a bad setting's error line; the password is masked."""
+    from agent.local_llm import free_port
+
+    port = free_port()
+    ticket = ["classify", "--body", "The VPN is down", "--mode", "proposal", "--json"]
+    for extra, needle in [
+        ({"TRIAGE_CHROMA_URL": f"http://ops:hunter2@127.0.0.1:{port}"}, f"Chroma server at http://ops:***@127.0.0.1:{port} "),
+        (
+            {"TRIAGE_EMBEDDING_BASE_URL": f"http://ops:hunter2@127.0.0.1:{port}/v1?key=hunter2", "TRIAGE_EMBEDDING_MODEL": "e5"},
+            f"endpoint http://ops:***@127.0.0.1:{port}/v1?key=*** (model 'e5')",
+        ),
+        ({"TRIAGE_LLM_BASE_URL": "http://ops:hunter2@gateway:port/v1"}, "TRIAGE_LLM_BASE_URL='http://ops:***@gateway:port/v1'"),
+    ]:
+        result = runner.invoke(app, ticket, env={**env, **extra})
+        assert result.exit_code in (1, 2) and needle in result.output, result.output
+        assert "hunter2" not in result.output, result.output
+    for url, needle in [
+        ("ops:hunter2@db/triage", "TRIAGE_DATABASE_URL 'ops:***@db/triage' is not a database URL"),
+        ("postgresql://ops:hunter2@127.0.0.1:9/triage", "the records at postgresql+psycopg://ops:***@127.0.0.1:9/triage"),
+    ]:
+        result = runner.invoke(app, ["keys", "list"], env={**env, "TRIAGE_DATABASE_URL": url})
+        assert result.exit_code in (1, 2) and needle in result.output, result.output
+        assert "hunter2" not in result.output, result.output
