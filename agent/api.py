@@ -50,6 +50,7 @@ from agent.pool import WorkerPool
 from agent.records import Records, TaxonomyVersionRow
 from agent.service import TicketError, TriageService, running_service
 from agent.settings import Settings
+from agent.urls import shown_url
 
 Bot = Annotated[Principal, Depends(needs("bot"))]
 Lead = Annotated[Principal, Depends(needs("lead"))]
@@ -156,7 +157,9 @@ def part_checks(
         store = service.store.counts()
     except Exception as exc:  # noqa: BLE001 - whatever Chroma raises, the store cannot answer
         store = {}
-        problems.append(f"vector store: {_first_line(exc)}")
+        url = service.settings.chroma_url
+        where = f" (the Chroma server at {shown_url(url)})" if url else ""
+        problems.append(f"vector store{where}: {_first_line(exc)}")
     if records is not None:
         try:
             with records.read() as session:

@@ -267,6 +267,21 @@ def test_an_llm_urls_credentials_show_nowhere(api: Api, monkeypatch: pytest.Monk
         assert "hunter2" not in shown, shown
 
 
+def test_an_embedding_endpoint_down_while_serving_is_a_503_naming_it(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TRIAGE_EMBEDDING_BASE_URL's server gone after start-up (a closed loopback port): every classify and new ticket
+    was a 500 'an unexpected error, report it'; now the 503 + Retry-After of a part that is down, naming it."""
+    from agent.embeddings import OpenAIEmbedder
+    from agent.local_llm import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    embedder = OpenAIEmbedder(base_url=url, model="e5")
+    embedder._client = embedder._client.with_options(max_retries=0)  # one refused connection is enough here
+    monkeypatch.setattr(api.client.app.state.service, "embedder", embedder)
+    for answer in (api.client.post("/v1/classify", json=TICKET), api.post("/v1/tickets", TICKET)):
+        assert answer.status_code == 503 and answer.headers["Retry-After"] == "5", answer.text
+        assert answer.json()["error"] == "embedding_unavailable" and f"the embedding endpoint {url} (model 'e5') failed" in answer.json()["detail"]
+
+
 def test_healthz_names_an_embedded_llm_that_died(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     """The embedded server's process (which `triage serve` runs and restarts) is part of what /healthz reports: while
     it is down the status is degraded with its exit named; once back, ok again with the restart counted."""
