@@ -282,6 +282,20 @@ def test_an_embedding_endpoint_down_while_serving_is_a_503_naming_it(api: Api, m
         assert answer.json()["error"] == "embedding_unavailable" and f"the embedding endpoint {url} (model 'e5') failed" in answer.json()["detail"]
 
 
+def test_healthz_names_an_llm_that_refuses_the_key(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An endpoint that answers 401 to TRIAGE_LLM_API_KEY is up, so its breaker stays closed: /healthz said ok while
+    every ticket fell back to the proposal. It is now degraded, with the refusal and the setting to fix."""
+    from agent.llm import LLMClient
+
+    llm = LLMClient(base_url="http://127.0.0.1:9/v1", model="m")
+    monkeypatch.setattr(llm, "refused", "LLM at http://127.0.0.1:9/v1 refused the request (401): Incorrect API key; "
+                        "the endpoint does not accept the key: set TRIAGE_LLM_API_KEY to a key it accepts")
+    monkeypatch.setattr(api.client.app.state.service, "llm", llm)
+    health = api.client.get("/healthz").json()
+    assert health["status"] == "degraded" and health["llm"]["state"] == "closed"
+    assert health["problems"] == [f"LLM: {llm.refused}"]
+
+
 def test_healthz_names_an_embedded_llm_that_died(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     """The embedded server's process (which `triage serve` runs and restarts) is part of what /healthz reports: while
     it is down the status is degraded with its exit named; once back, ok again with the restart counted."""
