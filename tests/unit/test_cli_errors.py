@@ -395,3 +395,28 @@ def test_a_password_in_an_endpoint_url_is_never_printed(runner: CliRunner, env: 
         result = runner.invoke(app, ["keys", "list"], env={**env, "TRIAGE_DATABASE_URL": url})
         assert result.exit_code in (1, 2) and needle in result.output, result.output
         assert "hunter2" not in result.output, result.output
+
+
+def test_a_chroma_url_where_another_server_answers_is_one_line(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
+    """TRIAGE_CHROMA_URL at a port where something else answers (another service, a server of an older API): the
+    error held that answer's whole HTML page, a dozen lines; it is now one line that says what answered and the fix."""
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        result = runner.invoke(app, ["classify", "--body", "The VPN is down", "--mode", "proposal"], env={**env, "TRIAGE_CHROMA_URL": url})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 1 and result.output.startswith(f"error: something answers at {url}, but not as a Chroma server"), result.output
+    assert "404" in result.output and "TRIAGE_CHROMA_URL" in result.output and "<" not in result.output
+    assert_one_line(result)
