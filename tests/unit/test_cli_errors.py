@@ -420,3 +420,12 @@ def test_a_chroma_url_where_another_server_answers_is_one_line(runner: CliRunner
     assert result.exit_code == 1 and result.output.startswith(f"error: something answers at {url}, but not as a Chroma server"), result.output
     assert "404" in result.output and "TRIAGE_CHROMA_URL" in result.output and "<" not in result.output
     assert_one_line(result)
+
+
+@pytest.mark.parametrize("command", [["keys", "list"], ["serve", "--no-ui", "--port", "18199"], ["classify", "--body", "VPN down"]])
+def test_a_database_url_whose_port_is_not_a_number_is_one_line(runner: CliRunner, env: dict[str, str], command: list[str]) -> None:
+    """postgresql://...@db:port/triage (a placeholder left in) ended keys, serve and classify in SQLAlchemy's
+    ValueError traceback; it is the one-line bad-setting error, exit 2, with the password masked."""
+    result = runner.invoke(app, command, env={**env, "TRIAGE_DATABASE_URL": "postgresql://ops:hunter2@db:port/triage"})
+    assert_error(result, "bad setting TRIAGE_DATABASE_URL='postgresql://ops:***@db:port/triage': the URL's port is not a number")
+    assert "hunter2" not in result.output
