@@ -50,6 +50,7 @@ from agent.pool import WorkerPool
 from agent.records import Records, TaxonomyVersionRow
 from agent.service import TicketError, TriageService, running_service
 from agent.settings import Settings
+from agent.urls import shown_url
 
 Bot = Annotated[Principal, Depends(needs("bot"))]
 Lead = Annotated[Principal, Depends(needs("lead"))]
@@ -100,13 +101,13 @@ class Health(BaseModel):
     store: dict[str, int] = Field(description="Tickets and articles in the vector store; empty when it cannot be read.")
     problems: list[str] = Field(
         default_factory=list,
-        description="A part that is down (the vector store, the records database, the embedded LLM's process), "
-        "one line each with its cause; status is then degraded.",
+        description="A part that is down (the vector store, the records database, the embedded LLM's process) or "
+        "an LLM endpoint that refuses the key or model, one line each with its cause and fix; status is then degraded.",
     )
     llm: dict[str, object] | None = Field(
         default=None,
         description="The LLM endpoint and its circuit breaker: state closed|open|half_open, consecutive_failures, "
-        "last_error, retry_in_s; for the embedded LLM also server: running, restarts, last_exit; null in proposal mode.",
+        "last_error, retry_in_s, refused (a 401/403/404 answer and what to fix, until a request succeeds); for the embedded LLM also server: running, restarts, last_exit; null in proposal mode.",
     )
 
 
@@ -156,13 +157,17 @@ def part_checks(
         store = service.store.counts()
     except Exception as exc:  # noqa: BLE001 - whatever Chroma raises, the store cannot answer
         store = {}
-        problems.append(f"vector store: {_first_line(exc)}")
+        url = service.settings.chroma_url
+        where = f" (the Chroma server at {shown_url(url)})" if url else ""
+        problems.append(f"vector store{where}: {_first_line(exc)}")
     if records is not None:
         try:
             with records.read() as session:
                 session.execute(text("SELECT 1"))
         except Exception as exc:  # noqa: BLE001 - a server down, a file gone: the records cannot answer
             problems.append(f"records database: {_first_line(exc)}")
+    if llm and llm.get("refused"):  # a wrong key or model: up, but every ticket falls back to the proposal
+        problems.append(f"LLM: {llm['refused']}")
     server = llm.get("server") if llm else None
     if isinstance(server, dict) and not server["running"]:
         problems.append(f"embedded LLM: {server['last_exit'] or 'not running'}; it is being started again")

@@ -1,7 +1,8 @@
 """What stands between a request and the use cases: the body-size limit, API-key auth, and the error mapping.
 
 Every error leaves as JSON `{"error": code, "detail": what happened and what to do}`: 401/403 for keys,
-404, 409, 413, 422 for the request, 503 (+ Retry-After) when a part is busy or down. A bug is logged with
+404, 409, 413, 422 for the request, 503 (+ Retry-After) when a part is busy or down (the records database, the
+Chroma server, the embedding endpoint). A bug is logged with
 its traceback and answered with a JSON 500 that names a log reference, never the traceback itself.
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
+import httpx
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -26,10 +28,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent.auth import AuthError, Principal, authenticate, require
 from agent.auth import Scope as KeyScope
+from agent.embeddings import EmbeddingError
 from agent.lifecycle import Invalid, LifecycleError
 from agent.pool import PoolFull
 from agent.records import as_utc
 from agent.service import TicketError
+from agent.urls import shown_url
 
 log = logging.getLogger("agent.api")
 
@@ -249,6 +253,31 @@ def install_error_handlers(app: FastAPI) -> None:
         log.error("records database error on %s %s: %s", request.method, request.url.path, exc.orig)
         return error(
             503, "database_unavailable", "the records database is busy or unreachable; retry in a few seconds",
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(EmbeddingError)
+    async def embedding_down(request: Request, exc: EmbeddingError) -> JSONResponse:
+        """The embedding endpoint went down or refused while serving: no ticket can be retrieved without its vector,
+        so this is the 503 of a part that is down (nothing was stored), not a 500 'report it'."""
+        log.error("embedding endpoint error on %s %s: %s", request.method, request.url.path, exc)
+        return error(
+            503, "embedding_unavailable", f"{exc}; nothing was saved: retry in a few seconds (GET /healthz shows the parts)",
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(httpx.TransportError)
+    async def store_down(request: Request, exc: httpx.TransportError) -> JSONResponse:
+        """chromadb's HTTP client (the only httpx client a request uses: the LLM's is httpx2 and falls back) could not
+        reach the Chroma server (down, restarting, timed out): the 503 of a part that is down, naming it."""
+        url = request.app.state.settings.chroma_url
+        where = f"the Chroma server at {shown_url(url)}" if url else "the vector store"
+        cause = str(exc) or type(exc).__name__
+        log.error("vector store error on %s %s: %s: %s", request.method, request.url.path, where, cause)
+        return error(
+            503, "store_unavailable",
+            f"{where} did not answer ({cause}); nothing was saved: retry in a few seconds, and if it repeats check that "
+            "server (GET /healthz shows the parts)",
             headers={"Retry-After": "5"},
         )
 

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from agent.machine import usable_cores
+from agent.urls import shown_url
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
 MINILM = "all-MiniLM-L6-v2-int8"
@@ -221,7 +222,7 @@ class OpenAIEmbedder:
                 response = self._client.embeddings.create(model=self.name, input=list(texts[i : i + self.batch_size]))
             except APIError as exc:
                 raise EmbeddingError(
-                    f"the embedding endpoint {self.base_url} (model {self.name!r}) failed: {' '.join(str(exc).split())[:300]}; "
+                    f"the embedding endpoint {shown_url(self.base_url)} (model {self.name!r}) failed: {' '.join(str(exc).split())[:300]}; "
                     "check that it is up and TRIAGE_EMBEDDING_BASE_URL / TRIAGE_EMBEDDING_MODEL"
                 ) from exc
             vectors.extend(item.embedding for item in response.data)

@@ -33,6 +33,7 @@ from tenacity import (
 )
 
 from agent.contracts import Usage
+from agent.urls import shown_url
 
 if TYPE_CHECKING:
     from agent.settings import Settings
@@ -46,6 +47,14 @@ _TRANSIENT = (
     openai.RateLimitError,
     openai.InternalServerError,
 )
+# answers that no retry or other ticket changes: the key or the model name is wrong. The endpoint is up, so the breaker
+# stays closed; /healthz names the refusal instead (LLMClient.refused) and every ticket's warning says what to fix
+_CONFIGURATION_REFUSALS = {
+    401: "the endpoint does not accept the key: set TRIAGE_LLM_API_KEY to a key it accepts",
+    403: "the endpoint does not let this key use it: set TRIAGE_LLM_API_KEY to a key allowed to, or check TRIAGE_LLM_MODEL",
+    404: "the endpoint has no model {model!r} or no such path: check TRIAGE_LLM_MODEL and that TRIAGE_LLM_BASE_URL ends "
+    "where /chat/completions is served (usually /v1)",
+}
 # how servers word "prompt + max_tokens do not fit": OpenAI, vLLM and llama-cpp-python ("maximum context
 # length is 4096 tokens. However, you requested 6941 tokens"), llama.cpp's own server ("exceeds the available
 # context size"), and OpenAI's error code
@@ -184,11 +193,13 @@ class LLMClient:
         server_health: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.base_url = base_url
+        self.shown_url = shown_url(base_url)  # what health, warnings and logs name: credentials in it masked
         self.server_health = server_health  # the embedded server's process view; None for an endpoint we do not run
         self.model = model
         self.structured = structured
         self.max_attempts = max_attempts
         self.breaker = breaker or CircuitBreaker()
+        self.refused: str | None = None  # the last answer was a 401/403/404: every request will fail the same way
         self.retry_wait = wait_exponential_jitter(multiplier=0.5, max=8.0)  # between attempts; tests set wait_none()
         self.max_retry_after_s = min(timeout_s, MAX_RETRY_AFTER_S)
         self.sleep: Callable[[float], None] = time.sleep  # tenacity's; tests record the waits instead
@@ -198,7 +209,7 @@ class LLMClient:
 
     def health(self) -> dict[str, Any]:
         """Read-only view of the circuit breaker (and of the embedded server's process, when we run it), for /healthz."""
-        health = {"base_url": self.base_url, "model": self.model, **self.breaker.health()}
+        health = {"base_url": self.shown_url, "model": self.model, **self.breaker.health(), "refused": self.refused}
         if self.server_health is not None:
             health["server"] = self.server_health()
         return health
@@ -223,14 +234,18 @@ class LLMClient:
             response = self._with_retries(kwargs)
         except RetryError as exc:
             cause = exc.last_attempt.exception()
-            raise LLMUnavailable(f"LLM at {self.base_url} unreachable after {self.max_attempts} attempts: {cause}") from cause
+            raise LLMUnavailable(f"LLM at {self.shown_url} unreachable after {self.max_attempts} attempts: {cause}") from cause
         except openai.APIStatusError as exc:  # 4xx other than 429: retrying will not help
-            raise self._refused(exc) from exc
+            refusal = self._refused(exc)
+            if exc.status_code in _CONFIGURATION_REFUSALS:
+                self.refused = str(refusal)
+            raise refusal from exc
         except LLMUnavailable:
             raise
         except Exception as exc:  # whatever else the client raises must not escape the graph as a 500
             log.warning("LLM client failed unexpectedly", exc_info=True)
-            raise LLMUnavailable(f"LLM at {self.base_url} failed: {type(exc).__name__}: {exc}") from exc
+            raise LLMUnavailable(f"LLM at {self.shown_url} failed: {type(exc).__name__}: {exc}") from exc
+        self.refused = None
         return self._reply(response)
 
     def _with_retries(self, kwargs: dict[str, Any]) -> ChatCompletion:
@@ -272,7 +287,9 @@ class LLMClient:
             self.breaker.record(failure, probe=probe)
 
     def _refused(self, exc: openai.APIStatusError) -> LLMUnavailable:
-        message = f"LLM at {self.base_url} refused the request ({exc.status_code}): {exc.message}"
+        message = f"LLM at {self.shown_url} refused the request ({exc.status_code}): {exc.message}"
+        if exc.status_code in _CONFIGURATION_REFUSALS:
+            message += f"; {_CONFIGURATION_REFUSALS[exc.status_code].format(model=self.model)}"
         text = f"{exc.message} {exc.body}"
         if not _CONTEXT_OVERFLOW.search(text):
             return LLMUnavailable(message)

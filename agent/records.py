@@ -43,6 +43,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqlalchemy.sql.elements import ColumnElement
 
 from agent.settings import REPO_ROOT, Settings
+from agent.urls import shown_url
 
 MIGRATIONS_DIR = REPO_ROOT / "migrations"
 _ADVISORY_LOCK = 7_342_001  # serialises migrations when several API workers start against one PostgreSQL
@@ -275,7 +276,7 @@ def display_url(url: str) -> str:
     try:
         return make_url(normalise_url(url)).render_as_string(hide_password=True)
     except ArgumentError:
-        return url
+        return shown_url(url)
 
 
 def open_problem(exc: Exception, url: str) -> tuple[str, bool]:
@@ -284,7 +285,7 @@ def open_problem(exc: Exception, url: str) -> tuple[str, bool]:
     text adds a 'Background on this error' line and psycopg a hint line, which scatter a one-line CLI error."""
     where = f"the records at {display_url(url)}"
     if isinstance(exc, ArgumentError):
-        return f"TRIAGE_DATABASE_URL {url[:80]!r} is not a database URL; use sqlite:///PATH or postgresql://USER@HOST/DB", True
+        return f"TRIAGE_DATABASE_URL {shown_url(url)[:80]!r} is not a database URL; use sqlite:///PATH or postgresql://USER@HOST/DB", True
     if isinstance(exc, RecordsError):
         return f"cannot open {where}: {exc}", True
     if isinstance(exc, OSError):

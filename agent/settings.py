@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.contracts import AxisName
+from agent.urls import shown_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -156,6 +157,26 @@ class Settings(BaseSettings):
             raise ValueError(f"the URL's port is invalid ({exc})") from None
         return url.strip()
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_port(cls, url: str | None) -> str | None:
+        """A port that is not a number fails SQLAlchemy's URL parsing with a bare ValueError, which escaped `triage
+        serve`, `keys` and `classify` as a traceback; here it is the one-line bad-setting error. Other unusable URLs
+        (no scheme, another database) keep their own message where the records are opened."""
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        if url:
+            try:
+                make_url(url.strip())
+            except ArgumentError:
+                pass
+            except ValueError:
+                raise ValueError(
+                    "the URL's port is not a number; use postgresql://USER:PASSWORD@HOST:PORT/DB or sqlite:///PATH"
+                ) from None
+        return url
+
     @cached_property
     def chroma_dir(self) -> Path:
         return self.data_dir / "chroma"
@@ -192,6 +213,6 @@ def settings_problem(exc: ValidationError) -> str:
     parts = []
     for name, messages in problems.items():
         shown = values[name]
-        held = f"={str(shown)[:80]!r}" if isinstance(shown, str | int | float) else ""
+        held = f"={shown_url(str(shown))[:80]!r}" if isinstance(shown, str | int | float) else ""  # a URL's password masked
         parts.append(f"{name}{held}: {' or '.join(messages)}")
     return "bad setting " + "; ".join(parts) + "; fix or unset it (in the environment or .env)"

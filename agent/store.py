@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from pydantic import BaseModel
 
 from agent.contracts import Article, EvidenceArticle, EvidenceTicket, LabelledTicket
 from agent.embeddings import Embedder
+from agent.urls import shown_url
 
 TICKETS = "tickets"
 ARTICLES = "articles"
@@ -46,10 +48,7 @@ def make_client(*, path: Path | None = None, url: str | None = None) -> chromadb
                 settings=settings,
             )
         except Exception as exc:  # noqa: BLE001 - chromadb reports a refused connection as a bare ValueError
-            raise StoreUnavailable(
-                f"cannot reach the Chroma server at {url} ({exc}); start it (`chroma run --path DIR`) or unset "
-                "TRIAGE_CHROMA_URL to use the store under TRIAGE_DATA_DIR"
-            ) from exc
+            raise StoreUnavailable(_server_problem(url, exc)) from exc
     if path is None:
         raise ValueError("either a path or a url is needed for the Chroma client")
     try:
@@ -63,6 +62,20 @@ def make_client(*, path: Path | None = None, url: str | None = None) -> chromadb
         ) from exc
 
 
+def _server_problem(url: str, exc: Exception) -> str:
+    """Why the Chroma client could not start, on one line. chromadb raises a refused connection as a ValueError of
+    its own words, and whatever else answered (another service on that port, a server of an older API) as a
+    ValueError holding that answer's whole body, an HTML page of a dozen lines."""
+    text = str(exc).strip()
+    if not text or "could not connect" in text.lower():
+        return (f"cannot reach the Chroma server at {shown_url(url)} ({text or type(exc).__name__}); start it "
+                "(`chroma run --path DIR`) or unset TRIAGE_CHROMA_URL to use the store under TRIAGE_DATA_DIR")
+    answer = " ".join(re.sub(r"<[^>]*>", " ", text).split())[:160]
+    return (f"something answers at {shown_url(url)}, but not as a Chroma server this client (chromadb {chromadb.__version__}, "
+            f"API v2) can use: it said {answer!r}; check the port in TRIAGE_CHROMA_URL and run a matching server there "
+            "(`chroma run --path DIR` from this environment)")
+
+
 def open_store(embedder: Embedder, *, path: Path | None = None, url: str | None = None) -> VectorStore:
     """`VectorStore` on the client `make_client` builds, or StoreUnavailable naming the store, the cause and the fix:
     Chroma reports a store it cannot use as ValueError, its own errors, SQLite's or the OS's, each with a long
@@ -74,7 +87,7 @@ def open_store(embedder: Embedder, *, path: Path | None = None, url: str | None 
     except Exception as exc:  # noqa: BLE001 - whatever Chroma raises on opening means the store is unusable
         cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if url:
-            raise StoreUnavailable(f"cannot reach the Chroma server at {url} ({cause}); start it (`chroma run --path DIR`) or fix TRIAGE_CHROMA_URL") from exc
+            raise StoreUnavailable(f"cannot reach the Chroma server at {shown_url(url)} ({cause}); start it (`chroma run --path DIR`) or fix TRIAGE_CHROMA_URL") from exc
         raise StoreUnavailable(
             f"cannot open the vector store at {path} ({cause}); check that the directory is writable, and if its files "
             "are damaged move that folder aside and run `triage ingest` to build it again, or point TRIAGE_DATA_DIR elsewhere"

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import chromadb
@@ -25,9 +26,9 @@ SEED_ROWS = 150
 ARTICLE_ROWS = 20
 
 
-@pytest.fixture(scope="module")
-def chroma_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    path = tmp_path_factory.mktemp("chroma-server")
+@contextmanager
+def chroma_server(path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real `chroma run` on a free loopback port: its URL and process, stopped on exit."""
     port = free_port()
     log = (path / "server.log").open("wb")
     process = subprocess.Popen(
@@ -35,7 +36,7 @@ def chroma_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout_s=60, process=process)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", process
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -43,6 +44,12 @@ def chroma_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def chroma_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with chroma_server(tmp_path_factory.mktemp("chroma-server")) as (url, _):
+        yield url
 
 
 def head(source: Path, dest: Path, rows: int) -> Path:
@@ -86,3 +93,32 @@ def test_ingest_classify_and_learn_against_a_chroma_server(chroma_url: str, tmp_
         assert reviewed.status_code == 201, reviewed.text
     taught = remote.get_collection("tickets").get(ids=[ticket["id"]], include=["metadatas"])
     assert taught["metadatas"][0]["verified"] is True and json.loads(taught["metadatas"][0]["labels"])["service"] == "network"
+
+
+def test_a_chroma_server_that_goes_down_while_serving_is_a_503_naming_it(tmp_path: Path) -> None:
+    """The API opens the store once, at start-up; a Chroma server that stopped afterwards made every classify,
+    new ticket and message a 500 'an unexpected error, report it'. It is now the 503 + Retry-After of a part that is
+    down, naming the server, with nothing stored; /healthz names it too."""
+    kb = REPO_ROOT / "knowledge_base"
+    data_dir = tmp_path / "data"
+    with chroma_server(tmp_path) as (url, process):
+        service = TriageService(proposal_settings(data_dir, chroma_url=url))
+        service.ingest(seed_path=head(kb / "seed" / "tickets.jsonl", tmp_path / "seed.jsonl", 40),
+                       articles_path=head(kb / "articles" / "articles.jsonl", tmp_path / "articles.jsonl", 5), progress=False)
+        with running_api(service, f"sqlite:///{data_dir / 'triage.db'}") as api:
+            ticket = api.post("/v1/tickets", {"subject": "VPN", "body": "Nobody can reach the VPN."}).json()
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+            answers = [
+                api.client.post("/v1/classify", json={"body": "The VPN is down"}),
+                api.post("/v1/tickets", {"subject": "VPN", "body": "The VPN is down again."}),
+                api.post(f"/v1/tickets/{ticket['id']}/messages", {"text": "Still down."}),
+            ]
+            for answer in answers:
+                assert answer.status_code == 503 and answer.headers["Retry-After"] == "5", answer.text
+                body = answer.json()
+                assert body["error"] == "store_unavailable" and f"the Chroma server at {url} did not answer" in body["detail"]
+            assert api.get(f"/v1/tickets/{ticket['id']}").json()["messages"] == []  # nothing stored
+            assert [t["id"] for t in api.get("/v1/tickets").json()["items"]] == [ticket["id"]]
+            health = api.client.get("/healthz").json()
+            assert health["status"] == "degraded" and health["problems"][0].startswith(f"vector store (the Chroma server at {url}): ")

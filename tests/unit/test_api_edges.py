@@ -248,6 +248,54 @@ def test_healthz_reports_degraded_while_the_llm_is_skipped(api: Api, monkeypatch
     assert health["status"] == "degraded" and health["llm"]["state"] == "open" and health["llm"]["retry_in_s"] > 0
 
 
+def test_an_llm_urls_credentials_show_nowhere(api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """An endpoint behind a gateway takes its credentials in the URL (user:password, sent as basic auth, or
+    `?key=`): the open /healthz showed them to anyone, and every ticket's warning stored them in its revision."""
+    from agent.llm import CircuitBreaker, LLMClient
+
+    service = api.client.app.state.service
+    url = "http://ops:hunter2@127.0.0.1:9/v1?key=hunter2"
+    llm = LLMClient(base_url=url, model="m", timeout_s=1, max_attempts=1, breaker=CircuitBreaker(failures=1))
+    monkeypatch.setattr(service, "llm", llm)
+    monkeypatch.setattr(service, "settings", service.settings.model_copy(update={"mode": "hybrid"}))
+    ticket = created(api)
+    revisions = api.get(f"/v1/tickets/{ticket['id']}/revisions")
+    health = api.client.get("/healthz")
+    assert "127.0.0.1:9" in str(ticket["current"]["classification"]["warnings"])  # the warning still names the endpoint
+    assert health.json()["llm"]["base_url"] == "http://ops:***@127.0.0.1:9/v1?key=***"
+    for shown in (json.dumps(ticket), revisions.text, health.text, caplog.text):
+        assert "hunter2" not in shown, shown
+
+
+def test_an_embedding_endpoint_down_while_serving_is_a_503_naming_it(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TRIAGE_EMBEDDING_BASE_URL's server gone after start-up (a closed loopback port): every classify and new ticket
+    was a 500 'an unexpected error, report it'; now the 503 + Retry-After of a part that is down, naming it."""
+    from agent.embeddings import OpenAIEmbedder
+    from agent.local_llm import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    embedder = OpenAIEmbedder(base_url=url, model="e5")
+    embedder._client = embedder._client.with_options(max_retries=0)  # one refused connection is enough here
+    monkeypatch.setattr(api.client.app.state.service, "embedder", embedder)
+    for answer in (api.client.post("/v1/classify", json=TICKET), api.post("/v1/tickets", TICKET)):
+        assert answer.status_code == 503 and answer.headers["Retry-After"] == "5", answer.text
+        assert answer.json()["error"] == "embedding_unavailable" and f"the embedding endpoint {url} (model 'e5') failed" in answer.json()["detail"]
+
+
+def test_healthz_names_an_llm_that_refuses_the_key(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An endpoint that answers 401 to TRIAGE_LLM_API_KEY is up, so its breaker stays closed: /healthz said ok while
+    every ticket fell back to the proposal. It is now degraded, with the refusal and the setting to fix."""
+    from agent.llm import LLMClient
+
+    llm = LLMClient(base_url="http://127.0.0.1:9/v1", model="m")
+    monkeypatch.setattr(llm, "refused", "LLM at http://127.0.0.1:9/v1 refused the request (401): Incorrect API key; "
+                        "the endpoint does not accept the key: set TRIAGE_LLM_API_KEY to a key it accepts")
+    monkeypatch.setattr(api.client.app.state.service, "llm", llm)
+    health = api.client.get("/healthz").json()
+    assert health["status"] == "degraded" and health["llm"]["state"] == "closed"
+    assert health["problems"] == [f"LLM: {llm.refused}"]
+
+
 def test_healthz_names_an_embedded_llm_that_died(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     """The embedded server's process (which `triage serve` runs and restarts) is part of what /healthz reports: while
     it is down the status is degraded with its exit named; once back, ok again with the restart counted."""

@@ -368,3 +368,64 @@ def test_a_data_dir_that_cannot_be_created_is_named(runner: CliRunner, env: dict
     for command in (["ingest"], ["keys", "list"]):
         result = runner.invoke(app, command, env={**env, "TRIAGE_DATA_DIR": "/proc/triage-qa/data"})
         assert_error(result, "TRIAGE_DATA_DIR /proc/triage-qa/data cannot be created", "a directory this user can write")
+
+
+def test_a_password_in_an_endpoint_url_is_never_printed(runner: CliRunner, env: dict[str, str]) -> None:
+    """Credentials in a URL (`http://user:password@gateway`, sent as basic auth, or a gateway's `?key=`) were echoed
+    whole in the Chroma server's, the embedding endpoint's and a bad setting's error line; the password is masked."""
+    from agent.local_llm import free_port
+
+    port = free_port()
+    ticket = ["classify", "--body", "The VPN is down", "--mode", "proposal", "--json"]
+    for extra, needle in [
+        ({"TRIAGE_CHROMA_URL": f"http://ops:hunter2@127.0.0.1:{port}"}, f"Chroma server at http://ops:***@127.0.0.1:{port} "),
+        (
+            {"TRIAGE_EMBEDDING_BASE_URL": f"http://ops:hunter2@127.0.0.1:{port}/v1?key=hunter2", "TRIAGE_EMBEDDING_MODEL": "e5"},
+            f"endpoint http://ops:***@127.0.0.1:{port}/v1?key=*** (model 'e5')",
+        ),
+        ({"TRIAGE_LLM_BASE_URL": "http://ops:hunter2@gateway:port/v1"}, "TRIAGE_LLM_BASE_URL='http://ops:***@gateway:port/v1'"),
+    ]:
+        result = runner.invoke(app, ticket, env={**env, **extra})
+        assert result.exit_code in (1, 2) and needle in result.output, result.output
+        assert "hunter2" not in result.output, result.output
+    for url, needle in [
+        ("ops:hunter2@db/triage", "TRIAGE_DATABASE_URL 'ops:***@db/triage' is not a database URL"),
+        ("postgresql://ops:hunter2@127.0.0.1:9/triage", "the records at postgresql+psycopg://ops:***@127.0.0.1:9/triage"),
+    ]:
+        result = runner.invoke(app, ["keys", "list"], env={**env, "TRIAGE_DATABASE_URL": url})
+        assert result.exit_code in (1, 2) and needle in result.output, result.output
+        assert "hunter2" not in result.output, result.output
+
+
+def test_a_chroma_url_where_another_server_answers_is_one_line(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
+    """TRIAGE_CHROMA_URL at a port where something else answers (another service, a server of an older API): the
+    error held that answer's whole HTML page, a dozen lines; it is now one line that says what answered and the fix."""
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        result = runner.invoke(app, ["classify", "--body", "The VPN is down", "--mode", "proposal"], env={**env, "TRIAGE_CHROMA_URL": url})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 1 and result.output.startswith(f"error: something answers at {url}, but not as a Chroma server"), result.output
+    assert "404" in result.output and "TRIAGE_CHROMA_URL" in result.output and "<" not in result.output
+    assert_one_line(result)
+
+
+@pytest.mark.parametrize("command", [["keys", "list"], ["serve", "--no-ui", "--port", "18199"], ["classify", "--body", "VPN down"]])
+def test_a_database_url_whose_port_is_not_a_number_is_one_line(runner: CliRunner, env: dict[str, str], command: list[str]) -> None:
+    """postgresql://...@db:port/triage (a placeholder left in) ended keys, serve and classify in SQLAlchemy's
+    ValueError traceback; it is the one-line bad-setting error, exit 2, with the password masked."""
+    result = runner.invoke(app, command, env={**env, "TRIAGE_DATABASE_URL": "postgresql://ops:hunter2@db:port/triage"})
+    assert_error(result, "bad setting TRIAGE_DATABASE_URL='postgresql://ops:***@db:port/triage': the URL's port is not a number")
+    assert "hunter2" not in result.output

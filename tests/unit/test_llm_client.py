@@ -87,6 +87,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(400, OPENAI_OVERFLOW)
         elif mode == "llama_overflow":
             self._json(400, LLAMA_CPP_OVERFLOW)
+        elif mode == "401":  # what OpenAI and llama-cpp-python's --api_key answer a wrong key
+            self._json(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})
+        elif mode == "404":
+            self._json(404, {"error": {"message": "The model `gpt-5` does not exist", "code": "model_not_found"}})
         elif mode == "bad_request":
             self._json(400, {"error": {"message": "unknown parameter 'foo'", "type": "invalid_request_error"}})
         elif mode == "odd_usage":
@@ -221,6 +225,25 @@ def test_another_bad_request_is_a_plain_refusal(server: FakeLLMServer) -> None:
     with pytest.raises(LLMUnavailable, match=r"refused the request \(400\)") as info:
         client_for(server.base_url).chat(MESSAGES)
     assert not isinstance(info.value, LLMContextOverflow)
+
+
+@pytest.mark.parametrize(("mode", "fix"), [("401", "set TRIAGE_LLM_API_KEY"), ("404", "check TRIAGE_LLM_MODEL")])
+def test_a_wrong_key_or_model_says_what_to_fix_and_shows_in_health_until_an_answer(
+    server: FakeLLMServer, mode: str, fix: str
+) -> None:
+    """A wrong TRIAGE_LLM_API_KEY or TRIAGE_LLM_MODEL sent every ticket to the proposal with a bare 'Error code: 401'
+    and /healthz said ok (the endpoint is up, so the breaker never opens): the refusal now names the setting to fix
+    and health carries it (/healthz lists it under problems) until a request succeeds."""
+    client = client_for(server.base_url)
+    assert client.health()["refused"] is None
+    server.mode = mode
+    with pytest.raises(LLMUnavailable, match=rf"refused the request \({mode}\).*; .*{fix}"):
+        client.chat(MESSAGES)
+    health = client.health()
+    assert health["state"] == "closed" and fix in health["refused"]
+    server.mode = "ok"
+    client.chat(MESSAGES)
+    assert client.health()["refused"] is None
 
 
 def test_the_breaker_opens_after_consecutive_failures_and_skips_without_a_request() -> None:

@@ -1,0 +1,23 @@
+"""Endpoint URLs as messages, logs and /healthz show them: with their secrets masked.
+
+An endpoint behind a gateway is often configured with its credentials in the URL (`https://user:password@host/v1`,
+which httpx sends as basic auth, or a gateway's `?key=...`), so the URL itself is a secret there. Every place that
+names the LLM, embedding or Chroma endpoint (the open /healthz, ticket warnings stored in revisions, CLI errors,
+logs) shows `shown_url(url)` instead.
+"""
+
+from __future__ import annotations
+
+import re
+
+# user:password@ (or user@) right after the scheme's `//` (or at the start of a URL that lacks its scheme), up to
+# the first `/`, `?` or `#`
+_USERINFO = re.compile(r"(?P<scheme>//|^)(?P<user>[^/?#@:]*)(?::[^/?#@]*)?@")
+_QUERY_VALUE = re.compile(r"(?P<key>[?&][^=&#]*=)[^&#]*")
+
+
+def shown_url(url: str) -> str:
+    """`url` with a password in its userinfo and every query value replaced by `***`; the scheme, user, host, port
+    and path stay, so the message still says which endpoint it is. Works on URLs too broken to parse."""
+    masked = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@" if m.group(0).count(":") else m.group(0), url)
+    return _QUERY_VALUE.sub(lambda m: f"{m['key']}***", masked)
