@@ -22,7 +22,7 @@ import re
 
 from langgraph.runtime import Runtime
 
-from agent.contracts import DRAFT_MAX_CHARS, Draft, EvidenceArticle, Usage
+from agent.contracts import ARTICLE_ID, DRAFT_MAX_CHARS, Draft, EvidenceArticle, Usage
 from agent.llm import LLMUnavailable
 from agent.prompts import (
     FENCE_CLOSE,
@@ -38,7 +38,7 @@ from agent.state import TriageContext, TriageState
 SHORT_CHANNELS = {"chat", "social", "phone"}
 DRAFT_MAX_TOKENS = 220
 AGENT_GUIDELINE_PREFIXES = ("abcd-",)
-_CITATION = re.compile(r"\[([A-Za-z0-9_\-:.]+)\]")
+_CITATION = re.compile(rf"\[({ARTICLE_ID.pattern})\]")
 # real HTML elements and comments only: Arduino articles also write path placeholders such as <username>
 _HTML_TAG = re.compile(
     r"<!--.*?-->|</?(?:a|abbr|b|blockquote|br|center|code|dd|details|div|dl|dt|em|figcaption|figure|font|h[1-6]|hr|i|"
