@@ -54,6 +54,8 @@ _TEMPLATE_PLACEHOLDER = re.compile(r"\{\{.*?\}\}|<[^<>\n]*(?:\bids?\b|\|)[^<>\n]
 # the prompts' sentences and lines, for a draft that repeats them
 _INSTRUCTION_BREAK = re.compile(r"(?<=[.!?:])\s+|\n+")
 ECHO_MIN_CHARS = 30
+# what makes a bracketed token an id rather than a button name: a digit or an id separator (kb-refund, t-bill-1, 4410)
+_ID_LIKE = re.compile(r"[\d_\-:.]")
 # ABCD's agent-dashboard buttons, e.g. [Pull up Account]; a Markdown link [text](url) is not one
 _AGENT_BUTTON = re.compile(r"\[[A-Z][a-z]+(?: [A-Za-z]+)+\](?!\()")
 
@@ -139,6 +141,17 @@ def copies_agent_steps(text: str) -> bool:
     return bool(_AGENT_BUTTON.search(text))
 
 
+def foreign_citations(text: str, known: set[str], state: TriageState) -> list[str]:
+    """Bracketed ids in an LLM draft that are not among the articles it drafted from: a past ticket's id (another
+    customer's case, shown to the classify step), an article retrieved below the floor, or one the model made up.
+    Left in, the customer reads a reference to nothing they can open (or to someone else's ticket), and the draft
+    claims a source it does not have. A bracketed word without digits or separators ([Save], [Settings]) is a
+    button name an article quotes, not an id."""
+    evidence = {n.id for n in state.get("neighbours", [])} | {a.id for a in state.get("articles", [])}
+    cited = dict.fromkeys(_CITATION.findall(text))
+    return [c for c in cited if c not in known and (c in evidence or _ID_LIKE.search(c))]
+
+
 def _article_block(article: EvidenceArticle) -> str:
     kind = " (agent guideline)" if is_agent_guideline(article) else ""
     return f"[{article.id}]{kind} {plain_text(article.title)}\n{plain_text(article.text or '')[:700]}"
@@ -195,6 +208,9 @@ def draft(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
         return _fallback(supported, channel, "the LLM's draft repeated its instructions", reply.usage)
     text = plain_text(text).strip()
     known = {a.id for a in supported}
+    foreign = foreign_citations(text, known, state)
+    if foreign:
+        return _fallback(supported, channel, f"the LLM's draft cited {', '.join(f'[{c}]' for c in foreign[:3])}, not an article it was given", reply.usage)
     citations = [c for c in dict.fromkeys(_CITATION.findall(text)) if c in known]
     if not citations:  # keep the draft honest about where it comes from
         citations = [supported[0].id]

@@ -518,3 +518,30 @@ def test_an_llm_draft_longer_than_a_reply_is_replaced(settings) -> None:  # noqa
     result, _ = run_draft(settings, [HELP_PAGE], answer=json.loads(GOOD), llm_answers=[reply])
     assert result["draft"].citations == ["ard-0100"] and result["draft"].text.startswith("Hello,\n\nCreate an Arduino")
     assert any("over 20000" in w and "the draft is extractive" in w for w in result["warnings"])
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "Create an Arduino account and sign in; the refund rules are in [kb-billing-7] and [ard-0100].",
+        "We refunded the same duplicate charge for another customer last week [t-bill-1], see [ard-0100].",
+    ],
+)
+def test_an_llm_draft_citing_an_id_it_was_not_given_is_replaced(settings, embedder, store, reply) -> None:  # noqa: ANN001
+    """The draft kept a bracketed id that was no article it drafted from (one the model made up, or a past ticket's,
+    another customer's case): only the citations list was filtered, so the customer read a reference to nothing
+    they could open, or to someone else's ticket, in a draft that claimed a source it did not have."""
+    result, _ = run_draft(settings, [HELP_PAGE], answer=json.loads(GOOD), llm_answers=[reply])
+    assert result["draft"].citations == ["ard-0100"] and result["draft"].text.startswith("Hello,\n\nCreate an Arduino")
+    assert "[kb-billing-7]" not in result["draft"].text and "[t-bill-1]" not in result["draft"].text
+    assert any("cited [" in w and "not an article it was given" in w and "the draft is extractive" in w for w in result["warnings"])
+    service, _ = make_service(settings, embedder, store, [GOOD, "Your duplicate charge is refunded, like in [t-bill-1] [kb-refund]."])
+    classified = service.classify(CHARGED_TWICE)
+    assert classified.draft is not None and "[t-bill-1]" not in classified.draft.text
+    assert classified.draft.citations and set(classified.draft.citations) <= {a.id for a in classified.evidence.articles}
+
+
+def test_an_llm_draft_may_quote_an_articles_button_names(settings) -> None:  # noqa: ANN001
+    good = "Open Settings, click [Save] and sign in to your Arduino account again [ard-0100]."
+    result, _ = run_draft(settings, [HELP_PAGE], answer=json.loads(GOOD), llm_answers=[good])
+    assert result["draft"].text == good and result["draft"].citations == ["ard-0100"]
