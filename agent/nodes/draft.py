@@ -23,6 +23,7 @@ import re
 from langgraph.runtime import Runtime
 
 from agent.contracts import ARTICLE_ID, DRAFT_MAX_CHARS, Draft, EvidenceArticle, Usage
+from agent.embeddings import MINILM, USE_MULTILINGUAL
 from agent.llm import LLMUnavailable
 from agent.prompts import (
     FENCE_CLOSE,
@@ -36,6 +37,7 @@ from agent.prompts import (
 from agent.state import TriageContext, TriageState
 
 SHORT_CHANNELS = {"chat", "social", "phone"}
+ENGLISH_ONLY_EMBEDDERS = {MINILM}
 DRAFT_MAX_TOKENS = 220
 AGENT_GUIDELINE_PREFIXES = ("abcd-",)
 _CITATION = re.compile(rf"\[({ARTICLE_ID.pattern})\]")
@@ -152,6 +154,24 @@ def foreign_citations(text: str, known: set[str], state: TriageState) -> list[st
     return [c for c in cited if c not in known and (c in evidence or _ID_LIKE.search(c))]
 
 
+def language_mismatch(language: str, embedder: str) -> str | None:
+    """Why no draft is made, when the ticket is not in English and the embedder compares only English by meaning.
+
+    MiniLM (the service's default) places any German, Spanish or French text near any other text in that language:
+    a French invoice question scored 0.64 against a French password-reset article, a Spanish printer fault 0.45
+    against a Spanish parcel-tracking one, both over the draft floor, so the customer was sent an unrelated article.
+    No floor separates those from the right matches, so the draft is withheld with the fix; the multilingual
+    embedder ranks by topic across languages.
+    """
+    if embedder not in ENGLISH_ONLY_EMBEDDERS or language in ("en", "unknown"):
+        return None
+    return (
+        f"no draft: the ticket reads as {language}, and the embedder {embedder} matches KB articles by meaning only in "
+        f"English (other languages by language, not topic); for drafts on such tickets set "
+        f"TRIAGE_EMBEDDING_MODEL={USE_MULTILINGUAL} and ingest into a fresh TRIAGE_DATA_DIR"
+    )
+
+
 def _article_block(article: EvidenceArticle) -> str:
     kind = " (agent guideline)" if is_agent_guideline(article) else ""
     return f"[{article.id}]{kind} {plain_text(article.title)}\n{plain_text(article.text or '')[:700]}"
@@ -173,6 +193,9 @@ def draft(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
     supported = [a for a in state.get("articles", []) if a.score >= floor]
     if not supported or state.get("out_of_scope"):
         return {"draft": None}
+    withheld = language_mismatch(state.get("language", "unknown"), ctx.embedder.name)
+    if withheld:
+        return {"draft": None, "warnings": [withheld]}
     channel = state["labels"]["channel"].label
     # no valid classify answer (LLM down, or invalid after its re-asks): no second free-text call to it
     if ctx.llm is None or ctx.settings.mode == "proposal" or not state.get("llm_answer"):

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from agent.contracts import AxisLabel, Decision, EvidenceArticle, EvidenceTicket, LabelledTicket, TicketIn
+from agent.embeddings import MINILM, USE_MULTILINGUAL
 from agent.llm import LLMContextOverflow, LLMSkipped, LLMUnavailable
 from agent.nodes.decide import LLM_WORDS_MAX, build_rationale, combine
 from agent.nodes.draft import draft, looks_like_data, plain_text
@@ -350,15 +351,17 @@ HELP_PAGE = EvidenceArticle(
 )
 
 
-def run_draft(settings, articles, *, answer, llm_answers=(), channel="email"):  # noqa: ANN001, ANN201
+def run_draft(settings, articles, *, answer, llm_answers=(), channel="email", language="en", embedder="hash-test"):  # noqa: ANN001, ANN201
     llm = ScriptedLLM(list(llm_answers))
     state = {
         "articles": articles,
         "labels": {"channel": AxisLabel(label=channel, confidence=1.0, source="intake")},
         "text": "I was charged twice for my order, please refund one of the charges.",
+        "language": language,
         "llm_answer": answer,
     }
-    return draft(state, SimpleNamespace(context=SimpleNamespace(settings=settings, llm=llm))), llm  # type: ignore[arg-type]
+    context = SimpleNamespace(settings=settings, llm=llm, embedder=SimpleNamespace(name=embedder))
+    return draft(state, SimpleNamespace(context=context)), llm  # type: ignore[arg-type]
 
 
 def test_an_llm_that_failed_validation_is_not_asked_for_the_draft(settings, embedder, store) -> None:  # noqa: ANN001
@@ -545,3 +548,15 @@ def test_an_llm_draft_may_quote_an_articles_button_names(settings) -> None:  # n
     good = "Open Settings, click [Save] and sign in to your Arduino account again [ard-0100]."
     result, _ = run_draft(settings, [HELP_PAGE], answer=json.loads(GOOD), llm_answers=[good])
     assert result["draft"].text == good and result["draft"].citations == ["ard-0100"]
+
+
+def test_a_non_english_ticket_gets_no_draft_from_an_english_only_embedder(settings) -> None:  # noqa: ANN001
+    """MiniLM ranks German, Spanish or French articles by language, not topic (the real model's scores are in
+    tests/unit/test_kb_ingest.py): its retrieval cannot ground a draft for such a ticket, by the LLM or extractive."""
+    for answer in (None, json.loads(GOOD)):
+        result, llm = run_draft(settings, [HELP_PAGE], answer=answer, llm_answers=["Erstellen Sie ein Konto [ard-0100]."], language="de", embedder=MINILM)
+        assert result["draft"] is None and llm.calls == []
+        assert any(w.startswith("no draft: the ticket reads as de") and USE_MULTILINGUAL in w for w in result["warnings"])
+    for language, embedder in (("en", MINILM), ("unknown", MINILM), ("de", USE_MULTILINGUAL)):
+        result, _ = run_draft(settings, [HELP_PAGE], answer=None, language=language, embedder=embedder)
+        assert result["draft"] is not None and result["draft"].citations == ["ard-0100"]

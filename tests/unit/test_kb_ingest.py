@@ -86,3 +86,34 @@ def test_articles_stored_before_origins_were_recorded_are_adopted_by_their_file(
     assert service.ingest(seed_path=seed, articles_path=kb, progress=False).articles_added == 0
     report = service.ingest(seed_path=seed, articles_path=write_jsonl(kb, [REFUND]), progress=False)
     assert report.articles_removed == 1 and stored_articles(service) == ["hc-refund"]
+
+
+FRENCH_KB = [
+    {"id": "fr-mdp", "title": "Réinitialiser votre mot de passe", "text": "Cliquez sur Mot de passe oublié sur la page de connexion et suivez le lien que nous vous envoyons par e-mail."},
+    {"id": "es-envio", "title": "Seguimiento del envío", "text": "Abra Pedidos y haga clic en Seguimiento para ver dónde está su paquete. Los envíos tardan de 2 a 4 días hábiles."},
+]
+
+
+def test_a_ticket_in_french_gets_no_draft_from_an_unrelated_french_article(settings: Settings, seed: Path, tmp_path: Path) -> None:
+    """The service's default embedder (MiniLM, English) scored a French invoice question 0.64 against a French
+    password-reset article and a Spanish printer fault 0.45 against a Spanish parcel-tracking one, over the 0.35
+    floor: the customer was sent the wrong article. Now the draft is withheld, and the warning says how to get
+    drafts in that language."""
+    from agent.embeddings import MINILM, OnnxEmbedder, packaged_minilm
+
+    service = TriageService(
+        settings.model_copy(update={"mode": "proposal", "draft_min_article_score": Settings().draft_min_article_score}),
+        embedder=OnnxEmbedder(*packaged_minilm(), name=MINILM),
+    )
+    service.ingest(seed_path=seed, articles_path=write_jsonl(tmp_path / "kb.jsonl", FRENCH_KB), progress=False)
+    tickets = {
+        "fr-mdp": TicketIn(subject="Problème de facture", body="Bonjour, je ne trouve pas ma facture pour la commande de mars. Pouvez-vous me l'envoyer par e-mail ?", channel="email"),
+        "es-envio": TicketIn(subject="Mi impresora", body="Hola, mi impresora de la oficina no imprime desde ayer. ¿Pueden ayudarme por favor? Gracias.", channel="email"),
+    }
+    for unrelated, ticket in tickets.items():
+        result = service.classify(ticket)
+        assert result.evidence.articles[0].id == unrelated and result.evidence.articles[0].score >= service.settings.draft_min_article_score
+        assert result.draft is None, result.draft
+        assert any(w.startswith("no draft: the ticket reads as") for w in result.warnings), result.warnings
+    english = service.classify(TicketIn(subject="Password", body="I forgot my password and cannot sign in, please help", channel="email"))
+    assert all(not w.startswith("no draft: the ticket reads as") for w in english.warnings)
