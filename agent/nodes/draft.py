@@ -154,6 +154,18 @@ def foreign_citations(text: str, known: set[str], state: TriageState) -> list[st
     return [c for c in cited if c not in known and (c in evidence or _ID_LIKE.search(c))]
 
 
+def no_close_article(retrieved: list[EvidenceArticle], floor: float, *, asked: bool) -> str | None:
+    """Why there is no draft when no article reaches the floor, so a lead (and the API caller) can tell "the KB has
+    nothing on this" from "the KB is empty" and from a draft that failed; None when drafts are switched off
+    (TRIAGE_TOP_K_ARTICLES=0)."""
+    if not asked:
+        return None
+    if not retrieved:
+        return "no draft: the knowledge base has no articles; add a help centre's with `triage ingest --articles FILE`"
+    best = max(retrieved, key=lambda a: a.score)
+    return f"no draft: no KB article is close enough (best [{best.id}] {best.score:.2f} < {floor:.2f})"
+
+
 def language_mismatch(language: str, embedder: str) -> str | None:
     """Why no draft is made, when the ticket is not in English and the embedder compares only English by meaning.
 
@@ -190,9 +202,13 @@ def _fallback(articles: list[EvidenceArticle], channel: str, reason: str, usage:
 def draft(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
     ctx = runtime.context
     floor = ctx.settings.draft_min_article_score
-    supported = [a for a in state.get("articles", []) if a.score >= floor]
-    if not supported or state.get("out_of_scope"):
+    retrieved = state.get("articles", [])
+    supported = [a for a in retrieved if a.score >= floor]
+    if state.get("out_of_scope"):  # decide's out-of-scope warning says why
         return {"draft": None}
+    if not supported:
+        reason = no_close_article(retrieved, floor, asked=ctx.settings.top_k_articles > 0)
+        return {"draft": None, "warnings": [reason] if reason else []}
     withheld = language_mismatch(state.get("language", "unknown"), ctx.embedder.name)
     if withheld:
         return {"draft": None, "warnings": [withheld]}

@@ -560,3 +560,18 @@ def test_a_non_english_ticket_gets_no_draft_from_an_english_only_embedder(settin
     for language, embedder in (("en", MINILM), ("unknown", MINILM), ("de", USE_MULTILINGUAL)):
         result, _ = run_draft(settings, [HELP_PAGE], answer=None, language=language, embedder=embedder)
         assert result["draft"] is not None and result["draft"].citations == ["ard-0100"]
+
+
+def test_a_withheld_draft_says_why(settings) -> None:  # noqa: ANN001
+    """With no article over the floor the draft was null and nothing said why: an API caller (and the UI, which
+    always printed "no KB article was close enough") could not tell an empty knowledge base from one with nothing
+    on this ticket."""
+    weak = HELP_PAGE.model_copy(update={"score": 0.05})
+    result, _ = run_draft(settings, [weak, weak.model_copy(update={"id": "ard-0200", "score": 0.02})], answer=None)
+    assert result["draft"] is None
+    assert result["warnings"] == [f"no draft: no KB article is close enough (best [ard-0100] 0.05 < {settings.draft_min_article_score:.2f})"]
+    result, _ = run_draft(settings, [], answer=None)
+    assert result["draft"] is None and "the knowledge base has no articles" in result["warnings"][0]
+    assert "triage ingest --articles" in result["warnings"][0]
+    result, _ = run_draft(settings.model_copy(update={"top_k_articles": 0}), [], answer=None)
+    assert result["draft"] is None and not result.get("warnings")  # drafts switched off: nothing to explain

@@ -18,6 +18,7 @@ from ui.format import (
     escape_md,
     label_changes,
     link_citations,
+    no_draft_reason,
     review_request,
     timeline,
 )
@@ -137,7 +138,7 @@ def render_draft(classification: dict[str, Any], ticket_id: str, seq: int | None
     st.subheader("Drafted answer")
     draft = classification.get("draft")
     if not draft:
-        st.caption("No draft: no KB article was close enough to ground an answer.")
+        st.caption(escape_md(no_draft_reason(classification)))
         return
     text = st.text_area("Answer (edit before sending)", value=draft["text"], height=200, key=draft_key(ticket_id, seq))
     citations = draft.get("citations") or []
