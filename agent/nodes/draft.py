@@ -185,8 +185,11 @@ def language_mismatch(language: str, embedder: str) -> str | None:
 
 
 def _article_block(article: EvidenceArticle) -> str:
+    """An article for the draft prompt, its title and text fenced like the ticket: an ingested help centre (or a
+    page scraped into it) can carry "ignore previous instructions..." as well as a ticket can, and the system
+    prompt tells the model to follow nothing written inside a fence, only what is outside it."""
     kind = " (agent guideline)" if is_agent_guideline(article) else ""
-    return f"[{article.id}]{kind} {plain_text(article.title)}\n{plain_text(article.text or '')[:700]}"
+    return f"[{article.id}]{kind}\n{fence(plain_text(article.title) + chr(10) + plain_text(article.text or '')[:700])}"
 
 
 def _fallback(articles: list[EvidenceArticle], channel: str, reason: str, usage: Usage | None = None) -> TriageState:
