@@ -37,6 +37,8 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
             except UnicodeDecodeError as exc:
                 reason = not_utf8(str(path), exc).replace("on line 1)", f"on line {line_no})")
                 raise InputFileError(reason) from exc
+            if line_no == 1:  # Notepad and Excel's "CSV UTF-8" start a UTF-8 file with a byte-order mark
+                line = line.removeprefix("\ufeff")
             if not line.strip():
                 continue
             try:

@@ -51,3 +51,11 @@ def test_a_csv_gets_a_hint_and_a_directory_or_missing_file_is_named(tmp_path: Pa
 def test_good_lines_are_read_blank_lines_skipped(tmp_path: Path) -> None:
     path = write(tmp_path, "articles.jsonl", json.dumps({"id": "a", "title": "T", "text": "x"}), "", "  ", json.dumps({"id": "b", "title": "U", "text": "y"}))
     assert [a.id for a in read_records(path, Article, "article")] == ["a", "b"]
+
+
+def test_a_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Notepad and Excel's "CSV UTF-8" put a UTF-8 byte-order mark first: the file was refused as 'not valid JSON:
+    Unexpected UTF-8 BOM (decode using utf-8-sig)', advice for a Python programmer, not for the lead with the file."""
+    path = write(tmp_path, "help-centre.jsonl", b"\xef\xbb\xbf" + json.dumps({"id": "kb-1", "title": "Refunds", "text": "We refund."}).encode())
+    assert [a.id for a in read_records(path, Article, "article")] == ["kb-1"]
+
