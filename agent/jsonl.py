@@ -19,6 +19,16 @@ from agent.textfiles import not_utf8
 M = TypeVar("M", bound=BaseModel)
 
 
+# what a file that is not JSON Lines probably is, by its name: a help centre's export is often Markdown, HTML or
+# one JSON array, and "Expecting value (column 1)" alone does not say that the file's format is the problem
+_FORMAT_HINTS = {
+    ".csv": " (a CSV file? this needs JSON Lines)",
+    ".tsv": " (a CSV file? this needs JSON Lines)",
+    **dict.fromkeys((".md", ".markdown", ".html", ".htm", ".txt"), " (a text or HTML page? this needs JSON Lines; convert the pages first)"),
+    ".json": " (a JSON array or a pretty-printed object? this needs JSON Lines, e.g. `jq -c '.[]' IN > OUT`)",
+}
+
+
 class InputFileError(ValueError):
     """An input file that cannot be read as asked; the message names the file, the line and what to change."""
 
@@ -29,7 +39,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
         raise InputFileError(f"{path} is a directory; give the path of a JSON Lines file")
     if not path.is_file():
         raise InputFileError(f"{path} does not exist")
-    hint = " (a CSV file? this needs JSON Lines)" if path.suffix.lower() in (".csv", ".tsv") else ""
+    hint = _FORMAT_HINTS.get(path.suffix.lower(), "")
     with path.open("rb") as fh:
         for line_no, raw in enumerate(fh, 1):
             try:
