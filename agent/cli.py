@@ -247,7 +247,8 @@ def ingest(
     Each file is JSON Lines, one object a line: a ticket has id, subject, body, channel and labels
     ({"service": ..., "tier": ...}, ids of the taxonomy in force); an article has id, title and text. Both files are
     checked whole before anything is stored. Only new or changed rows are embedded, so a second run is quick, and
-    an interrupted run is finished by running it again. Tickets with labels outside the taxonomy, or no text, are
+    an interrupted run is finished by running it again. An article ingested from the same file before and no longer
+    in it is removed from the store, so drafts stop citing it. Tickets with labels outside the taxonomy, or no text, are
     skipped with a warning.
 
       triage ingest
@@ -275,7 +276,8 @@ def ingest(
         fail("interrupted; what was stored is kept, and `triage ingest` again finishes the rest", 130)
     typer.echo(
         f"tickets: +{report.tickets_added} (total {report.tickets_total}, skipped {report.skipped}) · "
-        f"articles: +{report.articles_added} (total {report.articles_total}) · store: {settings.data_dir}"
+        f"articles: +{report.articles_added}{f', removed {report.articles_removed}' if report.articles_removed else ''} "
+        f"(total {report.articles_total}) · store: {settings.data_dir}"
     )
 
 

@@ -12,7 +12,16 @@ from datetime import datetime
 from enum import Enum
 from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 AXES: tuple[str, ...] = ("service", "channel", "tier")
 AxisName = Literal["service", "channel", "tier"]
@@ -401,7 +410,15 @@ class LabelledTicket(BaseModel):
         return "\n\n".join(p for p in (self.subject.strip(), self.body.strip()) if p)
 
 
+# what a draft's and the UI's citation parser reads as an id inside [...] (agent/nodes/draft.py, ui/format.py)
+ARTICLE_ID = re.compile(r"[A-Za-z0-9_\-:.]+")
+
+
 class Article(BaseModel):
+    """A KB article as an articles file gives it. The id is what drafts cite in square brackets, so it must be one
+    the citation parser reads back (and Chroma refuses an empty one, after the seed was already stored); an article
+    without a title or text would be retrieved and drafted from as a blank."""
+
     model_config = ConfigDict(extra="ignore")
     id: str
     title: str
@@ -411,6 +428,23 @@ class Article(BaseModel):
     license: str | None = None
     section: str | None = None
     service: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _citable_id(cls, value: str) -> str:
+        if not ARTICLE_ID.fullmatch(value):
+            raise ValueError(
+                f"{value[:80]!r} is not an id a draft can cite; use letters, digits and - _ : . only (e.g. a slug or "
+                "the number from the article's URL)"
+            )
+        return value
+
+    @field_validator("title", "text")
+    @classmethod
+    def _shows_something(cls, value: str, info: ValidationInfo) -> str:
+        if not has_text(value):
+            raise ValueError(f"the {info.field_name} is empty; give each article a {info.field_name}")
+        return value
 
 
 # ---------------------------------------------------------------- taxonomy migration

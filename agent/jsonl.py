@@ -19,6 +19,16 @@ from agent.textfiles import not_utf8
 M = TypeVar("M", bound=BaseModel)
 
 
+# what a file that is not JSON Lines probably is, by its name: a help centre's export is often Markdown, HTML or
+# one JSON array, and "Expecting value (column 1)" alone does not say that the file's format is the problem
+_FORMAT_HINTS = {
+    ".csv": " (a CSV file? this needs JSON Lines)",
+    ".tsv": " (a CSV file? this needs JSON Lines)",
+    **dict.fromkeys((".md", ".markdown", ".html", ".htm", ".txt"), " (a text or HTML page? this needs JSON Lines; convert the pages first)"),
+    ".json": " (a JSON array or a pretty-printed object? this needs JSON Lines, e.g. `jq -c '.[]' IN > OUT`)",
+}
+
+
 class InputFileError(ValueError):
     """An input file that cannot be read as asked; the message names the file, the line and what to change."""
 
@@ -29,7 +39,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
         raise InputFileError(f"{path} is a directory; give the path of a JSON Lines file")
     if not path.is_file():
         raise InputFileError(f"{path} does not exist")
-    hint = " (a CSV file? this needs JSON Lines)" if path.suffix.lower() in (".csv", ".tsv") else ""
+    hint = _FORMAT_HINTS.get(path.suffix.lower(), "")
     with path.open("rb") as fh:
         for line_no, raw in enumerate(fh, 1):
             try:
@@ -37,6 +47,8 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
             except UnicodeDecodeError as exc:
                 reason = not_utf8(str(path), exc).replace("on line 1)", f"on line {line_no})")
                 raise InputFileError(reason) from exc
+            if line_no == 1:  # Notepad and Excel's "CSV UTF-8" start a UTF-8 file with a byte-order mark
+                line = line.removeprefix("\ufeff")
             if not line.strip():
                 continue
             try:

@@ -176,6 +176,7 @@ class IngestReport:
     tickets_total: int
     articles_total: int
     skipped: int
+    articles_removed: int = 0  # stored from the same file before, no longer in it
 
 
 class TriageService:
@@ -272,23 +273,32 @@ class TriageService:
     def ingest(self, *, seed_path: Path | None = None, articles_path: Path | None = None, progress: bool = True) -> IngestReport:
         """Seed the store with labelled tickets and KB articles; only what is missing is embedded. Both files are read
         and checked whole before anything is stored (jsonl.InputFileError names the line); a knowledge base without
-        the default articles file has no articles, but an articles file that was asked for must be there."""
+        the default articles file has no articles, but an articles file that was asked for must be there. The articles
+        file is mirrored: an article stored from that same file before and now gone from it is removed from the store
+        (articles of other files stay)."""
         kb = self.settings.knowledge_base_dir
         seed_path = seed_path or kb / "seed" / "tickets.jsonl"
         default_articles = kb / "articles" / "articles.jsonl"
+        asked = articles_path is not None
         articles_path = articles_path or (default_articles if default_articles.is_file() else None)
         tickets, skipped = self._valid_tickets(jsonl.read_records(seed_path, LabelledTicket, "ticket"))
         articles = jsonl.read_records(articles_path, Article, "article") if articles_path else []
+        if asked and not articles:  # a file emptied by mistake would otherwise take its articles out of the store
+            raise jsonl.InputFileError(f"{articles_path} holds no articles; give a JSON Lines file with one article a line (id, title, text)")
         new_tickets = set(self.store.stale_ids(TICKETS, {t.id: fingerprint(t) for t in tickets}))
         new_articles = set(self.store.stale_ids(ARTICLES, {a.id: fingerprint(a) for a in articles}))
         self.add_tickets([t for t in tickets if t.id in new_tickets], progress=progress)
         todo = [a for a in articles if a.id in new_articles]
         for i in tqdm(range(0, len(todo), 64), desc="embedding articles", unit="batch", disable=not progress or not todo):
             self.store.upsert_articles(todo[i : i + 64])
+        # the file is the KB's truth: an article it no longer holds is removed, or drafts go on citing it
+        removed = self.store.sync_article_origin(str(articles_path.resolve()), [a.id for a in articles]) if articles_path else []
+        if removed:
+            log.info("removed %d articles no longer in %s: %s", len(removed), articles_path, ", ".join(removed[:10]))
         self._fingerprint_seen = None
         self.ensure_head(retrain=bool(new_tickets), progress=progress)
         counts = self.store.counts()
-        return IngestReport(len(new_tickets), len(new_articles), counts[TICKETS], counts[ARTICLES], skipped)
+        return IngestReport(len(new_tickets), len(new_articles), counts[TICKETS], counts[ARTICLES], skipped, len(removed))
 
     def add_tickets(self, tickets: list[LabelledTicket], *, progress: bool = False, batch: int = 128) -> None:
         for i in tqdm(range(0, len(tickets), batch), desc="embedding tickets", unit="batch", disable=not progress or not tickets):

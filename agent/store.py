@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -28,6 +28,8 @@ from agent.urls import shown_url
 TICKETS = "tickets"
 ARTICLES = "articles"
 _MAX_DOC_CHARS = 4000
+# an article's metadata key naming the file it was ingested from (its resolved path): agent.service.ingest
+ORIGIN = "origin"
 
 
 class StoreUnavailable(RuntimeError):
@@ -129,6 +131,23 @@ class VectorStore:
                 for a in articles
             ],
         )
+
+    def sync_article_origin(self, origin: str, keep: Collection[str], *, batch: int = 1000) -> list[str]:
+        """Make the articles stored from the file `origin` exactly `keep` (ids already upserted): each is tagged with
+        that origin (also one stored before origins were recorded, or moved here from another file), and an article
+        tagged with it that the file no longer holds is deleted, so an article taken out of the help centre stops
+        being retrieved and cited. Articles of other files are left alone. Returns the ids deleted."""
+        wanted = list(dict.fromkeys(keep))
+        for i in range(0, len(wanted), batch):
+            got = self.articles.get(ids=wanted[i : i + batch], include=["metadatas"])
+            moved = [id_ for id_, meta in zip(got["ids"], got["metadatas"], strict=True) if (meta or {}).get(ORIGIN) != origin]
+            if moved:
+                self.articles.update(ids=moved, metadatas=[{ORIGIN: origin} for _ in moved])
+        kept = set(wanted)
+        gone = [id_ for id_ in self.articles.get(where={ORIGIN: origin}, include=[])["ids"] if id_ not in kept]
+        for i in range(0, len(gone), batch):
+            self.articles.delete(ids=gone[i : i + batch])
+        return gone
 
     def relabel_tickets(self, relabel: Callable[[dict[str, str], str], dict[str, str]], *, batch: int = 1000) -> int:
         """Rewrite stored tickets' labels (a taxonomy migration) with `relabel(labels, text)`; vectors, texts and

@@ -72,6 +72,22 @@ def cited_ids(text: str) -> list[str]:
     return list(dict.fromkeys(CITATION.findall(text or "")))
 
 
+def no_draft_reason(classification: Mapping[str, Any]) -> str:
+    """Why a classification carries no draft, in the agent's words where it gave them (its "no draft: ..."
+    warnings, or the draft warning that also says "no customer-facing article"), else the out-of-scope flag; a
+    fixed "no article was close enough" told leads the wrong reason for a ticket out of scope or in another
+    language."""
+    warnings = [str(w) for w in classification.get("warnings") or []]
+    said = [w.removeprefix("no draft: ") for w in warnings if w.startswith("no draft: ") or "no customer-facing article" in w]
+    if said:
+        reason = said[0]
+    elif classification.get("out_of_scope"):
+        reason = "the ticket is out of scope"
+    else:
+        reason = "no KB article was close enough to ground an answer"
+    return f"No draft: {reason.rstrip('.')}."
+
+
 def anchor(evidence_id: str) -> str:
     """An HTML id for an evidence card (ids like `train:b77-1` are not valid in a URL fragment as they are)."""
     return "ev-" + re.sub(r"[^a-z0-9]+", "-", evidence_id.lower()).strip("-")

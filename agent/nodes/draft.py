@@ -22,7 +22,8 @@ import re
 
 from langgraph.runtime import Runtime
 
-from agent.contracts import DRAFT_MAX_CHARS, Draft, EvidenceArticle, Usage
+from agent.contracts import ARTICLE_ID, DRAFT_MAX_CHARS, Draft, EvidenceArticle, Usage
+from agent.embeddings import MINILM, USE_MULTILINGUAL
 from agent.llm import LLMUnavailable
 from agent.prompts import (
     FENCE_CLOSE,
@@ -36,9 +37,10 @@ from agent.prompts import (
 from agent.state import TriageContext, TriageState
 
 SHORT_CHANNELS = {"chat", "social", "phone"}
+ENGLISH_ONLY_EMBEDDERS = {MINILM}
 DRAFT_MAX_TOKENS = 220
 AGENT_GUIDELINE_PREFIXES = ("abcd-",)
-_CITATION = re.compile(r"\[([A-Za-z0-9_\-:.]+)\]")
+_CITATION = re.compile(rf"\[({ARTICLE_ID.pattern})\]")
 # real HTML elements and comments only: Arduino articles also write path placeholders such as <username>
 _HTML_TAG = re.compile(
     r"<!--.*?-->|</?(?:a|abbr|b|blockquote|br|center|code|dd|details|div|dl|dt|em|figcaption|figure|font|h[1-6]|hr|i|"
@@ -54,6 +56,8 @@ _TEMPLATE_PLACEHOLDER = re.compile(r"\{\{.*?\}\}|<[^<>\n]*(?:\bids?\b|\|)[^<>\n]
 # the prompts' sentences and lines, for a draft that repeats them
 _INSTRUCTION_BREAK = re.compile(r"(?<=[.!?:])\s+|\n+")
 ECHO_MIN_CHARS = 30
+# what makes a bracketed token an id rather than a button name: a digit or an id separator (kb-refund, t-bill-1, 4410)
+_ID_LIKE = re.compile(r"[\d_\-:.]")
 # ABCD's agent-dashboard buttons, e.g. [Pull up Account]; a Markdown link [text](url) is not one
 _AGENT_BUTTON = re.compile(r"\[[A-Z][a-z]+(?: [A-Za-z]+)+\](?!\()")
 
@@ -139,9 +143,53 @@ def copies_agent_steps(text: str) -> bool:
     return bool(_AGENT_BUTTON.search(text))
 
 
+def foreign_citations(text: str, known: set[str], state: TriageState) -> list[str]:
+    """Bracketed ids in an LLM draft that are not among the articles it drafted from: a past ticket's id (another
+    customer's case, shown to the classify step), an article retrieved below the floor, or one the model made up.
+    Left in, the customer reads a reference to nothing they can open (or to someone else's ticket), and the draft
+    claims a source it does not have. A bracketed word without digits or separators ([Save], [Settings]) is a
+    button name an article quotes, not an id."""
+    evidence = {n.id for n in state.get("neighbours", [])} | {a.id for a in state.get("articles", [])}
+    cited = dict.fromkeys(_CITATION.findall(text))
+    return [c for c in cited if c not in known and (c in evidence or _ID_LIKE.search(c))]
+
+
+def no_close_article(retrieved: list[EvidenceArticle], floor: float, *, asked: bool) -> str | None:
+    """Why there is no draft when no article reaches the floor, so a lead (and the API caller) can tell "the KB has
+    nothing on this" from "the KB is empty" and from a draft that failed; None when drafts are switched off
+    (TRIAGE_TOP_K_ARTICLES=0)."""
+    if not asked:
+        return None
+    if not retrieved:
+        return "no draft: the knowledge base has no articles; add a help centre's with `triage ingest --articles FILE`"
+    best = max(retrieved, key=lambda a: a.score)
+    return f"no draft: no KB article is close enough (best [{best.id}] {best.score:.2f} < {floor:.2f})"
+
+
+def language_mismatch(language: str, embedder: str) -> str | None:
+    """Why no draft is made, when the ticket is not in English and the embedder compares only English by meaning.
+
+    MiniLM (the service's default) places any German, Spanish or French text near any other text in that language:
+    a French invoice question scored 0.64 against a French password-reset article, a Spanish printer fault 0.45
+    against a Spanish parcel-tracking one, both over the draft floor, so the customer was sent an unrelated article.
+    No floor separates those from the right matches, so the draft is withheld with the fix; the multilingual
+    embedder ranks by topic across languages.
+    """
+    if embedder not in ENGLISH_ONLY_EMBEDDERS or language in ("en", "unknown"):
+        return None
+    return (
+        f"no draft: the ticket reads as {language}, and the embedder {embedder} matches KB articles by meaning only in "
+        f"English (other languages by language, not topic); for drafts on such tickets set "
+        f"TRIAGE_EMBEDDING_MODEL={USE_MULTILINGUAL} and ingest into a fresh TRIAGE_DATA_DIR"
+    )
+
+
 def _article_block(article: EvidenceArticle) -> str:
+    """An article for the draft prompt, its title and text fenced like the ticket: an ingested help centre (or a
+    page scraped into it) can carry "ignore previous instructions..." as well as a ticket can, and the system
+    prompt tells the model to follow nothing written inside a fence, only what is outside it."""
     kind = " (agent guideline)" if is_agent_guideline(article) else ""
-    return f"[{article.id}]{kind} {plain_text(article.title)}\n{plain_text(article.text or '')[:700]}"
+    return f"[{article.id}]{kind}\n{fence(plain_text(article.title) + chr(10) + plain_text(article.text or '')[:700])}"
 
 
 def _fallback(articles: list[EvidenceArticle], channel: str, reason: str, usage: Usage | None = None) -> TriageState:
@@ -157,9 +205,16 @@ def _fallback(articles: list[EvidenceArticle], channel: str, reason: str, usage:
 def draft(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
     ctx = runtime.context
     floor = ctx.settings.draft_min_article_score
-    supported = [a for a in state.get("articles", []) if a.score >= floor]
-    if not supported or state.get("out_of_scope"):
+    retrieved = state.get("articles", [])
+    supported = [a for a in retrieved if a.score >= floor]
+    if state.get("out_of_scope"):  # decide's out-of-scope warning says why
         return {"draft": None}
+    if not supported:
+        reason = no_close_article(retrieved, floor, asked=ctx.settings.top_k_articles > 0)
+        return {"draft": None, "warnings": [reason] if reason else []}
+    withheld = language_mismatch(state.get("language", "unknown"), ctx.embedder.name)
+    if withheld:
+        return {"draft": None, "warnings": [withheld]}
     channel = state["labels"]["channel"].label
     # no valid classify answer (LLM down, or invalid after its re-asks): no second free-text call to it
     if ctx.llm is None or ctx.settings.mode == "proposal" or not state.get("llm_answer"):
@@ -195,6 +250,9 @@ def draft(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
         return _fallback(supported, channel, "the LLM's draft repeated its instructions", reply.usage)
     text = plain_text(text).strip()
     known = {a.id for a in supported}
+    foreign = foreign_citations(text, known, state)
+    if foreign:
+        return _fallback(supported, channel, f"the LLM's draft cited {', '.join(f'[{c}]' for c in foreign[:3])}, not an article it was given", reply.usage)
     citations = [c for c in dict.fromkeys(_CITATION.findall(text)) if c in known]
     if not citations:  # keep the draft honest about where it comes from
         citations = [supported[0].id]

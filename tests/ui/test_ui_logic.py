@@ -19,6 +19,7 @@ from ui.format import (
     health_notes,
     label_changes,
     link_citations,
+    no_draft_reason,
     review_request,
     tiers_above,
     timeline,
@@ -356,3 +357,14 @@ def test_a_usable_candidate_taxonomy_is_its_content() -> None:
     data = (REPO_ROOT / "knowledge_base" / "taxonomies" / "default.yaml").read_bytes()
     content, problem = read_candidate("default.yaml", data)
     assert problem is None and content is not None and content["name"] == "default" and len(content["axes"]["tier"]["labels"]) == 3
+
+
+def test_no_draft_says_the_agents_reason() -> None:
+    """The ticket page said "no KB article was close enough" for every missing draft, also for a ticket out of
+    scope, one in a language the embedder cannot match, or one whose only articles are agent guidelines."""
+    said = {"warnings": ["ticket text truncated", "no draft: no KB article is close enough (best [kb-1] 0.21 < 0.35)"], "out_of_scope": False}
+    assert no_draft_reason(said) == "No draft: no KB article is close enough (best [kb-1] 0.21 < 0.35)."
+    guideline = {"warnings": ["the LLM's draft was empty or echoed the ticket; no customer-facing article to draft from"]}
+    assert no_draft_reason(guideline).endswith("no customer-facing article to draft from.")
+    assert no_draft_reason({"warnings": ["out of scope: ..."], "out_of_scope": True}) == "No draft: the ticket is out of scope."
+    assert no_draft_reason({}) == "No draft: no KB article was close enough to ground an answer."

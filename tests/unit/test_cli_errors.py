@@ -247,6 +247,29 @@ def test_ingest_refuses_a_bad_line_in_one_line(runner: CliRunner, env: dict[str,
     assert_one_line(result)
 
 
+def test_ingest_refuses_an_article_without_an_id_title_or_text_a_draft_can_use(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
+    """An empty id ended ingest in chromadb's InvalidArgumentError traceback (exit 1) after the seed tickets were
+    already stored; a blank title or text, or an id with spaces or brackets that no draft citation can name, was
+    stored without a word."""
+    seed = tmp_path / "seed.jsonl"
+    seed.write_text('{"id": "t-1", "body": "refund please", "labels": {"service": "billing_payments", "tier": "L1"}}\n', encoding="utf-8")
+    cases = [
+        ('{"id": "", "title": "Refunds", "text": "We refund."}', "id: '' is not an id a draft can cite"),
+        ('{"id": "how to [refund]", "title": "Refunds", "text": "We refund."}', "use letters, digits and - _ : . only"),
+        ('{"id": "kb-1", "title": "  ", "text": "We refund."}', "title: the title is empty; give each article a title"),
+        ('{"id": "kb-1", "title": "Refunds", "text": "\\u200b"}', "text: the text is empty; give each article a text"),
+    ]
+    for row, needle in cases:
+        articles = tmp_path / "articles.jsonl"
+        articles.write_text('{"id": "kb-0", "title": "Fine", "text": "A fine article."}\n' + row + "\n", encoding="utf-8")
+        result = runner.invoke(app, ["ingest", "--seed", str(seed), "--articles", str(articles)], env=env)
+        assert_error(result, "articles.jsonl:2 is not a valid article", needle)
+        assert_one_line(result)
+    from agent.store import make_client
+
+    assert make_client(path=tmp_path / "data" / "chroma").get_collection("tickets").count() == 0  # nothing stored
+
+
 def test_classify_says_which_part_is_down_in_one_line(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
     """A Chroma server that is down, a damaged store file or an embedding endpoint that is down ended classify in a
     chromadb or openai traceback; a data directory that is a file, in a NotADirectoryError one."""

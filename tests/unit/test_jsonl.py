@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,26 @@ def test_a_csv_gets_a_hint_and_a_directory_or_missing_file_is_named(tmp_path: Pa
 def test_good_lines_are_read_blank_lines_skipped(tmp_path: Path) -> None:
     path = write(tmp_path, "articles.jsonl", json.dumps({"id": "a", "title": "T", "text": "x"}), "", "  ", json.dumps({"id": "b", "title": "U", "text": "y"}))
     assert [a.id for a in read_records(path, Article, "article")] == ["a", "b"]
+
+
+def test_a_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Notepad and Excel's "CSV UTF-8" put a UTF-8 byte-order mark first: the file was refused as 'not valid JSON:
+    Unexpected UTF-8 BOM (decode using utf-8-sig)', advice for a Python programmer, not for the lead with the file."""
+    path = write(tmp_path, "help-centre.jsonl", b"\xef\xbb\xbf" + json.dumps({"id": "kb-1", "title": "Refunds", "text": "We refund."}).encode())
+    assert [a.id for a in read_records(path, Article, "article")] == ["kb-1"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "hint"),
+    [
+        ("refunds.md", "# Refunds\n\nWe refund within 5 days.", "a text or HTML page? this needs JSON Lines"),
+        ("refunds.html", "<h1>Refunds</h1><p>We refund.</p>", "a text or HTML page? this needs JSON Lines"),
+        ("articles.json", '[\n  {"id": "kb-1", "title": "Refunds", "text": "We refund."}\n]', "a JSON array or a pretty-printed object? this needs JSON Lines, e.g. `jq -c '.[]' IN > OUT`"),
+    ],
+)
+def test_a_help_centre_export_in_another_format_is_told_the_shape(tmp_path: Path, name: str, content: str, hint: str) -> None:
+    """A Markdown page, an HTML page or a JSON array given as --articles read only 'is not valid JSON: Expecting value
+    (column 1)', which does not say that the file's format is the problem, nor what a line should hold."""
+    path = write(tmp_path, name, content)
+    with pytest.raises(InputFileError, match=re.escape(hint)):
+        read_records(path, Article, "article")

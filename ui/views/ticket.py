@@ -20,6 +20,7 @@ from ui.format import (
     escape_md,
     label_changes,
     link_citations,
+    no_draft_reason,
     review_request,
     tiers_above,
     timeline,
@@ -140,7 +141,7 @@ def render_draft(classification: dict[str, Any], ticket_id: str, seq: int | None
     st.subheader("Drafted answer")
     draft = classification.get("draft")
     if not draft:
-        st.caption("No draft: no KB article was close enough to ground an answer.")
+        st.caption(escape_md(no_draft_reason(classification)))
         return
     # the API's own limit (a longer answer came back as a 422 after the lead had written it); drafts stay under it
     text = st.text_area(
