@@ -63,6 +63,16 @@ _CONTEXT_LIMIT = re.compile(r"(?:context length|context size|context window) (?:
 _REQUESTED = re.compile(r"(?:requested|request has|resulted in) (\d+) (?:input )?tokens", re.IGNORECASE)
 
 
+# how servers word "this response_format is not one I take": llama-cpp-python's server answers a json_schema
+# response_format with a 500 carrying pydantic's "Input should be 'text' or 'json_object'" (loc response_format);
+# others say 400 "response_format ... not supported"
+_SCHEMA_MODE_REFUSED = re.compile(r"response_format|json_schema", re.IGNORECASE)
+
+
+class SchemaModeRefused(RuntimeError):
+    """The endpoint refused the `json_schema` response_format itself: up and answering, so no breaker failure."""
+
+
 class LLMUnavailable(RuntimeError):
     """The LLM could not answer (down, slow, rate-limited beyond retries, or refused the request)."""
 
@@ -191,8 +201,11 @@ class LLMClient:
         client: OpenAI | None = None,
         breaker: CircuitBreaker | None = None,
         server_health: Callable[[], dict[str, Any]] | None = None,
+        schema_fallback: bool = False,
     ) -> None:
         self.base_url = base_url
+        # `auto`: an endpoint that refuses json_schema (llama-cpp-python's server) is asked in json_object from then on
+        self.schema_fallback = schema_fallback
         self.shown_url = shown_url(base_url)  # what health, warnings and logs name: credentials in it masked
         self.server_health = server_health  # the embedded server's process view; None for an endpoint we do not run
         self.model = model
@@ -232,6 +245,15 @@ class LLMClient:
             kwargs["response_format"] = self._response_format(schema)
         try:
             response = self._with_retries(kwargs)
+        except SchemaModeRefused as exc:
+            if not self.schema_fallback or schema is None:
+                raise LLMUnavailable(
+                    f"LLM at {self.shown_url} refused the json_schema response_format ({exc}); set TRIAGE_LLM_STRUCTURED=json_object "
+                    "(llama.cpp's servers) or none"
+                ) from exc
+            log.warning("LLM at %s does not take the json_schema response_format; asking in json_object from now on", self.shown_url)
+            self.structured = "json_object"
+            return self.chat(messages, schema=schema, max_tokens=max_tokens, temperature=temperature)
         except RetryError as exc:
             cause = exc.last_attempt.exception()
             raise LLMUnavailable(f"LLM at {self.shown_url} unreachable after {self.max_attempts} attempts: {cause}") from cause
@@ -275,16 +297,28 @@ class LLMClient:
         failure: str | None = None
         try:
             return _completion(self._client.chat.completions.create(**kwargs))
+        except openai.APIStatusError as exc:
+            if self._schema_mode_refused(exc, kwargs):
+                raise SchemaModeRefused(" ".join(str(exc.message).split())[:200]) from exc
+            if isinstance(exc, _TRANSIENT):
+                failure = str(exc) or type(exc).__name__
+            raise
         except (*_TRANSIENT, NotACompletion) as exc:
             failure = str(exc) or type(exc).__name__
-            raise
-        except openai.APIStatusError:
             raise
         except Exception as exc:
             failure = f"{type(exc).__name__}: {exc}"
             raise
         finally:
             self.breaker.record(failure, probe=probe)
+
+    def _schema_mode_refused(self, exc: openai.APIStatusError, kwargs: dict[str, Any]) -> bool:
+        """A 400/422/500 that names the response_format of a json_schema request: the server lacks that mode (the
+        endpoint is fine, so neither a retry nor a breaker failure), not a ticket it could not answer."""
+        response_format = kwargs.get("response_format") or {}
+        if response_format.get("type") != "json_schema" or exc.status_code not in (400, 422, 500):
+            return False
+        return bool(_SCHEMA_MODE_REFUSED.search(f"{exc.message} {exc.body}"))
 
     def _refused(self, exc: openai.APIStatusError) -> LLMUnavailable:
         message = f"LLM at {self.shown_url} refused the request ({exc.status_code}): {exc.message}"

@@ -119,6 +119,7 @@ def make_llm(settings: Settings, base_url: str | None, *, server: LocalLLMServer
         structured=structured,
         breaker=breaker,
         server_health=server.health if server is not None else None,
+        schema_fallback=settings.llm_structured == "auto",
     )
 
 

@@ -39,6 +39,23 @@ def test_schema_constrained_answers_validate_against_the_taxonomy(llm_server: Lo
         assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
 
 
+def test_a_remote_llama_cpp_python_server_answers_with_the_default_structured_mode(llm_server: LocalLLMServer) -> None:
+    """The same server run by someone else (`python -m llama_cpp.server`) and named by TRIAGE_LLM_BASE_URL: `auto`
+    sends an endpoint json_schema, which llama-cpp-python answers with a 500, so every ticket fell back to the
+    proposal. The client now asks it in json_object, and the answer validates."""
+    taxonomy = load_taxonomy(REPO_ROOT / "knowledge_base" / "taxonomies" / "default.yaml")
+    model = answer_model(taxonomy, with_channel=True)
+    client = make_llm(Settings(llm_model="SmolLM2-135M-Instruct"), llm_server.base_url)  # no server: an endpoint
+    assert client is not None and client.structured == "json_schema"
+    reply = client.chat(
+        [{"role": "user", "content": "Classify this ticket into service, channel, tier. Ticket: I want a copy of my last invoice"}],
+        schema=model.model_json_schema(),
+        max_tokens=160,
+    )
+    assert model.model_validate(extract_json(reply.text)).service in taxonomy.axes["service"].ids
+    assert client.structured == "json_object" and client.health()["state"] == "closed"
+
+
 def test_server_stops_with_its_owner_and_frees_the_port(tmp_path) -> None:  # noqa: ANN001
     server = LocalLLMServer(log_path=tmp_path / "llm.log").start()
     process = server._process

@@ -37,6 +37,14 @@ LLAMA_CPP_OVERFLOW = {
     }
 }
 
+LLAMA_CPP_PYTHON_NO_JSON_SCHEMA = {
+    "message": "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': "
+    "\"Input should be 'text' or 'json_object'\", 'input': 'json_schema', 'ctx': {'expected': \"'text' or 'json_object'\"}}\n\n"
+    "  File \"llama_cpp/server/app.py\", line 376, in create_chat_completion\n    POST /v1/chat/completions",
+    "type": "internal_server_error", "param": None, "code": None,
+}
+SCHEMA = {"type": "object", "properties": {"service": {"type": "string"}}, "required": ["service"]}
+
 
 def completion(content: str | None = ANSWER, *, choices: bool = True) -> dict:
     choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
@@ -56,6 +64,7 @@ class FakeLLMServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.mode = "ok"
         self.requests = 0
+        self.formats: list[str | None] = []  # each request's response_format type
         self.release = threading.Event()  # ends a "slow" answer early at teardown
 
     @property
@@ -70,9 +79,13 @@ class _Handler(BaseHTTPRequestHandler):
     server: FakeLLMServer
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length", 0)))
+        request = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
         self.server.requests += 1
+        self.server.formats.append((request.get("response_format") or {}).get("type"))
         mode = self.server.mode
+        if mode == "no_json_schema" and self.server.formats[-1] == "json_schema":  # llama-cpp-python's server, verbatim
+            self._json(500, LLAMA_CPP_PYTHON_NO_JSON_SCHEMA)
+            return
         if mode == "html":
             self._send(200, "text/html", b"<html>502 Bad Gateway</html>")
         elif mode == "not_openai":
@@ -389,3 +402,34 @@ def test_a_rate_limit_waits_as_long_as_the_endpoint_asks_up_to_the_timeout(serve
     assert reply.text == ANSWER and server.requests == 2
     assert waits == [waited]
 
+
+
+def test_an_endpoint_without_json_schema_is_asked_in_json_object_from_then_on(server: FakeLLMServer) -> None:
+    """`TRIAGE_LLM_STRUCTURED=auto` sends a remote endpoint json_schema; llama-cpp-python's server answers that with a
+    500, which was retried as a server failure until the breaker opened, so every ticket fell back to the proposal."""
+    server.mode = "no_json_schema"
+    client = LLMClient(base_url=server.base_url, model="fake-llm", max_attempts=3, schema_fallback=True)
+    client.retry_wait = wait_none()
+    assert client.chat(MESSAGES, schema=SCHEMA).text == ANSWER
+    assert server.formats == ["json_schema", "json_object"]  # no retry of the refused mode, one request in the other
+    assert client.structured == "json_object" and client.health()["consecutive_failures"] == 0
+    client.chat(MESSAGES, schema=SCHEMA)
+    assert server.formats[2:] == ["json_object"]
+
+
+def test_a_json_schema_mode_set_on_purpose_that_the_endpoint_refuses_says_what_to_set(server: FakeLLMServer) -> None:
+    server.mode = "no_json_schema"
+    client = LLMClient(base_url=server.base_url, model="fake-llm", max_attempts=3, structured="json_schema")
+    client.retry_wait = wait_none()
+    with pytest.raises(LLMUnavailable, match=r"refused the json_schema response_format .*TRIAGE_LLM_STRUCTURED=json_object"):
+        client.chat(MESSAGES, schema=SCHEMA)
+    assert server.formats == ["json_schema"] and client.health()["state"] == "closed"
+
+
+def test_a_server_error_that_is_not_about_the_response_format_is_still_retried(server: FakeLLMServer) -> None:
+    server.mode = "500"
+    client = LLMClient(base_url=server.base_url, model="fake-llm", max_attempts=2, schema_fallback=True)
+    client.retry_wait = wait_none()
+    with pytest.raises(LLMUnavailable, match="unreachable after 2 attempts"):
+        client.chat(MESSAGES, schema=SCHEMA)
+    assert server.formats == ["json_schema", "json_schema"] and client.structured == "json_schema"
