@@ -203,13 +203,17 @@ def token_batches(lengths: Sequence[int], max_texts: int, max_tokens: int) -> li
 class OpenAIEmbedder:
     """Any OpenAI-compatible `/v1/embeddings` endpoint (OpenAI, vLLM, Ollama, llama.cpp)."""
 
-    def __init__(self, *, base_url: str, model: str, api_key: str = "not-needed", batch_size: int = 64) -> None:
+    def __init__(
+        self, *, base_url: str, model: str, api_key: str = "not-needed", batch_size: int = 64, timeout_s: float = 30.0
+    ) -> None:
         from openai import OpenAI
 
         self.name = model
         self.base_url = base_url
         self.batch_size = batch_size
-        self._client = OpenAI(base_url=base_url, api_key=api_key, max_retries=3)
+        # the openai client's own default is 10 minutes a request and 2 retries: a hung endpoint held a worker (and the
+        # lead or bot waiting on it) for half an hour before the ticket's 503
+        self._client = OpenAI(base_url=base_url, api_key=api_key, max_retries=2, timeout=timeout_s)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """The vectors; an endpoint that is down or refuses is an EmbeddingError that names it (no ticket can be

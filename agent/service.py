@@ -86,7 +86,10 @@ def make_embedder(settings: Settings, texts: Sequence[str] | None = None) -> Emb
             raise EmbeddingError(
                 f"TRIAGE_EMBEDDING_BASE_URL is set: also set TRIAGE_EMBEDDING_MODEL to the endpoint's model name, not {name!r}"
             )
-        return OpenAIEmbedder(base_url=settings.embedding_base_url, model=name, api_key=settings.llm_api_key)
+        return OpenAIEmbedder(
+            base_url=settings.embedding_base_url, model=name, api_key=settings.embedding_api_key or settings.llm_api_key,
+            timeout_s=settings.embedding_timeout_s,
+        )
     if settings.embedding_model_dir:
         return OnnxEmbedder.from_dir(settings.embedding_model_dir, batch_size=settings.embedding_batch_size, max_batch_tokens=settings.embedding_batch_tokens)
     if name == USE_MULTILINGUAL:

@@ -87,6 +87,10 @@ class Settings(BaseSettings):
 
     # embeddings: empty URL = packaged ONNX model
     embedding_base_url: str | None = None
+    embedding_api_key: str | None = Field(default=None, description="The embedding endpoint's key; default: TRIAGE_LLM_API_KEY.")
+    embedding_timeout_s: float = Field(
+        default=30.0, gt=0, description="Each request to the embedding endpoint (2 retries); a ticket waits on it."
+    )
     embedding_model: str = Field(
         default="auto",
         description=(

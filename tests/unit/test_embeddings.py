@@ -3,6 +3,12 @@ model maps translations together; `auto` picks it only for a multilingual corpus
 
 from __future__ import annotations
 
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import numpy as np
 import pytest
 
@@ -77,3 +83,58 @@ def test_an_endpoint_needs_its_own_model_name_and_unknown_names_are_refused() ->
         make_embedder(Settings(embedding_base_url="http://127.0.0.1:9/v1", embedding_model="auto"))
     with pytest.raises(EmbeddingError, match="unknown embedding model 'bert-xl'"):
         make_embedder(Settings(embedding_model="bert-xl"))
+
+
+class _EmbeddingsHandler(BaseHTTPRequestHandler):
+    """A /v1/embeddings endpoint that keeps the Authorization header it was sent and answers one vector a text."""
+
+    seen: list[str | None] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
+        _EmbeddingsHandler.seen.append(self.headers.get("authorization"))
+        data = [{"object": "embedding", "index": i, "embedding": [1.0, 0.0, 0.0]} for i in range(len(body["input"]))]
+        payload = json.dumps({"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": 1, "total_tokens": 1}}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+def test_the_embedding_endpoint_gets_its_own_key_else_the_llms() -> None:
+    """TRIAGE_EMBEDDING_API_KEY did not exist: an embedding endpoint behind another key than the LLM's was refused."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EmbeddingsHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        _EmbeddingsHandler.seen = []
+        for settings in (
+            Settings(embedding_base_url=url, embedding_model="e5", llm_api_key="llm-key", embedding_api_key="emb-key"),
+            Settings(embedding_base_url=url, embedding_model="e5", llm_api_key="llm-key"),
+        ):
+            assert make_embedder(settings).embed(["a ticket"]).shape == (1, 3)
+        assert _EmbeddingsHandler.seen == ["Bearer emb-key", "Bearer llm-key"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_hung_embedding_endpoint_fails_within_its_timeout() -> None:
+    """The openai client's defaults (10 minutes a request, retried) held a ticket that long on an endpoint that
+    accepted the connection and never answered."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # accepts connections into the backlog, never answers them
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+        embedder = make_embedder(Settings(embedding_base_url=url, embedding_model="e5", embedding_timeout_s=0.5))
+        started = time.monotonic()
+        with pytest.raises(EmbeddingError, match=r"the embedding endpoint .* failed: Request timed out"):
+            embedder.embed(["a ticket"])
+        assert time.monotonic() - started < 10  # 3 tries of 0.5 s and the client's short back-off
+    finally:
+        listener.close()
