@@ -134,10 +134,22 @@ class CalibrationError(ValueError):
     pass
 
 
-def load_calibration(path: Path) -> Calibration:
+def load_calibration(path: Path, *, named: bool = False) -> Calibration:
     """The auto-apply thresholds; none on disk means the default threshold everywhere. A broken file stops start-up
-    with its path and the fix, instead of failing on the first ticket."""
+    with its path and the fix, instead of failing on the first ticket; so does a file named by TRIAGE_CALIBRATION_PATH
+    (`named`) that is not there, a typo that would otherwise auto-apply on uncalibrated confidence. The default file
+    missing (a taxonomy written anew, without `triage eval` run for it) is a start-up warning."""
     if not path.is_file():
+        if named:
+            raise CalibrationError(
+                f"TRIAGE_CALIBRATION_PATH names {path}, which is not a file; fix the path, write one with `triage eval ... "
+                "--out DIR` (DIR/calibration.json), or unset it to use the file next to the taxonomy"
+            )
+        log.warning(
+            "no calibration file at %s: every label is auto-applied at confidence >= %.2f, uncalibrated, and no ticket is "
+            "flagged out of scope; fit one with `triage eval ... --out DIR` and copy DIR/calibration.json there",
+            path, Calibration().default,
+        )
         return Calibration()
     try:
         return Calibration.from_json(json.loads(path.read_text(encoding="utf-8")))
@@ -197,7 +209,8 @@ class TriageService:
         self.embedder = embedder or make_embedder(settings)
         self.store = store or open_store(self.embedder, path=settings.chroma_dir, url=settings.chroma_url)
         self.llm = llm
-        self.calibration = calibration_for(load_calibration(settings.resolved_calibration_path), self.taxonomy)
+        named = settings.calibration_path is not None
+        self.calibration = calibration_for(load_calibration(settings.resolved_calibration_path, named=named), self.taxonomy)
         self.head: ProposalHead | None = None
         self._head_lock = threading.Lock()
         self._fingerprint_seen: tuple[float, str] | None = None
