@@ -52,10 +52,23 @@ def parse_taxonomy(data: bytes, what: str) -> Taxonomy:
         taxonomy = Taxonomy.model_validate(raw)
     except ValidationError as exc:
         raise TaxonomyError(f"{what} is invalid: {validation_problems(exc)}") from exc
-    problem = ref_problem(taxonomy) or tier_order_problem(taxonomy)
+    problem = ref_problem(taxonomy) or case_twin_problem(taxonomy) or tier_order_problem(taxonomy)
     if problem:
         raise TaxonomyError(f"{what} is invalid: {problem}")
     return taxonomy
+
+
+def case_twin_problem(taxonomy: Taxonomy) -> str | None:
+    """Why two labels of one axis cannot be told apart, or None: ids that differ only in case (`Email` / `email`).
+    Intake channels and reviews are matched case-insensitively (a bot's `EMAIL` is `email`), so such a pair made
+    each of them ambiguous, refused for every ticket that named either. Checked when a file is read."""
+    for axis_name, axis in taxonomy.axes.items():
+        seen: dict[str, str] = {}
+        for label_id in axis.ids:
+            twin = seen.setdefault(label_id.casefold(), label_id)
+            if twin != label_id:
+                return f"axes.{axis_name} has labels {twin!r} and {label_id!r}, which differ only in case; rename or merge one"
+    return None
 
 
 # what the records keep of a served version (agent/records.py, TaxonomyVersionRow: name 120, version 80 characters)

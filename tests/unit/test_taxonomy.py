@@ -80,6 +80,13 @@ AXES_OK = (
             r"axes.tier lists \['L3', 'L2', 'L1'\]; tiers rank in list order .* from the front line up: \['L1', 'L2', 'L3'\]",
         ),
         ("name: caf\xe9\n", "not UTF-8 text"),
+        (  # channels are matched case-insensitively: such a pair made both ambiguous
+            "name: x\nversion: '1'\naxes:\n"
+            "  service: {fallback: a, labels: [{id: a, name: A, description: d}]}\n"
+            "  channel: {fallback: email, labels: [{id: email, name: A, description: d}, {id: Email, name: B, description: d}]}\n"
+            "  tier: {fallback: a, labels: [{id: a, name: A, description: d}]}\n",
+            r"axes.channel has labels 'email' and 'Email', which differ only in case",
+        ),
         # name@version names a version in revisions and GET /v1/taxonomy/versions/{ref}: a half-written or odd one
         (AXES_OK.format(name="x", version="''"), r"version is empty; give it a value"),
         (AXES_OK.format(name="'  '", version="'1'"), r"name is empty"),
