@@ -7,13 +7,14 @@ downloads a model) is never used. Embedded `PersistentClient` by default, `HttpC
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import chromadb
 import numpy as np
@@ -41,14 +42,9 @@ def make_client(*, path: Path | None = None, url: str | None = None) -> chromadb
     not chromadb's ValueError or InternalError traceback."""
     settings = ChromaSettings(anonymized_telemetry=False, allow_reset=True)
     if url:
-        parsed = urlparse(url)
+        host, port, headers = server_address(url)
         try:
-            return chromadb.HttpClient(
-                host=parsed.hostname or "127.0.0.1",
-                port=parsed.port or 8000,
-                ssl=parsed.scheme == "https",
-                settings=settings,
-            )
+            return chromadb.HttpClient(host=host, port=port, ssl=url.startswith("https"), headers=headers, settings=settings)
         except Exception as exc:  # noqa: BLE001 - chromadb reports a refused connection as a bare ValueError
             raise StoreUnavailable(_server_problem(url, exc)) from exc
     if path is None:
@@ -62,6 +58,21 @@ def make_client(*, path: Path | None = None, url: str | None = None) -> chromadb
             f"cannot open the vector store at {path} ({reason}); move that folder aside and run `triage ingest` to "
             "build it again, or point TRIAGE_DATA_DIR elsewhere"
         ) from exc
+
+
+def server_address(url: str) -> tuple[str, int, dict[str, str]]:
+    """What chromadb's HttpClient takes for TRIAGE_CHROMA_URL: the URL without its credentials (a path prefix kept:
+    a server behind a reverse proxy at https://host/chroma), its port, and `user:password@` as a Basic
+    Authorization header (Chroma's basic auth, or the proxy's). Only the host and port were passed before, so a
+    prefix and credentials in the URL were silently dropped and such a server answered 404 or 401."""
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 8000)
+    base = f"{parsed.scheme or 'http'}://{parsed.hostname or '127.0.0.1'}:{port}{parsed.path.rstrip('/')}"
+    headers: dict[str, str] = {}
+    if parsed.username is not None:
+        secret = f"{unquote(parsed.username)}:{unquote(parsed.password or '')}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(secret).decode("ascii")
+    return base, port, headers
 
 
 def _server_problem(url: str, exc: Exception) -> str:
