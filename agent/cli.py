@@ -277,7 +277,7 @@ def ingest(
     typer.echo(
         f"tickets: +{report.tickets_added} (total {report.tickets_total}, skipped {report.skipped}) · "
         f"articles: +{report.articles_added}{f', removed {report.articles_removed}' if report.articles_removed else ''} "
-        f"(total {report.articles_total}) · store: {settings.data_dir}"
+        f"(total {report.articles_total}) · store: {settings.vector_store_location}"
     )
 
 

@@ -537,7 +537,7 @@ def running_service(settings: Settings, *, seed: bool = True, progress: bool = F
         service = TriageService(settings, llm=llm)
         if seed and service.store.counts()[TICKETS] == 0:
             # minutes of work the caller did not ask for by name: say so, whether or not a progress bar shows
-            log.warning("the vector store under %s is empty: seeding it from %s first (a few minutes, once)",
-                        settings.data_dir, settings.knowledge_base_dir)
+            log.warning("the vector store (%s) is empty: seeding it from %s first (a few minutes, once)",
+                        settings.vector_store_location, settings.knowledge_base_dir)
             service.ingest(progress=progress)
         yield service

@@ -185,6 +185,12 @@ class Settings(BaseSettings):
     def chroma_dir(self) -> Path:
         return self.data_dir / "chroma"
 
+    @property
+    def vector_store_location(self) -> str:
+        """Where the vector store is, as messages name it: the Chroma server (credentials masked) when one is set,
+        else the folder under TRIAGE_DATA_DIR; naming the local folder for a server sent operators to the wrong place."""
+        return f"the Chroma server at {shown_url(self.chroma_url)}" if self.chroma_url else str(self.chroma_dir)
+
     @cached_property
     def models_dir(self) -> Path:
         return self.data_dir / "models"

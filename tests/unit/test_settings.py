@@ -58,3 +58,11 @@ def test_the_cli_prints_the_refusal_in_one_line(tmp_path) -> None:  # noqa: ANN0
         "error: bad setting TRIAGE_CHROMA_URL='chroma-host:8000': give an http:// or https:// URL with a host, "
         "e.g. http://127.0.0.1:8080/v1, or leave it empty; fix or unset it (in the environment or .env)"
     )
+
+
+def test_messages_name_the_chroma_server_not_the_local_folder_when_one_is_set(tmp_path) -> None:  # noqa: ANN001
+    """`triage ingest` printed `store: <TRIAGE_DATA_DIR>` for a store on a Chroma server, sending operators to a
+    folder that holds nothing."""
+    assert Settings(data_dir=tmp_path).vector_store_location == str(tmp_path / "chroma")
+    remote = Settings(data_dir=tmp_path, chroma_url="http://ops:hunter2@chroma-host:8000")
+    assert remote.vector_store_location == "the Chroma server at http://ops:***@chroma-host:8000"
