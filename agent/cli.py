@@ -319,6 +319,12 @@ def serve(
         fail(str(exc))
     finally:
         records.close()
+    if settings.anonymous_classify and not is_loopback(host):
+        typer.secho(
+            f"warning: POST /v1/classify answers without a key and {host} is reachable from other machines; "
+            "set TRIAGE_ANONYMOUS_CLASSIFY=false to require a bot key (`triage keys create --scope bot --name NAME`)",
+            err=True, fg=typer.colors.YELLOW,
+        )
     if key:
         typer.secho(f"admin API key (shown once, also stored in {key_path}): {key}", fg=typer.colors.GREEN, bold=True)
     else:
@@ -343,6 +349,19 @@ def serve(
         raise typer.Exit(128 + (exc.args[0] if isinstance(exc, _Stopped) else signal.SIGINT)) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address is reachable from this machine only (127.x, ::1, localhost); 0.0.0.0 and a LAN
+    address are not, and an open endpoint there serves anyone on the network."""
+    import ipaddress
+
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: whatever it resolves to, assume the network
 
 
 def _check_port(host: str, port: int, what: str, setting: str) -> None:

@@ -102,3 +102,22 @@ def test_a_missing_gguf_names_the_settings_that_fix_it(runner: CliRunner, env: d
         app, ["serve", "--no-ui", "--port", str(free_port())], env={**env, "TRIAGE_MODE": "hybrid", "TRIAGE_LLM_GGUF_PATH": str(missing)}
     )
     assert_error(result, f"the GGUF model {missing} is not a file", "TRIAGE_LLM_GGUF_PATH", "TRIAGE_MODE=proposal")
+
+
+def test_serving_an_open_classify_beyond_loopback_warns(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
+    """POST /v1/classify answers without a key by default (the README's curl); bound to 0.0.0.0 that served anyone on
+    the network, and only a docstring said to close it. Start-up now says so (the damaged store ends it quickly)."""
+    from agent.cli import is_loopback
+
+    chroma = tmp_path / "data" / "chroma"
+    chroma.mkdir(parents=True)
+    (chroma / "chroma.sqlite3").write_bytes(b"junk" * 2000)
+    said = {}
+    for host, extra in (("0.0.0.0", {}), ("127.0.0.1", {}), ("0.0.0.0", {"TRIAGE_ANONYMOUS_CLASSIFY": "false"})):
+        result = runner.invoke(app, ["serve", "--no-ui", "--host", host, "--port", str(free_port())], env={**env, **extra})
+        assert_error(result, "cannot open the vector store", code=1)
+        said[(host, bool(extra))] = "TRIAGE_ANONYMOUS_CLASSIFY=false to require a bot key" in result.output
+    assert said == {("0.0.0.0", False): True, ("127.0.0.1", False): False, ("0.0.0.0", True): False}
+    assert [is_loopback(h) for h in ("127.0.0.1", "::1", "[::1]", "localhost", "0.0.0.0", "10.0.0.5", "api.example")] == [
+        True, True, True, True, False, False, False,
+    ]
