@@ -172,6 +172,17 @@ def review_request(
     return "edit", changed or dict(chosen)
 
 
+def bulk_accept_request(item: Mapping[str, Any]) -> tuple[str, dict[str, str] | None] | None:
+    """The review that leaves a queue row's labels exactly as the row shows them (`review_request` with the labels
+    in force chosen as they are), or None for a row with no labels in force (every labelled revision rejected: a
+    lead must pick them on the ticket page)."""
+    labels = item.get("labels") or {}
+    if not labels:
+        return None
+    suggested = {axis: s["label"] for axis, s in (((item.get("current") or {}).get("suggestion")) or {}).items()}
+    return review_request(labels, labels, suggested)
+
+
 def label_changes(before: Mapping[str, str] | None, after: Mapping[str, str] | None) -> list[str]:
     """`service: billing_payments → returns_refunds`, one line per axis that changed."""
     before, after = before or {}, after or {}

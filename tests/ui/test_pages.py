@@ -54,6 +54,40 @@ def test_the_queue_shows_needs_review_first_then_lowest_confidence(api: LiveApi,
     assert "Previous page" in [b.label for b in at.button]
 
 
+def test_a_lead_accepts_several_tickets_from_the_queue_at_once(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows ticked in the queue are accepted as shown, each at the revision the row showed: one another lead edited
+    after the page was drawn is refused and named, not accepted over."""
+    with api.http("bot") as bot:
+        made = [
+            bot.post("/v1/tickets", json={"subject": f"Bulk {n}", "body": body, "channel": "email"}).json()
+            for n, body in enumerate(("Hello, I have a question about something.", "Something is not right, please help.", "Can someone call me back?"))
+        ]
+    assert all(t["in_queue"] for t in made), [(t["decision"], t["in_queue"]) for t in made]
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead", "ui-bulk-lead"), TRIAGE_UI_PAGE_SIZE="200"))
+    assert not [b for b in at.button if b.label.startswith("Accept")]  # nothing to tick until asked
+    at.toggle(key="q_bulk").set_value(True).run()
+    for ticket in made:
+        at.checkbox(key=f"q_pick_{ticket['id']}").check().run()
+    moved = made[2]
+    with api.http() as other_lead:  # meanwhile, in another browser
+        edit = {"action": "edit", "labels": {"tier": "L2"}, "revision": moved["current_seq"]}
+        assert other_lead.post(f"/v1/tickets/{moved['id']}/reviews", json=edit).status_code == 201
+    assert at.button(key="q_bulk_accept").label == "Accept 3 selected"
+    at.button(key="q_bulk_accept").click().run()
+    assert not at.exception
+    page = texts(at)
+    assert "Accepted 2 tickets as shown." in page and f"{moved['id']}: it changed since this page was drawn" in page.replace("\\", "")
+    with api.http() as http:
+        for ticket in made:
+            revisions = http.get(f"/v1/tickets/{ticket['id']}/revisions").json()
+            mine = [r for r in revisions if r["actor"] == "user:ui-bulk-lead"]
+            if ticket is moved:
+                assert mine == [] and revisions[-1]["labels"]["tier"] == "L2"
+            else:
+                assert [r["reason"] for r in mine] == ["human_review"] and mine[0]["labels"] == revisions[0]["labels"]
+    assert made[0]["id"] not in [t["id"] for t in in_queue(api)] and moved["id"] not in [t["id"] for t in in_queue(api)]
+
+
 def test_queue_filters_by_decision_and_service(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
     at = run_page(app_test(monkeypatch, api.url, api.key("lead")))
     with api.http() as http:

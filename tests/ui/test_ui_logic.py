@@ -15,6 +15,7 @@ from ui.batch_io import flat_row, parse_tickets, to_csv
 from ui.evals_data import Report, coverage_precision, per_class_f1, reliability
 from ui.format import (
     age_params,
+    bulk_accept_request,
     escape_md,
     health_notes,
     label_changes,
@@ -368,3 +369,12 @@ def test_no_draft_says_the_agents_reason() -> None:
     assert no_draft_reason(guideline).endswith("no customer-facing article to draft from.")
     assert no_draft_reason({"warnings": ["out of scope: ..."], "out_of_scope": True}) == "No draft: the ticket is out of scope."
     assert no_draft_reason({}) == "No draft: no KB article was close enough to ground an answer."
+
+
+def test_a_bulk_accept_leaves_each_rows_labels_as_the_row_shows_them() -> None:
+    labels = {"service": "billing_payments", "channel": "email", "tier": "L1"}
+    assert bulk_accept_request({"labels": labels, "current": {"suggestion": {}}}) == ("accept", None)
+    # the API's accept would take the agent's suggestion where a lead's label held: send the row's labels instead
+    suggested = {"current": {"suggestion": {"service": {"label": "returns_refunds", "confidence": 0.8}}}}
+    assert bulk_accept_request({"labels": labels, **suggested}) == ("edit", labels)
+    assert bulk_accept_request({"labels": None, "current": None}) is None  # every labelled revision rejected

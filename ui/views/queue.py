@@ -6,8 +6,9 @@ from typing import Any
 
 import streamlit as st
 
+from ui.api_client import ApiError
 from ui.common import PAGES, api_errors, client, label_ids, label_names, settings, taxonomy
-from ui.format import AGE_FILTERS, DECISION_BADGE, age_params, age_text, escape_md, within_age
+from ui.format import AGE_FILTERS, DECISION_BADGE, age_params, age_text, bulk_accept_request, escape_md, within_age
 
 ANY = "any"
 
@@ -27,6 +28,34 @@ def queue_label(item: dict[str, Any], service_names: dict[str, str]) -> str:
         age_text(item.get("created_at")),
     ]
     return " · ".join(parts)
+
+
+def pick_key(item: dict[str, Any]) -> str:
+    return f"q_pick_{item['id']}"
+
+
+def accept_many(picked: list[dict[str, Any]]) -> None:
+    """Accept each picked row's labels as the row shows them, at the revision the row shows: a ticket that moved on
+    since the page was drawn (a new message, another lead) is refused by the API (409) and left for a look."""
+    done, problems = 0, []
+    bar = st.progress(0.0, text=f"Accepting {len(picked)} tickets…")
+    for n, item in enumerate(picked, 1):
+        request = bulk_accept_request(item)
+        if request is not None:
+            action, labels = request
+            try:
+                client().review(item["id"], action, labels=labels, revision=item.get("current_seq"))  # type: ignore[arg-type]
+                done += 1
+            except ApiError as err:
+                why = "it changed since this page was drawn; open it to review" if err.status == 409 else str(err)
+                problems.append(f"{item['id']}: {why}")
+        bar.progress(n / len(picked), text=f"Accepting {len(picked)} tickets… {n}/{len(picked)}")
+    for key in [k for k in st.session_state if str(k).startswith("q_pick_")]:
+        del st.session_state[key]
+    st.session_state["q_bulk_done"] = (done, problems)
+    st.rerun()
+
+
 DECISIONS = {"all": None, "needs review": "needs_review", "suggest": "suggest"}
 
 st.title("Review queue")
@@ -76,12 +105,43 @@ if not items:
     else:
         st.success("Nothing to review: the queue is empty. New tickets that need a lead will show up here.", icon=":material/check_circle:")
 
+if report := st.session_state.pop("q_bulk_done", None):
+    done, problems = report
+    if done:
+        st.success(f"Accepted {done} ticket{'' if done == 1 else 's'} as shown.", icon=":material/done_all:")
+    for problem in problems:
+        st.warning(escape_md(problem), icon=":material/sync_problem:")
+
 service_names = label_names(tax, "service")
 if items:
+    bulk = st.toggle(
+        "Select tickets to accept", key="q_bulk",
+        help="Tick rows whose labels are right as shown and accept them at once; each is accepted at the revision listed.",
+    )
     st.caption("**ticket** · decision · service · tier · channel · confidence · age")
     with st.container(gap="small"):
         for item in items:
-            st.page_link(PAGES["ticket"], label=queue_label(item, service_names), query_params={"id": item["id"]}, help=item["id"])
+            link = dict(page=PAGES["ticket"], label=queue_label(item, service_names), query_params={"id": item["id"]}, help=item["id"])
+            if not bulk:
+                st.page_link(**link)
+                continue
+            row = st.columns([0.04, 0.96], vertical_alignment="center")
+            row[0].checkbox(
+                f"select {item['id']}", key=pick_key(item), label_visibility="collapsed", disabled=not item.get("labels"),
+                help=None if item.get("labels") else "No labels in force: set them on the ticket page",
+            )
+            row[1].page_link(**link)
+    # the page reloads the queue before it reads a press, so a press belongs to the rows drawn in the previous run:
+    # those labels and revisions are what the lead ticked (a row that changed since is then refused, and named)
+    seen_rows = st.session_state.get("q_seen_rows", {})
+    st.session_state["q_seen_rows"] = {item["id"]: item for item in items}
+    if bulk:
+        # a ticked row gone from this page since (another lead reviewed it) is sent too, to be refused and named
+        rows = {**{item["id"]: item for item in items}, **seen_rows}
+        picked = [row for row in rows.values() if st.session_state.get(pick_key(row))]
+        label = f"Accept {len(picked)} selected"
+        if st.button(label, key="q_bulk_accept", type="primary", disabled=not picked, icon=":material/done_all:"):
+            accept_many(picked)
 
 nav = st.columns([1, 1, 1, 4])
 if items and nav[0].button("Open first", shortcut="O", help="Open the first ticket of this page (O)"):
