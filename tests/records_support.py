@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,3 +84,29 @@ def wait_http(url: str, *, timeout_s: float = 120, process: subprocess.Popen[byt
 def uvicorn_command(port: int) -> list[str]:
     return [sys.executable, "-m", "uvicorn", "agent.api:create_app", "--factory", "--host", "127.0.0.1",
             "--port", str(port), "--log-level", "warning"]
+
+
+AppOn = Callable[[Path], TestClient]
+
+
+def app_factory(tmp_path: Path) -> tuple[AppOn, Records, dict[str, str]]:
+    """(app on a taxonomy file, the records, one key per scope) over one data directory: the real app in proposal
+    mode with the hashing embedder and an on-disk Chroma holding the seed tickets and articles, so a test can serve
+    one taxonomy version, then the next, over the same history. The caller closes the records."""
+    from agent.store import VectorStore, make_client
+    from tests.conftest import ARTICLES, SEED
+    from tests.fakes import HashEmbedder
+
+    records = Records(f"sqlite:///{tmp_path / 'triage.db'}")
+    records.upgrade()
+    keys = {scope: create_key(records, scope=scope, name=f"{scope}-tester")[0] for scope in SCOPES}
+    embedder = HashEmbedder()
+
+    def app_on(taxonomy: Path) -> TestClient:
+        settings = Settings(data_dir=tmp_path / "data", taxonomy_path=taxonomy, mode="proposal")
+        store = VectorStore(make_client(path=settings.chroma_dir), embedder)
+        store.upsert_tickets(SEED)
+        store.upsert_articles(ARTICLES)
+        return TestClient(create_app(settings, TriageService(settings, embedder=embedder, store=store), records=records))
+
+    return app_on, records, keys

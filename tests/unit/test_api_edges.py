@@ -23,7 +23,7 @@ from agent.store import VectorStore, make_client
 from evals.migration_demo import write_v2
 from tests.conftest import ARTICLES, SEED
 from tests.fakes import HashEmbedder
-from tests.records_support import TAXONOMY_PATH, Api
+from tests.records_support import TAXONOMY_PATH, Api, app_factory
 
 TICKET = {"subject": "Charged twice", "body": "I was charged twice on my credit card, please refund one.", "channel": "email"}
 INVISIBLE = "\u200b\u200c\u200d\ufeff\u202e\u2066"
@@ -621,18 +621,7 @@ def test_ids_that_differ_in_case_or_spaces_are_other_tickets(api: Api, variant: 
 def before_migration(tmp_path: Path) -> Iterator[tuple[Api, dict[str, str]]]:
     """Tickets a lead labelled under default.yaml, then the API on its next version (a rename, a merge, a split and a
     retirement, evals/migration_demo.py) before anyone ran the migration: the window a deployment goes through."""
-    records = Records(f"sqlite:///{tmp_path / 'triage.db'}")
-    records.upgrade()
-    keys = {scope: create_key(records, scope=scope, name=f"{scope}-tester")[0] for scope in SCOPES}
-    embedder = HashEmbedder()
-
-    def app(taxonomy: Path) -> TestClient:
-        settings = Settings(data_dir=tmp_path / "data", taxonomy_path=taxonomy, mode="proposal")
-        store = VectorStore(make_client(path=settings.chroma_dir), embedder)
-        store.upsert_tickets(SEED)
-        store.upsert_articles(ARTICLES)
-        return TestClient(create_app(settings, TriageService(settings, embedder=embedder, store=store), records=records))
-
+    app, records, keys = app_factory(tmp_path)
     ids = {}
     try:
         with app(TAXONOMY_PATH) as client:

@@ -11,16 +11,13 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from agent.api import create_app
-from agent.auth import SCOPES, create_key
 from agent.records import Records
 from agent.service import TriageService
 from agent.settings import Settings
 from agent.store import VectorStore, make_client
 from evals.migration_demo import STEPS, write_v2
-from tests.conftest import ARTICLES, SEED
 from tests.fakes import HashEmbedder
-from tests.records_support import TAXONOMY_PATH, Api
+from tests.records_support import TAXONOMY_PATH, Api, app_factory
 
 Serve = Callable[[Path], TestClient]
 
@@ -28,18 +25,7 @@ Serve = Callable[[Path], TestClient]
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[tuple[Serve, Records, dict[str, str]]]:
     """(serve: the app on a taxonomy file, the records, one key per scope), all on one data directory."""
-    records = Records(f"sqlite:///{tmp_path / 'triage.db'}")
-    records.upgrade()
-    keys = {scope: create_key(records, scope=scope, name=f"{scope}-tester")[0] for scope in SCOPES}
-    embedder = HashEmbedder()
-
-    def serve(taxonomy: Path) -> TestClient:
-        settings = Settings(data_dir=tmp_path / "data", taxonomy_path=taxonomy, mode="proposal")
-        store = VectorStore(make_client(path=settings.chroma_dir), embedder)
-        store.upsert_tickets(SEED)
-        store.upsert_articles(ARTICLES)
-        return TestClient(create_app(settings, TriageService(settings, embedder=embedder, store=store), records=records))
-
+    serve, records, keys = app_factory(tmp_path)
     try:
         yield serve, records, keys
     finally:
