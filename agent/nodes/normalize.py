@@ -8,17 +8,11 @@ import unicodedata
 from langgraph.runtime import Runtime
 
 from agent.contracts import CONTROL_CHARS, INVISIBLE_CHARS, TicketIn
+from agent.redaction import redact
 from agent.state import TriageContext, TriageState
 
-# Every repetition is bounded (RFC 5321 lengths: local part 64, domain label 63), so a pattern tries at most a
-# few dozen characters from each position: ticket text is untrusted, and an unbounded `[\w.+-]+@` took 100 s on
-# a 200,000-character run of letters (it rescanned the rest of the run from every position).
-_REDACTIONS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}"), "<email>"),
-    (re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b"), "<iban>"),
-    (re.compile(r"\b(?:\d[ -]?){13,19}\b"), "<card>"),
-    (re.compile(r"(?<!\w)\+?\d[\d ()./-]{7,24}\d\b"), "<phone>"),
-]
+__all__ = ["clean", "detect_language", "normalize", "redact", "ticket_text"]
+
 _STOPWORDS = {
     "en": {"the", "and", "is", "my", "to", "i", "you", "please", "with", "not", "have", "for", "this"},
     "de": {"der", "die", "und", "ist", "ich", "nicht", "mit", "bitte", "das", "wir", "ein", "eine", "für"},
@@ -26,12 +20,6 @@ _STOPWORDS = {
     "fr": {"le", "la", "les", "et", "est", "je", "pas", "pour", "avec", "une", "des", "vous", "bonjour"},
     "pt": {"o", "a", "de", "que", "não", "para", "com", "uma", "meu", "minha", "os", "olá", "obrigado"},
 }
-
-
-def redact(text: str) -> str:
-    for pattern, token in _REDACTIONS:
-        text = pattern.sub(token, text)
-    return text
 
 
 def detect_language(text: str) -> str:
