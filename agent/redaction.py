@@ -17,6 +17,36 @@ from __future__ import annotations
 
 import re
 
+# credentials typed or pasted into a ticket ("here is my key, it stopped working"): vendor key shapes, then a
+# value after a password/token word. The word stays (it says what the ticket is about), the value goes.
+_KEYS = re.compile(
+    r"\b(?:sk-(?:proj-|ant-|live-|test-)?[A-Za-z0-9_-]{20,200}"  # OpenAI / Anthropic style
+    r"|gh[pousr]_[A-Za-z0-9]{30,100}|github_pat_[A-Za-z0-9_]{30,200}"  # GitHub
+    r"|glpat-[A-Za-z0-9_-]{20,100}"  # GitLab
+    r"|(?:AKIA|ASIA)[0-9A-Z]{16}"  # AWS access key id
+    r"|xox[abposr]-[A-Za-z0-9-]{10,200}"  # Slack
+    r"|AIza[0-9A-Za-z_-]{35}"  # Google API key
+    r"|[rsp]k_(?:live|test)_[A-Za-z0-9]{16,200}"  # Stripe
+    r"|eyJ[A-Za-z0-9_-]{8,2000}\.eyJ[A-Za-z0-9_-]{8,4000}\.[A-Za-z0-9_-]{8,2000})"  # a JWT
+    r"(?![\w-])"
+)
+_BEARER = re.compile(r"(\b(?:Bearer|Basic|token)\s+)(?=[A-Za-z._~+/=-]{0,4000}\d)[A-Za-z0-9._~+/=-]{16,4000}", re.IGNORECASE)
+_SECRET_WORDS = (
+    r"password|passwd|pwd|passcode|pin|pin code|passphrase|api[ _-]?key|access[ _-]?key|secret(?:[ _-]?key)?|"
+    r"client[ _-]?secret|aws_secret_access_key|token|auth[ _-]?token|access[ _-]?token|"
+    r"passwort|kennwort|zugangsdaten|geheimzahl|contraseña|contrasena|clave|mot de passe|mdp|code secret|senha"
+)
+# `password: x`, `password = x`, `Passwort lautet x`: anything after the separator up to a space
+_SECRET_ASSIGNED = re.compile(
+    rf"(\b(?:{_SECRET_WORDS})\b[\"']?\s{{0,3}}(?:[:=]|\blautet\b|\bwas\b:?|\bis\b:)\s{{0,3}})(?!<)[^\s,;]{{3,200}}",
+    re.IGNORECASE,
+)
+# `my password is Summer2024!`, `mi contraseña es Clave_99`: only a value that is no plain word (digits or symbols)
+_SECRET_SAID = re.compile(
+    rf"(\b(?:{_SECRET_WORDS})\b\s{{1,3}}(?:is|ist|es|est|é|era|was|now|jetzt|ahora|maintenant|agora)\s{{1,3}}[\"'“„«]?)"
+    r"(?=[^\s\"'”“»]{0,199}[\d!@#$%^&*_+=?])(?!<)[^\s\"'”“»]{3,200}",
+    re.IGNORECASE,
+)
 _EMAIL = re.compile(r"[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b")
 # 13-19 digits, single spaces or dashes between them; the separator after the last digit is not part of it
@@ -86,8 +116,13 @@ def _phones(text: str) -> str:
 
 
 def redact(text: str) -> str:
-    """E-mail addresses, IBANs, card numbers (Luhn-checked) and phone numbers replaced by `<email>`, `<iban>`,
-    `<card>` and `<phone>`; order numbers, error codes, versions, dates and amounts are kept."""
+    """Credentials (API keys, tokens, typed passwords), e-mail addresses, IBANs, card numbers (Luhn-checked) and
+    phone numbers replaced by `<secret>`, `<email>`, `<iban>`, `<card>` and `<phone>`; order numbers, error
+    codes, versions, dates and amounts are kept."""
+    text = _KEYS.sub("<secret>", text)
+    text = _BEARER.sub(r"\1<secret>", text)
+    text = _SECRET_ASSIGNED.sub(r"\1<secret>", text)
+    text = _SECRET_SAID.sub(r"\1<secret>", text)
     text = _EMAIL.sub("<email>", text)
     text = _IBAN.sub("<iban>", text)
     text = _CARD.sub(_card, text)

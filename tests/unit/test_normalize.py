@@ -40,7 +40,8 @@ def test_redaction_stays_linear_on_hostile_text() -> None:
     a second, the old one minutes; a child process because `re` holds the GIL, so no thread could time it out."""
     script = (
         "from agent.nodes.normalize import redact\n"
-        "for text in ['x' * 400_000, 'a.' * 200_000, 'a@' + 'b' * 400_000, '1 ' * 200_000 + 'a', '(' * 400_000 + '1']:\n"
+        "for text in ['x' * 400_000, 'a.' * 200_000, 'a@' + 'b' * 400_000, '1 ' * 200_000 + 'a', '(' * 400_000 + '1',\n"
+        "             'token ' + 'a' * 400_000, 'eyJ' + 'a' * 400_000, 'password is ' * 40_000]:\n"
         "    redact(text)\n"
     )
     try:
@@ -105,3 +106,31 @@ def test_card_numbers_are_luhn_checked_and_keep_the_next_word_apart() -> None:
 def test_phone_numbers_in_many_shapes_are_redacted(text: str, secret: str) -> None:
     out = redact(text)
     assert secret not in out and "<phone>" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("our key sk-proj-abcdEFGH1234567890abcdEFGH1234567890 stopped working", "abcdEFGH1234567890"),
+        ("token ghp_1234567890abcdefghijABCDEFGHIJ123456 was rejected", "ghp_1234567890"),
+        ("aws AKIAIOSFODNN7EXAMPLE with aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "AKIAIOSFODNN7"),
+        ("aws AKIAIOSFODNN7EXAMPLE with aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "wJalrXUtn"),
+        ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9P", "eyJ"),
+        ("my password is Hunter2!secret, please reset it", "Hunter2"),
+        ("Passwort: Geheim123! funktioniert nicht", "Geheim123"),
+        ("mi contraseña es Clave_99 y no funciona", "Clave_99"),
+        ("mot de passe : Azerty123", "Azerty123"),
+        ("senha: Segredo@123", "Segredo"),
+    ],
+)
+def test_credentials_typed_into_a_ticket_are_redacted(text: str, secret: str) -> None:
+    """A customer pastes a key or types a password; it went on to the store, other tickets' prompts and leads."""
+    out = redact(text)
+    assert secret not in out and "<secret>" in out
+
+
+@pytest.mark.parametrize(
+    "text", ["I forgot my password and cannot log in", "my password is wrong", "the reset token expired", "API key rotation failed"]
+)
+def test_talk_about_passwords_is_not_redacted(text: str) -> None:
+    assert redact(text) == text
