@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 
 from langgraph.runtime import Runtime
 
-from agent.contracts import CONTROL_CHARS, INVISIBLE_CHARS, TicketIn
+from agent.contracts import CONTROL_CHARS, INVISIBLE_CHARS, TicketIn, has_text
+from agent.email_text import new_message
 from agent.redaction import redact
 from agent.state import TriageContext, TriageState
 
-__all__ = ["clean", "detect_language", "normalize", "redact", "ticket_text"]
+__all__ = ["clean", "detect_language", "normalize", "redact", "thread_text", "ticket_text"]
 
 _STOPWORDS = {
     "en": {"the", "and", "is", "my", "to", "i", "you", "please", "with", "not", "have", "for", "this"},
@@ -39,10 +41,16 @@ def clean(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
+def thread_text(parts: Iterable[str]) -> str:
+    """The parts of a thread (subject, body, messages), each as the customer wrote it without HTML markup, quoted
+    history or disclaimer (agent/email_text.py), blank-line separated; a part that shows nothing is left out."""
+    return "\n\n".join(new_message(p) for p in parts if has_text(p))
+
+
 def ticket_text(ticket: TicketIn, limit: int) -> tuple[str, bool]:
     """The text the graph embeds and classifies (cleaned, redacted, cut at `limit`), and whether it was cut.
     The eval embeds test tickets in batches ahead of the graph with it, so both embed the same string."""
-    text = redact(clean(ticket.full_text()))
+    text = redact(clean(thread_text([ticket.subject, ticket.body, *(m.text for m in ticket.messages)])))
     return (text[:limit], True) if len(text) > limit else (text, False)
 
 
