@@ -50,7 +50,7 @@ from agent.contracts import (
     has_text,
 )
 from agent.migration import MigrationError, MigrationPlan, choose, intake_channel, pending_plan, plan_migration
-from agent.nodes.normalize import clean, redact
+from agent.nodes.normalize import clean, redact, thread_text
 from agent.records import (
     MessageRow,
     Records,
@@ -408,7 +408,7 @@ class Lifecycle(TicketReader):
         row, messages = self._snapshot(ticket_id)
         # what the store keeps, shows as evidence and puts in prompts: PII redacted in the subject as in the body
         teach_subject = redact(clean(row.subject))
-        teach_text = redact(clean("\n\n".join(p for p in (row.body, *(m.text for m in messages)) if p.strip())))
+        teach_text = redact(clean(thread_text([row.body, *(m.text for m in messages)])))
         vector = self.service.embedder.embed([_join(teach_subject, teach_text)])
         started = self.clock()
         with self.records.write() as session:

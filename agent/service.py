@@ -50,6 +50,7 @@ from agent.llm import CircuitBreaker, LLMClient, StructuredMode
 from agent.local_llm import LocalLLMError, LocalLLMServer
 from agent.migration import Stranded, carried_thresholds, migrate_stored_labels, stranded_labels
 from agent.proposal import HeadOptions, ProposalHead
+from agent.redaction import redact
 from agent.settings import Settings
 from agent.state import Calibration, TriageContext
 from agent.store import ARTICLES, TICKETS, VectorStore, fingerprint, open_store
@@ -335,7 +336,9 @@ class TriageService:
                 log.warning("ticket %s has labels outside taxonomy %s: %s", ticket.id, self.taxonomy.ref, ticket.labels)
                 skipped += 1
                 continue
-            valid.append(ticket)
+            # a help desk's exported history carries its customers' e-mails, cards, keys: the store shows seed text
+            # as evidence to leads and puts it in other tickets' prompts, so it is redacted like a reviewed ticket
+            valid.append(ticket.model_copy(update={"subject": redact(ticket.subject), "body": redact(ticket.body)}))
         return valid, skipped
 
     # ------------------------------------------------------------ classify

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from agent.contracts import AXES, AxisDef, LabelDef, LabelledTicket, Taxonomy, TicketIn
 from agent.embeddings import Embedder
 from agent.llm import LLMClient
-from agent.nodes.normalize import clean, redact, ticket_text
+from agent.nodes.normalize import clean, redact, thread_text, ticket_text
 from agent.proposal import HeadOptions, ProposalHead
 from agent.service import TicketError, TriageService, embedding_model_name, load_head, make_embedder
 from agent.service import llm_for as service_llm_for
@@ -243,7 +243,7 @@ def file_sha(path: Path) -> str:
 
 def normalized(text: str) -> str:
     """The text as the graph's normalize node leaves it, so train and test are embedded alike."""
-    return redact(clean(text))
+    return redact(clean(thread_text([text])))
 
 
 def sample_rows(rows: list[EvalRow], limit: int | None, seed: int) -> list[EvalRow]:

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 
 from langgraph.runtime import Runtime
 
-from agent.contracts import CONTROL_CHARS, INVISIBLE_CHARS, TicketIn
+from agent.contracts import CONTROL_CHARS, INVISIBLE_CHARS, TicketIn, has_text
+from agent.email_text import new_message
+from agent.redaction import redact
 from agent.state import TriageContext, TriageState
 
-# Every repetition is bounded (RFC 5321 lengths: local part 64, domain label 63), so a pattern tries at most a
-# few dozen characters from each position: ticket text is untrusted, and an unbounded `[\w.+-]+@` took 100 s on
-# a 200,000-character run of letters (it rescanned the rest of the run from every position).
-_REDACTIONS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}"), "<email>"),
-    (re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b"), "<iban>"),
-    (re.compile(r"\b(?:\d[ -]?){13,19}\b"), "<card>"),
-    (re.compile(r"(?<!\w)\+?\d[\d ()./-]{7,24}\d\b"), "<phone>"),
-]
+__all__ = ["clean", "detect_language", "normalize", "redact", "thread_text", "ticket_text"]
+
 _STOPWORDS = {
     "en": {"the", "and", "is", "my", "to", "i", "you", "please", "with", "not", "have", "for", "this"},
     "de": {"der", "die", "und", "ist", "ich", "nicht", "mit", "bitte", "das", "wir", "ein", "eine", "für"},
@@ -26,12 +22,6 @@ _STOPWORDS = {
     "fr": {"le", "la", "les", "et", "est", "je", "pas", "pour", "avec", "une", "des", "vous", "bonjour"},
     "pt": {"o", "a", "de", "que", "não", "para", "com", "uma", "meu", "minha", "os", "olá", "obrigado"},
 }
-
-
-def redact(text: str) -> str:
-    for pattern, token in _REDACTIONS:
-        text = pattern.sub(token, text)
-    return text
 
 
 def detect_language(text: str) -> str:
@@ -51,10 +41,16 @@ def clean(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
+def thread_text(parts: Iterable[str]) -> str:
+    """The parts of a thread (subject, body, messages), each as the customer wrote it without HTML markup, quoted
+    history or disclaimer (agent/email_text.py), blank-line separated; a part that shows nothing is left out."""
+    return "\n\n".join(new_message(p) for p in parts if has_text(p))
+
+
 def ticket_text(ticket: TicketIn, limit: int) -> tuple[str, bool]:
     """The text the graph embeds and classifies (cleaned, redacted, cut at `limit`), and whether it was cut.
     The eval embeds test tickets in batches ahead of the graph with it, so both embed the same string."""
-    text = redact(clean(ticket.full_text()))
+    text = redact(clean(thread_text([ticket.subject, ticket.body, *(m.text for m in ticket.messages)])))
     return (text[:limit], True) if len(text) > limit else (text, False)
 
 

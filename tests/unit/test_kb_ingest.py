@@ -117,3 +117,15 @@ def test_a_ticket_in_french_gets_no_draft_from_an_unrelated_french_article(setti
         assert any(w.startswith("no draft: the ticket reads as") for w in result.warnings), result.warnings
     english = service.classify(TicketIn(subject="Password", body="I forgot my password and cannot sign in, please help", channel="email"))
     assert all(not w.startswith("no draft: the ticket reads as") for w in english.warnings)
+
+
+def test_seed_tickets_are_stored_with_personal_data_redacted(service: TriageService, tmp_path: Path) -> None:
+    """An exported history is seeded as is; its text is evidence for leads and other tickets' prompts."""
+    row = {"id": "t-pii", "subject": "Refund to jane.doe@example.com",
+           "body": "Card 4111 1111 1111 1111 charged twice for order 100200300400; my password is Hunter2!x",
+           "labels": {"service": "billing_payments", "tier": "L2"}}
+    service.ingest(seed_path=write_jsonl(tmp_path / "seed.jsonl", [*SEED, row]), progress=False)
+    stored = service.store.tickets.get(ids=["t-pii"], include=["documents"])["documents"][0]
+    for secret in ("jane.doe", "4111", "Hunter2"):
+        assert secret not in stored, stored
+    assert "order 100200300400" in stored

@@ -40,7 +40,8 @@ def test_redaction_stays_linear_on_hostile_text() -> None:
     a second, the old one minutes; a child process because `re` holds the GIL, so no thread could time it out."""
     script = (
         "from agent.nodes.normalize import redact\n"
-        "for text in ['x' * 400_000, 'a.' * 200_000, 'a@' + 'b' * 400_000, '1 ' * 200_000 + 'a', '(' * 400_000 + '1']:\n"
+        "for text in ['x' * 400_000, 'a.' * 200_000, 'a@' + 'b' * 400_000, '1 ' * 200_000 + 'a', '(' * 400_000 + '1',\n"
+        "             'token ' + 'a' * 400_000, 'eyJ' + 'a' * 400_000, 'password is ' * 40_000]:\n"
         "    redact(text)\n"
     )
     try:
@@ -65,3 +66,71 @@ def test_text_made_only_of_invisible_characters_is_no_text(text: str) -> None:
 def test_a_part_with_words_keeps_its_characters_for_normalisation() -> None:
     ticket = TicketIn(subject="\u200b", body="\u202erefund\u200b please", messages=[{"text": "\x00"}])
     assert has_text("\u200bé") and ticket.full_text() == "\u202erefund\u200b please"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Order number 100200300400 is missing",
+        "Order #123456789 failed with error 0x80070005 on Windows 10.0.19045.3803",
+        "Delivered on 2024-11-05 12:30, invoice INV-2024-000123, amount 1.234,56 EUR",
+        "Rechnung vom 05.11.2024, Bestellnummer 4000123456789 wurde storniert",
+        "Pedido 12345678901234 atrasado desde 05/11/2024",
+        "server 192.168.100.200 unreachable since build 20241105",
+    ],
+)
+def test_redaction_keeps_order_numbers_dates_versions_and_error_codes(text: str) -> None:
+    """They are what classification and a lead need; the old phone pattern took any 9+ digit run, a date or a
+    version, and the card pattern any 13-19 digits, so `order 100200300400` reached the classifier as `<phone>`."""
+    assert redact(text) == text
+
+
+def test_card_numbers_are_luhn_checked_and_keep_the_next_word_apart() -> None:
+    assert redact("card 4111-1111-1111-1111 exp 12/26") == "card <card> exp 12/26"  # the space after it stays
+    assert redact("Amex 3782 822463 10005 declined") == "Amex <card> declined"
+    assert redact("ref 4000123456789 cancelled") == "ref 4000123456789 cancelled"  # fails Luhn: not a card
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("Call me on +44 20 7946 0958 please", "7946"),
+        ("or (555) 123-4567 after six", "123-4567"),
+        ("Handy: 0170 1234567", "1234567"),
+        ("my number is 01701234567", "01701234567"),
+        ("Telefone: (11) 98765-4321", "98765"),
+        ("appelez-moi au 01.23.45.67.89", "45.67"),
+        ("Rückruf unter 0049-170-1234567", "1234567"),
+    ],
+)
+def test_phone_numbers_in_many_shapes_are_redacted(text: str, secret: str) -> None:
+    out = redact(text)
+    assert secret not in out and "<phone>" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("our key sk-proj-abcdEFGH1234567890abcdEFGH1234567890 stopped working", "abcdEFGH1234567890"),
+        ("token ghp_1234567890abcdefghijABCDEFGHIJ123456 was rejected", "ghp_1234567890"),
+        ("aws AKIAIOSFODNN7EXAMPLE with aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "AKIAIOSFODNN7"),
+        ("aws AKIAIOSFODNN7EXAMPLE with aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "wJalrXUtn"),
+        ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9P", "eyJ"),
+        ("my password is Hunter2!secret, please reset it", "Hunter2"),
+        ("Passwort: Geheim123! funktioniert nicht", "Geheim123"),
+        ("mi contraseña es Clave_99 y no funciona", "Clave_99"),
+        ("mot de passe : Azerty123", "Azerty123"),
+        ("senha: Segredo@123", "Segredo"),
+    ],
+)
+def test_credentials_typed_into_a_ticket_are_redacted(text: str, secret: str) -> None:
+    """A customer pastes a key or types a password; it went on to the store, other tickets' prompts and leads."""
+    out = redact(text)
+    assert secret not in out and "<secret>" in out
+
+
+@pytest.mark.parametrize(
+    "text", ["I forgot my password and cannot log in", "my password is wrong", "the reset token expired", "API key rotation failed"]
+)
+def test_talk_about_passwords_is_not_redacted(text: str) -> None:
+    assert redact(text) == text
