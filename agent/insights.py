@@ -52,9 +52,15 @@ class TicketFact:
     @property
     def decided_at(self) -> datetime | None:
         """When the ticket got labels someone stands behind: the agent's auto-apply, else the first review."""
-        if self.agent_decision == "auto_apply" and self.agent_at is not None:
+        if self.decided_by_agent:
             return self.agent_at
         return self.reviewed_at
+
+    @property
+    def decided_by_agent(self) -> bool:
+        """Whether the agent's auto-apply settled the ticket before any lead did: a lead who reviews an auto-applied
+        ticket later does not make it a review-path decision (its time is the auto-apply's)."""
+        return self.agent_decision == "auto_apply" and self.agent_at is not None
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
@@ -144,7 +150,7 @@ def time_to_decision(facts: Sequence[TicketFact], by: GroupBy) -> list[dict[str,
         decided = f.decided_at
         if decided is None:
             continue
-        path = "auto" if f.agent_decision == "auto_apply" and f.reviewed_at is None else "review"
+        path = "auto" if f.decided_by_agent else "review"  # the path that made `decided`, whatever came after
         seconds = max((decided - f.created_at).total_seconds(), 0.0)
         spans[(f.group(by), path)].append(seconds)
         spans[("(all)", path)].append(seconds)

@@ -1,0 +1,101 @@
+"""`GET /v1/stats` figures checked by hand on small histories written through the real API and lifecycle.
+
+A real app (proposal mode, a copy of the seeded store, real records on SQLite and PostgreSQL, a fresh database per
+test so every figure is exact), a clock the test moves, and the auto-apply threshold set per ticket so that the
+agent's decision is the one the history needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agent.service import TriageService
+from tests.records_support import Api, copy_seeded, database_url, proposal_settings, running_api
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = {"subject": "Password", "body": "I forgot my password and cannot log in to my account.", "channel": "chat"}
+CHARGED = {"subject": "Charged twice", "body": "My card was charged twice for order 1234, please refund one.", "channel": "email"}
+
+
+class Clock:
+    """The lifecycle's clock: what it reads is what the test set."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture(scope="module")
+def service(seeded_store: Path, tmp_path_factory: pytest.TempPathFactory) -> TriageService:
+    data_dir = copy_seeded(seeded_store, tmp_path_factory.mktemp("stats-records") / "data")
+    return TriageService(proposal_settings(data_dir))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def api(request: pytest.FixtureRequest, service: TriageService, tmp_path: Path) -> Iterator[Api]:
+    calibration = service.calibration
+    with running_api(service, database_url(request.param, request, tmp_path)) as running:
+        yield running
+    service.calibration = calibration
+
+
+def on_clock(api: Api, start: datetime) -> Clock:
+    clock = Clock(start)
+    api.client.app.state.lifecycle.clock = clock
+    return clock
+
+
+def deciding(api: Api, decision: str) -> None:
+    """The agent's next decisions: every label auto-applied, or none (then suggest or needs_review)."""
+    service = api.client.app.state.service
+    service.calibration = replace(service.calibration, thresholds={}, default=0.0 if decision == "auto_apply" else 0.9999)
+
+
+def create(api: Api, body: dict) -> dict:
+    response = api.post("/v1/tickets", body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def review(api: Api, ticket_id: str, body: dict) -> dict:
+    response = api.post(f"/v1/tickets/{ticket_id}/reviews", body, scope="lead")
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def stats(api: Api, **params: object) -> dict:
+    response = api.get("/v1/stats", "lead", **params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def paths(report: dict) -> dict[str, tuple[int, float]]:
+    return {r["path"]: (r["n"], r["p50_s"]) for r in report["time_to_decision"] if r["group"] == "(all)"}
+
+
+def test_an_auto_applied_ticket_a_lead_reviews_later_stays_on_the_auto_path(api: Api) -> None:
+    """Its decision was the auto-apply: counting it on the review path with the auto-apply's seconds pulled the
+    lead-review median towards zero and took the ticket off the auto path."""
+    clock = on_clock(api, datetime.now(UTC) - timedelta(days=1))
+    deciding(api, "auto_apply")
+    auto = create(api, CHARGED)
+    assert auto["current"]["classification"]["decision"] == "auto_apply"
+    deciding(api, "suggest")
+    waiting = create(api, PASSWORD)
+    clock.advance(hours=1)
+    review(api, auto["id"], {"action": "accept"})
+    review(api, waiting["id"], {"action": "accept"})
+    report = stats(api)
+    assert paths(report) == {"auto": (1, 0.0), "review": (1, 3600.0)}
+    assert report["totals"]["reviewed"] == 2 and report["pending"]["n"] == 0
