@@ -73,11 +73,14 @@ def load_facts(session: Session, ticket_ids: Collection[str] | None = None) -> d
         .order_by(RevisionRow.ticket_id, RevisionRow.seq)
     ).all()
     first_agent: dict[str, Any] = {}
+    first_auto: dict[str, Any] = {}
     latest_agent: dict[str, Any] = {}
     agent_labels: dict[tuple[str, int], dict[str, str]] = {}
     citations: dict[str, dict[str, None]] = defaultdict(dict)
     for row in agent_rows:
         first_agent.setdefault(row[0], row)
+        if row[4] == "auto_apply":
+            first_auto.setdefault(row[0], row[2])
         latest_agent[row[0]] = row
         agent_labels[(row[0], row[1])] = row[3] or {}
         for cited in row[7] or []:
@@ -114,6 +117,7 @@ def load_facts(session: Session, ticket_ids: Collection[str] | None = None) -> d
             text="\n".join(p for p in (t[2], t[3]) if p),
             agent_decision=first[4] if first is not None else None,
             agent_at=first[2] if first is not None else None,
+            auto_applied_at=first_auto.get(ticket_id),
             agent_labels=looked_at or ((first[3] or {}) if first is not None else {}),
             review_action=review[2] if review is not None and looked_at is not None else None,
             review_labels=(review[3] or {}) if review is not None else {},

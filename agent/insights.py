@@ -39,6 +39,7 @@ class TicketFact:
     agent_decision: str | None = None  # the agent's decision on its first classification
     agent_labels: dict[str, str] = field(default_factory=dict)  # the agent's labels that a lead first looked at
     agent_at: datetime | None = None  # when the agent's first classification was written
+    auto_applied_at: datetime | None = None  # when an agent revision first auto-applied (a re-classification too)
     review_action: str | None = None  # the first review of an agent revision: accept, edit or reject
     review_labels: dict[str, str] = field(default_factory=dict)  # the labels that review left
     reviewed_at: datetime | None = None
@@ -50,17 +51,26 @@ class TicketFact:
         return self.labels.get(by) or UNLABELLED
 
     @property
+    def auto_at(self) -> datetime | None:
+        """The agent's first auto-apply: on the first classification, or on a later one (after a message)."""
+        if self.auto_applied_at is not None:
+            return self.auto_applied_at
+        return self.agent_at if self.agent_decision == "auto_apply" else None
+
+    @property
     def decided_at(self) -> datetime | None:
         """When the ticket got labels someone stands behind: the agent's auto-apply, else the first review."""
         if self.decided_by_agent:
-            return self.agent_at
+            return self.auto_at
         return self.reviewed_at
 
     @property
     def decided_by_agent(self) -> bool:
         """Whether the agent's auto-apply settled the ticket before any lead did: a lead who reviews an auto-applied
-        ticket later does not make it a review-path decision (its time is the auto-apply's)."""
-        return self.agent_decision == "auto_apply" and self.agent_at is not None
+        ticket later does not make it a review-path decision (its time is the auto-apply's), and a ticket the agent
+        auto-applied once a message made it clear is decided, not waiting for a lead."""
+        auto = self.auto_at
+        return auto is not None and (self.reviewed_at is None or auto <= self.reviewed_at)
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:

@@ -99,3 +99,22 @@ def test_an_auto_applied_ticket_a_lead_reviews_later_stays_on_the_auto_path(api:
     report = stats(api)
     assert paths(report) == {"auto": (1, 0.0), "review": (1, 3600.0)}
     assert report["totals"]["reviewed"] == 2 and report["pending"]["n"] == 0
+
+
+def test_a_ticket_the_agent_auto_applies_after_a_message_is_decided_not_waiting(api: Api) -> None:
+    """Only the first classification's decision counted: a ticket sent to review, then auto-applied when the
+    customer's message made it clear, left the queue but stayed "waiting for a lead" for ever, its wait growing."""
+    clock = on_clock(api, datetime.now(UTC) - timedelta(hours=2))
+    deciding(api, "suggest")
+    ticket = create(api, PASSWORD)
+    assert ticket["in_queue"] is True
+    clock.advance(minutes=5)
+    deciding(api, "auto_apply")
+    answer = api.post(f"/v1/tickets/{ticket['id']}/messages", {"text": "The reset e-mail never arrives, I checked spam."})
+    assert answer.status_code == 201 and answer.json()["in_queue"] is False, answer.text
+    report = stats(api)
+    queue = api.get("/v1/stats/queue", "lead").json()
+    assert queue["needs_review"] + queue["suggest"] == 0 and queue["auto_apply"] == 1
+    assert report["pending"]["n"] == report["totals"]["pending_review"] == 0
+    assert paths(report) == {"auto": (1, 300.0)}
+    assert report["totals"]["suggest"] == 1  # the share of first decisions is unchanged
