@@ -68,8 +68,11 @@ def load_facts(session: Session, ticket_ids: Collection[str] | None = None) -> d
             clf[("evidence", "articles", 0, "id")].as_string(),
             clf[("evidence", "articles", 0, "score")].as_float(),
             clf[("draft", "citations")],
+            RevisionRow.actor,
         )
-        .where(RevisionRow.classification.is_not(None), RevisionRow.actor.like("agent:%"), *only(RevisionRow.ticket_id))
+        # the agent's revisions, and the migration's: its labels are the agent's moved to the new ids, and a lead
+        # who reviews a migrated ticket looks at them
+        .where(RevisionRow.classification.is_not(None), ~RevisionRow.actor.like("user:%"), *only(RevisionRow.ticket_id))
         .order_by(RevisionRow.ticket_id, RevisionRow.seq)
     ).all()
     first_agent: dict[str, Any] = {}
@@ -78,11 +81,13 @@ def load_facts(session: Session, ticket_ids: Collection[str] | None = None) -> d
     agent_labels: dict[tuple[str, int], dict[str, str]] = {}
     citations: dict[str, dict[str, None]] = defaultdict(dict)
     for row in agent_rows:
+        agent_labels[(row[0], row[1])] = row[3] or {}
+        if not row[8].startswith("agent:"):
+            continue
         first_agent.setdefault(row[0], row)
         if row[4] == "auto_apply":
             first_auto.setdefault(row[0], row[2])
         latest_agent[row[0]] = row
-        agent_labels[(row[0], row[1])] = row[3] or {}
         for cited in row[7] or []:
             citations[row[0]][str(cited)] = None
 

@@ -14,8 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from agent.lifecycle import Lifecycle
+from agent.records import Records
 from agent.service import TriageService
-from tests.records_support import Api, copy_seeded, database_url, proposal_settings, running_api
+from agent.settings import Settings
+from agent.taxonomy import load_taxonomy
+from evals.migration_demo import write_v2
+from tests.records_support import TAXONOMY_PATH, Api, copy_seeded, database_url, proposal_settings, running_api
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +123,48 @@ def test_a_ticket_the_agent_auto_applies_after_a_message_is_decided_not_waiting(
     assert report["pending"]["n"] == report["totals"]["pending_review"] == 0
     assert paths(report) == {"auto": (1, 300.0)}
     assert report["totals"]["suggest"] == 1  # the share of first decisions is unchanged
+
+
+def overturn(report: dict) -> dict[tuple[str, str], tuple[int, int]]:
+    return {(r["axis"], r["label"]): (r["reviewed"], r["overturned"]) for r in report["overturn"]}
+
+
+def test_reviews_after_a_taxonomy_migration_count_in_the_overturn_rate(seeded_store: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """A lead who reviews a ticket after the migration renamed or merged its label looks at the migration's
+    revision; the overturn rate read only the agent's own revisions, so three reviews (an edit, a reject, an
+    accept) left the table empty: "No review yet". (SQLite only: the commit relabels a whole store; the query that
+    reads the revisions runs on PostgreSQL in the tests above.)"""
+    data_dir = copy_seeded(seeded_store, tmp_path / "data")  # its own store: the commit relabels it
+    url = database_url("sqlite", request, tmp_path)
+    ids = {}
+    with running_api(TriageService(proposal_settings(data_dir)), url) as v1:
+        for name, body in {
+            "locked": "My work laptop says my Windows account is locked. Please unlock it.",
+            "locked_too": "My Windows account at work is locked after too many attempts, please unlock it.",
+            "vpn": "The office VPN drops every few minutes since this morning.",
+        }.items():
+            ids[name] = create(v1, {"subject": name, "body": body, "channel": "email"})["id"]
+    v2 = Settings(data_dir=data_dir, taxonomy_path=write_v2(tmp_path / "default-v2.yaml"), mode="proposal")
+    service = TriageService(v2)
+    records = Records(url)
+    try:
+        lifecycle = Lifecycle(service, records)
+        previous = lifecycle.served_taxonomy(load_taxonomy(TAXONOMY_PATH).ref)
+        assert previous is not None and lifecycle.migrate_taxonomy(previous, commit=True).revisions_written == 3
+    finally:
+        records.close()
+    with running_api(service, url) as api:
+        labels = {name: api.get(f"/v1/tickets/{ticket_id}").json()["labels"] for name, ticket_id in ids.items()}
+        assert {labels[n]["service"] for n in ids} == {"service_desk", "infrastructure"}  # renamed and merged
+        review(api, ids["locked"], {"action": "edit", "labels": {"service": "hardware"}})
+        review(api, ids["locked_too"], {"action": "accept"})
+        review(api, ids["vpn"], {"action": "reject"})
+        report = stats(api)
+    assert report["totals"]["reviewed"] == 3
+    expected: dict[tuple[str, str], list[int]] = {}
+    for name, overturned in {"locked": {"service"}, "locked_too": set(), "vpn": {"service", "tier", "channel"}}.items():
+        for axis, label in labels[name].items():
+            counts = expected.setdefault((axis, label), [0, 0])
+            counts[0] += 1
+            counts[1] += axis in overturned
+    assert overturn(report) == {key: tuple(counts) for key, counts in expected.items()}
