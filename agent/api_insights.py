@@ -10,7 +10,6 @@ everything when the counts show a row it could not see by id (e.g. a PostgreSQL 
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -70,17 +69,21 @@ def load_facts(session: Session, ticket_ids: Collection[str] | None = None) -> d
             clf[("draft", "citations")],
             RevisionRow.actor,
         )
-        # the agent's revisions, and the migration's: its labels are the agent's moved to the new ids, and a lead
-        # who reviews a migrated ticket looks at them
-        .where(RevisionRow.classification.is_not(None), ~RevisionRow.actor.like("user:%"), *only(RevisionRow.ticket_id))
+        # a lead's too: the current revision's draft is the one that counts, and a review stores what the lead sent
+        .where(RevisionRow.classification.is_not(None), *only(RevisionRow.ticket_id))
         .order_by(RevisionRow.ticket_id, RevisionRow.seq)
     ).all()
     first_agent: dict[str, Any] = {}
     first_auto: dict[str, Any] = {}
     latest_agent: dict[str, Any] = {}
     agent_labels: dict[tuple[str, int], dict[str, str]] = {}
-    citations: dict[str, dict[str, None]] = defaultdict(dict)
+    cited: dict[tuple[str, int], tuple[str, ...]] = {}
     for row in agent_rows:
+        cited[(row[0], row[1])] = tuple(dict.fromkeys(str(c) for c in row[7] or []))
+        if row[8].startswith("user:"):
+            continue
+        # the agent's revisions, and the migration's: its labels are the agent's moved to the new ids, and a lead
+        # who reviews a migrated ticket looks at them
         agent_labels[(row[0], row[1])] = row[3] or {}
         if not row[8].startswith("agent:"):
             continue
@@ -88,8 +91,6 @@ def load_facts(session: Session, ticket_ids: Collection[str] | None = None) -> d
         if row[4] == "auto_apply":
             first_auto.setdefault(row[0], row[2])
         latest_agent[row[0]] = row
-        for cited in row[7] or []:
-            citations[row[0]][str(cited)] = None
 
     first_review: dict[str, Any] = {}
     for review in session.execute(
@@ -110,6 +111,7 @@ def load_facts(session: Session, ticket_ids: Collection[str] | None = None) -> d
             TicketRow.current_tier,
             TicketRow.current_channel,
             TicketRow.channel,
+            TicketRow.current_seq,
         ).where(*only(TicketRow.id))
     ):
         ticket_id = t[0]
@@ -129,7 +131,8 @@ def load_facts(session: Session, ticket_ids: Collection[str] | None = None) -> d
             reviewed_at=review[4] if review is not None else None,
             best_article_id=latest[5] if latest is not None else None,
             best_article_score=latest[6] if latest is not None else None,
-            citations=tuple(citations.get(ticket_id, {})),
+            # the draft in force (a lead's sent answer, a re-classification's new one), not every draft ever written
+            citations=cited.get((ticket_id, t[8]), ()),
         )
     return facts
 

@@ -168,3 +168,19 @@ def test_reviews_after_a_taxonomy_migration_count_in_the_overturn_rate(seeded_st
             counts[0] += 1
             counts[1] += axis in overturned
     assert overturn(report) == {key: tuple(counts) for key, counts in expected.items()}
+
+
+def test_the_cited_articles_are_those_of_the_answer_the_lead_sent(api: Api) -> None:
+    """A review stores the draft the lead actually sent; the stats read only the agent's drafts, so an article the
+    lead cut from the answer kept its count and one the lead cited instead never got one."""
+    ticket = create(api, PASSWORD)
+    classification = ticket["current"]["classification"]
+    assert classification["draft"] and classification["draft"]["citations"], "the seeded KB drafts an answer to it"
+    agent_cites = classification["draft"]["citations"][0]
+    sent = next(a["id"] for a in classification["evidence"]["articles"] if a["id"] != agent_cites)
+    before = {r["article_id"]: r["drafts"] for r in stats(api)["cited_articles"]}
+    assert before == {agent_cites: 1}
+    review(api, ticket["id"], {"action": "accept", "draft": {"text": f"Reset it from the sign-in page [{sent}].", "citations": [sent]}})
+    report = stats(api)
+    assert {r["article_id"]: r["drafts"] for r in report["cited_articles"]} == {sent: 1}
+    assert report["totals"]["with_draft"] == 1 and report["draft_rate"] == 1.0
