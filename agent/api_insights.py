@@ -12,8 +12,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session
 from agent.api_guards import CreatedAfter, CreatedBefore, UtcTime, check_range, needs
 from agent.auth import Principal
 from agent.insights import GroupBy, TicketFact, filter_facts, stats_report
-from agent.lifecycle import check_label_filters
+from agent.lifecycle import Invalid, check_label_filters
 from agent.records import Records, ReviewRow, RevisionRow, TicketRow
 
 Lead = Annotated[Principal, Depends(needs("lead"))]
@@ -180,6 +181,9 @@ async def stats(
     group_by: GroupBy = "service",
     bucket: Literal["day", "week"] | None = Query(default=None, description="Default: day up to 92 days, else week."),
     gap_threshold: Annotated[float | None, Query(ge=0.0, le=1.0, description="Default: the draft floor.")] = None,
+    tz: Annotated[
+        str | None, Query(max_length=64, description="IANA time zone whose calendar days the volumes are counted in (e.g. America/New_York); default UTC.")
+    ] = None,
 ) -> dict[str, Any]:
     """KPIs per service, channel or tier: volumes over time; shares auto-applied, suggested and sent to review;
     the human overturn rate per label; time from intake to a decision; the KB articles drafts cite; KB gaps
@@ -189,13 +193,15 @@ async def stats(
     end = until
     check_range(start, end, ("since" if since else f"now minus days={days}", "until"))
     _known_labels(request, service=service, channel=channel, tier=tier)
+    zone = time_zone(tz)
 
     def compute() -> dict[str, Any]:
         facts = filter_facts(cached_facts(request), since=start, until=end, service=service, channel=channel, tier=tier)
         span = ((end or now) - (start or min((f.created_at for f in facts), default=now))).days
         settings = getattr(getattr(request.app.state, "service", None), "settings", None)
         threshold = gap_threshold if gap_threshold is not None else getattr(settings, "draft_min_article_score", 0.35)
-        report = stats_report(facts, now=now, by=group_by, bucket=bucket or ("day" if span <= 92 else "week"), gap_threshold=threshold)
+        report = stats_report(facts, now=now, by=group_by, bucket=bucket or ("day" if span <= 92 else "week"), gap_threshold=threshold,
+                              zone=zone)
         titles = _titles(request, [row["article_id"] for row in report["cited_articles"]])
         for row in report["cited_articles"]:
             row["title"] = titles.get(row["article_id"], row["title"])
@@ -203,6 +209,7 @@ async def stats(
             "generated_at": now.isoformat(),
             "window": {"since": start.isoformat() if start else None, "until": end.isoformat() if end else None},
             "filters": {"service": service, "channel": channel, "tier": tier},
+            "timezone": str(zone),
             **report,
         }
 
@@ -241,6 +248,17 @@ def queue_counts(
         else:
             counts["reviewed" if was_reviewed else "auto_apply"] += n
     return counts
+
+
+def time_zone(name: str | None) -> tzinfo:
+    """The zone whose days the volumes count: a ticket at 21:00 in New York is that day's there, the next one in
+    UTC. An unknown name is a 422 with an example, not a silent UTC."""
+    if not name:
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # a typo, a path, a folder such as "America"
+        raise Invalid(f"unknown time zone tz={name!r}; send an IANA name such as Europe/Paris or America/New_York, or leave it out for UTC") from exc
 
 
 def _known_labels(request: Request, **filters: str | None) -> None:

@@ -18,7 +18,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Literal
 
 from agent.contracts import AXES
@@ -101,16 +101,19 @@ def filter_facts(
     ]
 
 
-def bucket_start(moment: datetime, bucket: Literal["day", "week"]) -> str:
-    day = moment.date()
+def bucket_start(moment: datetime, bucket: Literal["day", "week"], zone: tzinfo = UTC) -> str:
+    """The first day of the bucket holding `moment`, as a calendar day in `zone` (a lead's day, not UTC's)."""
+    day = moment.astimezone(zone).date()
     if bucket == "week":
         day -= timedelta(days=day.weekday())
     return day.isoformat()
 
 
-def volumes(facts: Sequence[TicketFact], by: GroupBy, bucket: Literal["day", "week"] = "day") -> list[dict[str, Any]]:
-    """Tickets per time bucket (the bucket's first day, ISO) and group, oldest first."""
-    counts = Counter((bucket_start(f.created_at, bucket), f.group(by)) for f in facts)
+def volumes(
+    facts: Sequence[TicketFact], by: GroupBy, bucket: Literal["day", "week"] = "day", zone: tzinfo = UTC
+) -> list[dict[str, Any]]:
+    """Tickets per time bucket (the bucket's first day in `zone`, ISO) and group, oldest first."""
+    counts = Counter((bucket_start(f.created_at, bucket, zone), f.group(by)) for f in facts)
     return [{"period": period, "group": group, "count": n} for (period, group), n in sorted(counts.items())]
 
 
@@ -300,6 +303,7 @@ def stats_report(
     bucket: Literal["day", "week"] = "day",
     gap_threshold: float = 0.35,
     titles: dict[str, str] | None = None,
+    zone: tzinfo = UTC,
 ) -> dict[str, Any]:
     """Every KPI over the (already filtered) facts, as one JSON-ready dict."""
     counts = Counter(f.agent_decision or "unclassified" for f in facts)
@@ -313,7 +317,7 @@ def stats_report(
             "pending_review": pending(facts, now)["n"],
             "with_draft": sum(1 for f in facts if f.citations),
         },
-        "volumes": volumes(facts, by, bucket),
+        "volumes": volumes(facts, by, bucket, zone),
         "decisions": decision_shares(facts, by),
         "overturn": overturn_rates(facts),
         "time_to_decision": time_to_decision(facts, by),

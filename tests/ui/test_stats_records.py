@@ -184,3 +184,28 @@ def test_the_cited_articles_are_those_of_the_answer_the_lead_sent(api: Api) -> N
     report = stats(api)
     assert {r["article_id"]: r["drafts"] for r in report["cited_articles"]} == {sent: 1}
     assert report["totals"]["with_draft"] == 1 and report["draft_rate"] == 1.0
+
+
+def test_volumes_count_the_days_of_the_leads_time_zone(api: Api) -> None:
+    """Days were UTC's, with no way to ask for another: a New York desk's tickets of 21:00 counted on the next day.
+    `tz` counts them on the lead's calendar day; an unknown zone is a 422 that names the parameter."""
+    clock = on_clock(api, datetime(2026, 11, 3, 1, 30, tzinfo=UTC))  # 20:30 on 2 November in New York (EST)
+    create(api, PASSWORD)
+    clock.advance(hours=3)  # 23:30 in New York, 04:30 UTC
+    create(api, CHARGED)
+    clock.advance(hours=1)  # 00:30 on 3 November in New York
+    create(api, PASSWORD)
+
+    def per_day(report: dict) -> dict[str, int]:
+        days: dict[str, int] = {}
+        for row in report["volumes"]:
+            days[row["period"]] = days.get(row["period"], 0) + row["count"]
+        return days
+
+    assert per_day(stats(api)) == {"2026-11-03": 3}
+    local = stats(api, tz="America/New_York")
+    assert per_day(local) == {"2026-11-02": 2, "2026-11-03": 1} and local["timezone"] == "America/New_York"
+    assert per_day(stats(api, tz="America/New_York", bucket="week")) == {"2026-11-02": 3}
+    for bad in ("Mars/Olympus", "America", "../etc/passwd"):
+        refused = api.get("/v1/stats", "lead", tz=bad)
+        assert refused.status_code == 422 and "tz=" in refused.json()["detail"], refused.text
