@@ -10,11 +10,11 @@ everything when the counts show a row it could not see by id (e.g. a PostgreSQL 
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from agent.api_guards import CreatedAfter, CreatedBefore, UtcTime, check_range, needs
 from agent.auth import Principal
 from agent.insights import GroupBy, TicketFact, filter_facts, stats_report
-from agent.lifecycle import check_label_filters
+from agent.lifecycle import Invalid, check_label_filters
 from agent.records import Records, ReviewRow, RevisionRow, TicketRow
 
 Lead = Annotated[Principal, Depends(needs("lead"))]
@@ -68,20 +68,30 @@ def load_facts(session: Session, ticket_ids: Collection[str] | None = None) -> d
             clf[("evidence", "articles", 0, "id")].as_string(),
             clf[("evidence", "articles", 0, "score")].as_float(),
             clf[("draft", "citations")],
+            RevisionRow.actor,
         )
-        .where(RevisionRow.classification.is_not(None), RevisionRow.actor.like("agent:%"), *only(RevisionRow.ticket_id))
+        # a lead's too: the current revision's draft is the one that counts, and a review stores what the lead sent
+        .where(RevisionRow.classification.is_not(None), *only(RevisionRow.ticket_id))
         .order_by(RevisionRow.ticket_id, RevisionRow.seq)
     ).all()
     first_agent: dict[str, Any] = {}
+    first_auto: dict[str, Any] = {}
     latest_agent: dict[str, Any] = {}
     agent_labels: dict[tuple[str, int], dict[str, str]] = {}
-    citations: dict[str, dict[str, None]] = defaultdict(dict)
+    cited: dict[tuple[str, int], tuple[str, ...]] = {}
     for row in agent_rows:
-        first_agent.setdefault(row[0], row)
-        latest_agent[row[0]] = row
+        cited[(row[0], row[1])] = tuple(dict.fromkeys(str(c) for c in row[7] or []))
+        if row[8].startswith("user:"):
+            continue
+        # the agent's revisions, and the migration's: its labels are the agent's moved to the new ids, and a lead
+        # who reviews a migrated ticket looks at them
         agent_labels[(row[0], row[1])] = row[3] or {}
-        for cited in row[7] or []:
-            citations[row[0]][str(cited)] = None
+        if not row[8].startswith("agent:"):
+            continue
+        first_agent.setdefault(row[0], row)
+        if row[4] == "auto_apply":
+            first_auto.setdefault(row[0], row[2])
+        latest_agent[row[0]] = row
 
     first_review: dict[str, Any] = {}
     for review in session.execute(
@@ -102,6 +112,7 @@ def load_facts(session: Session, ticket_ids: Collection[str] | None = None) -> d
             TicketRow.current_tier,
             TicketRow.current_channel,
             TicketRow.channel,
+            TicketRow.current_seq,
         ).where(*only(TicketRow.id))
     ):
         ticket_id = t[0]
@@ -114,13 +125,15 @@ def load_facts(session: Session, ticket_ids: Collection[str] | None = None) -> d
             text="\n".join(p for p in (t[2], t[3]) if p),
             agent_decision=first[4] if first is not None else None,
             agent_at=first[2] if first is not None else None,
+            auto_applied_at=first_auto.get(ticket_id),
             agent_labels=looked_at or ((first[3] or {}) if first is not None else {}),
             review_action=review[2] if review is not None and looked_at is not None else None,
             review_labels=(review[3] or {}) if review is not None else {},
             reviewed_at=review[4] if review is not None else None,
             best_article_id=latest[5] if latest is not None else None,
             best_article_score=latest[6] if latest is not None else None,
-            citations=tuple(citations.get(ticket_id, {})),
+            # the draft in force (a lead's sent answer, a re-classification's new one), not every draft ever written
+            citations=cited.get((ticket_id, t[8]), ()),
         )
     return facts
 
@@ -168,6 +181,9 @@ async def stats(
     group_by: GroupBy = "service",
     bucket: Literal["day", "week"] | None = Query(default=None, description="Default: day up to 92 days, else week."),
     gap_threshold: Annotated[float | None, Query(ge=0.0, le=1.0, description="Default: the draft floor.")] = None,
+    tz: Annotated[
+        str | None, Query(max_length=64, description="IANA time zone whose calendar days the volumes are counted in (e.g. America/New_York); default UTC.")
+    ] = None,
 ) -> dict[str, Any]:
     """KPIs per service, channel or tier: volumes over time; shares auto-applied, suggested and sent to review;
     the human overturn rate per label; time from intake to a decision; the KB articles drafts cite; KB gaps
@@ -177,13 +193,15 @@ async def stats(
     end = until
     check_range(start, end, ("since" if since else f"now minus days={days}", "until"))
     _known_labels(request, service=service, channel=channel, tier=tier)
+    zone = time_zone(tz)
 
     def compute() -> dict[str, Any]:
         facts = filter_facts(cached_facts(request), since=start, until=end, service=service, channel=channel, tier=tier)
         span = ((end or now) - (start or min((f.created_at for f in facts), default=now))).days
         settings = getattr(getattr(request.app.state, "service", None), "settings", None)
         threshold = gap_threshold if gap_threshold is not None else getattr(settings, "draft_min_article_score", 0.35)
-        report = stats_report(facts, now=now, by=group_by, bucket=bucket or ("day" if span <= 92 else "week"), gap_threshold=threshold)
+        report = stats_report(facts, now=now, by=group_by, bucket=bucket or ("day" if span <= 92 else "week"), gap_threshold=threshold,
+                              zone=zone)
         titles = _titles(request, [row["article_id"] for row in report["cited_articles"]])
         for row in report["cited_articles"]:
             row["title"] = titles.get(row["article_id"], row["title"])
@@ -191,6 +209,7 @@ async def stats(
             "generated_at": now.isoformat(),
             "window": {"since": start.isoformat() if start else None, "until": end.isoformat() if end else None},
             "filters": {"service": service, "channel": channel, "tier": tier},
+            "timezone": str(zone),
             **report,
         }
 
@@ -229,6 +248,17 @@ def queue_counts(
         else:
             counts["reviewed" if was_reviewed else "auto_apply"] += n
     return counts
+
+
+def time_zone(name: str | None) -> tzinfo:
+    """The zone whose days the volumes count: a ticket at 21:00 in New York is that day's there, the next one in
+    UTC. An unknown name is a 422 with an example, not a silent UTC."""
+    if not name:
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # a typo, a path, a folder such as "America"
+        raise Invalid(f"unknown time zone tz={name!r}; send an IANA name such as Europe/Paris or America/New_York, or leave it out for UTC") from exc
 
 
 def _known_labels(request: Request, **filters: str | None) -> None:

@@ -16,6 +16,7 @@ from agent.contracts import AXES, ReviewedTicket
 
 COLUMNS = ("id", "subject", "body", *AXES, "intake_channel", "action", "reviewer", "reviewed_at")
 SUFFIXES = (".csv", ".jsonl")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what Excel, LibreOffice and Sheets read as the start of a formula
 
 
 class ExportError(ValueError):
@@ -39,6 +40,13 @@ def side_of(ticket_id: str, test_share: float) -> str:
 def row_of(ticket: ReviewedTicket) -> dict[str, str]:
     fields = ticket.model_dump(mode="json")
     return {column: str(ticket.labels.get(column, "") if column in AXES else (fields.get(column) or "")) for column in COLUMNS}
+
+
+def spreadsheet_safe(row: dict[str, str]) -> dict[str, str]:
+    """A CSV row a spreadsheet opens as text: a customer's subject `=HYPERLINK(...)` ran as a formula in the lead's
+    Excel. Such a cell gets a leading `'` (the spreadsheets' own "this is text" mark, not shown), which `triage eval`
+    drops again on reading (`evals.datasets.unguard_formula`), so the text it scores is the ticket's."""
+    return {column: f"'{value}" if value.startswith(FORMULA_START) else value for column, value in row.items()}
 
 
 def check_path(out: Path, test_share: float = 0.0) -> None:
@@ -78,7 +86,7 @@ def write_reviewed(tickets: Iterable[ReviewedTicket], out: Path, *, test_share: 
         for ticket in tickets:
             side, row = side_of(ticket.id, test_share), row_of(ticket)
             if as_csv:
-                writers[side].writerow(row)
+                writers[side].writerow(spreadsheet_safe(row))
             else:
                 handles[side].write(json.dumps(row, ensure_ascii=False) + "\n")
             counts[paths[side]] += 1

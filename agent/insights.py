@@ -18,7 +18,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Literal
 
 from agent.contracts import AXES
@@ -39,6 +39,7 @@ class TicketFact:
     agent_decision: str | None = None  # the agent's decision on its first classification
     agent_labels: dict[str, str] = field(default_factory=dict)  # the agent's labels that a lead first looked at
     agent_at: datetime | None = None  # when the agent's first classification was written
+    auto_applied_at: datetime | None = None  # when an agent revision first auto-applied (a re-classification too)
     review_action: str | None = None  # the first review of an agent revision: accept, edit or reject
     review_labels: dict[str, str] = field(default_factory=dict)  # the labels that review left
     reviewed_at: datetime | None = None
@@ -50,11 +51,26 @@ class TicketFact:
         return self.labels.get(by) or UNLABELLED
 
     @property
+    def auto_at(self) -> datetime | None:
+        """The agent's first auto-apply: on the first classification, or on a later one (after a message)."""
+        if self.auto_applied_at is not None:
+            return self.auto_applied_at
+        return self.agent_at if self.agent_decision == "auto_apply" else None
+
+    @property
     def decided_at(self) -> datetime | None:
         """When the ticket got labels someone stands behind: the agent's auto-apply, else the first review."""
-        if self.agent_decision == "auto_apply" and self.agent_at is not None:
-            return self.agent_at
+        if self.decided_by_agent:
+            return self.auto_at
         return self.reviewed_at
+
+    @property
+    def decided_by_agent(self) -> bool:
+        """Whether the agent's auto-apply settled the ticket before any lead did: a lead who reviews an auto-applied
+        ticket later does not make it a review-path decision (its time is the auto-apply's), and a ticket the agent
+        auto-applied once a message made it clear is decided, not waiting for a lead."""
+        auto = self.auto_at
+        return auto is not None and (self.reviewed_at is None or auto <= self.reviewed_at)
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
@@ -85,16 +101,19 @@ def filter_facts(
     ]
 
 
-def bucket_start(moment: datetime, bucket: Literal["day", "week"]) -> str:
-    day = moment.date()
+def bucket_start(moment: datetime, bucket: Literal["day", "week"], zone: tzinfo = UTC) -> str:
+    """The first day of the bucket holding `moment`, as a calendar day in `zone` (a lead's day, not UTC's)."""
+    day = moment.astimezone(zone).date()
     if bucket == "week":
         day -= timedelta(days=day.weekday())
     return day.isoformat()
 
 
-def volumes(facts: Sequence[TicketFact], by: GroupBy, bucket: Literal["day", "week"] = "day") -> list[dict[str, Any]]:
-    """Tickets per time bucket (the bucket's first day, ISO) and group, oldest first."""
-    counts = Counter((bucket_start(f.created_at, bucket), f.group(by)) for f in facts)
+def volumes(
+    facts: Sequence[TicketFact], by: GroupBy, bucket: Literal["day", "week"] = "day", zone: tzinfo = UTC
+) -> list[dict[str, Any]]:
+    """Tickets per time bucket (the bucket's first day in `zone`, ISO) and group, oldest first."""
+    counts = Counter((bucket_start(f.created_at, bucket, zone), f.group(by)) for f in facts)
     return [{"period": period, "group": group, "count": n} for (period, group), n in sorted(counts.items())]
 
 
@@ -144,7 +163,7 @@ def time_to_decision(facts: Sequence[TicketFact], by: GroupBy) -> list[dict[str,
         decided = f.decided_at
         if decided is None:
             continue
-        path = "auto" if f.agent_decision == "auto_apply" and f.reviewed_at is None else "review"
+        path = "auto" if f.decided_by_agent else "review"  # the path that made `decided`, whatever came after
         seconds = max((decided - f.created_at).total_seconds(), 0.0)
         spans[(f.group(by), path)].append(seconds)
         spans[("(all)", path)].append(seconds)
@@ -284,6 +303,7 @@ def stats_report(
     bucket: Literal["day", "week"] = "day",
     gap_threshold: float = 0.35,
     titles: dict[str, str] | None = None,
+    zone: tzinfo = UTC,
 ) -> dict[str, Any]:
     """Every KPI over the (already filtered) facts, as one JSON-ready dict."""
     counts = Counter(f.agent_decision or "unclassified" for f in facts)
@@ -297,7 +317,7 @@ def stats_report(
             "pending_review": pending(facts, now)["n"],
             "with_draft": sum(1 for f in facts if f.citations),
         },
-        "volumes": volumes(facts, by, bucket),
+        "volumes": volumes(facts, by, bucket, zone),
         "decisions": decision_shares(facts, by),
         "overturn": overturn_rates(facts),
         "time_to_decision": time_to_decision(facts, by),

