@@ -36,15 +36,17 @@ _SECRET_WORDS = (
     r"client[ _-]?secret|aws_secret_access_key|token|auth[ _-]?token|access[ _-]?token|"
     r"passwort|kennwort|zugangsdaten|geheimzahl|contraseña|contrasena|clave|mot de passe|mdp|code secret|senha"
 )
-# `password: x`, `password = x`, `Passwort lautet x`: anything after the separator up to a space
+# `password: x`, `password = x`, `password was: x`, `Passwort lautet x`: anything after the separator up to a space
+# (a bare `was` is no separator: `my PIN was blocked`, `the token was revoked` say what happened, not a value)
 _SECRET_ASSIGNED = re.compile(
-    rf"(\b(?:{_SECRET_WORDS})\b[\"']?\s{{0,3}}(?:[:=]|\blautet\b|\bwas\b:?|\bis\b:)\s{{0,3}})(?!<)[^\s,;]{{3,200}}",
+    rf"(\b(?:{_SECRET_WORDS})\b[\"']?\s{{0,3}}(?:[:=]|\blautet\b|\bwas:|\bis:)\s{{0,3}})(?!<)[^\s,;]{{3,200}}",
     re.IGNORECASE,
 )
 # `my password is Summer2024!`, `mi contraseña es Clave_99`: only a value that is no plain word (digits or symbols)
 _SECRET_SAID = re.compile(
     rf"(\b(?:{_SECRET_WORDS})\b\s{{1,3}}(?:is|ist|es|est|é|era|was|now|jetzt|ahora|maintenant|agora)\s{{1,3}}[\"'“„«]?)"
-    r"(?=[^\s\"'”“»]{0,199}[\d!@#$%^&*_+=?])(?!<)[^\s\"'”“»]{3,200}",
+    # a digit, or a symbol inside the word: the `?` or `!` that ends "my PIN was blocked?" is the sentence's
+    r"(?=[^\s\"'”“»]{0,199}(?:\d|[!@#$%^&*_+=?][^\s\"'”“».,;:!?]))(?!<)[^\s\"'”“»]{3,200}",
     re.IGNORECASE,
 )
 _EMAIL = re.compile(r"[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")

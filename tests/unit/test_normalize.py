@@ -121,6 +121,8 @@ def test_phone_numbers_in_many_shapes_are_redacted(text: str, secret: str) -> No
         ("mi contraseña es Clave_99 y no funciona", "Clave_99"),
         ("mot de passe : Azerty123", "Azerty123"),
         ("senha: Segredo@123", "Segredo"),
+        ("the old password was: Hunter2x", "Hunter2x"),
+        ("my password is P@ssword and it fails", "P@ssword"),
     ],
 )
 def test_credentials_typed_into_a_ticket_are_redacted(text: str, secret: str) -> None:
@@ -130,7 +132,13 @@ def test_credentials_typed_into_a_ticket_are_redacted(text: str, secret: str) ->
 
 
 @pytest.mark.parametrize(
-    "text", ["I forgot my password and cannot log in", "my password is wrong", "the reset token expired", "API key rotation failed"]
+    "text",
+    [
+        "I forgot my password and cannot log in", "my password is wrong", "the reset token expired", "API key rotation failed",
+        # Banking77 texts the first version of the rule took for a value after `was`
+        "My PIN was blocked.", "My passcode was denied.", "my password was changed yesterday", "the token was revoked",
+        "What do I do if my PIN was blocked?", "my password is expired!",
+    ],
 )
 def test_talk_about_passwords_is_not_redacted(text: str) -> None:
     assert redact(text) == text
