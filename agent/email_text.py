@@ -19,7 +19,12 @@ _HTML_HINT = re.compile(r"<(?:html|head|body|p|br|div|span|table|tr|td|th|tbody|
 _HTML_DROP_OPEN = re.compile(r"<(style|script|head|title)\b[^>]{0,2000}>|<!--", re.IGNORECASE)
 _HTML_BREAK = re.compile(r"<(?:br|/p|/div|/tr|/li|/h[1-6]|/blockquote|/table)\b[^>]{0,2000}>|<(?:p|div|li|tr|blockquote)\b[^>]{0,2000}>", re.IGNORECASE)
 _HTML_CELL = re.compile(r"</t[dh]\s*>", re.IGNORECASE)
-_HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9:-]{0,30}(?:\s[^<>]{0,2000})?/?>")
+_HTML_TAG = re.compile(
+    r"</?(?:html|head|body|p|br|hr|div|span|table|thead|tbody|tfoot|tr|td|th|ul|ol|li|font|b|i|u|s|strong|em|a|img|style|"
+    r"meta|link|blockquote|h[1-6]|center|small|big|sub|sup|pre|code|section|article|header|footer|nav|o:p|v:[a-z]+|w:[a-z]+)"
+    r"\b(?:\s[^<>]{0,2000})?/?>",
+    re.IGNORECASE,
+)
 
 # a line that opens the quoted history of a reply, in the languages the help desks write
 _REPLY_HEADERS = [

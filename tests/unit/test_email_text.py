@@ -21,6 +21,13 @@ def test_html_email_reaches_the_classifier_as_its_words() -> None:
     assert "I was charged twice for order #4587345." in text and "Amount €49.99" in text
 
 
+def test_placeholders_in_an_html_email_are_kept() -> None:
+    """Only real HTML elements go: a help desk's anonymised export (`<name>`, `<tel_num>`) or a placeholder an
+    article quotes (`<username>`) is text, and dropping it cost the Tobi-Bueck bench macro-F1 (evals/README.md)."""
+    text = strip_html("Gracias.<br><br>Atentamente,<br><name><br>Log in as <username></p>")
+    assert text == "Gracias.\n\nAtentamente,\n<name>\nLog in as <username>\n"
+
+
 def test_plain_text_with_angle_brackets_is_not_taken_for_html() -> None:
     text = "Log in as <username> and send it to <email>, then run `a < b`"
     assert strip_html(text) == text
