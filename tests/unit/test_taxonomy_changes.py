@@ -4,6 +4,7 @@ next version (tests/integration/ runs the seeded store and PostgreSQL)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -113,18 +114,25 @@ def test_a_suggestion_waiting_in_the_queue_survives_the_migration_in_the_new_ids
 def test_a_calibration_fitted_under_the_previous_version_lets_no_merged_class_through_at_the_pooled_threshold(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The shipped calibration never auto-applies network or cloud (1.001: their out-of-fold precision never reached
-    the target). A next version that merges them into infrastructure, served with that calibration (the file edited
-    in place, or TRIAGE_CALIBRATION_PATH), auto-applied infrastructure from the pooled threshold, 0.0633, on. A
+    """A calibration that never auto-applies network or cloud (1.001: their out-of-fold precision never reached the
+    target, as in the shipped file of 2026-12-05). A next version that merges them into infrastructure, served with
+    that calibration (the file edited in place, or TRIAGE_CALIBRATION_PATH), auto-applied infrastructure from the
+    pooled threshold, 0.0633, on. A
     label without its own threshold now takes the strictest of the labels its migration moves into it, with a
     warning that names them and says to re-fit."""
     v2 = write_v2(tmp_path / "default-v2.yaml")
-    settings = Settings(data_dir=tmp_path / "data", taxonomy_path=v2, mode="proposal",
-                        calibration_path=TAXONOMY_PATH.with_suffix(".calibration.json"))
+    # the shipped file with network and cloud never auto-applied, as a fit on the seed gave them at the time
+    raw = json.loads(TAXONOMY_PATH.with_suffix(".calibration.json").read_text(encoding="utf-8"))
+    raw["thresholds"]["service"].update(network=1.001, cloud=1.001)
+    fitted = tmp_path / "default.calibration.json"
+    fitted.write_text(json.dumps(raw), encoding="utf-8")
+    settings = Settings(data_dir=tmp_path / "data", taxonomy_path=v2, mode="proposal", calibration_path=fitted)
     embedder = HashEmbedder()
     with caplog.at_level("WARNING", logger="agent.service"):
         service = TriageService(settings, embedder=embedder, store=VectorStore(make_client(path=settings.chroma_dir), embedder))
-    shipped = TriageService(Settings(data_dir=tmp_path / "data", mode="proposal"), embedder=embedder, store=service.store).calibration
+    shipped = TriageService(
+        Settings(data_dir=tmp_path / "data", mode="proposal", calibration_path=fitted), embedder=embedder, store=service.store
+    ).calibration
     assert shipped.threshold("service", "network") == shipped.threshold("service", "cloud") == 1.001
     assert service.calibration.threshold("service", "infrastructure") == 1.001
     split = shipped.threshold("service", "technical_support")
