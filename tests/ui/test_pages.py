@@ -378,7 +378,9 @@ def test_insights_show_the_kpis_of_the_stats_endpoint(api: LiveApi, monkeypatch:
 def test_kb_gap_examples_show_ticket_text_as_text(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
     """A KB gap's example links carry the ticket's words: a customer's markdown image or link in them stays text
     (an image would be fetched from the customer's server each time a lead opens Insights)."""
-    body = "![pixel](http://127.0.0.1:9/pixel.png) [sign in](http://127.0.0.1:9/login) zorblax quuxifier grommet"
+    # words no KB article is about, so both tickets are weak matches (below the draft floor) and cluster as a gap;
+    # with an IP in the links the Discord article came to 0.357 once redaction stopped reading IPs as phone numbers
+    body = "![pixel](pixel.png) [sign in](login.html) zorblax quuxifier grommet"
     with api.http("bot") as bot:
         ids = [bot.post("/v1/tickets", json={"body": body, "channel": "email"}).json()["id"] for _ in range(2)]
     at = run_page(app_test(monkeypatch, api.url, api.key("lead")), "views/insights.py")
