@@ -50,7 +50,6 @@ from agent.pool import WorkerPool
 from agent.records import Records, TaxonomyVersionRow
 from agent.service import TicketError, TriageService, running_service
 from agent.settings import Settings
-from agent.urls import shown_url
 
 Bot = Annotated[Principal, Depends(needs("bot"))]
 Lead = Annotated[Principal, Depends(needs("lead"))]
@@ -157,8 +156,7 @@ def part_checks(
         store = service.store.counts()
     except Exception as exc:  # noqa: BLE001 - whatever Chroma raises, the store cannot answer
         store = {}
-        url = service.settings.chroma_url
-        where = f" (the Chroma server at {shown_url(url)})" if url else ""
+        where = f" ({service.settings.vector_store_location})" if service.settings.chroma_url else ""
         problems.append(f"vector store{where}: {_first_line(exc)}")
     if records is not None:
         try:

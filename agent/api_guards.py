@@ -33,7 +33,6 @@ from agent.lifecycle import Invalid, LifecycleError
 from agent.pool import PoolFull
 from agent.records import as_utc
 from agent.service import TicketError
-from agent.urls import shown_url
 
 log = logging.getLogger("agent.api")
 
@@ -270,8 +269,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def store_down(request: Request, exc: httpx.TransportError) -> JSONResponse:
         """chromadb's HTTP client (the only httpx client a request uses: the LLM's is httpx2 and falls back) could not
         reach the Chroma server (down, restarting, timed out): the 503 of a part that is down, naming it."""
-        url = request.app.state.settings.chroma_url
-        where = f"the Chroma server at {shown_url(url)}" if url else "the vector store"
+        settings = request.app.state.settings
+        where = settings.vector_store_location if settings.chroma_url else "the vector store"
         cause = str(exc) or type(exc).__name__
         log.error("vector store error on %s %s: %s: %s", request.method, request.url.path, where, cause)
         return error(

@@ -134,10 +134,10 @@ if items:
     # the page reloads the queue before it reads a press, so a press belongs to the rows drawn in the previous run:
     # those labels and revisions are what the lead ticked (a row that changed since is then refused, and named)
     seen_rows = st.session_state.get("q_seen_rows", {})
-    st.session_state["q_seen_rows"] = {item["id"]: item for item in items}
+    st.session_state["q_seen_rows"] = drawn = {item["id"]: item for item in items}
     if bulk:
         # a ticked row gone from this page since (another lead reviewed it) is sent too, to be refused and named
-        rows = {**{item["id"]: item for item in items}, **seen_rows}
+        rows = {**drawn, **seen_rows}
         picked = [row for row in rows.values() if st.session_state.get(pick_key(row))]
         label = f"Accept {len(picked)} selected"
         if st.button(label, key="q_bulk_accept", type="primary", disabled=not picked, icon=":material/done_all:"):
