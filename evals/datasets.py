@@ -263,6 +263,7 @@ def load_rows(
     id_column = next((c for c in (resolve_column(i, columns, path) for i in ID_COLUMNS) if c), None)
     rows: list[EvalRow] = []
     seen: Counter[str] = Counter()
+    used: set[str] = set()  # ids given so far; the store and predictions.jsonl key rows by them, so they must be unique
     for i, raw in enumerate(table):
         # a cell of only zero-width or control characters is no text, as for the graph (agent.contracts.has_text)
         text = "\n\n".join(raw.get(c, "").strip() for c in text_columns if has_text(raw.get(c, "")))
@@ -272,8 +273,12 @@ def load_rows(
                 skipped.append(row_id)
             continue
         seen[row_id] += 1
-        if seen[row_id] > 1:  # duplicate ids stay distinct rows
-            row_id = f"{row_id}#{seen[row_id]}"
+        if row_id in used:  # duplicate ids stay distinct rows: x, x#2, x#3, never an id the file already holds
+            n = max(seen[row_id], 2)
+            while f"{row_id}#{n}" in used:
+                n += 1
+            row_id = f"{row_id}#{n}"
+        used.add(row_id)
         labels = {axis: raw.get(col, "").strip() for axis, col in label_columns.items()}
         rows.append(EvalRow(id=row_id, text=text, labels=labels))
     if not rows:

@@ -257,3 +257,13 @@ def test_merged_spellings_change_the_fingerprint_of_an_auto_run_and_only_then(tm
     variants = [*clean, EvalRow("3", "c", {"service": "BILLING"})]
     assert taxonomy_sha(cfg, Settings(), clean) is None  # nothing merged: the fingerprints of clean files are unchanged
     assert taxonomy_sha(cfg, Settings(), variants) is not None
+
+
+def test_duplicate_ids_never_take_an_id_the_file_already_holds(tmp_path: Path) -> None:
+    """'a', 'a', 'a#2' gave two rows 'a#2': the eval's Chroma refused the train file (DuplicateIDError) and a test row's
+    prediction replaced the other's; a row without an id ('row-3') and a row with that id likewise."""
+    path = tmp_path / "t.csv"
+    path.write_text("id,text,label\na,one,x\na,two,x\na#2,three,y\n,four,y\nrow-4,five,x\nb,six,x\nb,seven,x\n", encoding="utf-8")
+    ids = [r.id for r in load_rows(path, ["text"], {"service": "label"})]
+    assert ids == ["a", "a#2", "a#2#2", "row-4", "row-4#2", "b", "b#2"]
+    assert len(set(ids)) == len(ids)
