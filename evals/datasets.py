@@ -263,6 +263,7 @@ def load_rows(
     id_column = next((c for c in (resolve_column(i, columns, path) for i in ID_COLUMNS) if c), None)
     rows: list[EvalRow] = []
     seen: Counter[str] = Counter()
+    used: set[str] = set()  # ids given so far; the store and predictions.jsonl key rows by them, so they must be unique
     for i, raw in enumerate(table):
         # a cell of only zero-width or control characters is no text, as for the graph (agent.contracts.has_text)
         text = "\n\n".join(raw.get(c, "").strip() for c in text_columns if has_text(raw.get(c, "")))
@@ -272,8 +273,12 @@ def load_rows(
                 skipped.append(row_id)
             continue
         seen[row_id] += 1
-        if seen[row_id] > 1:  # duplicate ids stay distinct rows
-            row_id = f"{row_id}#{seen[row_id]}"
+        if row_id in used:  # duplicate ids stay distinct rows: x, x#2, x#3, never an id the file already holds
+            n = max(seen[row_id], 2)
+            while f"{row_id}#{n}" in used:
+                n += 1
+            row_id = f"{row_id}#{n}"
+        used.add(row_id)
         labels = {axis: raw.get(col, "").strip() for axis, col in label_columns.items()}
         rows.append(EvalRow(id=row_id, text=text, labels=labels))
     if not rows:
@@ -315,21 +320,32 @@ class LabelCodec:
 
     @classmethod
     def derive(cls, axis_values: dict[str, Iterable[str]]) -> LabelCodec:
-        """A codec for labels taken from data: each distinct value gets a safe, unique id."""
+        """A codec for labels taken from data: each distinct value gets a safe, unique id. Spellings that differ only
+        in case or spaces ('Billing', 'BILLING', 'billing  ') are one label, named by its most frequent spelling: a
+        hand-kept column has such variants, and as separate classes each would split the label's rows and score the
+        others as errors (test labels and --oos-label are matched apart from case and spaces too)."""
         codec = cls()
         for axis, values in axis_values.items():
+            groups: dict[str, Counter[str]] = {}
+            for v in values:
+                if v:
+                    groups.setdefault(fold_label(v), Counter())[v] += 1
+            # the most frequent spelling names the label; a tie goes to the first in sorted order
+            named = {key: min(spellings, key=lambda v: (-spellings[v], v)) for key, spellings in groups.items()}
             to_id: dict[str, str] = {}
+            to_raw: dict[str, str] = {}
             used: set[str] = set()
-            for raw in sorted({v for v in values if v}):
+            for key, raw in sorted(named.items(), key=lambda kv: kv[1]):
                 base = raw if _SAFE_ID.match(raw) else slugify(raw)
                 label_id, n = base, 1
                 while label_id.lower() in used:
                     n += 1
                     label_id = f"{base}_{n}"
                 used.add(label_id.lower())
-                to_id[raw] = label_id
+                to_id.update(dict.fromkeys(groups[key], label_id))
+                to_raw[label_id] = raw
             codec._to_id[axis] = to_id
-            codec._to_raw[axis] = {v: k for k, v in to_id.items()}
+            codec._to_raw[axis] = to_raw
         return codec
 
     @classmethod
@@ -347,8 +363,8 @@ class LabelCodec:
         table = self._to_id.get(axis, {})
         if raw in table:
             return table[raw]
-        folded = {k.lower(): v for k, v in table.items()}
-        return folded.get(raw.lower()) or folded.get(slugify(raw).lower())
+        folded = {fold_label(k): v for k, v in table.items()} | {i.casefold(): i for i in self._to_raw.get(axis, {})}
+        return folded.get(fold_label(raw)) or folded.get(slugify(raw).casefold())
 
     def decode(self, axis: str, label_id: str) -> str:
         return self._to_raw.get(axis, {}).get(label_id, label_id)
@@ -359,11 +375,29 @@ class LabelCodec:
     def to_json(self) -> dict[str, dict[str, str]]:
         return {axis: dict(table) for axis, table in self._to_id.items()}
 
+    def merged_spellings(self) -> dict[str, dict[str, list[str]]]:
+        """Per axis, the labels that several raw spellings were merged into (id -> spellings); empty when none were.
+        It goes into the run's fingerprint: the ids of such a file changed when spellings began to be merged."""
+        out: dict[str, dict[str, list[str]]] = {}
+        for axis, table in self._to_id.items():
+            spellings: dict[str, list[str]] = {}
+            for raw, label_id in table.items():
+                spellings.setdefault(label_id, []).append(raw)
+            merged = {label_id: sorted(raws) for label_id, raws in spellings.items() if len(raws) > 1}
+            if merged:
+                out[axis] = merged
+        return out
+
+
+def fold_label(value: str) -> str:
+    """A raw label apart from case and spaces: 'Billing ', 'BILLING' and 'billing' fold alike."""
+    return " ".join(value.split()).casefold()
+
 
 def is_oos(value: str, oos_label: str | None) -> bool:
     """Whether a raw label is the `--oos-label` value; apart from case and spaces, as in-scope labels are matched
     (`--oos-label oos` on a file that says 'OOS' scored every out-of-scope row as an unknown in-scope label)."""
-    return oos_label is not None and bool(value) and value.strip().casefold() == oos_label.strip().casefold()
+    return oos_label is not None and bool(value) and fold_label(value) == fold_label(oos_label)
 
 
 def is_oos_row(row: EvalRow, oos_label: str | None, axes: Sequence[str]) -> bool:

@@ -125,10 +125,14 @@ def taxonomy_file(cfg: EvalConfig, settings: Settings) -> Path | None:
     return Path(cfg.taxonomy) if cfg.taxonomy else settings.taxonomy_path
 
 
-def taxonomy_sha(cfg: EvalConfig, settings: Settings) -> str | None:
+def taxonomy_sha(cfg: EvalConfig, settings: Settings, train: Sequence[EvalRow] = ()) -> str | None:
     """The content of the taxonomy file in use, for the fingerprints: an edited taxonomy (a label added or
     removed) changes which train labels are learned, so neither a cached calibration and head nor a run
-    directory made with the old one may be reused."""
+    directory made with the old one may be reused. With `auto` and `train`: the label spellings merged into one
+    id (LabelCodec.derive), if any; a calibration or head cached before spellings were merged has other ids."""
+    if cfg.taxonomy == "auto":
+        merged = LabelCodec.derive({axis: [r.labels.get(axis, "") for r in train] for axis in cfg.labels}).merged_spellings()
+        return _digest({"merged_spellings": merged}) if merged else None
     path = taxonomy_file(cfg, settings)
     return file_sha(path) if path is not None and path.is_file() else None
 
@@ -203,18 +207,21 @@ def derive_taxonomy(train: Sequence[EvalRow], axes: Sequence[str], base: Taxonom
     codec = LabelCodec.derive({axis: [r.labels.get(axis, "") for r in train] for axis in axes})
     new_axes: dict[str, AxisDef] = {name: base.axes[name] for name in AXES}
     for axis in axes:
-        counts = Counter(r.labels.get(axis, "") for r in train if r.labels.get(axis))
+        # by id: spellings of one label apart from case and spaces are one label (LabelCodec.derive)
+        counts = Counter(codec.encode(axis, r.labels.get(axis, "")) for r in train if r.labels.get(axis))
         if not counts:
             raise EvalError(f"the train file has no label for axis {axis!r}")
         labels = []
-        for raw, n in sorted(counts.items()):
-            example = next((r.text for r in train if r.labels.get(axis) == raw and 20 <= len(r.text) <= 200), "")
+        for label_id, n in sorted(counts.items(), key=lambda kv: codec.decode(axis, kv[0] or "")):
+            assert label_id is not None, "every train value is in the codec derived from train"
+            raw = codec.decode(axis, label_id)
+            example = next((r.text for r in train if codec.encode(axis, r.labels.get(axis, "")) == label_id and 20 <= len(r.text) <= 200), "")
             example = " ".join(example.split())[:160]
             description = f"Tickets labelled {raw!r} in {source} ({n} training examples)."
             if example:
                 description += f' For example: "{example}"'
-            labels.append(LabelDef(id=codec.encode(axis, raw) or raw, name=raw, description=description))
-        fallback = codec.encode(axis, counts.most_common(1)[0][0])
+            labels.append(LabelDef(id=label_id, name=raw, description=description))
+        fallback = counts.most_common(1)[0][0]
         new_axes[axis] = AxisDef(description=f"Labels of column for axis {axis} in {source}.", fallback=fallback, labels=labels)
     taxonomy = Taxonomy(name=f"auto-{_safe_name(source)}", version="1", description=f"Derived from {source} by `triage eval --taxonomy auto`.", axes=new_axes)
     return taxonomy, codec
@@ -379,7 +386,7 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
     # resumability: DIR belongs to one configuration
     train_sha = file_sha(cfg.train)
     llm_id = llm_identity(base_settings)
-    tax_sha = taxonomy_sha(cfg, base_settings)
+    tax_sha = taxonomy_sha(cfg, base_settings, train_rows)
     fingerprint = cfg.fingerprint(train_sha, file_sha(cfg.test), embedder.name, llm_id, tax_sha)
     cal_fingerprint = cfg.calibration_fingerprint(train_sha, embedder.name, tax_sha)
     try:  # only now: a run refused for its inputs leaves no empty directory behind
@@ -588,7 +595,7 @@ def run_fingerprint(cfg: EvalConfig, settings: Settings) -> str:
     cfg = with_folds(cfg, len(train))
     return cfg.fingerprint(
         file_sha(cfg.train), file_sha(cfg.test), embedding_model_name(settings, [r.text for r in train]), llm_identity(settings),
-        taxonomy_sha(cfg, settings),
+        taxonomy_sha(cfg, settings, train),
     )
 
 

@@ -222,3 +222,48 @@ def test_train_labels_the_taxonomy_lacks_are_warned_on_the_console(tmp_path: Pat
         "2 train row(s) have service labels that are not in taxonomy mine@1 ('pin_blocked' x 2); they are not learned "
         "(--taxonomy auto takes the train file's labels)"
     ]
+
+
+def test_auto_taxonomy_merges_spellings_that_differ_only_in_case_or_spaces(tmp_path: Path) -> None:
+    """A hand-kept label column ('Technical Support', 'TECHNICAL SUPPORT', '  Technical Support ') is one label, not
+    three classes that split its rows and score each other as errors."""
+    path = tmp_path / "t.csv"
+    path.write_text(
+        "text,queue\nthe app crashes,Technical Support\nerror 500 on save,TECHNICAL SUPPORT\nsetup fails,technical  support\n"
+        "sync does nothing,Technical Support\ncharged twice,Billing\nrefund the fee,billing\n",
+        encoding="utf-8",
+    )
+    rows = load_rows(path, ["text"], {"service": "queue"})
+    base = load_taxonomy(REPO_ROOT / "knowledge_base" / "taxonomies" / "default.yaml")
+    taxonomy, codec = derive_taxonomy(rows, ["service"], base, "t.csv")
+    assert taxonomy.axes["service"].ids == ["Billing", "Technical_Support"]
+    assert [label.name for label in taxonomy.axes["service"].labels] == ["Billing", "Technical Support"]  # the most frequent spelling
+    assert "(4 training examples)" in taxonomy.axes["service"].labels[1].description
+    assert taxonomy.axes["service"].fallback == "Technical_Support"
+    for raw in ("technical support", " Technical   SUPPORT ", "Technical_Support"):
+        assert codec.encode("service", raw) == "Technical_Support"
+    assert codec.decode("service", "Technical_Support") == "Technical Support"
+    assert codec.merged_spellings() == {"service": {"Billing": ["Billing", "billing"], "Technical_Support": ["TECHNICAL SUPPORT", "Technical Support", "technical  support"]}}
+
+
+def test_merged_spellings_change_the_fingerprint_of_an_auto_run_and_only_then(tmp_path: Path) -> None:
+    """A calibration and head cached when the spellings were separate classes have other ids: not reused."""
+    from agent.settings import Settings
+    from evals.datasets import EvalRow
+    from evals.runner import EvalConfig, taxonomy_sha
+
+    cfg = EvalConfig(train=tmp_path / "t.csv", test=tmp_path / "t.csv", text=["text"], labels={"service": "queue"}, out=tmp_path / "o", taxonomy="auto")
+    clean = [EvalRow("1", "a", {"service": "Billing"}), EvalRow("2", "b", {"service": "Refunds"})]
+    variants = [*clean, EvalRow("3", "c", {"service": "BILLING"})]
+    assert taxonomy_sha(cfg, Settings(), clean) is None  # nothing merged: the fingerprints of clean files are unchanged
+    assert taxonomy_sha(cfg, Settings(), variants) is not None
+
+
+def test_duplicate_ids_never_take_an_id_the_file_already_holds(tmp_path: Path) -> None:
+    """'a', 'a', 'a#2' gave two rows 'a#2': the eval's Chroma refused the train file (DuplicateIDError) and a test row's
+    prediction replaced the other's; a row without an id ('row-3') and a row with that id likewise."""
+    path = tmp_path / "t.csv"
+    path.write_text("id,text,label\na,one,x\na,two,x\na#2,three,y\n,four,y\nrow-4,five,x\nb,six,x\nb,seven,x\n", encoding="utf-8")
+    ids = [r.id for r in load_rows(path, ["text"], {"service": "label"})]
+    assert ids == ["a", "a#2", "a#2#2", "row-4", "row-4#2", "b", "b#2"]
+    assert len(set(ids)) == len(ids)
