@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -43,6 +44,7 @@ from agent.proposal import (
 from agent.state import Calibration
 
 NEVER = 1.001
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -311,6 +313,16 @@ def fit_axis_thresholds(
     thresholds on the confidence it gives (the one `decide` compares), and the cross-validated accuracy."""
     fits: dict[str, AxisFit] = {}
     for axis in axes:
+        learned = {gold for gold in labels[axis] if gold}
+        if len(learned) < 2:
+            # one label to learn: every out-of-fold answer is that label and right, so any threshold looks perfect,
+            # yet nothing was learned that tells it from another; auto-applying it would route every ticket blind
+            log.warning(
+                "the train file teaches axis %s only %s: nothing on it is auto-applied (a calibration needs two labels "
+                "or more to tell right from wrong)", axis, f"the label {next(iter(learned))!r}" if learned else "no label",
+            )
+            fits[axis] = AxisFit(thresholds={"*": NEVER}, accuracy=1.0 if learned else 0.0, confidence_model=None)
+            continue
         preds, tops, features, correct = [], [], [], []
         for i, gold in enumerate(labels[axis]):
             if not gold:

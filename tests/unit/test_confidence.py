@@ -85,3 +85,13 @@ def test_alternatives_below_the_chosen_label_keep_their_share() -> None:
     near = model.rescale(dist, [neighbour("billing", 0.99)], "service")
     label = axis_label(dist, llm_label=None, fallback="general", shown=near)
     assert [(a.label, a.confidence) for a in label.alternatives] == [("network", round(near["network"], 4)), ("cloud", round(near["cloud"], 4))]
+
+
+def test_an_axis_with_one_train_label_is_never_auto_applied() -> None:
+    """QA: a tier column that was all L2 in train fitted thresholds that looked perfect out of fold (every answer L2
+    and right), and the test run auto-applied every ticket at precision 0.53 against a 0.9 target."""
+    oof = OutOfFold(proposals=[{"tier": {"L2": 1.0}} for _ in range(200)], nearest=np.zeros(200), neighbours=[[] for _ in range(200)])
+    fit = fit_axis_thresholds(oof, {"tier": ["L2"] * 200}, ["tier"], 0.9)["tier"]
+    assert fit.thresholds == {"*": 1.001} and fit.confidence_model is None
+    two = fit_axis_thresholds(oof, {"tier": ["L2"] * 199 + ["L1"]}, ["tier"], 0.9)["tier"]
+    assert two.thresholds["*"] <= 1.0  # two labels learned: the usual fit (reached at confidence 1.0)
