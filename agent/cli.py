@@ -752,7 +752,7 @@ def tickets_export(
 
       triage tickets export --out all-reviewed.jsonl
     """
-    from agent.export import ExportError, check_path, split_paths, write_reviewed
+    from agent.export import ExportError, check_path, split_paths, too_few_to_score, write_reviewed
     from agent.lifecycle import TicketReader
 
     try:
@@ -773,6 +773,10 @@ def tickets_export(
         typer.secho("no reviewed ticket yet: accept or edit tickets in the review queue first", fg=typer.colors.YELLOW)
     elif test_share:
         settings, paths = _settings(), split_paths(out, test_share)
+        too_few = too_few_to_score({side: counts[path] for side, path in paths.items()})
+        if too_few:
+            typer.secho(too_few, fg=typer.colors.YELLOW)
+            return
         typer.echo(
             "next, score the agent on them and re-fit its thresholds:\n"
             f"  triage eval --train {paths['train']} --test {paths['test']} --text subject,body "
