@@ -6,6 +6,7 @@ OpenAI-compatible endpoint instead.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from pydantic import ValidationError
 
 from agent.contracts import Classification, Taxonomy, TicketIn, otherwise_phrase
 from agent.local_llm import die_with_parent, stop_process
-from agent.settings import REPO_ROOT, Mode, Settings, settings_problem
+from agent.settings import REPO_ROOT, Mode, Settings, settings_problem, unknown_env_names
 from agent.taxonomy import TaxonomyError, load_taxonomy
 from agent.textfiles import not_utf8
 
@@ -55,7 +56,15 @@ def _settings(mode: Mode | None = None) -> Settings:
         settings = Settings()
     except ValidationError as exc:
         fail(settings_problem(exc))
+    _warn_unknown_env()
     return settings.model_copy(update={"mode": mode}) if mode else settings
+
+
+@functools.cache
+def _warn_unknown_env() -> None:
+    """Once per command, on stderr (results stay alone on stdout): a misspelt setting's name changes nothing."""
+    for line in unknown_env_names():
+        typer.secho(f"warning: {line}", fg=typer.colors.YELLOW, err=True)
 
 
 def _check_data_dir(settings: Settings) -> None:
