@@ -520,7 +520,11 @@ class Lifecycle(TicketReader):
         migration = self.taxonomy.migration
         ref = (ref or "").strip() or None  # "" (a cleared form field) asks for the default, like a missing one
         if ref is None and migration is None:
-            raise Invalid(f"the taxonomy in force, {self.taxonomy.ref}, has no `migration:` section to apply")
+            raise Invalid(  # the fix is on the server, as for `triage taxonomy migrate`, which has always said it
+                f"the taxonomy in force, {self.taxonomy.ref}, has no `migration:` section to apply; serve the new version "
+                "first: point TRIAGE_TAXONOMY_PATH at its YAML, whose `migration:` names from_version and the steps, and "
+                "restart the API"
+            )
         ref = ref or f"{self.taxonomy.name}@{migration.from_version}"  # type: ignore[union-attr]
         found = self.served_taxonomy(ref)
         if found is None:

@@ -462,10 +462,12 @@ def test_a_time_window_that_ends_before_it_starts_is_refused(api: Api, path: str
 @pytest.mark.parametrize("path", ["/v1/taxonomy/migration", "/v1/taxonomy/migration/jobs"])
 @pytest.mark.parametrize("previous", ["", "  "])
 def test_an_empty_previous_version_is_the_default_not_a_500(api: Api, path: str, previous: str) -> None:
-    """`{"previous": ""}` skipped the 'no migration section' check and crashed on the missing section."""
+    """`{"previous": ""}` skipped the 'no migration section' check and crashed on the missing section. The 422 said
+    what was missing but not what to do (the CLI's twin did): it now names the setting and the restart."""
     response = api.post(path, {"previous": previous}, scope="admin")
     assert response.status_code == 422, response.text
     assert "has no `migration:` section to apply" in response.json()["detail"]
+    assert "point TRIAGE_TAXONOMY_PATH at its YAML" in response.json()["detail"] and "restart the API" in response.json()["detail"]
 
 
 # ---------------------------------------------------------------- label filters
