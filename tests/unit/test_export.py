@@ -111,7 +111,7 @@ def test_a_split_too_small_to_score_says_so_instead_of_printing_an_eval_line_tha
     out = tmp_path / "reviewed.csv"
     result = CliRunner().invoke(app, ["tickets", "export", "--out", str(out), "--test-share", "0.2"], env={"TRIAGE_DATA_DIR": str(tmp_path / "data")})
     assert result.exit_code == 0, result.output
-    assert ("triage eval --train" in result.output) is ready, result.output
+    assert ("triage eval --train" in result.output and "--calibration" in result.output) is ready, result.output
     assert ("too few reviewed tickets" in result.output) is not ready, result.output
     if not ready:
         assert "needs at least 4 in train and 1 in test" in result.output
