@@ -292,8 +292,8 @@ def ingest(
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(min=1, max=65535, help="API port (default 8000).")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default: TRIAGE_API_HOST, else 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="API port (default: TRIAGE_API_PORT, else 8000).")] = None,
     ui: Annotated[bool, typer.Option("--ui/--no-ui", help="Also serve the review UI (Streamlit) on TRIAGE_UI_PORT.")] = True,
 ) -> None:
     """Serve the HTTP API and the review UI; start the embedded LLM when no endpoint is configured.
