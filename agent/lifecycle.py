@@ -64,6 +64,7 @@ from agent.records import (
 )
 from agent.revisions import (
     LabelRuleError,
+    canonical_label,
     canonical_tier,
     changed_axes,
     current_seq,
@@ -400,7 +401,9 @@ class Lifecycle(TicketReader):
 
     def review(self, ticket_id: str, review: ReviewIn, *, reviewer: str) -> TicketView:
         """A lead accepts, edits or rejects the current labels; accepted and edited labels teach the store at once."""
-        if review.labels:
+        if review.labels:  # in any case, as an escalation's tier and an intake channel are matched
+            labels = {axis: canonical_label(self.taxonomy, axis, label) for axis, label in review.labels.items()}
+            review = review.model_copy(update={"labels": labels})
             try:
                 validate_labels(self.taxonomy, review.labels)
             except LabelRuleError as exc:
