@@ -6,6 +6,7 @@ OpenAI-compatible endpoint instead.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from pydantic import ValidationError
 
 from agent.contracts import Classification, Taxonomy, TicketIn, otherwise_phrase
 from agent.local_llm import die_with_parent, stop_process
-from agent.settings import REPO_ROOT, Mode, Settings, settings_problem
+from agent.settings import REPO_ROOT, Mode, Settings, settings_problem, unknown_env_names
 from agent.taxonomy import TaxonomyError, load_taxonomy
 from agent.textfiles import not_utf8
 
@@ -55,7 +56,15 @@ def _settings(mode: Mode | None = None) -> Settings:
         settings = Settings()
     except ValidationError as exc:
         fail(settings_problem(exc))
+    _warn_unknown_env()
     return settings.model_copy(update={"mode": mode}) if mode else settings
+
+
+@functools.cache
+def _warn_unknown_env() -> None:
+    """Once per command, on stderr (results stay alone on stdout): a misspelt setting's name changes nothing."""
+    for line in unknown_env_names():
+        typer.secho(f"warning: {line}", fg=typer.colors.YELLOW, err=True)
 
 
 def _check_data_dir(settings: Settings) -> None:
@@ -283,8 +292,8 @@ def ingest(
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(min=1, max=65535, help="API port (default 8000).")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default: TRIAGE_API_HOST, else 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="API port (default: TRIAGE_API_PORT, else 8000).")] = None,
     ui: Annotated[bool, typer.Option("--ui/--no-ui", help="Also serve the review UI (Streamlit) on TRIAGE_UI_PORT.")] = True,
 ) -> None:
     """Serve the HTTP API and the review UI; start the embedded LLM when no endpoint is configured.
@@ -752,7 +761,7 @@ def tickets_export(
 
       triage tickets export --out all-reviewed.jsonl
     """
-    from agent.export import ExportError, check_path, split_paths, write_reviewed
+    from agent.export import ExportError, check_path, split_paths, too_few_to_score, write_reviewed
     from agent.lifecycle import TicketReader
 
     try:
@@ -773,6 +782,10 @@ def tickets_export(
         typer.secho("no reviewed ticket yet: accept or edit tickets in the review queue first", fg=typer.colors.YELLOW)
     elif test_share:
         settings, paths = _settings(), split_paths(out, test_share)
+        too_few = too_few_to_score({side: counts[path] for side, path in paths.items()})
+        if too_few:
+            typer.secho(too_few, fg=typer.colors.YELLOW)
+            return
         typer.echo(
             "next, score the agent on them and re-fit its thresholds:\n"
             f"  triage eval --train {paths['train']} --test {paths['test']} --text subject,body "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from agent.contracts import AXES, ReviewedTicket
@@ -17,6 +17,7 @@ from agent.contracts import AXES, ReviewedTicket
 COLUMNS = ("id", "subject", "body", *AXES, "intake_channel", "action", "reviewer", "reviewed_at")
 SUFFIXES = (".csv", ".jsonl")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what Excel, LibreOffice and Sheets read as the start of a formula
+MIN_TRAIN_ROWS = 4  # the fewest labelled train rows `triage eval` fits a proposal on (evals.runner refuses fewer)
 
 
 class ExportError(ValueError):
@@ -35,6 +36,19 @@ def side_of(ticket_id: str, test_share: float) -> str:
     if not test_share:
         return "all"
     return "test" if int(hashlib.sha256(ticket_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < test_share else "train"
+
+
+def too_few_to_score(counts: Mapping[str, int]) -> str | None:
+    """Why a split export cannot be scored yet, or None: with a handful of reviews the printed `triage eval` line
+    failed on an empty (or 3-row) train file, an error about missing text that named neither cause nor fix."""
+    train, test = counts.get("train", 0), counts.get("test", 0)
+    if train >= MIN_TRAIN_ROWS and test >= 1:
+        return None
+    return (
+        f"too few reviewed tickets to score the agent and re-fit its thresholds: {train} in train, {test} in test; "
+        f"`triage eval` needs at least {MIN_TRAIN_ROWS} in train and 1 in test. Review more tickets in the queue and "
+        "export again (a ticket keeps its side, so earlier reviews stay where they are)"
+    )
 
 
 def row_of(ticket: ReviewedTicket) -> dict[str, str]:

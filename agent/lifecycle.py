@@ -64,6 +64,7 @@ from agent.records import (
 )
 from agent.revisions import (
     LabelRuleError,
+    canonical_label,
     canonical_tier,
     changed_axes,
     current_seq,
@@ -400,7 +401,9 @@ class Lifecycle(TicketReader):
 
     def review(self, ticket_id: str, review: ReviewIn, *, reviewer: str) -> TicketView:
         """A lead accepts, edits or rejects the current labels; accepted and edited labels teach the store at once."""
-        if review.labels:
+        if review.labels:  # in any case, as an escalation's tier and an intake channel are matched
+            labels = {axis: canonical_label(self.taxonomy, axis, label) for axis, label in review.labels.items()}
+            review = review.model_copy(update={"labels": labels})
             try:
                 validate_labels(self.taxonomy, review.labels)
             except LabelRuleError as exc:
@@ -520,7 +523,11 @@ class Lifecycle(TicketReader):
         migration = self.taxonomy.migration
         ref = (ref or "").strip() or None  # "" (a cleared form field) asks for the default, like a missing one
         if ref is None and migration is None:
-            raise Invalid(f"the taxonomy in force, {self.taxonomy.ref}, has no `migration:` section to apply")
+            raise Invalid(  # the fix is on the server, as for `triage taxonomy migrate`, which has always said it
+                f"the taxonomy in force, {self.taxonomy.ref}, has no `migration:` section to apply; serve the new version "
+                "first: point TRIAGE_TAXONOMY_PATH at its YAML, whose `migration:` names from_version and the steps, and "
+                "restart the API"
+            )
         ref = ref or f"{self.taxonomy.name}@{migration.from_version}"  # type: ignore[union-attr]
         found = self.served_taxonomy(ref)
         if found is None:

@@ -60,11 +60,15 @@ def tier_rank(taxonomy: Taxonomy, tier: str) -> int:
     return ids.index(tier)
 
 
-def canonical_tier(taxonomy: Taxonomy, requested: str) -> str:
-    """The taxonomy's id for a tier an integration wrote in its own case (`l3` is `L3`, as a channel is matched);
-    anything else unchanged, for the unknown-tier error to name."""
-    ids = taxonomy.axes["tier"].ids
+def canonical_label(taxonomy: Taxonomy, axis: str, requested: str) -> str:
+    """The taxonomy's id for a label an integration wrote in its own case (`l3` is `L3`, `Hardware` is `hardware`,
+    as a channel is matched; ids never differ by case alone); anything else unchanged, for the error to name."""
+    ids = taxonomy.axes[axis].ids if axis in taxonomy.axes else []  # type: ignore[index]
     return next((i for i in ids if i.casefold() == requested.strip().casefold()), requested)
+
+
+def canonical_tier(taxonomy: Taxonomy, requested: str) -> str:
+    return canonical_label(taxonomy, "tier", requested)
 
 
 def escalation_target(taxonomy: Taxonomy, current_tier: str | None, requested: str | None) -> str:

@@ -139,7 +139,9 @@ def load_calibration(path: Path, *, named: bool = False) -> Calibration:
     """The auto-apply thresholds; none on disk means the default threshold everywhere. A broken file stops start-up
     with its path and the fix, instead of failing on the first ticket; so does a file named by TRIAGE_CALIBRATION_PATH
     (`named`) that is not there, a typo that would otherwise auto-apply on uncalibrated confidence. The default file
-    missing (a taxonomy written anew, without `triage eval` run for it) is a start-up warning."""
+    missing (a taxonomy written anew, without `triage eval` run for it) is a start-up warning; it names the setting
+    because the default is looked up beside the taxonomy file, so a new version's file silently left the shipped
+    calibration behind, though that one would be read in the new ids."""
     if not path.is_file():
         if named:
             raise CalibrationError(
@@ -148,7 +150,9 @@ def load_calibration(path: Path, *, named: bool = False) -> Calibration:
             )
         log.warning(
             "no calibration file at %s: every label is auto-applied at confidence >= %.2f, uncalibrated, and no ticket is "
-            "flagged out of scope; fit one with `triage eval ... --out DIR` and copy DIR/calibration.json there",
+            "flagged out of scope; fit one with `triage eval ... --out DIR` and copy DIR/calibration.json there, or, for a "
+            "new version of a calibrated taxonomy, point TRIAGE_CALIBRATION_PATH at the previous version's file (read in "
+            "the new label ids)",
             path, Calibration().default,
         )
         return Calibration()

@@ -5,6 +5,9 @@ Nothing else in the package reads `os.environ`: components get a `Settings` inst
 
 from __future__ import annotations
 
+import difflib
+import os
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -226,3 +229,29 @@ def settings_problem(exc: ValidationError) -> str:
         held = f"={shown_url(str(shown))[:80]!r}" if isinstance(shown, str | int | float) else ""  # a URL's password masked
         parts.append(f"{name}{held}: {' or '.join(messages)}")
     return "bad setting " + "; ".join(parts) + "; fix or unset it (in the environment or .env)"
+
+
+# TRIAGE_* names read outside Settings: the review UI's API client and folders (ui/), and the tests' fixtures
+OTHER_ENV_NAMES = frozenset({
+    "TRIAGE_API_URL", "TRIAGE_API_KEY", "TRIAGE_API_KEY_FILE", "TRIAGE_API_TIMEOUT_S", "TRIAGE_UI_PAGE_SIZE",
+    "TRIAGE_UI_REPORTS_DIR", "TRIAGE_UI_SCREENSHOTS_DIR", "TRIAGE_UI_TAXONOMIES_DIR", "TRIAGE_TEST_PG_BIN",
+    "TRIAGE_TEST_SEEDED_DIR",
+})
+
+
+def unknown_env_names(environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")) -> list[str]:
+    """One line per TRIAGE_* name (environment or .env) that nothing reads, with the setting it most resembles:
+    a typo such as TRIAGE_MODEL=proposal was ignored without a word, and the agent ran in its default mode."""
+    names = set(os.environ if environ is None else environ)
+    if env_file is not None and env_file.is_file():
+        from dotenv import dotenv_values
+
+        names |= set(dotenv_values(env_file))
+    known = {f"TRIAGE_{field.upper()}" for field in Settings.model_fields} | OTHER_ENV_NAMES
+    lines = []
+    for name in sorted(n for n in names if n.upper().startswith("TRIAGE_") and n.upper() not in known):
+        # matched without the shared prefix, which would make any name look like some setting
+        close = difflib.get_close_matches(name.upper().removeprefix("TRIAGE_"), sorted(k.removeprefix("TRIAGE_") for k in known), n=1, cutoff=0.75)
+        hint = f"did you mean TRIAGE_{close[0]}? " if close else ""
+        lines.append(f"{name} is not a setting and is ignored; {hint}every setting is listed in agent/settings.py")
+    return lines

@@ -281,6 +281,8 @@ def load_rows(
         used.add(row_id)
         labels = {axis: raw.get(col, "").strip() for axis, col in label_columns.items()}
         rows.append(EvalRow(id=row_id, text=text, labels=labels))
+    if not table:  # a header and nothing under it (an export before any review) has no text to name as missing
+        raise DatasetError(f"{path} has a header but no rows; give a file with at least one labelled row")
     if not rows:
         raise DatasetError(f"{path} has no row with text in column(s) {list(text_columns)}")
     return rows

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from agent.contracts import AXES, AxisDef, LabelDef, LabelledTicket, Taxonomy, TicketIn
 from agent.embeddings import Embedder
+from agent.export import MIN_TRAIN_ROWS
 from agent.llm import LLMClient
 from agent.nodes.normalize import clean, redact, thread_text, ticket_text
 from agent.proposal import HeadOptions, ProposalHead
@@ -376,7 +377,7 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
     train_texts = [train_texts[i] for i in usable]
     train_labels = {a: [ys[i] for i in usable] for a, ys in train_labels.items()}
     train_ids = [f"train:{train_rows[i].id}" for i in usable]
-    if cfg.mode != "llm" and len(train_texts) < 4:
+    if cfg.mode != "llm" and len(train_texts) < MIN_TRAIN_ROWS:
         raise EvalError(too_few_train_rows(train_rows, codec, axes, len(train_texts), taxonomy.ref))
 
     # the embedder: `auto` chooses by the train file's language mix (agent.embeddings.choose_packaged_model)
@@ -531,7 +532,7 @@ def too_few_train_rows(train_rows: Sequence[EvalRow], codec: LabelCodec, axes: S
     for values, _ in unknown_labels(train_rows, codec, axes).values():
         unknown.update(values)
     if not unknown:
-        return f"only {usable} train row(s) have a label on the scored axes; the proposal needs at least 4 labelled train rows"
+        return f"only {usable} train row(s) have a label on the scored axes; the proposal needs at least {MIN_TRAIN_ROWS} labelled train rows"
     shown = ", ".join(repr(v) for v, _ in unknown.most_common(3))
     return (
         f"only {usable} train row(s) have a label in taxonomy {taxonomy_ref}; {sum(unknown.values())} have labels it lacks ({shown}); "

@@ -387,6 +387,17 @@ def test_an_escalation_tier_is_matched_in_any_case_like_a_channel(api: Api) -> N
     assert unknown.status_code == 422 and "unknown tier label 'L9'" in unknown.text, unknown.text
 
 
+def test_a_review_edit_label_is_matched_in_any_case_like_an_escalation_tier(api: Api) -> None:
+    """An edit review with `{"tier": "l1"}` or `{"service": "Billing_Payments"}` was a 422 'unknown label', while the
+    same ticket's escalation to `l3` and its intake channel `Email` were taken as the taxonomy's ids."""
+    ticket_id = created(api)["id"]
+    response = api.post(f"/v1/tickets/{ticket_id}/reviews", {"action": "edit", "labels": {"tier": " l1 ", "service": "Billing_Payments"}}, scope="lead")
+    assert response.status_code == 201, response.text
+    assert response.json()["labels"]["tier"] == "L1" and response.json()["labels"]["service"] == "billing_payments"
+    unknown = api.post(f"/v1/tickets/{ticket_id}/reviews", {"action": "edit", "labels": {"service": "billing"}}, scope="lead")
+    assert unknown.status_code == 422 and "unknown service label 'billing'" in unknown.text, unknown.text
+
+
 def test_a_ticket_is_found_by_the_id_the_integration_sent(api: Api) -> None:
     mine = created(api, {**TICKET, "ticket_id": "EXT-42"})
     created(api, {**TICKET, "ticket_id": "EXT-43"})
@@ -462,10 +473,12 @@ def test_a_time_window_that_ends_before_it_starts_is_refused(api: Api, path: str
 @pytest.mark.parametrize("path", ["/v1/taxonomy/migration", "/v1/taxonomy/migration/jobs"])
 @pytest.mark.parametrize("previous", ["", "  "])
 def test_an_empty_previous_version_is_the_default_not_a_500(api: Api, path: str, previous: str) -> None:
-    """`{"previous": ""}` skipped the 'no migration section' check and crashed on the missing section."""
+    """`{"previous": ""}` skipped the 'no migration section' check and crashed on the missing section. The 422 said
+    what was missing but not what to do (the CLI's twin did): it now names the setting and the restart."""
     response = api.post(path, {"previous": previous}, scope="admin")
     assert response.status_code == 422, response.text
     assert "has no `migration:` section to apply" in response.json()["detail"]
+    assert "point TRIAGE_TAXONOMY_PATH at its YAML" in response.json()["detail"] and "restart the API" in response.json()["detail"]
 
 
 # ---------------------------------------------------------------- label filters

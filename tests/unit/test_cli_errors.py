@@ -369,6 +369,17 @@ def test_every_command_help_shows_an_example() -> None:
     assert "triage classify --subject" in (root.help or "")
 
 
+def test_serve_help_names_the_settings_behind_its_defaults() -> None:
+    """`triage serve --help` gave --port's default as 8000 and --host's as 127.0.0.1, while the README sends a user
+    there for TRIAGE_API_PORT and TRIAGE_API_HOST, which set those defaults and which the help never named."""
+    import typer.main
+
+    options = {p.name: p.help or "" for p in typer.main.get_command(app).commands["serve"].params}  # type: ignore[attr-defined]
+    assert "TRIAGE_API_PORT" in options["port"] and "8000" in options["port"]
+    assert "TRIAGE_API_HOST" in options["host"] and "127.0.0.1" in options["host"]
+    assert "TRIAGE_UI_PORT" in options["ui"]
+
+
 def test_a_first_classify_says_it_seeds_the_empty_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """`triage classify --json` in a fresh data directory embedded the ~6,900 seed tickets for minutes without a
     word or a progress bar; it now says so on stderr (logging), and a terminal gets the bars even with --json."""

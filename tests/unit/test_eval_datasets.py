@@ -160,6 +160,15 @@ def test_a_file_with_no_records_says_so(tmp_path: Path) -> None:
         load_rows(path, ["text"], {"service": "queue"})
 
 
+def test_a_csv_with_only_its_header_says_it_has_no_rows(tmp_path: Path) -> None:
+    """An empty `triage tickets export` twin (header only) was refused as having "no row with text in column(s)
+    ['subject', 'body']", which sent the user looking for a text problem in a file that has no rows at all."""
+    path = tmp_path / "reviewed.train.csv"
+    path.write_text("id,subject,body,service,channel,tier\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="has a header but no rows"):
+        load_rows(path, ["subject", "body"], {"service": "service"})
+
+
 def test_the_oos_label_matches_apart_from_case_and_spaces(tmp_path: Path) -> None:
     """--oos-label oos on rows labelled 'OOS' dropped none from train and scored them in test as unknown in-scope labels."""
     from evals.runner import in_scope

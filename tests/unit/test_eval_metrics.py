@@ -219,12 +219,15 @@ def test_a_written_calibration_loads_back_and_a_broken_one_is_refused_at_load(tm
 
 def test_a_missing_calibration_is_a_warning_by_default_and_an_error_when_named(tmp_path, caplog) -> None:  # noqa: ANN001
     """A taxonomy written anew has no calibration beside it: every label then auto-applied on uncalibrated confidence
-    without a word; a TRIAGE_CALIBRATION_PATH with a typo did the same."""
+    without a word; a TRIAGE_CALIBRATION_PATH with a typo did the same. A new version of a taxonomy (README, "Changing
+    the taxonomy") has no file beside it either, and the warning did not say that the previous version's calibration
+    is taken, in the new ids, once TRIAGE_CALIBRATION_PATH names it."""
     from agent.service import CalibrationError, load_calibration
 
     with caplog.at_level("WARNING", logger="agent.service"):
         assert load_calibration(tmp_path / "mine.calibration.json").default == 0.9
     assert "no calibration file at" in caplog.text and "mine.calibration.json" in caplog.text and "triage eval" in caplog.text
+    assert "point TRIAGE_CALIBRATION_PATH at the previous version's file" in caplog.text
     with pytest.raises(CalibrationError, match=r"TRIAGE_CALIBRATION_PATH names .*typo.json, which is not a file"):
         load_calibration(tmp_path / "typo.json", named=True)
 

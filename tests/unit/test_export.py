@@ -93,3 +93,25 @@ def test_a_formula_in_ticket_text_is_text_in_a_spreadsheet_and_the_ticket_text_i
     assert [r.text for r in rows] == [f"{t.strip()}\n\n{t.strip()}" for t in texts]  # load_rows strips each cell
     write_reviewed(tickets, tmp_path / "reviewed.jsonl")  # JSONL is no spreadsheet: written as it is
     assert [r.text for r in load_rows(tmp_path / "reviewed.jsonl", ["subject", "body"], {"service": "service"})] == [r.text for r in rows]
+
+
+@pytest.mark.parametrize(("reviews", "ready"), [(1, False), (4, False), (5, True)])
+def test_a_split_too_small_to_score_says_so_instead_of_printing_an_eval_line_that_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reviews: int, ready: bool
+) -> None:
+    """A new deployment's first `triage tickets export --test-share 0.2`, after one review, printed a `triage eval`
+    line whose train file was empty; running it failed with "has no row with text", which named neither the cause
+    nor the fix. Below the rows `triage eval` needs, the export now says how many each side has and what to do."""
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+    from agent.lifecycle import TicketReader
+
+    monkeypatch.setattr(TicketReader, "reviewed", lambda self: [reviewed(i) for i in range(reviews)])
+    out = tmp_path / "reviewed.csv"
+    result = CliRunner().invoke(app, ["tickets", "export", "--out", str(out), "--test-share", "0.2"], env={"TRIAGE_DATA_DIR": str(tmp_path / "data")})
+    assert result.exit_code == 0, result.output
+    assert ("triage eval --train" in result.output and "--calibration" in result.output) is ready, result.output
+    assert ("too few reviewed tickets" in result.output) is not ready, result.output
+    if not ready:
+        assert "needs at least 4 in train and 1 in test" in result.output

@@ -66,3 +66,32 @@ def test_messages_name_the_chroma_server_not_the_local_folder_when_one_is_set(tm
     assert Settings(data_dir=tmp_path).vector_store_location == str(tmp_path / "chroma")
     remote = Settings(data_dir=tmp_path, chroma_url="http://ops:hunter2@chroma-host:8000")
     assert remote.vector_store_location == "the Chroma server at http://ops:***@chroma-host:8000"
+
+
+def test_a_misspelt_setting_name_is_named_with_the_setting_it_resembles(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """TRIAGE_MODEL=proposal (for TRIAGE_MODE) was ignored without a word: the agent ran in hybrid mode and the user
+    did not know why. Unknown TRIAGE_* names, from the environment or .env, are now each a warning on stderr."""
+    from agent.settings import unknown_env_names
+
+    env_file = tmp_path / ".env"
+    env_file.write_text("TRIAGE_CHROMA_ULR=http://chroma-host:8000\nTRIAGE_MODE=proposal\n", encoding="utf-8")
+    lines = unknown_env_names(
+        {"TRIAGE_MODEL": "proposal", "TRIAGE_FOO": "1", "TRIAGE_API_URL": "http://x", "triage_mode": "llm", "HOME": "/"},
+        env_file,
+    )
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("TRIAGE_CHROMA_ULR is not a setting") and "did you mean TRIAGE_CHROMA_URL?" in lines[0]
+    assert lines[1].startswith("TRIAGE_FOO is not a setting") and "did you mean" not in lines[1]
+    assert "TRIAGE_MODEL is not a setting and is ignored; did you mean TRIAGE_MODE?" in lines[2]
+
+    from agent.cli import _warn_unknown_env
+
+    _warn_unknown_env.cache_clear()  # once per process: an earlier test's command may have warned already
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TRIAGE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TRIAGE_MODEL", "proposal")
+    result = CliRunner().invoke(app, ["keys", "list"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""  # results alone on stdout
+    assert result.stderr.count("warning: TRIAGE_MODEL is not a setting") == 1, result.stderr
+    assert "TRIAGE_CHROMA_ULR" in result.stderr  # the .env in the working directory counts too
