@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
+
+from agent.email_text import strip_html
 
 CITATION = re.compile(r"\[([A-Za-z0-9_\-:.]+)\]")
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>$~:=&])")  # `=`: setext headings, `&`: HTML entities
@@ -25,6 +27,8 @@ REASON_TEXT = {
     "taxonomy_migration": "migrated to a new taxonomy",
     "reclassify": "re-classified",
 }
+REVIEWED_BADGE = ":blue-badge[reviewed by a lead]"
+THREAD_SHOWN_CHARS = 3000  # a pasted log of 100,000 characters pushed the labels' evidence and timeline off the page
 AGE_FILTERS: dict[str, tuple[timedelta | None, timedelta | None]] = {
     "any age": (None, None),
     "last hour": (None, timedelta(hours=1)),
@@ -39,6 +43,45 @@ def escape_md(text: str) -> str:
     """Ticket text shown as text: markdown and Streamlit directives in it are not interpreted, and the direction
     overrides it opens (U+202E...) end with it instead of reversing what the page writes after it."""
     return _MD_SPECIAL.sub(r"\\\1", text) + close_bidi(text)
+
+
+def decision_badge(decision: str | None, reason: str | None) -> str:
+    """A revision's decision as a badge. A lead's review is stored as `auto_apply` (its labels apply without another
+    look), which read "auto-applied" on a ticket a lead had just edited: a review reads as one. A reject marker
+    carries no decision and gets no badge."""
+    if not decision:
+        return ""
+    if reason == "human_review":
+        return REVIEWED_BADGE
+    return DECISION_BADGE.get(decision, escape_md(decision))
+
+
+class MessageText(NamedTuple):
+    """One thread message as markdown: what is shown, the rest (for an expander; "" when none), and its size."""
+
+    shown: str
+    rest: str
+    rest_chars: int
+    was_html: bool
+
+
+def message_text(text: str, shown: int = THREAD_SHOWN_CHARS) -> MessageText:
+    """A message as the lead reads it: an HTML e-mail as its text (as the agent reads it; the markup was shown
+    as tags), its line breaks kept (markdown joined the lines of a log or an address into one paragraph), cut
+    after `shown` characters at a line break where there is one in the second half."""
+    plain = strip_html(text.replace("\r\n", "\n").replace("\r", "\n"))
+    was_html = plain != text.replace("\r\n", "\n").replace("\r", "\n")
+    plain = plain.strip()
+    cut = len(plain)
+    if len(plain) > shown:
+        line_end = plain.rfind("\n", 0, shown)
+        cut = line_end if line_end >= shown // 2 else shown
+    head, rest = plain[:cut], plain[cut:].lstrip("\n")
+
+    def md(part: str) -> str:
+        return escape_md(part).replace("\n", "  \n")
+
+    return MessageText(md(head), md(rest) if rest else "", len(rest), was_html)
 
 
 def close_bidi(text: str) -> str:

@@ -16,10 +16,12 @@ from ui.evals_data import Report, coverage_precision, per_class_f1, reliability
 from ui.format import (
     age_params,
     bulk_accept_request,
+    decision_badge,
     escape_md,
     health_notes,
     label_changes,
     link_citations,
+    message_text,
     no_draft_reason,
     review_request,
     tiers_above,
@@ -378,3 +380,24 @@ def test_a_bulk_accept_leaves_each_rows_labels_as_the_row_shows_them() -> None:
     suggested = {"current": {"suggestion": {"service": {"label": "returns_refunds", "confidence": 0.8}}}}
     assert bulk_accept_request({"labels": labels, **suggested}) == ("edit", labels)
     assert bulk_accept_request({"labels": None, "current": None}) is None  # every labelled revision rejected
+
+
+def test_a_thread_message_keeps_its_lines_shows_html_as_text_and_cuts_a_long_one() -> None:
+    """Markdown joined a message's lines into one paragraph, an HTML e-mail showed as its tags, and a 100,000-character
+    log pushed the rest of the ticket page thousands of pixels down."""
+    from markdown_it import MarkdownIt
+
+    lines = message_text("Hello,\nline one\nline two")
+    assert MarkdownIt("commonmark").render(lines.shown).count("<br />") == 2 and not lines.rest and not lines.was_html
+    html = message_text("<html><body><p>I want a <strong>refund</strong>.</p><script>alert(1)</script></body></html>")
+    assert html.was_html and "strong" not in html.shown and "alert" not in html.shown and "refund" in html.shown
+    log = "ERROR export failed on node a-17\n" * 3000
+    cut = message_text(log, shown=3000)
+    assert len(cut.shown) < 4000 and cut.rest_chars > 90_000 and cut.rest.startswith("ERROR")
+    assert len(cut.shown.replace("\\", "").replace("  \n", "\n")) + cut.rest_chars + 1 == len(log.strip())
+
+
+def test_a_leads_review_reads_as_one_not_as_auto_applied() -> None:
+    assert decision_badge("auto_apply", "human_review") == ":blue-badge[reviewed by a lead]"
+    assert decision_badge("auto_apply", "new_ticket") == ":green-badge[auto-applied]"
+    assert decision_badge(None, "human_review") == ""  # a reject marker

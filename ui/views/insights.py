@@ -6,7 +6,7 @@ from typing import Any
 
 import streamlit as st
 
-from ui.common import PAGES, fetch, label_ids, taxonomy
+from ui.common import PAGES, fetch, label_ids, label_names, taxonomy
 from ui.format import escape_md, volume_rows
 
 ANY = "any"
@@ -27,12 +27,24 @@ window = cols[0].selectbox("Window", list(WINDOWS), index=1, key="in_window")
 group_by = cols[1].selectbox("Per", ["service", "channel", "tier"], key="in_group")
 filters: dict[str, Any] = {}
 for col, axis in zip(cols[2:], ("service", "channel", "tier"), strict=True):
-    choice = col.selectbox(axis.capitalize(), [ANY, *label_ids(tax, axis)], key=f"in_{axis}")
+    names = label_names(tax, axis)
+    choice = col.selectbox(
+        axis.capitalize(), [ANY, *label_ids(tax, axis)], key=f"in_{axis}", format_func=lambda v, n=names: v if v == ANY else n.get(v, v)
+    )
     filters[axis] = None if choice == ANY else choice
 
 # the browser's time zone: a lead's day, not UTC's (a ticket at 21:00 in New York is not tomorrow's)
 stats = fetch("stats", days=WINDOWS[window], group_by=group_by, tz=st.context.timezone, **filters)
 totals = stats["totals"]
+group_names = label_names(tax, group_by)
+
+
+def group(label: str) -> str:
+    """A group as the queue names it ("Billing & payments", not `billing_payments`); "(all)" and ids the taxonomy
+    no longer has stay as they are."""
+    return group_names.get(label, label)
+
+
 if not totals["tickets"]:
     st.info("No ticket in this window and filter yet: the KPIs start with the first stored ticket.", icon=":material/insights:")
     st.stop()
@@ -56,7 +68,7 @@ st.subheader(f"Volume per {stats['bucket']}")
 if periods:
     st.caption(f"{periods[0]} to {periods[-1]}, one bar per {stats['bucket']} ({stats.get('timezone', 'UTC')})")
 st.dataframe(
-    volume,
+    [{**row, "per": group(row["per"])} for row in volume],
     hide_index=True,
     column_config={"trend": st.column_config.BarChartColumn(f"tickets per {stats['bucket']}", width="large", y_min=0)},
 )
@@ -66,14 +78,14 @@ with left:
     st.subheader("What the agent decided")
     percent = {"min_value": 0.0, "max_value": 1.0, "format": "percent"}
     st.dataframe(
-        [{"per": r["group"], "tickets": r["total"], "auto-applied": r["auto_apply_share"], "suggested": r["suggest_share"], "to review": r["needs_review_share"]} for r in stats["decisions"]],
+        [{"per": group(r["group"]), "tickets": r["total"], "auto-applied": r["auto_apply_share"], "suggested": r["suggest_share"], "to review": r["needs_review_share"]} for r in stats["decisions"]],
         hide_index=True,
         column_config={name: st.column_config.ProgressColumn(name, **percent) for name in ("auto-applied", "suggested", "to review")},
     )
 with right:
     st.subheader("Time from intake to a decision")
     rows = [
-        {"per": r["group"], "by": "agent (auto-apply)" if r["path"] == "auto" else "lead review", "tickets": r["n"], "median": duration(r["p50_s"]), "p90": duration(r["p90_s"])}
+        {"per": group(r["group"]), "by": "agent (auto-apply)" if r["path"] == "auto" else "lead review", "tickets": r["n"], "median": duration(r["p50_s"]), "p90": duration(r["p90_s"])}
         for r in stats["time_to_decision"]
     ]
     if rows:
@@ -86,9 +98,13 @@ overturn = stats["overturn"]
 if overturn:
     st.caption("Of the agent's labels a lead reviewed, the share the lead changed or rejected.")
     st.dataframe(
-        overturn,
+        [
+            {"axis": r["axis"], "label": label_names(tax, r["axis"]).get(r["label"], r["label"]), "reviews": r["reviewed"],
+             "overturned": r["overturned"], "rate": r["rate"]}
+            for r in overturn
+        ],
         hide_index=True,
-        column_config={"rate": st.column_config.ProgressColumn("overturned", min_value=0.0, max_value=1.0, format="percent")},
+        column_config={"rate": st.column_config.ProgressColumn("overturn rate", min_value=0.0, max_value=1.0, format="percent")},
     )
 else:
     st.caption("No review yet: the rate appears with the first lead review.")

@@ -12,14 +12,15 @@ from ui.api_client import ApiError, ApiNotFound
 from ui.common import PAGES, client, label_ids, label_names, show_error, taxonomy
 from ui.format import (
     AXES,
-    DECISION_BADGE,
     ago,
     anchor,
     cited_ids,
     code_span,
+    decision_badge,
     escape_md,
     label_changes,
     link_citations,
+    message_text,
     no_draft_reason,
     review_request,
     tiers_above,
@@ -56,14 +57,25 @@ def load(ticket_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     raise AssertionError("unreachable")
 
 
+def render_message(text: str) -> None:
+    """One message: its text with its line breaks, a long one cut with the rest behind an expander."""
+    shown = message_text(text or "(no body)")
+    if shown.was_html:
+        st.caption("an HTML e-mail, shown as its text")
+    st.markdown(shown.shown)
+    if shown.rest:
+        with st.expander(f"Show the rest of the message ({shown.rest_chars:,} more characters)"):
+            st.markdown(shown.rest)
+
+
 def render_thread(ticket: dict[str, Any]) -> None:
     st.subheader("Thread")
     with st.chat_message("customer", avatar=AVATARS["customer"]):
-        st.markdown(escape_md(ticket.get("body") or "(no body)"))
+        render_message(ticket.get("body") or "")
     for message in ticket.get("messages", []):
         with st.chat_message(message["author"], avatar=AVATARS.get(message["author"], ":material/chat:")):
             st.caption(f"{message['author']} · {ago(message.get('created_at'))}")
-            st.markdown(escape_md(message["text"]))
+            render_message(message["text"])
 
 
 def render_labels(classification: dict[str, Any], suggestion: dict[str, Any] | None, names: dict[str, dict[str, str]]) -> None:
@@ -285,7 +297,7 @@ def render_timeline(revisions: list[dict[str, Any]]) -> None:
     for row in timeline(revisions):
         with st.container(border=True):
             when = str(row["when"] or "")[:19].replace("T", " ")
-            badge = DECISION_BADGE.get(row["decision"] or "", "")
+            badge = decision_badge(row["decision"], row["reason"])
             rejected = f" :red-badge[rejected by #{row['rejected_by']}]" if row["rejected_by"] else ""
             st.markdown(f"**#{row['seq']}** · {when} UTC · **{escape_md(row['who'])}** {escape_md(row['what'])} {badge}{rejected}")
             for change in row["changes"]:
@@ -303,7 +315,9 @@ current = ticket.get("current")
 classification = (current or {}).get("classification")
 
 if done := st.session_state.pop("review_done", None):
-    st.toast(f"{done}: revision #{ticket.get('current_seq') or ticket.get('revisions')}", icon=":material/check_circle:")
+    # the revision just written: after a reject the labels in force are an older revision's (current_seq)
+    written = max((r["seq"] for r in revisions), default=ticket.get("current_seq"))
+    st.toast(f"{done}: revision #{written}", icon=":material/check_circle:")
     st.success(f"{done}. The ticket {'is still' if ticket.get('in_queue') else 'is no longer'} in the review queue.")
 
 st.title(escape_md((ticket.get("subject") or "").strip() or "(no subject)"))
@@ -315,7 +329,7 @@ st.caption(
 top = st.columns([1.2, 2.5, 4])
 top[0].page_link(PAGES["queue"], label="Back to queue", icon=":material/inbox:")
 if ticket.get("decision"):
-    top[1].markdown(DECISION_BADGE.get(ticket["decision"], ticket["decision"]) + (" · in queue" if ticket.get("in_queue") else ""))
+    top[1].markdown(decision_badge(ticket["decision"], (current or {}).get("reason")) + (" · in queue" if ticket.get("in_queue") else ""))
 
 left, right = st.columns([3, 2], gap="large")
 evidence: dict[str, Any] = (classification or {}).get("evidence") or {}
