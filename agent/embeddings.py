@@ -51,7 +51,7 @@ def packaged_minilm() -> tuple[Path, Path]:
 
 
 def non_english_share(texts: Sequence[str], *, sample: int = 2000) -> float:
-    """Share of texts (an even sample of at most `sample`) whose stop words are not mostly English."""
+    """Share of texts (an even sample of at most `sample`) detected as another language than English."""
     from agent.nodes.normalize import detect_language
 
     if not texts:

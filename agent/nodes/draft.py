@@ -60,6 +60,24 @@ ECHO_MIN_CHARS = 30
 _ID_LIKE = re.compile(r"[\d_\-:.]")
 # ABCD's agent-dashboard buttons, e.g. [Pull up Account]; a Markdown link [text](url) is not one
 _AGENT_BUTTON = re.compile(r"\[[A-Z][a-z]+(?: [A-Za-z]+)+\](?!\()")
+# the Markdown the KB articles write (knowledge_base/articles: the Arduino Help Center), for markdown_blocks
+_MD_RULE = re.compile(r"(?:[-*_]\s*){3,}")
+_MD_TABLE_RULE = re.compile(r"\|?\s*:?-+:?\s*(?:\|\s*:?-+:?\s*)*\|?")
+_MD_HEADING = re.compile(r"#{1,6}\s+(.*?)\s*#*$")
+_MD_ITEM = re.compile(r"([*+-]|\d{1,3}[.)])\s+(.*)")
+_MD_QUOTE = re.compile(r"^\s*(?:>\s?)+")
+_MD_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)\s]*(?:\s+\"[^\"]*\")?\)")
+_MD_LINK = re.compile(r"\[([^\]]*)\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+_MD_AUTOLINK = re.compile(r"<((?:https?|mailto):[^<>\s]+)>")
+_MD_ATTRIBUTES = re.compile(r"\s*\{[#.][^{}\n]*\}")  # {#request-a-return}, {.link-external}
+# bold before italic; `_x_` only between non-word characters, so snake_case_names keep their underscores
+_MD_EMPHASIS = (
+    re.compile(r"\*\*(.+?)\*\*"),
+    re.compile(r"(?<!\w)__(.+?)__(?!\w)"),
+    re.compile(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])"),
+    re.compile(r"(?<!\w)_(?!\s)(.+?)(?<!\s)_(?!\w)"),
+    re.compile(r"`([^`]+)`"),
+)
 
 
 def style_for(channel: str) -> str:
@@ -78,21 +96,109 @@ def is_agent_guideline(article: EvidenceArticle) -> bool:
     return article.id.startswith(AGENT_GUIDELINE_PREFIXES)
 
 
-def _first_sentences(text: str, limit: int) -> str:
-    sentences = re.split(r"(?<=[.!?])\s+", " ".join(text.split()))
-    out = ""
-    for sentence in sentences:
-        if len(out) + len(sentence) > limit:
+def _link_text(match: re.Match[str]) -> str:
+    """A Markdown link as plain text: the text, and the address after it unless it is an anchor in the article or
+    the text already is the address ([arduino.cc/en/contact-us/](https://www.arduino.cc/en/contact-us/))."""
+    text, url = match.group(1), match.group(2)
+    if not text:  # an image link whose image had no alt text
+        return ""
+    bare = re.sub(r"^(?:https?://)?(?:www\.)?", "", url).rstrip("/")
+    if url.startswith("#") or re.sub(r"^(?:https?://)?(?:www\.)?", "", text).rstrip("/") == bare:
+        return text
+    return f"{text} ({url})"
+
+
+def _inline_markdown(line: str) -> str:
+    """A line without inline Markdown: images by their alt text, links by their text (and the address, when it is
+    one the customer can open), emphasis and code marks and attributes ({#request-a-return}) dropped."""
+    line = _MD_IMAGE.sub(lambda m: m.group(1), line)
+    line = _MD_LINK.sub(_link_text, line)
+    line = _MD_AUTOLINK.sub(r"\1", line)
+    line = _MD_ATTRIBUTES.sub("", line)
+    for pattern in _MD_EMPHASIS:
+        line = pattern.sub(r"\1", line)
+    line = re.sub(r"\*{2,}", "", line)  # an unpaired bold mark (`**Junior account****`)
+    return " ".join(line.split())
+
+
+def markdown_blocks(text: str) -> list[tuple[str, bool]]:
+    """KB article Markdown as the lines a plain-text reply shows, each with whether it is a heading: a paragraph
+    (its wrapped lines joined) or a list item ("- " or its number) a line each, a blank line between blocks; rule
+    lines, table rules, code fences and heading marks dropped, table rows as their cells. The draft is plain text
+    (the UI escapes Markdown, an API caller sends it as it is), so `## About returns **...** * ...` flattened onto
+    one line was what a customer would have read."""
+    blocks: list[tuple[str, bool]] = []
+    paragraph: list[str] = []
+
+    def flush() -> None:
+        if paragraph:
+            blocks.append((_inline_markdown(" ".join(paragraph)), False))
+            paragraph.clear()
+
+    for raw in text.splitlines():
+        line = _MD_QUOTE.sub("", raw).strip()
+        if not line or _MD_RULE.fullmatch(line) or _MD_TABLE_RULE.fullmatch(line) or line.startswith(("```", "~~~")):
+            flush()
+            if blocks and blocks[-1][0]:
+                blocks.append(("", False))
+            continue
+        heading = _MD_HEADING.match(line)
+        item = _MD_ITEM.match(line)
+        if heading or item or line.startswith("|"):
+            flush()
+        if heading:
+            blocks.append((_inline_markdown(heading.group(1)), True))
+        elif item:  # its wrapped lines follow it as a paragraph's do
+            paragraph.append(f"{item.group(1) if item.group(1)[0].isdigit() else '-'} {item.group(2)}")
+        elif line.startswith("|"):
+            cells = [_inline_markdown(c) for c in line.strip("|").split("|")]
+            blocks.append((", ".join(c for c in cells if c), False))
+        else:
+            paragraph.append(line)
+    flush()
+    while blocks and not blocks[-1][0]:
+        blocks.pop()
+    return [b for i, b in enumerate(blocks) if b[0] or (i and blocks[i - 1][0])]
+
+
+def markdown_to_text(text: str) -> str:
+    """KB article Markdown as plain text (see markdown_blocks)."""
+    return "\n".join(line for line, _ in markdown_blocks(text))
+
+
+def _first_blocks(text: str, limit: int) -> str:
+    """The article's opening lines that fit in `limit` characters, whole lines (the paragraph that does not fit cut
+    at a sentence), without a heading or blank line left dangling at the end."""
+    out: list[tuple[str, bool]] = []
+    size = 0
+    for line, heading in markdown_blocks(text):
+        if size + len(line) + 1 > limit:
+            if not heading and not _MD_ITEM.match(line):
+                taken = ""
+                for sentence in re.split(r"(?<=[.!?])\s+", line):
+                    if size + len(taken) + len(sentence) + 2 > limit:
+                        break
+                    taken = f"{taken} {sentence}".strip()
+                if taken:
+                    out.append((taken, False))
             break
-        out = f"{out} {sentence}".strip()
-    return out or text[:limit]
+        out.append((line, heading))
+        size += len(line) + 1
+    while out and (not out[-1][0] or out[-1][1]):
+        out.pop()
+    if out:
+        return "\n".join(line for line, _ in out)
+    # not one sentence fits: the first paragraph cut at a word
+    first = next((line for line, heading in markdown_blocks(text) if line and not heading), " ".join(text.split()))
+    return first if len(first) <= limit else first[: limit - 1].rsplit(" ", 1)[0] + "…"
 
 
 def extractive_draft(article: EvidenceArticle, channel: str) -> Draft:
     limit = 280 if channel in SHORT_CHANNELS else 700
     title = " ".join(plain_text(article.title).split())
-    body = _first_sentences(plain_text(article.text or "") or title, limit)
-    if channel in SHORT_CHANNELS:
+    body = _first_blocks(plain_text(article.text or "") or title, limit)
+    if channel in SHORT_CHANNELS:  # a chat message: its lines, no blank lines between them
+        body = "\n".join(line for line in body.splitlines() if line)
         return Draft(text=f"{body} [{article.id}]", citations=[article.id])
     return Draft(text=f"Hello,\n\n{body} [{article.id}]\n\nSee: {title}.\n\nBest regards", citations=[article.id])
 

@@ -12,7 +12,7 @@ from agent.contracts import AxisLabel, Decision, EvidenceArticle, EvidenceTicket
 from agent.embeddings import MINILM, USE_MULTILINGUAL
 from agent.llm import LLMContextOverflow, LLMSkipped, LLMUnavailable
 from agent.nodes.decide import LLM_WORDS_MAX, build_rationale, combine
-from agent.nodes.draft import draft, looks_like_data, plain_text
+from agent.nodes.draft import draft, extractive_draft, looks_like_data, plain_text
 from agent.nodes.validate import extract_json
 from agent.prompts import CUT_MARKER, FENCE_CLOSE, FENCE_OPEN, estimate_messages_tokens
 from agent.proposal import in_scope_score
@@ -414,6 +414,47 @@ def test_extractive_drafts_skip_agent_guidelines_and_markup(settings) -> None:  
     assert "<a" not in drafted.text and "&quot;" not in drafted.text and 'See: Create an "Arduino" account.' in drafted.text
     result, _ = run_draft(settings, [GUIDELINE], answer=None)
     assert result["draft"] is None  # only agent procedure is supported: nothing to send
+
+
+RETURNS_PAGE = EvidenceArticle(
+    id="ard-0392",
+    title="Return an item",
+    score=0.8,
+    text=(
+        "Arduino offers free returns for most items.\n\n---\n\n## About returns {#about}\n\n**Arduino Return Policy:**\n\n"
+        "* You have 30 days to [request a return](#request-a-return) from the date\n  you receive it.\n"
+        "* Shipping charges are **not** refundable.\n\n| Plan | Returns |\n|:---|---|\n| Free | 30 days |\n\n"
+        "1. Go to [arduino.cc/en/contact-us/](https://www.arduino.cc/en/contact-us/).\n"
+        "2. Read [the policy](https://www.arduino.cc/policy){.link-external}.\n\n## More"
+    ),
+)
+
+
+def test_extractive_drafts_show_kb_markdown_as_plain_lines(settings) -> None:  # noqa: ANN001
+    """The draft is plain text (the UI escapes Markdown, the API sends it as is): the article's rules, heading marks,
+    bold marks and bullets were flattened onto one line ("--- ## About returns **Arduino Return Policy:** * You")."""
+    result, _ = run_draft(settings, [RETURNS_PAGE], answer=None)
+    text = result["draft"].text
+    for debris in ("---", "##", "**", "* ", "](", "{#", "{.", "|"):
+        assert debris not in text
+    lines = text.splitlines()
+    assert "About returns" in lines and "Arduino Return Policy:" in lines
+    assert "- You have 30 days to request a return from the date you receive it." in lines
+    assert "- Shipping charges are not refundable." in lines and "Free, 30 days" in lines
+    assert "1. Go to arduino.cc/en/contact-us/." in lines
+    assert "2. Read the policy (https://www.arduino.cc/policy). [ard-0392]" in lines
+    assert "More" not in lines  # a heading with nothing after it is not kept
+    chat, _ = run_draft(settings, [RETURNS_PAGE], answer=None, channel="chat")
+    assert "\n\n" not in chat["draft"].text and chat["draft"].text.startswith("Arduino offers free returns for most items.\nAbout returns\n")
+
+
+def test_extractive_drafts_cut_at_whole_lines() -> None:
+    long_item = "* " + "word " * 80
+    article = EvidenceArticle(id="ard-1", title="T", score=0.8, text=f"First paragraph. Second sentence.\n\n{long_item}")
+    assert extractive_draft(article, "chat").text == "First paragraph. Second sentence. [ard-1]"  # no half list item
+    one_long = EvidenceArticle(id="ard-2", title="T", score=0.8, text="## Heading\n\n" + "word " * 100)
+    text = extractive_draft(one_long, "chat").text
+    assert not text.startswith("#") and text.endswith("… [ard-2]") and len(text) < 300
 
 
 def test_an_llm_draft_that_copies_agent_steps_falls_back(settings) -> None:  # noqa: ANN001

@@ -27,6 +27,27 @@ def test_detects_the_languages_of_the_tickets() -> None:
     assert detect_language("Olá, não consigo acessar minha conta para pagar a fatura com o meu cartão") == "pt"
 
 
+def test_machine_text_and_shared_words_do_not_name_a_language() -> None:
+    """Stop words alone read a Java stack trace as Portuguese ("com" of com.acme, "a"/"o" of initials) and an
+    English query with "a" as Portuguese: the draft node then withheld the draft. Measured with
+    `python -m evals.language_check` (evals/README.md, "Language detection")."""
+    trace = ("Login fails\n\nat com.acme.auth.Session.open(Session.java:77)\nat com.acme.auth.Login.run(Login.java:12)\n"
+             "Caused by: com.acme.net.TimeoutException at o.a.c.Pool.get")
+    assert detect_language(trace) == "en"
+    assert detect_language("What does pending mean on a cash withdrawal?") == "en"
+    assert detect_language("Help") == "en"
+    assert detect_language("de la") == "unknown"  # only words es, fr and pt share: unsure, not a guess
+    assert detect_language("server:\n  port: 8080\n  host: 0.0.0.0") == "unknown"
+
+
+def test_short_titles_are_told_apart_by_their_letters_and_endings() -> None:
+    """Spanish took every short Portuguese or French title the stop words could not tell apart."""
+    assert detect_language("Solicitação de Detalhamento da Declaração de Cobrança") == "pt"
+    assert detect_language("Demande de renseignement sur un problème de facturation") == "fr"
+    assert detect_language("Consulta de Facturación para Renovación de Servicio") == "es"
+    assert detect_language("Dringende Unterstützung wegen Abrechnungsdifferenz") == "de"
+
+
 def test_caps_length_with_a_warning(settings) -> None:  # noqa: ANN001
     runtime = SimpleNamespace(context=SimpleNamespace(settings=settings.model_copy(update={"max_ticket_chars": 300})))
     state = normalize({"ticket": TicketIn(subject="Long", body="word " * 500)}, runtime)  # type: ignore[arg-type]
