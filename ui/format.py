@@ -319,6 +319,12 @@ def volume_rows(volumes: Sequence[Mapping[str, Any]], bucket: str = "day") -> tu
     return periods, rows
 
 
+def trend_scale(rows: Sequence[Mapping[str, Any]]) -> int:
+    """The top of every row's volume bars: the largest count of any row in any period. Each bar chart scaled to its
+    own row drew one full bar per row on a single day of data, whatever the row's count (4 looked like 21)."""
+    return max((count for row in rows for count in row["trend"]), default=0) or 1
+
+
 def health_notes(problems: Sequence[str], llm: Mapping[str, Any] | None) -> list[str]:
     """What a lead should know while the API is degraded, in a lead's words: a part that is down (as /healthz names
     it), and an LLM that is being skipped, which means suggestions from retrieval and the classifier head only."""

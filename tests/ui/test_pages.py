@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from urllib.parse import parse_qs
 
 import pytest
@@ -386,6 +387,9 @@ def test_insights_show_the_kpis_of_the_stats_endpoint(api: LiveApi, monkeypatch:
     volume, shares = at.dataframe[0].value, at.dataframe[1].value
     assert volume.loc[volume["per"] == "(all)", "tickets"].item() == stats["totals"]["tickets"]
     assert sum(volume.loc[volume["per"] == "(all)", "trend"].item()) == stats["totals"]["tickets"]
+    # one scale for every row's bars (each was scaled to its own row: every bar full on a day of data)
+    bars = json.loads(at.dataframe[0].proto.columns)["trend"]
+    assert bars["type_config"]["y_max"] == max(max(t) for t in volume["trend"]) and bars["type_config"]["y_min"] == 0
     overall = next(r for r in stats["decisions"] if r["group"] == "(all)")
     assert shares.loc[shares["per"] == "(all)", "auto-applied"].item() == overall["auto_apply_share"]
     # groups read as the queue names them, not as label ids

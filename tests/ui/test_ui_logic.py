@@ -275,6 +275,16 @@ def test_volume_rows_fill_missing_periods_and_put_all_first() -> None:
     assert weeks == ["2026-11-02", "2026-11-09", "2026-11-16"]
 
 
+def test_volume_bars_of_every_row_share_one_scale() -> None:
+    """Each row's bars were scaled to that row alone: on one day of data every row drew one full-width bar, so 4
+    tickets looked like 21. The page now gives every row the top of the largest count."""
+    from ui.format import trend_scale, volume_rows
+
+    _, rows = volume_rows([{"period": "2026-12-06", "group": "billing", "count": 4}, {"period": "2026-12-06", "group": "network", "count": 1}])
+    assert trend_scale(rows) == 5  # the (all) row's 5: billing's bar is 4/5 of it, network's 1/5
+    assert trend_scale([]) == 1  # an empty table still has a scale Streamlit accepts
+
+
 def test_run_comparison_warns_when_latencies_were_measured_differently() -> None:
     from ui.evals_data import latency_caveat
 
