@@ -25,7 +25,8 @@ def test_an_unreachable_api_is_a_clear_message(page: str | None, monkeypatch: py
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     at = open_page(app_test(monkeypatch, url, "trg_whatever"), page)
     assert [e.value for e in at.error] == [
-        f"Cannot reach the triage API at {url} (ConnectError: [Errno 111] Connection refused)."
+        f"Cannot reach the triage API at {url}: nothing answers there (connection refused); the API is not running, "
+        "or it runs on another port."
     ]
     assert "Start it with `triage serve`" in texts(at)
     if page is None:  # AppTest keeps the sidebar of the first run only

@@ -222,6 +222,17 @@ def test_client_errors_say_what_happened_and_what_to_do() -> None:
     unreachable = TriageClient("http://api.test", None, transport=httpx.MockTransport(lambda r: (_ for _ in ()).throw(httpx.ConnectError("refused"))))
     with pytest.raises(ApiUnreachable, match="Cannot reach the triage API at http://api.test"):
         unreachable.health()
+    # the cause in a lead's words, not `(ConnectError: [Errno 111] Connection refused)`
+    for raised, cause in (
+        (httpx.ConnectError("[Errno 111] Connection refused"), "nothing answers there (connection refused); the API is not running"),
+        (httpx.ConnectError("[Errno -2] Name or service not known"), "the host name in the URL is not known"),
+        (httpx.RemoteProtocolError("Server disconnected without sending a response."), "the connection closed before an answer came"),
+    ):
+        failing = TriageClient("http://api.test", None, transport=httpx.MockTransport(lambda r, e=raised: (_ for _ in ()).throw(e)))
+        with pytest.raises(ApiUnreachable) as err:
+            failing.health()
+        assert str(err.value).startswith(f"Cannot reach the triage API at http://api.test: {cause}"), str(err.value)
+        assert "Errno" not in str(err.value) and "Error:" not in str(err.value)
     seen: list[httpx.Request] = []
 
     def record(request: httpx.Request) -> httpx.Response:
