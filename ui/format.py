@@ -115,20 +115,40 @@ def cited_ids(text: str) -> list[str]:
     return list(dict.fromkeys(CITATION.findall(text or "")))
 
 
-def no_draft_reason(classification: Mapping[str, Any]) -> str:
+def is_draft_warning(warning: str) -> bool:
+    """A warning that says why there is no draft (shown under the drafted answer, so not again with the labels)."""
+    return warning.startswith("no draft: ") or "no customer-facing article" in warning
+
+
+def no_draft_reason(classification: Mapping[str, Any], agent: Mapping[str, Any] | None = None) -> str:
     """Why a classification carries no draft, in the agent's words where it gave them (its "no draft: ..."
     warnings, or the draft warning that also says "no customer-facing article"), else the out-of-scope flag; a
     fixed "no article was close enough" told leads the wrong reason for a ticket out of scope or in another
-    language."""
+    language. `agent`: the agent's classification a lead's review was made from (a review clears the warnings and
+    the flag, and keeps the draft it had: none, for the agent's reason)."""
     warnings = [str(w) for w in classification.get("warnings") or []]
-    said = [w.removeprefix("no draft: ") for w in warnings if w.startswith("no draft: ") or "no customer-facing article" in w]
+    said = [w.removeprefix("no draft: ") for w in warnings if is_draft_warning(w)]
     if said:
         reason = said[0]
     elif classification.get("out_of_scope"):
         reason = "the ticket is out of scope"
+    elif agent is not None and agent is not classification:
+        return no_draft_reason(agent)
     else:
         reason = "no KB article was close enough to ground an answer"
     return f"No draft: {reason.rstrip('.')}."
+
+
+def agent_classification(revisions: Sequence[Mapping[str, Any]], seq: int | None) -> Mapping[str, Any] | None:
+    """The latest agent classification at or before revision `seq` that no lead rejected: what a review at `seq`
+    was made from (a review copies it, warnings cleared); None when there is none."""
+    rejected = {r.get("rejects") for r in revisions if r.get("rejects") is not None}
+    for revision in sorted(revisions, key=lambda r: -r["seq"]):
+        if seq is not None and revision["seq"] > seq:
+            continue
+        if revision.get("classification") and revision.get("reason") != "human_review" and revision["seq"] not in rejected:
+            return revision["classification"]
+    return None
 
 
 def anchor(evidence_id: str) -> str:

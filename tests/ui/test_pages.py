@@ -142,6 +142,24 @@ def test_the_ticket_shows_labels_rationale_evidence_and_draft(api: LiveApi, monk
     assert "classified the new ticket" in page
 
 
+def test_the_no_draft_reason_shows_once_and_survives_a_review(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reason for no draft showed twice (a warning with the labels and the drafted answer's caption), and after
+    a review, which clears the warnings, it fell back to the generic "no KB article was close enough to ground an
+    answer" instead of what the agent had said. Now it shows once, and a reviewed ticket keeps the agent's reason."""
+    with api.http("bot") as bot:  # words no KB article is about: no draft
+        created = bot.post("/v1/tickets", json={"body": "zorblax quuxifier grommet flumph", "channel": "email"}).json()
+    classification = created["current"]["classification"]
+    said = [w.removeprefix("no draft: ") for w in classification["warnings"] if w.startswith("no draft: ")]
+    assert classification["draft"] is None and said, classification["warnings"]
+    for _ in ("agent", "reviewed"):
+        at = run_page(app_test(monkeypatch, api.url, api.key("lead")), "views/ticket.py", id=created["id"])
+        assert texts(at).count(said[0]) == 1, texts(at)
+        assert "to ground an answer" not in texts(at)
+        with api.http() as lead:
+            review = {"action": "accept", "revision": created["current_seq"]}
+            assert lead.post(f"/v1/tickets/{created['id']}/reviews", json=review).status_code in (201, 409)
+
+
 def test_an_edited_answer_is_stored_with_the_accept(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
     with api.http() as http:
         tickets = [http.get(f"/v1/tickets/{t['id']}").json() for t in api.tickets]

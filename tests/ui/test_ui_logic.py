@@ -15,10 +15,12 @@ from ui.batch_io import flat_row, parse_tickets, to_csv
 from ui.evals_data import Report, coverage_precision, per_class_f1, reliability
 from ui.format import (
     age_params,
+    agent_classification,
     bulk_accept_request,
     decision_badge,
     escape_md,
     health_notes,
+    is_draft_warning,
     label_changes,
     link_citations,
     message_text,
@@ -392,6 +394,25 @@ def test_no_draft_says_the_agents_reason() -> None:
     assert no_draft_reason(guideline).endswith("no customer-facing article to draft from.")
     assert no_draft_reason({"warnings": ["out of scope: ..."], "out_of_scope": True}) == "No draft: the ticket is out of scope."
     assert no_draft_reason({}) == "No draft: no KB article was close enough to ground an answer."
+
+
+def test_a_reviewed_ticket_keeps_the_agents_no_draft_reason() -> None:
+    """A review clears the warnings: "No draft:" fell back to "no KB article was close enough" whatever the agent
+    had said. The reason now comes from the agent's classification the review was made from."""
+    said = {"warnings": ["no draft: the ticket reads as de"], "out_of_scope": False}
+    revisions = [
+        {"seq": 1, "reason": "new_ticket", "classification": {"warnings": ["no draft: old reason"]}},
+        {"seq": 2, "reason": "new_message", "classification": said},
+        {"seq": 3, "reason": "human_review", "classification": {"warnings": []}},
+        {"seq": 4, "reason": "reclassify", "classification": {"warnings": ["no draft: rejected one"]}},
+        {"seq": 5, "reason": "human_review", "classification": None, "rejects": 4},
+    ]
+    assert agent_classification(revisions, 3) is said and agent_classification(revisions, 5) is said
+    assert agent_classification(revisions[:1], None) is revisions[0]["classification"] and agent_classification([], 1) is None
+    reviewed = {"warnings": [], "out_of_scope": False}
+    assert no_draft_reason(reviewed, agent_classification(revisions, 3)) == "No draft: the ticket reads as de."
+    assert no_draft_reason(reviewed, None).endswith("no KB article was close enough to ground an answer.")
+    assert is_draft_warning("no draft: x") and not is_draft_warning("tier kept at L2")
 
 
 def test_a_bulk_accept_leaves_each_rows_labels_as_the_row_shows_them() -> None:

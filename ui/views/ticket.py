@@ -12,12 +12,14 @@ from ui.api_client import ApiError, ApiNotFound
 from ui.common import PAGES, client, label_ids, label_names, show_error, taxonomy
 from ui.format import (
     AXES,
+    agent_classification,
     ago,
     anchor,
     cited_ids,
     code_span,
     decision_badge,
     escape_md,
+    is_draft_warning,
     label_changes,
     link_citations,
     message_text,
@@ -96,7 +98,8 @@ def render_labels(classification: dict[str, Any], suggestion: dict[str, Any] | N
     route = classification.get("route") or {}
     st.caption(f"route: **{escape_md(route.get('team', '–'))}**" + (f" / {escape_md(route['queue'])}" if route.get("queue") else ""))
     for warning in classification.get("warnings", []):
-        st.warning(warning, icon=":material/warning:")
+        if classification.get("draft") or not is_draft_warning(warning):  # no draft: said once, under the drafted answer
+            st.warning(warning, icon=":material/warning:")
 
 
 def _ticket_card(item: dict[str, Any], cited: set[str]) -> None:
@@ -149,11 +152,14 @@ def draft_key(ticket_id: str, seq: int | None) -> str:
     return f"draft_{ticket_id}_{seq}"
 
 
-def render_draft(classification: dict[str, Any], ticket_id: str, seq: int | None, known: set[str]) -> None:
+def render_draft(
+    classification: dict[str, Any], ticket_id: str, seq: int | None, known: set[str], agent: dict[str, Any] | None = None
+) -> None:
+    """The draft to edit, or why there is none (`agent`: the agent's classification a review was made from)."""
     st.subheader("Drafted answer")
     draft = classification.get("draft")
     if not draft:
-        st.caption(escape_md(no_draft_reason(classification)))
+        st.caption(escape_md(no_draft_reason(classification, agent)))
         return
     # the API's own limit (a longer answer came back as a 422 after the lead had written it); drafts stay under it
     text = st.text_area(
@@ -341,7 +347,9 @@ with left:
     if classification:
         st.subheader("Rationale")
         st.markdown(link_citations(classification.get("rationale", ""), known))
-        render_draft(classification, ticket["id"], ticket.get("current_seq"), known)
+        reviewed = (current or {}).get("reason") == "human_review"
+        agent = agent_classification(revisions, ticket.get("current_seq")) if reviewed else None
+        render_draft(classification, ticket["id"], ticket.get("current_seq"), known, agent)
 with right:
     if classification:
         names = {axis: label_names(tax, axis) for axis in AXES}
