@@ -151,6 +151,40 @@ def agent_classification(revisions: Sequence[Mapping[str, Any]], seq: int | None
     return None
 
 
+class Escalation(NamedTuple):
+    """The escalation that set the tier in force: the tier, who asked for it, and the note they gave."""
+
+    tier: str
+    by: str
+    note: str
+
+
+def tier_escalation(revisions: Sequence[Mapping[str, Any]], seq: int | None) -> Escalation | None:
+    """The escalation whose tier is still in force at revision `seq`, or None. An escalated tier is stored with
+    source `intake` (the contract's sources have no `escalation`), so the page read "intake" for a tier a lead had
+    raised; this finds who raised it: going back from `seq` while the tier stays the same with source `intake`
+    (re-runs keep it), the earliest escalation among them. Rejected revisions are skipped."""
+    rejected = {r.get("rejects") for r in revisions if r.get("rejects") is not None}
+    chain = [
+        r for r in sorted(revisions, key=lambda r: -r["seq"])
+        if (seq is None or r["seq"] <= seq) and r.get("classification") and r["seq"] not in rejected
+    ]
+    if not chain:
+        return None
+    tier = ((chain[0]["classification"].get("labels") or {}).get("tier") or {}).get("label")
+    found: Mapping[str, Any] | None = None
+    for revision in chain:
+        held = (revision["classification"].get("labels") or {}).get("tier") or {}
+        if held.get("label") != tier or held.get("source") != "intake":
+            break
+        if revision.get("reason") == "escalation":
+            found = revision
+    if found is None or tier is None:
+        return None
+    who = found.get("requested_by") or found.get("actor") or "an API caller"
+    return Escalation(tier, str(who), str(found.get("note") or ""))
+
+
 def anchor(evidence_id: str) -> str:
     """An HTML id for an evidence card (ids like `train:b77-1` are not valid in a URL fragment as they are)."""
     return "ev-" + re.sub(r"[^a-z0-9]+", "-", evidence_id.lower()).strip("-")

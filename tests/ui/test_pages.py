@@ -310,6 +310,10 @@ def test_a_lead_escalates_adds_a_message_and_re_runs_the_agent_from_the_ticket(a
     assert [r["reason"] for r in revisions[-2:]] == ["human_review", "escalation"]
     assert revisions[-1]["labels"]["tier"] == "L3" and revisions[-2]["labels"]["tier"] == "L1"
     seq = revisions[-1]["seq"]
+    # the escalated tier says who raised it, not "intake", and the agent's rationale is marked as its own reading
+    tier_bar = next(p.proto.text for p in at.get("progress") if p.proto.text.startswith("**tier**")).replace("\\", "")
+    assert tier_bar.endswith("· escalated by user:ui-escalating-lead") and "intake" not in tier_bar, tier_bar
+    assert "The tier is L3, escalated by user:ui-escalating-lead (the whole office is locked out)" in texts(at)
     assert any("Already at the top tier (L3)" in c.value for c in at.caption)
 
     button("Add the message").click().run()
@@ -329,6 +333,7 @@ def test_a_lead_escalates_adds_a_message_and_re_runs_the_agent_from_the_ticket(a
         revisions = http.get(f"/v1/tickets/{ticket['id']}/revisions").json()
     assert [r["reason"] for r in revisions[-3:]] == ["escalation", "new_message", "reclassify"]
     assert revisions[-1]["labels"]["tier"] == "L3"  # an agent re-run never lowers an escalated tier
+    assert any(p.proto.text.startswith("**tier**") and "escalated by user\\:ui\\-escalating\\-lead" in p.proto.text for p in at.get("progress"))
     assert [r["seq"] for r in revisions] == list(range(1, len(revisions) + 1))
 
 

@@ -14,6 +14,7 @@ from ui.api_client import ApiAuthError, ApiError, ApiNotFound, ApiRejected, ApiU
 from ui.batch_io import flat_row, parse_tickets, to_csv
 from ui.evals_data import Report, coverage_precision, per_class_f1, reliability
 from ui.format import (
+    Escalation,
     age_params,
     agent_classification,
     bulk_accept_request,
@@ -26,6 +27,7 @@ from ui.format import (
     message_text,
     no_draft_reason,
     review_request,
+    tier_escalation,
     tiers_above,
     timeline,
     within_age,
@@ -413,6 +415,29 @@ def test_a_reviewed_ticket_keeps_the_agents_no_draft_reason() -> None:
     assert no_draft_reason(reviewed, agent_classification(revisions, 3)) == "No draft: the ticket reads as de."
     assert no_draft_reason(reviewed, None).endswith("no KB article was close enough to ground an answer.")
     assert is_draft_warning("no draft: x") and not is_draft_warning("tier kept at L2")
+
+
+def test_an_escalated_tier_names_who_escalated_it() -> None:
+    """An escalated tier is stored with source `intake` (the contract enumerates its sources), so the ticket page read
+    "intake" for a tier a lead had raised. The escalation that set the tier in force is found, through re-runs
+    that kept it, and not once the tier changed again or the escalation was rejected."""
+
+    def rev(seq: int, reason: str, tier: str, source: str, **more: object) -> dict:
+        return {"seq": seq, "reason": reason, "classification": {"labels": {"tier": {"label": tier, "source": source}}}, **more}
+
+    history = [
+        rev(1, "new_ticket", "L1", "llm"),
+        rev(2, "escalation", "L2", "intake", requested_by="alice", note="office down"),
+        rev(3, "new_message", "L2", "intake", requested_by="bot"),
+    ]
+    assert tier_escalation(history, 3) == Escalation("L2", "alice", "office down")
+    assert tier_escalation(history, 1) is None
+    assert tier_escalation([*history, rev(4, "human_review", "L2", "human")], 4) is None  # a lead's label now
+    assert tier_escalation([*history, {"seq": 4, "reason": "human_review", "classification": None, "rejects": 3},
+                            {"seq": 5, "reason": "human_review", "classification": None, "rejects": 2}], 1) is None
+    no_op = [rev(1, "new_ticket", "L3", "llm"), rev(2, "escalation", "L3", "llm", requested_by="bob")]  # already at the top
+    assert tier_escalation(no_op, 2) is None
+    assert tier_escalation([rev(1, "escalation", "L2", "intake", actor="agent:m")], 1) == Escalation("L2", "agent:m", "")
 
 
 def test_a_bulk_accept_leaves_each_rows_labels_as_the_row_shows_them() -> None:

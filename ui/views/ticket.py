@@ -12,6 +12,7 @@ from ui.api_client import ApiError, ApiNotFound
 from ui.common import PAGES, client, label_ids, label_names, show_error, taxonomy
 from ui.format import (
     AXES,
+    Escalation,
     agent_classification,
     ago,
     anchor,
@@ -25,6 +26,7 @@ from ui.format import (
     message_text,
     no_draft_reason,
     review_request,
+    tier_escalation,
     tiers_above,
     timeline,
 )
@@ -80,14 +82,18 @@ def render_thread(ticket: dict[str, Any]) -> None:
             render_message(message["text"])
 
 
-def render_labels(classification: dict[str, Any], suggestion: dict[str, Any] | None, names: dict[str, dict[str, str]]) -> None:
+def render_labels(
+    classification: dict[str, Any], suggestion: dict[str, Any] | None, names: dict[str, dict[str, str]], escalation: Escalation | None = None
+) -> None:
+    """Each axis's label, confidence and source; a tier an escalation set reads "escalated by <who>", not "intake"."""
     st.subheader("Labels")
     for axis in AXES:
         label = classification["labels"][axis]
         name = names[axis].get(label["label"], label["label"])
+        source = f"escalated by {escape_md(escalation.by)}" if axis == "tier" and escalation else label["source"]
         st.progress(
             float(label["confidence"]),
-            text=f"**{axis}**: {escape_md(name)} (`{label['label']}`) · {label['confidence']:.2f} · {label['source']}",
+            text=f"**{axis}**: {escape_md(name)} (`{label['label']}`) · {label['confidence']:.2f} · {source}",
         )
         alternatives = label.get("alternatives") or []
         if alternatives:
@@ -342,18 +348,25 @@ evidence: dict[str, Any] = (classification or {}).get("evidence") or {}
 known = {e["id"] for e in evidence.get("tickets", [])} | {e["id"] for e in evidence.get("articles", [])}
 draft = (classification or {}).get("draft") or {}
 cited = set(cited_ids((classification or {}).get("rationale", ""))) | set(draft.get("citations") or [])
+escalation = tier_escalation(revisions, ticket.get("current_seq")) if classification else None
 with left:
     render_thread(ticket)
     if classification:
         st.subheader("Rationale")
         st.markdown(link_citations(classification.get("rationale", ""), known))
+        if escalation:  # the agent's rationale speaks of its own tier, not the one a person raised it to
+            note = f" ({escape_md(escalation.note)})" if escalation.note else ""
+            st.caption(
+                f"The tier is {escape_md(escalation.tier)}, escalated by {escape_md(escalation.by)}{note}; the rationale "
+                "above is the agent's own reading of the ticket and may name another tier."
+            )
         reviewed = (current or {}).get("reason") == "human_review"
         agent = agent_classification(revisions, ticket.get("current_seq")) if reviewed else None
         render_draft(classification, ticket["id"], ticket.get("current_seq"), known, agent)
 with right:
     if classification:
         names = {axis: label_names(tax, axis) for axis in AXES}
-        render_labels(classification, (current or {}).get("suggestion"), names)
+        render_labels(classification, (current or {}).get("suggestion"), names, escalation)
     else:
         st.info("No labels in force: every labelled revision was rejected. Set the labels below.")
     render_review(ticket, current, tax)
