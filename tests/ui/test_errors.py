@@ -29,6 +29,8 @@ def test_an_unreachable_api_is_a_clear_message(page: str | None, monkeypatch: py
         "or it runs on another port."
     ]
     assert "Start it with `triage serve`" in texts(at)
+    if page == "views/ticket.py":
+        assert [t.value for t in at.title] == ["Ticket"]  # the page stopped with no title
     if page is None:  # AppTest keeps the sidebar of the first run only
         assert "API not answering" in texts(at)
 

@@ -340,6 +340,7 @@ def test_a_lead_escalates_adds_a_message_and_re_runs_the_agent_from_the_ticket(a
 def test_an_unknown_ticket_is_a_message(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
     at = run_page(app_test(monkeypatch, api.url, api.key("lead")), "views/ticket.py", id="tk_does_not_exist")
     assert "There is no ticket" in texts(at) and not at.error
+    assert [t.value for t in at.title] == ["Ticket"]  # the page had no title when the ticket was not found
 
 
 def test_ids_shown_as_code_read_exactly_as_they_are(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,9 +35,11 @@ AVATARS = {"customer": ":material/person:", "agent": ":material/support_agent:",
 
 
 def pick_ticket() -> str:
+    """The ticket id of the URL, else one typed. The page's title is drawn here as "Ticket", in the slot the
+    ticket's subject takes later (`heading`): an unknown id or an API error stopped the page with no title."""
+    heading.title("Ticket")
     ticket_id = st.query_params.get("id", "")
     if not ticket_id:
-        st.title("Ticket")
         st.info("Open a ticket from the review queue, or type its id.", icon=":material/confirmation_number:")
         typed = st.text_input("Ticket id", placeholder="tk_…")
         if not typed:
@@ -320,6 +322,7 @@ def render_timeline(revisions: list[dict[str, Any]]) -> None:
 
 # ---------------------------------------------------------------- the page
 
+heading = st.empty()
 ticket_id = pick_ticket()
 tax = taxonomy()
 ticket, revisions = load(ticket_id)
@@ -332,7 +335,7 @@ if done := st.session_state.pop("review_done", None):
     st.toast(f"{done}: revision #{written}", icon=":material/check_circle:")
     st.success(f"{done}. The ticket {'is still' if ticket.get('in_queue') else 'is no longer'} in the review queue.")
 
-st.title(escape_md((ticket.get("subject") or "").strip() or "(no subject)"))
+heading.title(escape_md((ticket.get("subject") or "").strip() or "(no subject)"))
 st.caption(
     f"`{ticket['id']}`" + (f" · external {code_span(ticket['external_id'])}" if ticket.get("external_id") else "")
     + f" · channel {ticket.get('channel') or 'not given'} · created {ago(ticket.get('created_at'))} by {escape_md(ticket.get('created_by', ''))}"
