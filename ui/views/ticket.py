@@ -358,7 +358,7 @@ with left:
         st.subheader("Rationale")
         st.markdown(link_citations(classification.get("rationale", ""), known))
         if escalation:  # the agent's rationale speaks of its own tier, not the one a person raised it to
-            note = f" ({escape_md(escalation.note)})" if escalation.note else ""
+            note = f" ({escape_md(escalation.note[:300])})" if escalation.note else ""  # the timeline shows more
             st.caption(
                 f"The tier is {escape_md(escalation.tier)}, escalated by {escape_md(escalation.by)}{note}; the rationale "
                 "above is the agent's own reading of the ticket and may name another tier."
