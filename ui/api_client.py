@@ -101,6 +101,22 @@ def key_problem(key: str | None) -> str | None:
     return None
 
 
+def transport_cause(exc: httpx.TransportError) -> str:
+    """Why no answer came, in a lead's words: the raw `(ConnectError: [Errno 111] Connection refused)` named the
+    cause in a programmer's. Causes not told apart here keep the library's text, shortened."""
+    text = str(exc).lower()
+    if isinstance(exc, httpx.ConnectError):
+        if "refused" in text:
+            return "nothing answers there (connection refused); the API is not running, or it runs on another port"
+        if any(s in text for s in ("name or service not known", "name resolution", "nodename nor servname", "getaddrinfo")):
+            return "the host name in the URL is not known (check it for a typo)"
+        if "unreachable" in text or "no route" in text:
+            return "the network cannot reach that host"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the connection closed before an answer came (the API may have stopped or restarted)"
+    return f"the connection failed ({' '.join(str(exc).split())[:200] or type(exc).__name__})"
+
+
 class TriageClient:
     """Synchronous client; one per Streamlit session (httpx keeps the connection alive between reruns)."""
 
@@ -146,7 +162,7 @@ class TriageClient:
             ) from exc
         except httpx.TransportError as exc:
             raise ApiUnreachable(
-                f"Cannot reach the triage API at {self.base_url} ({type(exc).__name__}: {exc}).",
+                f"Cannot reach the triage API at {self.base_url}: {transport_cause(exc)}.",
                 hint="Start it with `triage serve` (or `make run`), or point TRIAGE_API_URL at it.",
             ) from exc
         if response.status_code >= 400:

@@ -10,7 +10,7 @@ import streamlit as st
 
 from ui.api_client import ApiAuthError, ApiError, ApiUnreachable, TriageClient
 from ui.config import UiSettings
-from ui.format import health_notes
+from ui.format import escape_md, health_notes
 
 PAGES = {
     "queue": "views/queue.py",
@@ -45,7 +45,9 @@ def client() -> TriageClient:
 
 
 def show_error(err: ApiError) -> None:
-    """One clear message and what to do about it."""
+    """One clear message and what to do about it (a refused key is checked again on the next run: see key_refusal)."""
+    if isinstance(err, ApiAuthError):
+        st.session_state.pop("key_accepted", None)
     icon = ":material/cloud_off:" if isinstance(err, ApiUnreachable) else ":material/key:" if isinstance(err, ApiAuthError) else ":material/warning:"
     st.error(f"{err}", icon=icon)
     if err.hint:
@@ -70,9 +72,40 @@ def fetch(call: str, *args: Any, **kwargs: Any) -> Any:
     raise AssertionError("unreachable")  # st.stop() raises
 
 
+def key_refusal() -> ApiAuthError | None:
+    """Why the API refuses this session's key (401/403), or None. `/healthz` needs no key, so the sidebar said
+    "API up" with a wrong key and kept the key field closed; one lead-scope call (the served taxonomy versions, a
+    short list) tells. A key once accepted is not asked about again until a page meets an auth error."""
+    api = client()
+    checked = (api.base_url, api.api_key)
+    if st.session_state.get("key_accepted") == checked:
+        return None
+    try:
+        api.taxonomy_versions()
+    except ApiAuthError as err:
+        return err
+    except ApiError:
+        return None  # not about the key: the page says what it is
+    st.session_state["key_accepted"] = checked
+    return None
+
+
+def key_state(refusal: ApiAuthError | None, has_key: bool) -> tuple[str, str]:
+    """The sidebar's badge and key-field label for a key check: the label changes with the problem, so Streamlit
+    draws a new expander and opens it where the lead must paste a key."""
+    if refusal is None:
+        return "", "API key"
+    if not has_key:
+        return ":orange-badge[no API key]", "API key: paste a lead key here"
+    if refusal.status == 403:
+        return ":red-badge[API key lacks the lead scope]", "API key: refused, paste a lead key here"
+    return ":red-badge[API key refused]", "API key: refused, paste a new key here"
+
+
 def sidebar() -> None:
-    """Where the UI points, whether the API answers, and a field to paste a lead key."""
+    """Where the UI points, whether the API answers and takes the key, and a field to paste a lead key."""
     cfg = settings()
+    refusal = None
     with st.sidebar:
         st.caption(f"API: `{cfg.api_url}`")
         try:
@@ -81,9 +114,15 @@ def sidebar() -> None:
             st.caption(f"{badge} {health.taxonomy} · {health.model} · v{health.version}")
             for note in health_notes(health.problems, health.llm):
                 st.caption(f":orange[{note}]")
+            refusal = key_refusal()
         except ApiError:
             st.caption(":red-badge[API not answering]")
-        with st.expander("API key", expanded=not (st.session_state.get("api_key_override") or cfg.resolved_api_key)):
+        badge, label = key_state(refusal, bool(client().api_key))
+        if badge:
+            st.caption(badge)
+        with st.expander(label, expanded=refusal is not None or not (st.session_state.get("api_key_override") or cfg.resolved_api_key)):
+            if refusal is not None:
+                st.caption(escape_md(str(refusal)))
             st.text_input(
                 "Lead key",
                 type="password",

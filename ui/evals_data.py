@@ -165,6 +165,28 @@ def per_class_f1(report: Report, axis: str) -> list[dict[str, Any]]:
     return out
 
 
+METRICS: dict[str, tuple[str, str]] = {
+    "accuracy": ("accuracy", "Share of in-scope test tickets given the right label on this axis."),
+    "macro_f1": (
+        "macro-F1",
+        "F1 (harmonic mean of precision and recall) per label, averaged with every label counting the same: "
+        "low when rare labels are missed, even if accuracy is high.",
+    ),
+    "ece": (
+        "calibration error",
+        "Expected calibration error: the gap between the confidence shown and how often the label was right "
+        "(15 bins, weighted by size). 0 = a confidence of 0.8 is right 80% of the time; lower is better.",
+    ),
+    "coverage": ("auto-apply coverage", "Share of test tickets whose label the agent would auto-apply (no lead looks at them)."),
+    "precision": ("auto-apply precision", "Of the auto-applied labels, the share that were right."),
+    "target_precision": (
+        "precision target",
+        "The precision the per-label auto-apply thresholds were fitted to reach on the training tickets "
+        "(`triage eval --target-precision`).",
+    ),
+}
+
+
 def summary(report: Report) -> list[dict[str, Any]]:
     """metrics.json as one row per axis (accuracy, macro-F1, ECE, auto-apply coverage and precision)."""
     out = []

@@ -115,20 +115,74 @@ def cited_ids(text: str) -> list[str]:
     return list(dict.fromkeys(CITATION.findall(text or "")))
 
 
-def no_draft_reason(classification: Mapping[str, Any]) -> str:
+def is_draft_warning(warning: str) -> bool:
+    """A warning that says why there is no draft (shown under the drafted answer, so not again with the labels)."""
+    return warning.startswith("no draft: ") or "no customer-facing article" in warning
+
+
+def no_draft_reason(classification: Mapping[str, Any], agent: Mapping[str, Any] | None = None) -> str:
     """Why a classification carries no draft, in the agent's words where it gave them (its "no draft: ..."
     warnings, or the draft warning that also says "no customer-facing article"), else the out-of-scope flag; a
     fixed "no article was close enough" told leads the wrong reason for a ticket out of scope or in another
-    language."""
+    language. `agent`: the agent's classification a lead's review was made from (a review clears the warnings and
+    the flag, and keeps the draft it had: none, for the agent's reason)."""
     warnings = [str(w) for w in classification.get("warnings") or []]
-    said = [w.removeprefix("no draft: ") for w in warnings if w.startswith("no draft: ") or "no customer-facing article" in w]
+    said = [w.removeprefix("no draft: ") for w in warnings if is_draft_warning(w)]
     if said:
         reason = said[0]
     elif classification.get("out_of_scope"):
         reason = "the ticket is out of scope"
+    elif agent is not None and agent is not classification:
+        return no_draft_reason(agent)
     else:
         reason = "no KB article was close enough to ground an answer"
     return f"No draft: {reason.rstrip('.')}."
+
+
+def agent_classification(revisions: Sequence[Mapping[str, Any]], seq: int | None) -> Mapping[str, Any] | None:
+    """The latest agent classification at or before revision `seq` that no lead rejected: what a review at `seq`
+    was made from (a review copies it, warnings cleared); None when there is none."""
+    rejected = {r.get("rejects") for r in revisions if r.get("rejects") is not None}
+    for revision in sorted(revisions, key=lambda r: -r["seq"]):
+        if seq is not None and revision["seq"] > seq:
+            continue
+        if revision.get("classification") and revision.get("reason") != "human_review" and revision["seq"] not in rejected:
+            return revision["classification"]
+    return None
+
+
+class Escalation(NamedTuple):
+    """The escalation that set the tier in force: the tier, who asked for it, and the note they gave."""
+
+    tier: str
+    by: str
+    note: str
+
+
+def tier_escalation(revisions: Sequence[Mapping[str, Any]], seq: int | None) -> Escalation | None:
+    """The escalation whose tier is still in force at revision `seq`, or None. An escalated tier is stored with
+    source `intake` (the contract's sources have no `escalation`), so the page read "intake" for a tier a lead had
+    raised; this finds who raised it: going back from `seq` while the tier stays the same with source `intake`
+    (re-runs keep it), the earliest escalation among them. Rejected revisions are skipped."""
+    rejected = {r.get("rejects") for r in revisions if r.get("rejects") is not None}
+    chain = [
+        r for r in sorted(revisions, key=lambda r: -r["seq"])
+        if (seq is None or r["seq"] <= seq) and r.get("classification") and r["seq"] not in rejected
+    ]
+    if not chain:
+        return None
+    tier = ((chain[0]["classification"].get("labels") or {}).get("tier") or {}).get("label")
+    found: Mapping[str, Any] | None = None
+    for revision in chain:
+        held = (revision["classification"].get("labels") or {}).get("tier") or {}
+        if held.get("label") != tier or held.get("source") != "intake":
+            break
+        if revision.get("reason") == "escalation":
+            found = revision
+    if found is None or tier is None:
+        return None
+    who = found.get("requested_by") or found.get("actor") or "an API caller"
+    return Escalation(tier, str(who), str(found.get("note") or ""))
 
 
 def anchor(evidence_id: str) -> str:
@@ -317,6 +371,12 @@ def volume_rows(volumes: Sequence[Mapping[str, Any]], bucket: str = "day") -> tu
     rows = [{"per": "(all)", "tickets": sum(total), "trend": total}]
     rows += sorted(({"per": g, "tickets": sum(c), "trend": c} for g, c in series.items()), key=lambda r: (-r["tickets"], r["per"]))
     return periods, rows
+
+
+def trend_scale(rows: Sequence[Mapping[str, Any]]) -> int:
+    """The top of every row's volume bars: the largest count of any row in any period. Each bar chart scaled to its
+    own row drew one full bar per row on a single day of data, whatever the row's count (4 looked like 21)."""
+    return max((count for row in rows for count in row["trend"]), default=0) or 1
 
 
 def health_notes(problems: Sequence[str], llm: Mapping[str, Any] | None) -> list[str]:

@@ -137,6 +137,17 @@ def test_a_lead_edits_a_label_accepts_and_the_ticket_leaves_the_queue(page, ui_u
     link = page.locator(f"a[href*='id={first['id']}']").filter(visible=True)
     link.wait_for()
     shot(page, "01-queue", "queue")
+    # the Decision control shows each option whole: in a narrower column "suggest" was cut off at the edge
+    clipped = page.evaluate(
+        """() => {
+            const group = document.querySelector("[data-testid='stButtonGroup']");
+            const column = group.closest("[data-testid='stColumn']").getBoundingClientRect();
+            return [...group.querySelectorAll("button")]
+                .filter(b => b.getBoundingClientRect().right > column.right + 0.5 || b.scrollWidth > b.clientWidth)
+                .map(b => b.innerText);
+        }"""
+    )
+    assert clipped == [], clipped
 
     link.click()
     page.get_by_role("heading", name="Revision timeline").wait_for()

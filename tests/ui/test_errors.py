@@ -25,9 +25,12 @@ def test_an_unreachable_api_is_a_clear_message(page: str | None, monkeypatch: py
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     at = open_page(app_test(monkeypatch, url, "trg_whatever"), page)
     assert [e.value for e in at.error] == [
-        f"Cannot reach the triage API at {url} (ConnectError: [Errno 111] Connection refused)."
+        f"Cannot reach the triage API at {url}: nothing answers there (connection refused); the API is not running, "
+        "or it runs on another port."
     ]
     assert "Start it with `triage serve`" in texts(at)
+    if page == "views/ticket.py":
+        assert [t.value for t in at.title] == ["Ticket"]  # the page stopped with no title
     if page is None:  # AppTest keeps the sidebar of the first run only
         assert "API not answering" in texts(at)
 
@@ -56,6 +59,23 @@ def test_a_key_without_the_lead_scope_says_which_scope_it_needs(api: LiveApi, mo
     at = run_page(app_test(monkeypatch, api.url, api.key("bot")))
     assert "The API key may not do this" in at.error[0].value and "'lead'" in at.error[0].value
     assert "needs a key with scope `lead`" in texts(at)
+
+
+def test_a_refused_key_opens_the_key_field_in_the_sidebar(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/healthz needs no key, so with a wrong key the sidebar said "API up" and kept the key field closed: the lead
+    had to find where to paste a new one. A refused key (401) or one without the lead scope (403) now says so
+    there and opens the field; a key that works leaves it closed."""
+    cases = (("trg_not-a-real-key", "API key refused", "API key: refused, paste a new key here"),
+             (api.key("bot"), "API key lacks the lead scope", "API key: refused, paste a lead key here"))
+    for key, badge, label in cases:
+        at = run_page(app_test(monkeypatch, api.url, key), "views/evals.py")  # a page that calls no API itself
+        sidebar = "\n".join(str(c.value) for c in at.sidebar.caption)
+        assert badge in sidebar, sidebar
+        (field,) = at.sidebar.expander
+        assert field.label == label and field.proto.expanded
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead")))
+    (field,) = at.sidebar.expander
+    assert field.label == "API key" and not field.proto.expanded and "refused" not in texts(at)
 
 
 def test_a_key_pasted_in_the_sidebar_replaces_a_bad_one(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,6 +18,11 @@ def test_evals_draws_a_run_and_compares_two(reports: Path, monkeypatch: pytest.M
     assert set(summary["axis"]) == {"service", "tier"} and set(summary["run"]) == {"run-a"}
     metrics = json.loads((reports / "run-a" / "metrics.json").read_text())
     assert summary.loc[summary["axis"] == "service", "accuracy"].item() == metrics["axes"]["service"]["accuracy"]
+    # readable headers, each with what it means (they read `macro_f1`, `ece`, `target_precision`)
+    headers = json.loads(at.dataframe[0].proto.columns)
+    assert {key: headers[key]["label"] for key in ("macro_f1", "ece", "coverage", "target_precision")} == {
+        "macro_f1": "macro-F1", "ece": "calibration error", "coverage": "auto-apply coverage", "target_precision": "precision target"}
+    assert all(headers[key].get("help") for key in ("accuracy", "macro_f1", "ece", "coverage", "precision", "target_precision"))
     titles = " ".join(str(c.proto.spec) for c in at.get("vega_lite_chart"))
     for picture in ("confusion matrix", "coverage vs precision", "reliability diagram", "per-class F1"):
         assert f"service: {picture}" in titles or f"service · {picture}" in titles, picture
@@ -31,7 +36,7 @@ def test_evals_draws_a_run_and_compares_two(reports: Path, monkeypatch: pytest.M
     compared = at.dataframe[1].value
     assert {"A", "B", "B − A"} <= set(compared.columns)
     assert not at.warning  # both runs embedded their test file ahead: their latencies compare
-    coverage = compared[(compared["axis"] == "service") & (compared["metric"] == "coverage")]
+    coverage = compared[(compared["axis"] == "service") & (compared["metric"] == "auto-apply coverage")]
     b = json.loads((reports / "run-b" / "metrics.json").read_text())["axes"]["service"]["auto_apply"]["coverage"]
     assert coverage["B"].item() == b and coverage["B − A"].item() == round(b - metrics["axes"]["service"]["auto_apply"]["coverage"], 4)
     assert "run-b" in str([c.proto.spec for c in at.get("vega_lite_chart")])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from urllib.parse import parse_qs
 
 import pytest
@@ -139,6 +140,24 @@ def test_the_ticket_shows_labels_rationale_evidence_and_draft(api: LiveApi, monk
     assert at.text_input(key=f"review_comment_{ticket['id']}_{ticket['current_seq']}").proto.max_chars == 4000
     assert [b.label for b in at.download_button] == ["Download the answer"]
     assert "classified the new ticket" in page
+
+
+def test_the_no_draft_reason_shows_once_and_survives_a_review(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reason for no draft showed twice (a warning with the labels and the drafted answer's caption), and after
+    a review, which clears the warnings, it fell back to the generic "no KB article was close enough to ground an
+    answer" instead of what the agent had said. Now it shows once, and a reviewed ticket keeps the agent's reason."""
+    with api.http("bot") as bot:  # words no KB article is about: no draft
+        created = bot.post("/v1/tickets", json={"body": "zorblax quuxifier grommet flumph", "channel": "email"}).json()
+    classification = created["current"]["classification"]
+    said = [w.removeprefix("no draft: ") for w in classification["warnings"] if w.startswith("no draft: ")]
+    assert classification["draft"] is None and said, classification["warnings"]
+    for _ in ("agent", "reviewed"):
+        at = run_page(app_test(monkeypatch, api.url, api.key("lead")), "views/ticket.py", id=created["id"])
+        assert texts(at).count(said[0]) == 1, texts(at)
+        assert "to ground an answer" not in texts(at)
+        with api.http() as lead:
+            review = {"action": "accept", "revision": created["current_seq"]}
+            assert lead.post(f"/v1/tickets/{created['id']}/reviews", json=review).status_code in (201, 409)
 
 
 def test_an_edited_answer_is_stored_with_the_accept(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -291,6 +310,10 @@ def test_a_lead_escalates_adds_a_message_and_re_runs_the_agent_from_the_ticket(a
     assert [r["reason"] for r in revisions[-2:]] == ["human_review", "escalation"]
     assert revisions[-1]["labels"]["tier"] == "L3" and revisions[-2]["labels"]["tier"] == "L1"
     seq = revisions[-1]["seq"]
+    # the escalated tier says who raised it, not "intake", and the agent's rationale is marked as its own reading
+    tier_bar = next(p.proto.text for p in at.get("progress") if p.proto.text.startswith("**tier**")).replace("\\", "")
+    assert tier_bar.endswith("· escalated by user:ui-escalating-lead") and "intake" not in tier_bar, tier_bar
+    assert "The tier is L3, escalated by user:ui-escalating-lead (the whole office is locked out)" in texts(at)
     assert any("Already at the top tier (L3)" in c.value for c in at.caption)
 
     button("Add the message").click().run()
@@ -310,12 +333,14 @@ def test_a_lead_escalates_adds_a_message_and_re_runs_the_agent_from_the_ticket(a
         revisions = http.get(f"/v1/tickets/{ticket['id']}/revisions").json()
     assert [r["reason"] for r in revisions[-3:]] == ["escalation", "new_message", "reclassify"]
     assert revisions[-1]["labels"]["tier"] == "L3"  # an agent re-run never lowers an escalated tier
+    assert any(p.proto.text.startswith("**tier**") and "escalated by user\\:ui\\-escalating\\-lead" in p.proto.text for p in at.get("progress"))
     assert [r["seq"] for r in revisions] == list(range(1, len(revisions) + 1))
 
 
 def test_an_unknown_ticket_is_a_message(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
     at = run_page(app_test(monkeypatch, api.url, api.key("lead")), "views/ticket.py", id="tk_does_not_exist")
     assert "There is no ticket" in texts(at) and not at.error
+    assert [t.value for t in at.title] == ["Ticket"]  # the page had no title when the ticket was not found
 
 
 def test_ids_shown_as_code_read_exactly_as_they_are(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -386,6 +411,9 @@ def test_insights_show_the_kpis_of_the_stats_endpoint(api: LiveApi, monkeypatch:
     volume, shares = at.dataframe[0].value, at.dataframe[1].value
     assert volume.loc[volume["per"] == "(all)", "tickets"].item() == stats["totals"]["tickets"]
     assert sum(volume.loc[volume["per"] == "(all)", "trend"].item()) == stats["totals"]["tickets"]
+    # one scale for every row's bars (each was scaled to its own row: every bar full on a day of data)
+    bars = json.loads(at.dataframe[0].proto.columns)["trend"]
+    assert bars["type_config"]["y_max"] == max(max(t) for t in volume["trend"]) and bars["type_config"]["y_min"] == 0
     overall = next(r for r in stats["decisions"] if r["group"] == "(all)")
     assert shares.loc[shares["per"] == "(all)", "auto-applied"].item() == overall["auto_apply_share"]
     # groups read as the queue names them, not as label ids

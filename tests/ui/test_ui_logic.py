@@ -14,16 +14,20 @@ from ui.api_client import ApiAuthError, ApiError, ApiNotFound, ApiRejected, ApiU
 from ui.batch_io import flat_row, parse_tickets, to_csv
 from ui.evals_data import Report, coverage_precision, per_class_f1, reliability
 from ui.format import (
+    Escalation,
     age_params,
+    agent_classification,
     bulk_accept_request,
     decision_badge,
     escape_md,
     health_notes,
+    is_draft_warning,
     label_changes,
     link_citations,
     message_text,
     no_draft_reason,
     review_request,
+    tier_escalation,
     tiers_above,
     timeline,
     within_age,
@@ -222,6 +226,17 @@ def test_client_errors_say_what_happened_and_what_to_do() -> None:
     unreachable = TriageClient("http://api.test", None, transport=httpx.MockTransport(lambda r: (_ for _ in ()).throw(httpx.ConnectError("refused"))))
     with pytest.raises(ApiUnreachable, match="Cannot reach the triage API at http://api.test"):
         unreachable.health()
+    # the cause in a lead's words, not `(ConnectError: [Errno 111] Connection refused)`
+    for raised, cause in (
+        (httpx.ConnectError("[Errno 111] Connection refused"), "nothing answers there (connection refused); the API is not running"),
+        (httpx.ConnectError("[Errno -2] Name or service not known"), "the host name in the URL is not known"),
+        (httpx.RemoteProtocolError("Server disconnected without sending a response."), "the connection closed before an answer came"),
+    ):
+        failing = TriageClient("http://api.test", None, transport=httpx.MockTransport(lambda r, e=raised: (_ for _ in ()).throw(e)))
+        with pytest.raises(ApiUnreachable) as err:
+            failing.health()
+        assert str(err.value).startswith(f"Cannot reach the triage API at http://api.test: {cause}"), str(err.value)
+        assert "Errno" not in str(err.value) and "Error:" not in str(err.value)
     seen: list[httpx.Request] = []
 
     def record(request: httpx.Request) -> httpx.Response:
@@ -273,6 +288,16 @@ def test_volume_rows_fill_missing_periods_and_put_all_first() -> None:
     ]
     weeks, _ = volume_rows([{"period": "2026-11-02", "group": "a", "count": 1}, {"period": "2026-11-16", "group": "a", "count": 1}], "week")
     assert weeks == ["2026-11-02", "2026-11-09", "2026-11-16"]
+
+
+def test_volume_bars_of_every_row_share_one_scale() -> None:
+    """Each row's bars were scaled to that row alone: on one day of data every row drew one full-width bar, so 4
+    tickets looked like 21. The page now gives every row the top of the largest count."""
+    from ui.format import trend_scale, volume_rows
+
+    _, rows = volume_rows([{"period": "2026-12-06", "group": "billing", "count": 4}, {"period": "2026-12-06", "group": "network", "count": 1}])
+    assert trend_scale(rows) == 5  # the (all) row's 5: billing's bar is 4/5 of it, network's 1/5
+    assert trend_scale([]) == 1  # an empty table still has a scale Streamlit accepts
 
 
 def test_run_comparison_warns_when_latencies_were_measured_differently() -> None:
@@ -371,6 +396,48 @@ def test_no_draft_says_the_agents_reason() -> None:
     assert no_draft_reason(guideline).endswith("no customer-facing article to draft from.")
     assert no_draft_reason({"warnings": ["out of scope: ..."], "out_of_scope": True}) == "No draft: the ticket is out of scope."
     assert no_draft_reason({}) == "No draft: no KB article was close enough to ground an answer."
+
+
+def test_a_reviewed_ticket_keeps_the_agents_no_draft_reason() -> None:
+    """A review clears the warnings: "No draft:" fell back to "no KB article was close enough" whatever the agent
+    had said. The reason now comes from the agent's classification the review was made from."""
+    said = {"warnings": ["no draft: the ticket reads as de"], "out_of_scope": False}
+    revisions = [
+        {"seq": 1, "reason": "new_ticket", "classification": {"warnings": ["no draft: old reason"]}},
+        {"seq": 2, "reason": "new_message", "classification": said},
+        {"seq": 3, "reason": "human_review", "classification": {"warnings": []}},
+        {"seq": 4, "reason": "reclassify", "classification": {"warnings": ["no draft: rejected one"]}},
+        {"seq": 5, "reason": "human_review", "classification": None, "rejects": 4},
+    ]
+    assert agent_classification(revisions, 3) is said and agent_classification(revisions, 5) is said
+    assert agent_classification(revisions[:1], None) is revisions[0]["classification"] and agent_classification([], 1) is None
+    reviewed = {"warnings": [], "out_of_scope": False}
+    assert no_draft_reason(reviewed, agent_classification(revisions, 3)) == "No draft: the ticket reads as de."
+    assert no_draft_reason(reviewed, None).endswith("no KB article was close enough to ground an answer.")
+    assert is_draft_warning("no draft: x") and not is_draft_warning("tier kept at L2")
+
+
+def test_an_escalated_tier_names_who_escalated_it() -> None:
+    """An escalated tier is stored with source `intake` (the contract enumerates its sources), so the ticket page read
+    "intake" for a tier a lead had raised. The escalation that set the tier in force is found, through re-runs
+    that kept it, and not once the tier changed again or the escalation was rejected."""
+
+    def rev(seq: int, reason: str, tier: str, source: str, **more: object) -> dict:
+        return {"seq": seq, "reason": reason, "classification": {"labels": {"tier": {"label": tier, "source": source}}}, **more}
+
+    history = [
+        rev(1, "new_ticket", "L1", "llm"),
+        rev(2, "escalation", "L2", "intake", requested_by="alice", note="office down"),
+        rev(3, "new_message", "L2", "intake", requested_by="bot"),
+    ]
+    assert tier_escalation(history, 3) == Escalation("L2", "alice", "office down")
+    assert tier_escalation(history, 1) is None
+    assert tier_escalation([*history, rev(4, "human_review", "L2", "human")], 4) is None  # a lead's label now
+    assert tier_escalation([*history, {"seq": 4, "reason": "human_review", "classification": None, "rejects": 3},
+                            {"seq": 5, "reason": "human_review", "classification": None, "rejects": 2}], 1) is None
+    no_op = [rev(1, "new_ticket", "L3", "llm"), rev(2, "escalation", "L3", "llm", requested_by="bob")]  # already at the top
+    assert tier_escalation(no_op, 2) is None
+    assert tier_escalation([rev(1, "escalation", "L2", "intake", actor="agent:m")], 1) == Escalation("L2", "agent:m", "")
 
 
 def test_a_bulk_accept_leaves_each_rows_labels_as_the_row_shows_them() -> None:

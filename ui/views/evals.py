@@ -9,6 +9,7 @@ import streamlit as st
 
 from ui.common import settings
 from ui.evals_data import (
+    METRICS,
     Report,
     compare,
     confusion_of,
@@ -140,10 +141,19 @@ if a is None:
 runs = [a] + ([b] if b is not None else [])
 
 st.subheader("Summary")
-st.dataframe([row for r in runs for row in summary(r)], hide_index=True)
+# readable headers with what each means (the keys of metrics.json read `macro_f1`, `ece`, `target_precision`)
+st.dataframe(
+    [row for r in runs for row in summary(r)],
+    hide_index=True,
+    column_config={key: st.column_config.NumberColumn(name, help=meaning, format="%.3f") for key, (name, meaning) in METRICS.items()},
+)
 if b is not None:
     st.subheader(f"B − A: `{b.name}` against `{a.name}`")
-    st.dataframe(compare(a, b), hide_index=True)
+    st.dataframe(
+        [{**row, "metric": METRICS.get(row["metric"], (row["metric"],))[0]} for row in compare(a, b)],
+        hide_index=True,
+        column_config={"metric": st.column_config.TextColumn("metric", help="; ".join(f"{n}: {m}" for n, m in METRICS.values()))},
+    )
     caveat = latency_caveat(a, b)
     if caveat:
         st.warning(caveat, icon=":material/timer:")

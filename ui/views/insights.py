@@ -7,7 +7,7 @@ from typing import Any
 import streamlit as st
 
 from ui.common import PAGES, fetch, label_ids, label_names, taxonomy
-from ui.format import escape_md, volume_rows
+from ui.format import escape_md, trend_scale, volume_rows
 
 ANY = "any"
 WINDOWS = {"last 7 days": 7, "last 30 days": 30, "last 90 days": 90, "last year": 365, "all time": None}
@@ -70,7 +70,12 @@ if periods:
 st.dataframe(
     [{**row, "per": group(row["per"])} for row in volume],
     hide_index=True,
-    column_config={"trend": st.column_config.BarChartColumn(f"tickets per {stats['bucket']}", width="large", y_min=0)},
+    column_config={
+        "trend": st.column_config.BarChartColumn(
+            f"tickets per {stats['bucket']}", width="large", y_min=0, y_max=trend_scale(volume),
+            help=f"One scale for every row: the tallest bar is {trend_scale(volume)} tickets.",
+        )
+    },
 )
 
 left, right = st.columns(2)

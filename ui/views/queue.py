@@ -67,7 +67,7 @@ st.caption(
 tax = taxonomy()
 
 # ---------------------------------------------------------------- filters
-cols = st.columns([1.6, 1.4, 1, 1, 1.2])
+cols = st.columns([2.1, 1.4, 1, 1, 1.2])  # the Decision control's three options: at 1.6 "suggest" was cut off
 decision_label = cols[0].segmented_control("Decision", list(DECISIONS), default="all", key="q_decision") or "all"
 filters: dict[str, Any] = {"decision": DECISIONS[decision_label]}
 for col, axis in zip(cols[1:4], ("service", "tier", "channel"), strict=True):

@@ -12,17 +12,21 @@ from ui.api_client import ApiError, ApiNotFound
 from ui.common import PAGES, client, label_ids, label_names, show_error, taxonomy
 from ui.format import (
     AXES,
+    Escalation,
+    agent_classification,
     ago,
     anchor,
     cited_ids,
     code_span,
     decision_badge,
     escape_md,
+    is_draft_warning,
     label_changes,
     link_citations,
     message_text,
     no_draft_reason,
     review_request,
+    tier_escalation,
     tiers_above,
     timeline,
 )
@@ -31,9 +35,11 @@ AVATARS = {"customer": ":material/person:", "agent": ":material/support_agent:",
 
 
 def pick_ticket() -> str:
+    """The ticket id of the URL, else one typed. The page's title is drawn here as "Ticket", in the slot the
+    ticket's subject takes later (`heading`): an unknown id or an API error stopped the page with no title."""
+    heading.title("Ticket")
     ticket_id = st.query_params.get("id", "")
     if not ticket_id:
-        st.title("Ticket")
         st.info("Open a ticket from the review queue, or type its id.", icon=":material/confirmation_number:")
         typed = st.text_input("Ticket id", placeholder="tk_…")
         if not typed:
@@ -78,14 +84,18 @@ def render_thread(ticket: dict[str, Any]) -> None:
             render_message(message["text"])
 
 
-def render_labels(classification: dict[str, Any], suggestion: dict[str, Any] | None, names: dict[str, dict[str, str]]) -> None:
+def render_labels(
+    classification: dict[str, Any], suggestion: dict[str, Any] | None, names: dict[str, dict[str, str]], escalation: Escalation | None = None
+) -> None:
+    """Each axis's label, confidence and source; a tier an escalation set reads "escalated by <who>", not "intake"."""
     st.subheader("Labels")
     for axis in AXES:
         label = classification["labels"][axis]
         name = names[axis].get(label["label"], label["label"])
+        source = f"escalated by {escape_md(escalation.by)}" if axis == "tier" and escalation else label["source"]
         st.progress(
             float(label["confidence"]),
-            text=f"**{axis}**: {escape_md(name)} (`{label['label']}`) · {label['confidence']:.2f} · {label['source']}",
+            text=f"**{axis}**: {escape_md(name)} (`{label['label']}`) · {label['confidence']:.2f} · {source}",
         )
         alternatives = label.get("alternatives") or []
         if alternatives:
@@ -96,7 +106,8 @@ def render_labels(classification: dict[str, Any], suggestion: dict[str, Any] | N
     route = classification.get("route") or {}
     st.caption(f"route: **{escape_md(route.get('team', '–'))}**" + (f" / {escape_md(route['queue'])}" if route.get("queue") else ""))
     for warning in classification.get("warnings", []):
-        st.warning(warning, icon=":material/warning:")
+        if classification.get("draft") or not is_draft_warning(warning):  # no draft: said once, under the drafted answer
+            st.warning(warning, icon=":material/warning:")
 
 
 def _ticket_card(item: dict[str, Any], cited: set[str]) -> None:
@@ -149,11 +160,14 @@ def draft_key(ticket_id: str, seq: int | None) -> str:
     return f"draft_{ticket_id}_{seq}"
 
 
-def render_draft(classification: dict[str, Any], ticket_id: str, seq: int | None, known: set[str]) -> None:
+def render_draft(
+    classification: dict[str, Any], ticket_id: str, seq: int | None, known: set[str], agent: dict[str, Any] | None = None
+) -> None:
+    """The draft to edit, or why there is none (`agent`: the agent's classification a review was made from)."""
     st.subheader("Drafted answer")
     draft = classification.get("draft")
     if not draft:
-        st.caption(escape_md(no_draft_reason(classification)))
+        st.caption(escape_md(no_draft_reason(classification, agent)))
         return
     # the API's own limit (a longer answer came back as a 422 after the lead had written it); drafts stay under it
     text = st.text_area(
@@ -308,6 +322,7 @@ def render_timeline(revisions: list[dict[str, Any]]) -> None:
 
 # ---------------------------------------------------------------- the page
 
+heading = st.empty()
 ticket_id = pick_ticket()
 tax = taxonomy()
 ticket, revisions = load(ticket_id)
@@ -320,7 +335,7 @@ if done := st.session_state.pop("review_done", None):
     st.toast(f"{done}: revision #{written}", icon=":material/check_circle:")
     st.success(f"{done}. The ticket {'is still' if ticket.get('in_queue') else 'is no longer'} in the review queue.")
 
-st.title(escape_md((ticket.get("subject") or "").strip() or "(no subject)"))
+heading.title(escape_md((ticket.get("subject") or "").strip() or "(no subject)"))
 st.caption(
     f"`{ticket['id']}`" + (f" · external {code_span(ticket['external_id'])}" if ticket.get("external_id") else "")
     + f" · channel {ticket.get('channel') or 'not given'} · created {ago(ticket.get('created_at'))} by {escape_md(ticket.get('created_by', ''))}"
@@ -336,16 +351,25 @@ evidence: dict[str, Any] = (classification or {}).get("evidence") or {}
 known = {e["id"] for e in evidence.get("tickets", [])} | {e["id"] for e in evidence.get("articles", [])}
 draft = (classification or {}).get("draft") or {}
 cited = set(cited_ids((classification or {}).get("rationale", ""))) | set(draft.get("citations") or [])
+escalation = tier_escalation(revisions, ticket.get("current_seq")) if classification else None
 with left:
     render_thread(ticket)
     if classification:
         st.subheader("Rationale")
         st.markdown(link_citations(classification.get("rationale", ""), known))
-        render_draft(classification, ticket["id"], ticket.get("current_seq"), known)
+        if escalation:  # the agent's rationale speaks of its own tier, not the one a person raised it to
+            note = f" ({escape_md(escalation.note[:300])})" if escalation.note else ""  # the timeline shows more
+            st.caption(
+                f"The tier is {escape_md(escalation.tier)}, escalated by {escape_md(escalation.by)}{note}; the rationale "
+                "above is the agent's own reading of the ticket and may name another tier."
+            )
+        reviewed = (current or {}).get("reason") == "human_review"
+        agent = agent_classification(revisions, ticket.get("current_seq")) if reviewed else None
+        render_draft(classification, ticket["id"], ticket.get("current_seq"), known, agent)
 with right:
     if classification:
         names = {axis: label_names(tax, axis) for axis in AXES}
-        render_labels(classification, (current or {}).get("suggestion"), names)
+        render_labels(classification, (current or {}).get("suggestion"), names, escalation)
     else:
         st.info("No labels in force: every labelled revision was rejected. Set the labels below.")
     render_review(ticket, current, tax)
