@@ -71,8 +71,9 @@ LETTER_VOTE = 0.5
 # nouns ("Solicitud de verificación", "Dringende Unterstützung")
 _SUFFIXES = {
     **dict.fromkeys(("ung", "ungen", "keit", "heit", "lich", "isch"), ("de",)),
-    **dict.fromkeys(("ción", "ciones", "idad", "idades"), ("es",)),
-    **dict.fromkeys(("ção", "ções", "idade", "idades"), ("pt",)),
+    **dict.fromkeys(("ción", "ciones", "idad"), ("es",)),
+    **dict.fromkeys(("ção", "ções", "idade"), ("pt",)),
+    "idades": ("es", "pt"),  # posibilidades / possibilidades
     **dict.fromkeys(("ing", "ings", "ness"), ("en",)),
     **dict.fromkeys(("tion", "tions"), ("en", "fr")),
     **dict.fromkeys(("eux", "euse"), ("fr",)),

@@ -163,3 +163,11 @@ def test_credentials_typed_into_a_ticket_are_redacted(text: str, secret: str) ->
 )
 def test_talk_about_passwords_is_not_redacted(text: str) -> None:
     assert redact(text) == text
+
+
+def test_an_ending_both_languages_write_splits_its_vote() -> None:
+    """'-idades' is Spanish (posibilidades) and Portuguese (possibilidades); listed for both, the Portuguese entry
+    replaced the Spanish one and gave the whole vote to Portuguese."""
+    from agent.nodes.normalize import _SUFFIXES
+
+    assert _SUFFIXES["idades"] == ("es", "pt") and _SUFFIXES["idad"] == ("es",) and _SUFFIXES["idade"] == ("pt",)
