@@ -131,7 +131,7 @@ def run_folds(cfg: dict[str, Any], split_dir: Path, out: Path, base: dict[str, A
     from agent.taxonomy import load_taxonomy
 
     taxonomy = load_taxonomy(out / "fold0" / "taxonomy.yaml")
-    codec = LabelCodec.for_ids({axis: taxonomy.axes[axis].ids for axis in cfg["labels"]})
+    codec = LabelCodec.for_taxonomy(taxonomy, list(cfg["labels"]))
     fitted = FittedCalibration.read(out / "fold0" / "calibration.json")
     folds_n = len(pairs)
     context = json.loads((out / "fold0" / "details.json").read_text())["context"]

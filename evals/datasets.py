@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.contracts import AXES, has_text
+from agent.contracts import AXES, Taxonomy, has_text
 from agent.export import FORMULA_START
 
 ID_COLUMNS = ("id", "ticket_id", "utterance_id", "uid", "row_id")
@@ -359,12 +359,25 @@ class LabelCodec:
             codec._to_raw[axis] = {i: i for i in ids}
         return codec
 
+    @classmethod
+    def for_taxonomy(cls, taxonomy: Taxonomy, axes: Sequence[str]) -> LabelCodec:
+        """A codec for a taxonomy file: a raw value matches an id (as `for_ids`) or a label's name, apart from case
+        and spaces: a channel column that says 'Social media' or 'Live chat' names the default taxonomy's `social`
+        and `chat` by the names the taxonomy gives them, and every such row scored as an unknown label. An id wins
+        over another label's name."""
+        codec = cls.for_ids({axis: taxonomy.axes[axis].ids for axis in axes})
+        for axis in axes:
+            names = {label.name: label.id for label in taxonomy.axes[axis].labels}  # type: ignore[index]
+            codec._to_id[axis] = names | codec._to_id[axis]
+        return codec
+
     def encode(self, axis: str, raw: str) -> str | None:
         if not raw:
             return None
         table = self._to_id.get(axis, {})
         if raw in table:
             return table[raw]
+        # ids last: an id wins over a name (or another spelling) that folds alike
         folded = {fold_label(k): v for k, v in table.items()} | {i.casefold(): i for i in self._to_raw.get(axis, {})}
         return folded.get(fold_label(raw)) or folded.get(slugify(raw).casefold())
 

@@ -366,7 +366,7 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         taxonomy, codec = derive_taxonomy(train_rows, axes, load_taxonomy(base_settings.taxonomy_path), cfg.train.name)
     else:
         taxonomy = load_taxonomy(taxonomy_file(cfg, base_settings) or base_settings.taxonomy_path)
-        codec = LabelCodec.for_ids({axis: taxonomy.axes[axis].ids for axis in axes})
+        codec = LabelCodec.for_taxonomy(taxonomy, axes)
     warn_unknown_labels(test_rows, codec, axes, cfg.oos_label, taxonomy.ref)
     warn_unlearned_train_labels(train_rows, codec, axes, taxonomy.ref)
 

@@ -276,3 +276,17 @@ def test_duplicate_ids_never_take_an_id_the_file_already_holds(tmp_path: Path) -
     ids = [r.id for r in load_rows(path, ["text"], {"service": "label"})]
     assert ids == ["a", "a#2", "a#2#2", "row-4", "row-4#2", "b", "b#2"]
     assert len(set(ids)) == len(ids)
+
+
+def test_a_taxonomy_label_is_matched_by_its_name_too() -> None:
+    """QA: the channel dataset's 'Social media' and 'Chat' against the default taxonomy: 'Social media' is the name of
+    the `social` label, and its 2,121 rows all scored as an unknown label."""
+    from agent.settings import REPO_ROOT
+    from agent.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy(REPO_ROOT / "knowledge_base" / "taxonomies" / "default.yaml")
+    codec = LabelCodec.for_taxonomy(taxonomy, ["channel", "service", "tier"])
+    assert [codec.encode("channel", v) for v in ("Email", "Phone", "Social media", "Chat", " live  CHAT", "Phone / voice")] == [
+        "email", "phone", "social", "chat", "chat", "phone"]
+    assert codec.encode("service", "Billing & payments") == "billing_payments" and codec.encode("tier", "l2") == "L2"
+    assert codec.encode("channel", "fax") is None and codec.decode("channel", "social") == "social"
