@@ -65,7 +65,6 @@ from agent.records import (
 from agent.revisions import (
     LabelRuleError,
     canonical_label,
-    canonical_tier,
     changed_axes,
     current_seq,
     escalation_target,
@@ -388,7 +387,7 @@ class Lifecycle(TicketReader):
     def escalate(self, ticket_id: str, escalation: EscalationIn, *, requested_by: str | None = None) -> TicketView:
         """Raise the tier (to the given one, else one step) and re-classify (reason `escalation`)."""
         if escalation.tier is not None:
-            escalation = escalation.model_copy(update={"tier": canonical_tier(self.taxonomy, escalation.tier)})
+            escalation = escalation.model_copy(update={"tier": canonical_label(self.taxonomy, "tier", escalation.tier)})
             try:
                 validate_labels(self.taxonomy, {"tier": escalation.tier})
             except LabelRuleError as exc:

@@ -67,10 +67,6 @@ def canonical_label(taxonomy: Taxonomy, axis: str, requested: str) -> str:
     return next((i for i in ids if i.casefold() == requested.strip().casefold()), requested)
 
 
-def canonical_tier(taxonomy: Taxonomy, requested: str) -> str:
-    return canonical_label(taxonomy, "tier", requested)
-
-
 def escalation_target(taxonomy: Taxonomy, current_tier: str | None, requested: str | None) -> str:
     """The tier an escalation moves to: the requested one (never lower than now), else one step up."""
     ids = taxonomy.axes["tier"].ids

@@ -69,8 +69,9 @@ def message_text(text: str, shown: int = THREAD_SHOWN_CHARS) -> MessageText:
     """A message as the lead reads it: an HTML e-mail as its text (as the agent reads it; the markup was shown
     as tags), its line breaks kept (markdown joined the lines of a log or an address into one paragraph), cut
     after `shown` characters at a line break where there is one in the second half."""
-    plain = strip_html(text.replace("\r\n", "\n").replace("\r", "\n"))
-    was_html = plain != text.replace("\r\n", "\n").replace("\r", "\n")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    plain = strip_html(text)
+    was_html = plain != text
     plain = plain.strip()
     cut = len(plain)
     if len(plain) > shown:
@@ -142,13 +143,16 @@ def no_draft_reason(classification: Mapping[str, Any], agent: Mapping[str, Any] 
 def agent_classification(revisions: Sequence[Mapping[str, Any]], seq: int | None) -> Mapping[str, Any] | None:
     """The latest agent classification at or before revision `seq` that no lead rejected: what a review at `seq`
     was made from (a review copies it, warnings cleared); None when there is none."""
+    return next((r["classification"] for r in live_revisions(revisions, seq) if r.get("reason") != "human_review"), None)
+
+
+def live_revisions(revisions: Sequence[Mapping[str, Any]], seq: int | None) -> list[Mapping[str, Any]]:
+    """Revisions at or before `seq` (all when None) that carry a classification no lead rejected, newest first."""
     rejected = {r.get("rejects") for r in revisions if r.get("rejects") is not None}
-    for revision in sorted(revisions, key=lambda r: -r["seq"]):
-        if seq is not None and revision["seq"] > seq:
-            continue
-        if revision.get("classification") and revision.get("reason") != "human_review" and revision["seq"] not in rejected:
-            return revision["classification"]
-    return None
+    return [
+        r for r in sorted(revisions, key=lambda r: -r["seq"])
+        if (seq is None or r["seq"] <= seq) and r.get("classification") and r["seq"] not in rejected
+    ]
 
 
 class Escalation(NamedTuple):
@@ -164,11 +168,7 @@ def tier_escalation(revisions: Sequence[Mapping[str, Any]], seq: int | None) -> 
     source `intake` (the contract's sources have no `escalation`), so the page read "intake" for a tier a lead had
     raised; this finds who raised it: going back from `seq` while the tier stays the same with source `intake`
     (re-runs keep it), the earliest escalation among them. Rejected revisions are skipped."""
-    rejected = {r.get("rejects") for r in revisions if r.get("rejects") is not None}
-    chain = [
-        r for r in sorted(revisions, key=lambda r: -r["seq"])
-        if (seq is None or r["seq"] <= seq) and r.get("classification") and r["seq"] not in rejected
-    ]
+    chain = live_revisions(revisions, seq)
     if not chain:
         return None
     tier = ((chain[0]["classification"].get("labels") or {}).get("tier") or {}).get("label")

@@ -161,17 +161,13 @@ def markdown_blocks(text: str) -> list[tuple[str, bool]]:
     return [b for i, b in enumerate(blocks) if b[0] or (i and blocks[i - 1][0])]
 
 
-def markdown_to_text(text: str) -> str:
-    """KB article Markdown as plain text (see markdown_blocks)."""
-    return "\n".join(line for line, _ in markdown_blocks(text))
-
-
 def _first_blocks(text: str, limit: int) -> str:
     """The article's opening lines that fit in `limit` characters, whole lines (the paragraph that does not fit cut
     at a sentence), without a heading or blank line left dangling at the end."""
+    blocks = markdown_blocks(text)
     out: list[tuple[str, bool]] = []
     size = 0
-    for line, heading in markdown_blocks(text):
+    for line, heading in blocks:
         if size + len(line) + 1 > limit:
             if not heading and not _MD_ITEM.match(line):
                 taken = ""
@@ -189,7 +185,7 @@ def _first_blocks(text: str, limit: int) -> str:
     if out:
         return "\n".join(line for line, _ in out)
     # not one sentence fits: the first paragraph cut at a word
-    first = next((line for line, heading in markdown_blocks(text) if line and not heading), " ".join(text.split()))
+    first = next((line for line, heading in blocks if line and not heading), " ".join(text.split()))
     return first if len(first) <= limit else first[: limit - 1].rsplit(" ", 1)[0] + "…"
 
 

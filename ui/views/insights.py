@@ -64,6 +64,7 @@ m[5].metric(
 )
 
 periods, volume = volume_rows(stats["volumes"], stats["bucket"])
+scale = trend_scale(volume)
 st.subheader(f"Volume per {stats['bucket']}")
 if periods:
     st.caption(f"{periods[0]} to {periods[-1]}, one bar per {stats['bucket']} ({stats.get('timezone', 'UTC')})")
@@ -72,8 +73,8 @@ st.dataframe(
     hide_index=True,
     column_config={
         "trend": st.column_config.BarChartColumn(
-            f"tickets per {stats['bucket']}", width="large", y_min=0, y_max=trend_scale(volume),
-            help=f"One scale for every row: the tallest bar is {trend_scale(volume)} tickets.",
+            f"tickets per {stats['bucket']}", width="large", y_min=0, y_max=scale,
+            help=f"One scale for every row: the tallest bar is {scale} tickets.",
         )
     },
 )
