@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from agent.contracts import AXES, AxisLabel, LabelAlternative, MigrationOp, SplitRule, Taxonomy
+from agent.revisions import canonical_label
 
 
 class MigrationError(ValueError):
@@ -204,9 +205,8 @@ def intake_channel(taxonomy: Taxonomy, channel: str | None) -> tuple[str | None,
     ids = taxonomy.axes["channel"].ids
     if channel is None or channel in ids:
         return channel, None
-    same = [i for i in ids if i.casefold() == channel.casefold()]
-    if len(same) == 1:
-        return same[0], None
+    if (same := canonical_label(taxonomy, "channel", channel)) in ids:
+        return same, None
     moved = MigrationPlan(previous="", target=taxonomy.ref, moves=_moves(taxonomy)).move("channel", channel)
     if moved in ids:
         return moved, f"intake channel {channel} is {moved} in {taxonomy.ref}"

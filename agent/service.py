@@ -51,6 +51,7 @@ from agent.local_llm import LocalLLMError, LocalLLMServer
 from agent.migration import Stranded, carried_thresholds, migrate_stored_labels, stranded_labels
 from agent.proposal import HeadOptions, ProposalHead
 from agent.redaction import redact
+from agent.revisions import canonical_label
 from agent.settings import Settings
 from agent.state import Calibration, TriageContext
 from agent.store import ARTICLES, TICKETS, VectorStore, fingerprint, open_store
@@ -358,10 +359,10 @@ class TriageService:
             )
         channels = self.taxonomy.axes["channel"].ids
         if ticket.channel is not None and ticket.channel not in channels:
-            same = [c for c in channels if c.casefold() == ticket.channel.casefold()]
-            if len(same) != 1:
+            channel = canonical_label(self.taxonomy, "channel", ticket.channel)
+            if channel not in channels:
                 raise TicketError(f"unknown channel {ticket.channel!r}; taxonomy {self.taxonomy.ref} has {channels}")
-            ticket.channel = same[0]  # "Email" from an integration is the taxonomy's "email"
+            ticket.channel = channel  # "Email" from an integration is the taxonomy's "email"
 
     def context(self) -> TriageContext:
         return TriageContext(
