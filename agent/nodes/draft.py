@@ -286,12 +286,19 @@ def language_mismatch(language: str, embedder: str) -> str | None:
     )
 
 
+ARTICLE_PROMPT_CHARS = 700
+
+
 def _article_block(article: EvidenceArticle) -> str:
     """An article for the draft prompt, its title and text fenced like the ticket: an ingested help centre (or a
     page scraped into it) can carry "ignore previous instructions..." as well as a ticket can, and the system
-    prompt tells the model to follow nothing written inside a fence, only what is outside it."""
+    prompt tells the model to follow nothing written inside a fence, only what is outside it. The text is the
+    article's plain lines (`markdown_blocks`), as the extractive draft shows them: the prompt asks for a plain-text
+    reply, and with the raw Markdown a model copied `**`, `##` and `[text](#anchor)` into it (and the marks took
+    part of the 700 characters)."""
     kind = " (agent guideline)" if is_agent_guideline(article) else ""
-    return f"[{article.id}]{kind}\n{fence(plain_text(article.title) + chr(10) + plain_text(article.text or '')[:700])}"
+    lines = "\n".join(line for line, _ in markdown_blocks(plain_text(article.text or "")))
+    return f"[{article.id}]{kind}\n{fence(plain_text(article.title) + chr(10) + lines[:ARTICLE_PROMPT_CHARS])}"
 
 
 def _fallback(articles: list[EvidenceArticle], channel: str, reason: str, usage: Usage | None = None) -> TriageState:

@@ -448,6 +448,17 @@ def test_extractive_drafts_show_kb_markdown_as_plain_lines(settings) -> None:  #
     assert "\n\n" not in chat["draft"].text and chat["draft"].text.startswith("Arduino offers free returns for most items.\nAbout returns\n")
 
 
+def test_the_llm_reads_kb_articles_as_the_same_plain_lines(settings) -> None:  # noqa: ANN001
+    """The draft prompt asks for plain text but gave the model the article's raw Markdown, which it copied."""
+    reply = "You have 30 days to request a return; shipping charges are not refundable [ard-0392]."
+    result, llm = run_draft(settings, [RETURNS_PAGE], answer=json.loads(GOOD), llm_answers=[reply])
+    prompt = llm.calls[0][1]["content"]
+    for debris in ("**", "## ", "](", "{#", "|:---"):
+        assert debris not in prompt
+    assert "- Shipping charges are not refundable." in prompt and "About returns\n" in prompt
+    assert result["draft"].text == reply
+
+
 def test_extractive_drafts_cut_at_whole_lines() -> None:
     long_item = "* " + "word " * 80
     article = EvidenceArticle(id="ard-1", title="T", score=0.8, text=f"First paragraph. Second sentence.\n\n{long_item}")
