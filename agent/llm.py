@@ -9,6 +9,7 @@ cool-down, then one probe request decides whether it is back.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -306,6 +307,9 @@ class LLMClient:
         except (*_TRANSIENT, NotACompletion) as exc:
             failure = str(exc) or type(exc).__name__
             raise
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # a cut or mis-encoded body sent as JSON: a proxy's fault
+            failure = f"the endpoint answered a body that is not valid JSON ({exc})"
+            raise NotACompletion(failure) from exc
         except Exception as exc:
             failure = f"{type(exc).__name__}: {exc}"
             raise

@@ -88,6 +88,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if mode == "html":
             self._send(200, "text/html", b"<html>502 Bad Gateway</html>")
+        elif mode == "cut_json":  # a proxy that cut the body short, still labelled JSON
+            self._send(200, "application/json", json.dumps(completion()).encode()[:40])
+        elif mode == "not_utf8":
+            self._send(200, "application/json", json.dumps(completion("ANSWER")).encode().replace(b"ANSWER", b"\xff\xfe"))
         elif mode == "not_openai":
             self._json(200, {"status": "ok", "result": "nothing like a completion"})
         elif mode == "no_choices":
@@ -194,6 +198,19 @@ def test_a_200_html_page_is_llm_unavailable_not_a_crash(server: FakeLLMServer) -
         client_for(server.base_url, attempts=2).chat(MESSAGES)
     assert "502 Bad Gateway" in str(info.value)
     assert server.requests == 2  # a proxy's error page is transient like a 5xx: retried
+
+
+@pytest.mark.parametrize("mode", ["cut_json", "not_utf8"])
+def test_a_json_body_that_does_not_parse_is_not_a_completion_retried_without_a_traceback(
+    server: FakeLLMServer, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 200 labelled JSON whose body is cut short or not UTF-8 raised the parser's own error: it was not retried,
+    logged a traceback as an unexpected client failure, and the warning read "failed: JSONDecodeError: ..."."""
+    server.mode = mode
+    with pytest.raises(LLMUnavailable, match=r"unreachable after 2 attempts: the endpoint answered a body that is not valid JSON"):
+        client_for(server.base_url, attempts=2).chat(MESSAGES)
+    assert server.requests == 2
+    assert not [r for r in caplog.records if r.exc_info]
 
 
 def test_json_that_is_not_a_completion_is_llm_unavailable(server: FakeLLMServer) -> None:
