@@ -106,6 +106,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(400, LLAMA_CPP_OVERFLOW)
         elif mode == "401":  # what OpenAI and llama-cpp-python's --api_key answer a wrong key
             self._json(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})
+        elif mode in ("401_echo", "500_echo"):  # a proxy or endpoint that quotes the key it was sent
+            key = self.headers.get("authorization", "").removeprefix("Bearer ")
+            self._json(int(mode[:3]), {"error": {"message": f"Incorrect API key provided: {key}", "type": "invalid_request_error"}})
         elif mode == "404":
             self._json(404, {"error": {"message": "The model `gpt-5` does not exist", "code": "model_not_found"}})
         elif mode == "bad_request":
@@ -274,6 +277,25 @@ def test_a_wrong_key_or_model_says_what_to_fix_and_shows_in_health_until_an_answ
     server.mode = "ok"
     client.chat(MESSAGES)
     assert client.health()["refused"] is None
+
+
+@pytest.mark.parametrize("mode", ["401_echo", "500_echo"])
+def test_a_key_the_endpoint_echoes_is_masked_in_errors_health_and_logs(
+    server: FakeLLMServer, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An endpoint that quotes the key in its error put TRIAGE_LLM_API_KEY into every ticket's warnings (returned
+    to anonymous /v1/classify callers and stored), into /healthz's llm.refused and last_error, and into the log."""
+    key = "sk-test-do-not-show-1234"
+    server.mode = mode
+    client = LLMClient(base_url=server.base_url, model="fake-llm", api_key=key, max_attempts=1,
+                       breaker=CircuitBreaker(failures=1, clock=FakeClock()))
+    with pytest.raises(LLMUnavailable) as info:
+        client.chat(MESSAGES)
+    with pytest.raises(LLMUnavailable) as again:  # 500: the open breaker skips it, quoting the last failure
+        client.chat(MESSAGES)
+    shown = [str(info.value), str(again.value), json.dumps(client.health()), caplog.text]
+    assert "Incorrect API key provided: ***" in str(info.value)
+    assert not [text for text in shown if key in text]
 
 
 def test_the_breaker_opens_after_consecutive_failures_and_skips_without_a_request() -> None:
