@@ -433,8 +433,13 @@ def _completion(response: object) -> ChatCompletion:
     a ChatCompletion from any JSON without validating it, so both are checked here."""
     if isinstance(response, ChatCompletion) and isinstance(getattr(response, "choices", None), list):
         return response
-    shown = " ".join(str(response).split())[:200]
-    raise NotACompletion(f"the endpoint answered {type(response).__name__} {shown!r}, not a chat completion")
+    # the JSON as the endpoint sent it: the object's repr buried it under a dozen "=None" fields
+    if isinstance(response, ChatCompletion):
+        kind, text = "JSON", response.to_json(indent=None, warnings=False)
+    else:
+        kind, text = type(response).__name__, str(response)
+    shown = " ".join(text.split())[:200]
+    raise NotACompletion(f"the endpoint answered {kind} {shown!r}, not a chat completion")
 
 
 def _token_count(value: object) -> int:

@@ -218,8 +218,10 @@ def test_a_json_body_that_does_not_parse_is_not_a_completion_retried_without_a_t
 
 def test_json_that_is_not_a_completion_is_llm_unavailable(server: FakeLLMServer) -> None:
     server.mode = "not_openai"
-    with pytest.raises(LLMUnavailable, match=r"not a chat completion"):
+    with pytest.raises(LLMUnavailable, match=r"not a chat completion") as info:
         client_for(server.base_url).chat(MESSAGES)
+    # the body as sent, not the repr of an empty ChatCompletion ("ChatCompletion(id=None, choices=None, ...")
+    assert """answered JSON '{"status":"ok","result":"nothing like a completion"}'""" in str(info.value)
 
 
 @pytest.mark.parametrize("mode", ["no_choices", "null_content"])
