@@ -9,6 +9,7 @@ cool-down, then one probe request decides whether it is back.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -209,6 +210,9 @@ class LLMClient:
         self.shown_url = shown_url(base_url)  # what health, warnings and logs name: credentials in it masked
         self.server_health = server_health  # the embedded server's process view; None for an endpoint we do not run
         self.model = model
+        # endpoints and proxies echo the key in their errors ("Incorrect API key provided: sk-..."), and those texts
+        # reach ticket warnings, stored records, /healthz and logs: masked in every message this client makes
+        self._secret = api_key if len(api_key) >= 8 and api_key != "not-needed" else None
         self.structured = structured
         self.max_attempts = max_attempts
         self.breaker = breaker or CircuitBreaker()
@@ -235,6 +239,23 @@ class LLMClient:
         max_tokens: int = 256,
         temperature: float = 0.0,
     ) -> LLMReply:
+        try:
+            return self._chat(messages, schema=schema, max_tokens=max_tokens, temperature=temperature)
+        except LLMUnavailable as exc:
+            exc.args = (self._masked(str(exc)),)
+            raise
+
+    def _masked(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def _chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        schema: dict[str, Any] | None,
+        max_tokens: int,
+        temperature: float,
+    ) -> LLMReply:
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -253,7 +274,7 @@ class LLMClient:
                 ) from exc
             log.warning("LLM at %s does not take the json_schema response_format; asking in json_object from now on", self.shown_url)
             self.structured = "json_object"
-            return self.chat(messages, schema=schema, max_tokens=max_tokens, temperature=temperature)
+            return self._chat(messages, schema=schema, max_tokens=max_tokens, temperature=temperature)
         except RetryError as exc:
             cause = exc.last_attempt.exception()
             raise LLMUnavailable(f"LLM at {self.shown_url} unreachable after {self.max_attempts} attempts: {cause}") from cause
@@ -306,11 +327,14 @@ class LLMClient:
         except (*_TRANSIENT, NotACompletion) as exc:
             failure = str(exc) or type(exc).__name__
             raise
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # a cut or mis-encoded body sent as JSON: a proxy's fault
+            failure = f"the endpoint answered a body that is not valid JSON ({exc})"
+            raise NotACompletion(failure) from exc
         except Exception as exc:
             failure = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            self.breaker.record(failure, probe=probe)
+            self.breaker.record(None if failure is None else self._masked(failure), probe=probe)
 
     def _schema_mode_refused(self, exc: openai.APIStatusError, kwargs: dict[str, Any]) -> bool:
         """A 400/422/500 that names the response_format of a json_schema request: the server lacks that mode (the
@@ -321,7 +345,7 @@ class LLMClient:
         return bool(_SCHEMA_MODE_REFUSED.search(f"{exc.message} {exc.body}"))
 
     def _refused(self, exc: openai.APIStatusError) -> LLMUnavailable:
-        message = f"LLM at {self.shown_url} refused the request ({exc.status_code}): {exc.message}"
+        message = self._masked(f"LLM at {self.shown_url} refused the request ({exc.status_code}): {exc.message}")
         if exc.status_code in _CONFIGURATION_REFUSALS:
             message += f"; {_CONFIGURATION_REFUSALS[exc.status_code].format(model=self.model)}"
         text = f"{exc.message} {exc.body}"
@@ -409,8 +433,13 @@ def _completion(response: object) -> ChatCompletion:
     a ChatCompletion from any JSON without validating it, so both are checked here."""
     if isinstance(response, ChatCompletion) and isinstance(getattr(response, "choices", None), list):
         return response
-    shown = " ".join(str(response).split())[:200]
-    raise NotACompletion(f"the endpoint answered {type(response).__name__} {shown!r}, not a chat completion")
+    # the JSON as the endpoint sent it: the object's repr buried it under a dozen "=None" fields
+    if isinstance(response, ChatCompletion):
+        kind, text = "JSON", response.to_json(indent=None, warnings=False)
+    else:
+        kind, text = type(response).__name__, str(response)
+    shown = " ".join(text.split())[:200]
+    raise NotACompletion(f"the endpoint answered {kind} {shown!r}, not a chat completion")
 
 
 def _token_count(value: object) -> int:

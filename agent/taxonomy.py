@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
 from agent.contracts import AXES, Taxonomy, validation_problems
+from agent.revisions import canonical_label
 from agent.textfiles import not_utf8
 
 
@@ -150,7 +151,7 @@ def tier_order_problem(taxonomy: Taxonomy) -> str | None:
 
 def as_probability(value: object) -> object:
     """Small models write 85 or 10.5 where 0.85 is meant (grammars cannot bound numbers): read values up to 100
-    as percentages and clamp into [0, 1]; the label itself is still validated strictly. true and false are no
+    as percentages and clamp into [0, 1]; the label itself must still be a taxonomy id. true and false are no
     confidence (pydantic would read true as 1.0, certainty from a broken answer)."""
     if isinstance(value, bool):
         raise ValueError("confidence must be a number from 0 to 1, not true or false")
@@ -168,7 +169,10 @@ def _cached_answer_model(taxonomy_json: str, with_channel: bool) -> type[BaseMod
         if axis == "channel" and not with_channel:
             continue
         ids = tuple(taxonomy.axes[axis].ids)
-        fields[axis] = (Literal[ids], Field(description=f"one of {list(ids)}"))  # type: ignore[valid-type]
+        # an id in another case or with spaces around it (`Billing_Payments `, `l2`) is that id, as for every label an
+        # integration or a lead writes (revisions.canonical_label); rejecting it spent the re-asks and lost the answer
+        as_id = BeforeValidator(lambda value, axis=axis: canonical_label(taxonomy, axis, value) if isinstance(value, str) else value)
+        fields[axis] = (Annotated[Literal[ids], as_id], Field(description=f"one of {list(ids)}"))  # type: ignore[valid-type]
     fields["confidence"] = (
         Annotated[float, BeforeValidator(as_probability)],
         Field(ge=0.0, le=1.0, description="how sure you are, 0 to 1"),

@@ -88,6 +88,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if mode == "html":
             self._send(200, "text/html", b"<html>502 Bad Gateway</html>")
+        elif mode == "cut_json":  # a proxy that cut the body short, still labelled JSON
+            self._send(200, "application/json", json.dumps(completion()).encode()[:40])
+        elif mode == "not_utf8":
+            self._send(200, "application/json", json.dumps(completion("ANSWER")).encode().replace(b"ANSWER", b"\xff\xfe"))
         elif mode == "not_openai":
             self._json(200, {"status": "ok", "result": "nothing like a completion"})
         elif mode == "no_choices":
@@ -102,6 +106,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(400, LLAMA_CPP_OVERFLOW)
         elif mode == "401":  # what OpenAI and llama-cpp-python's --api_key answer a wrong key
             self._json(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})
+        elif mode in ("401_echo", "500_echo"):  # a proxy or endpoint that quotes the key it was sent
+            key = self.headers.get("authorization", "").removeprefix("Bearer ")
+            self._json(int(mode[:3]), {"error": {"message": f"Incorrect API key provided: {key}", "type": "invalid_request_error"}})
         elif mode == "404":
             self._json(404, {"error": {"message": "The model `gpt-5` does not exist", "code": "model_not_found"}})
         elif mode == "bad_request":
@@ -196,10 +203,25 @@ def test_a_200_html_page_is_llm_unavailable_not_a_crash(server: FakeLLMServer) -
     assert server.requests == 2  # a proxy's error page is transient like a 5xx: retried
 
 
+@pytest.mark.parametrize("mode", ["cut_json", "not_utf8"])
+def test_a_json_body_that_does_not_parse_is_not_a_completion_retried_without_a_traceback(
+    server: FakeLLMServer, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 200 labelled JSON whose body is cut short or not UTF-8 raised the parser's own error: it was not retried,
+    logged a traceback as an unexpected client failure, and the warning read "failed: JSONDecodeError: ..."."""
+    server.mode = mode
+    with pytest.raises(LLMUnavailable, match=r"unreachable after 2 attempts: the endpoint answered a body that is not valid JSON"):
+        client_for(server.base_url, attempts=2).chat(MESSAGES)
+    assert server.requests == 2
+    assert not [r for r in caplog.records if r.exc_info]
+
+
 def test_json_that_is_not_a_completion_is_llm_unavailable(server: FakeLLMServer) -> None:
     server.mode = "not_openai"
-    with pytest.raises(LLMUnavailable, match=r"not a chat completion"):
+    with pytest.raises(LLMUnavailable, match=r"not a chat completion") as info:
         client_for(server.base_url).chat(MESSAGES)
+    # the body as sent, not the repr of an empty ChatCompletion ("ChatCompletion(id=None, choices=None, ...")
+    assert """answered JSON '{"status":"ok","result":"nothing like a completion"}'""" in str(info.value)
 
 
 @pytest.mark.parametrize("mode", ["no_choices", "null_content"])
@@ -257,6 +279,25 @@ def test_a_wrong_key_or_model_says_what_to_fix_and_shows_in_health_until_an_answ
     server.mode = "ok"
     client.chat(MESSAGES)
     assert client.health()["refused"] is None
+
+
+@pytest.mark.parametrize("mode", ["401_echo", "500_echo"])
+def test_a_key_the_endpoint_echoes_is_masked_in_errors_health_and_logs(
+    server: FakeLLMServer, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An endpoint that quotes the key in its error put TRIAGE_LLM_API_KEY into every ticket's warnings (returned
+    to anonymous /v1/classify callers and stored), into /healthz's llm.refused and last_error, and into the log."""
+    key = "sk-test-do-not-show-1234"
+    server.mode = mode
+    client = LLMClient(base_url=server.base_url, model="fake-llm", api_key=key, max_attempts=1,
+                       breaker=CircuitBreaker(failures=1, clock=FakeClock()))
+    with pytest.raises(LLMUnavailable) as info:
+        client.chat(MESSAGES)
+    with pytest.raises(LLMUnavailable) as again:  # 500: the open breaker skips it, quoting the last failure
+        client.chat(MESSAGES)
+    shown = [str(info.value), str(again.value), json.dumps(client.health()), caplog.text]
+    assert "Incorrect API key provided: ***" in str(info.value)
+    assert not [text for text in shown if key in text]
 
 
 def test_the_breaker_opens_after_consecutive_failures_and_skips_without_a_request() -> None:

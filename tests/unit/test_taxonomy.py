@@ -136,6 +136,18 @@ def test_answer_model_rejects_out_of_taxonomy_labels() -> None:
     assert schema["properties"]["channel"]["enum"] == taxonomy.axes["channel"].ids
 
 
+def test_a_label_in_another_case_or_with_spaces_is_the_taxonomy_id() -> None:
+    """An endpoint that ignores the schema (or TRIAGE_LLM_STRUCTURED=none) answering " Billing_Payments " or "l2 "
+    was rejected as out of taxonomy: every re-ask spent and the ticket fell to the proposal with needs_review."""
+    model = answer_model(load_taxonomy(DEFAULT), with_channel=True)
+    answer = model.model_validate(
+        {"service": " Billing_Payments ", "channel": "EMAIL", "tier": "l2 ", "confidence": 0.7, "rationale": "x"}
+    )
+    assert (answer.service, answer.channel, answer.tier) == ("billing_payments", "email", "L2")
+    with pytest.raises(ValidationError):
+        model.model_validate({"service": "billing payments", "channel": "email", "tier": "L2", "confidence": 0.7, "rationale": "x"})
+
+
 def test_confidence_is_read_as_a_probability() -> None:
     model = answer_model(load_taxonomy(DEFAULT), with_channel=False)
     base = {"service": "billing_payments", "tier": "L2", "rationale": "x"}
