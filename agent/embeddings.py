@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from agent.machine import usable_cores
-from agent.urls import shown_url
+from agent.urls import shown_url, without_key
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
 MINILM = "all-MiniLM-L6-v2-int8"
@@ -214,6 +214,7 @@ class OpenAIEmbedder:
         # the openai client's own default is 10 minutes a request and 2 retries: a hung endpoint held a worker (and the
         # lead or bot waiting on it) for half an hour before the ticket's 503
         self._client = OpenAI(base_url=base_url, api_key=api_key, max_retries=2, timeout=timeout_s)
+        self._api_key = api_key  # an endpoint may echo it in its error, which the 503 and the logs carry
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """The vectors; an endpoint that is down or refuses is an EmbeddingError that names it (no ticket can be
@@ -226,7 +227,8 @@ class OpenAIEmbedder:
                 response = self._client.embeddings.create(model=self.name, input=list(texts[i : i + self.batch_size]))
             except APIError as exc:
                 raise EmbeddingError(
-                    f"the embedding endpoint {shown_url(self.base_url)} (model {self.name!r}) failed: {' '.join(str(exc).split())[:300]}; "
+                    f"the embedding endpoint {shown_url(self.base_url)} (model {self.name!r}) failed: "
+                    f"{' '.join(without_key(str(exc), self._api_key).split())[:300]}; "
                     "check that it is up and TRIAGE_EMBEDDING_BASE_URL / TRIAGE_EMBEDDING_MODEL"
                 ) from exc
             vectors.extend(item.embedding for item in response.data)

@@ -34,7 +34,7 @@ from tenacity import (
 )
 
 from agent.contracts import Usage
-from agent.urls import shown_url
+from agent.urls import shown_url, without_key
 
 if TYPE_CHECKING:
     from agent.settings import Settings
@@ -210,9 +210,7 @@ class LLMClient:
         self.shown_url = shown_url(base_url)  # what health, warnings and logs name: credentials in it masked
         self.server_health = server_health  # the embedded server's process view; None for an endpoint we do not run
         self.model = model
-        # endpoints and proxies echo the key in their errors ("Incorrect API key provided: sk-..."), and those texts
-        # reach ticket warnings, stored records, /healthz and logs: masked in every message this client makes
-        self._secret = api_key if len(api_key) >= 8 and api_key != "not-needed" else None
+        self._api_key = api_key  # masked in every message this client makes (urls.without_key says why)
         self.structured = structured
         self.max_attempts = max_attempts
         self.breaker = breaker or CircuitBreaker()
@@ -246,7 +244,7 @@ class LLMClient:
             raise
 
     def _masked(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
+        return without_key(text, self._api_key)
 
     def _chat(
         self,

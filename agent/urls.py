@@ -21,3 +21,13 @@ def shown_url(url: str) -> str:
     and path stay, so the message still says which endpoint it is. Works on URLs too broken to parse."""
     masked = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@" if m.group(0).count(":") else m.group(0), url)
     return _QUERY_VALUE.sub(lambda m: f"{m['key']}***", masked)
+
+
+def without_key(text: str, api_key: str | None) -> str:
+    """`text` with the endpoint's API key replaced by `***`. Endpoints and proxies echo the key in their errors
+    ("Incorrect API key provided: sk-...", a 500 quoting the Authorization header), and those texts reach ticket
+    warnings, stored records, /healthz, CLI errors and logs. A placeholder key (`not-needed`, anything under 8
+    characters) is no secret and would mask ordinary words."""
+    if not api_key or len(api_key) < 8 or api_key == "not-needed":
+        return text
+    return text.replace(api_key, "***")

@@ -300,6 +300,21 @@ def test_a_key_the_endpoint_echoes_is_masked_in_errors_health_and_logs(
     assert not [text for text in shown if key in text]
 
 
+@pytest.mark.parametrize("mode", ["401_echo", "500_echo"])
+def test_a_key_the_embedding_endpoint_echoes_is_masked_in_its_error(server: FakeLLMServer, mode: str) -> None:
+    """The embedding client's error (the 503 every classify answers while it fails, and the log) quoted the
+    endpoint's message whole, a key it echoed included (TRIAGE_EMBEDDING_API_KEY, by default the LLM's key)."""
+    from agent.embeddings import EmbeddingError, OpenAIEmbedder
+
+    key = "sk-test-do-not-show-1234"
+    server.mode = mode
+    embedder = OpenAIEmbedder(base_url=server.base_url, model="e5", api_key=key)
+    embedder._client = embedder._client.with_options(max_retries=0)
+    with pytest.raises(EmbeddingError) as info:
+        embedder.embed(["a ticket"])
+    assert "Incorrect API key provided: ***" in str(info.value) and key not in str(info.value)
+
+
 def test_the_breaker_opens_after_consecutive_failures_and_skips_without_a_request() -> None:
     clock = FakeClock()
     client = client_for(f"http://127.0.0.1:{free_port()}/v1", breaker=CircuitBreaker(failures=2, cooldown_s=30, clock=clock))
