@@ -74,3 +74,9 @@ def test_a_review_queue_page_reads_its_current_revisions_by_index(records: Recor
     assert len(page.items) == 10 and all(item.current is not None and item.current.seq == 2 for item in page.items)
     assert scans(plans(records, lambda: TicketReader(records).review_queue(limit=10))) == []
 
+
+def test_looking_a_ticket_up_by_external_id_uses_an_index(records: Records) -> None:
+    page = TicketReader(records).list_tickets(external_id="ext-7")
+    assert [item.external_id for item in page.items] == ["ext-7"]
+    steps = plans(records, lambda: TicketReader(records).list_tickets(external_id="ext-7"))
+    assert scans(steps) == [] and any("ix_tickets_external_id" in step for step in steps)
