@@ -114,7 +114,7 @@ class TicketRow(Base):
     __tablename__ = "tickets"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    external_id: Mapped[str | None] = mapped_column(String(200))
+    external_id: Mapped[str | None] = mapped_column(String(200), index=True)  # GET /v1/tickets?external_id=
     subject: Mapped[str] = mapped_column(Text, default="")
     body: Mapped[str] = mapped_column(Text, default="")
     channel: Mapped[str | None] = mapped_column(String(64))

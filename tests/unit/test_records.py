@@ -55,14 +55,14 @@ def test_migrations_build_exactly_the_models_and_rerun_as_a_no_op(records: Recor
     records.upgrade()  # a second start changes nothing
     with records.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
     assert {"tickets", "messages", "revisions", "reviews", "api_keys", "taxonomy_versions", "migration_jobs"} <= set(
         inspect(records.engine).get_table_names()
     )
 
 
 def test_a_database_made_by_the_previous_release_upgrades_in_place(tmp_path: Path) -> None:
-    """A deployment at revision 0001 (before migration jobs) gets the new table on its next start; its tickets stay."""
+    """A deployment at revision 0001 (before migration jobs) gets the new table and indexes on its next start; its tickets stay."""
     url = f"sqlite:///{tmp_path / 'old.db'}"
     old = Records(url)
     old.upgrade("0001")
@@ -72,9 +72,10 @@ def test_a_database_made_by_the_previous_release_upgrades_in_place(tmp_path: Pat
     recs = Records.open(Settings(data_dir=tmp_path, database_url=url))
     try:
         assert "migration_jobs" in inspect(recs.engine).get_table_names()
+        assert "ix_tickets_external_id" in {index["name"] for index in inspect(recs.engine).get_indexes("tickets")}
         with recs.read() as session:
             assert session.get(TicketRow, ticket_id) is not None
-            assert session.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+            assert session.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
     finally:
         recs.close()
 
