@@ -144,6 +144,11 @@ def test_phone_numbers_in_many_shapes_are_redacted(text: str, secret: str) -> No
         ("senha: Segredo@123", "Segredo"),
         ("the old password was: Hunter2x", "Hunter2x"),
         ("my password is P@ssword and it fails", "P@ssword"),
+        # this product's own key, as a bot's integrator pastes it ("our triage key stopped working")
+        ("my key is trg_AQRf3iM6BmP-ZvrSXm6VlFPfrNkgfLhACAbUrESBkso and it gets 401", "AQRf3iM6BmP"),
+        ("ssh fails with\n-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU=\n-----END OPENSSH PRIVATE KEY-----\nhelp",
+         "b3BlbnNzaC1rZXktdjEAAAAABG5vbmU"),
+        ("cert error, key below -----BEGIN RSA PRIVATE KEY----- MIIEowIBAAKCAQEAwJ4x", "MIIEowIBAAKCAQEAwJ4x"),
     ],
 )
 def test_credentials_typed_into_a_ticket_are_redacted(text: str, secret: str) -> None:
