@@ -103,6 +103,28 @@ def test_invisible_characters_around_words_are_no_obstacle(api: Api) -> None:
     assert response.status_code == 200, response.text
 
 
+# ---------------------------------------------------------------- the open classify and DNS rebinding
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8000", "localhost:8000", "[::1]:8000", "LOCALHOST"])
+def test_an_anonymous_classify_from_this_machine_is_open(api: Api, host: str) -> None:
+    response = api.client.post("http://127.0.0.1:8000/v1/classify", json=TICKET, headers={"Host": host})
+    assert response.status_code == 200, response.text
+
+
+def test_an_anonymous_classify_under_another_hosts_name_needs_a_key(api: Api) -> None:
+    """A web page the operator opens can re-point its own name at 127.0.0.1 (DNS rebinding) and then call the API
+    as same-origin, no CORS in the way: it read the open classify's answers, past tickets and their answers included."""
+    url = "http://127.0.0.1:8000/v1/classify"
+    rebound = api.client.post(url, json=TICKET, headers={"Host": "attacker.example:8000"})
+    assert rebound.status_code == 401 and "Bearer" in rebound.json()["detail"], rebound.text
+    keyed = api.client.post(url, json=TICKET, headers={"Host": "attacker.example:8000", **api.auth("bot")})
+    assert keyed.status_code == 200, keyed.text
+    # bound to the network, the open classify answers its callers as documented (`triage serve` warns about it)
+    lan = api.client.post("http://10.0.0.5:8000/v1/classify", json=TICKET, headers={"Host": "triage.lan:8000"})
+    assert lan.status_code == 200, lan.text
+
+
 # ---------------------------------------------------------------- F14: bodies, reviews, busy
 
 
