@@ -618,6 +618,17 @@ def test_broken_json_says_where_and_why(api: Api) -> None:
     assert "the body is not valid JSON: Expecting value at character 9" in response.json()["detail"]
 
 
+def test_a_number_too_long_to_read_is_a_422_not_a_bare_400(api: Api) -> None:
+    """Valid JSON, but Python refuses to parse an integer of over 4,300 digits: it was FastAPI's generic 400."""
+    body = b'{"action": "accept", "revision": ' + b"9" * 5000 + b"}"
+    ticket_id = created(api)["id"]
+    response = api.client.post(
+        f"/v1/tickets/{ticket_id}/reviews", content=body, headers={**api.auth("lead"), "content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "invalid_request" and "cannot be read" in response.json()["detail"]
+
+
 def test_json_nested_too_deeply_is_a_422_that_says_so(api: Api) -> None:
     """Was a 400 'There was an error parsing the body', which names neither the problem nor the fix."""
     nested = b'{"body": "refund", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
