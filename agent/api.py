@@ -50,6 +50,7 @@ from agent.pool import WorkerPool
 from agent.records import Records, TaxonomyVersionRow
 from agent.service import TicketError, TriageService, running_service
 from agent.settings import Settings
+from agent.urls import host_header_name, is_loopback
 
 Bot = Annotated[Principal, Depends(needs("bot"))]
 Lead = Annotated[Principal, Depends(needs("lead"))]
@@ -70,9 +71,19 @@ async def classify_caller(request: Request, credentials: Credentials) -> Princip
     """Stateless classification stores nothing, so by default it is open on the loopback-bound server (the
     README's curl works as is); a key that is sent is still checked. TRIAGE_ANONYMOUS_CLASSIFY=false makes it
     bot-only like every other endpoint: do that before binding the API to anything but loopback."""
-    if credentials is None and request.app.state.settings.anonymous_classify:
+    if credentials is None and request.app.state.settings.anonymous_classify and not rebound(request):
         return None
     return await _bot_only(request, credentials)
+
+
+def rebound(request: Request) -> bool:
+    """Whether a request reached a loopback socket under another host's name: what a browser sends after a web page
+    re-points its own name at 127.0.0.1 (DNS rebinding), to read the answer, past tickets' evidence included, as
+    same-origin. A local caller names a loopback host; a bind to the network (no loopback socket) is not asked."""
+    server, host = request.scope.get("server"), request.headers.get("host")
+    if not server or not host or not is_loopback(str(server[0])):
+        return False
+    return not is_loopback(host_header_name(host))
 
 
 ClassifyCaller = Annotated[Principal | None, Depends(classify_caller)]

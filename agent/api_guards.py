@@ -289,6 +289,12 @@ def install_error_handlers(app: FastAPI) -> None:
                 422, "invalid_request",
                 "the JSON body is nested too deeply to read; send the flat JSON object this endpoint takes (see /docs for the schema)",
             )
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):  # a number past Python's 4,300 digits
+            return error(
+                422, "invalid_request",
+                f"the JSON body cannot be read ({_first_sentence(exc.__cause__)}); send the JSON object this endpoint "
+                "takes (see /docs for the schema)",
+            )
         hints = {
             404: f"no such path {request.url.path}; the endpoints are listed at /docs",
             405: f"{request.method} is not allowed on {request.url.path}; the methods are listed at /docs",
@@ -302,6 +308,10 @@ def install_error_handlers(app: FastAPI) -> None:
         ref = secrets.token_hex(4)
         log.exception("unexpected error [%s] on %s %s", ref, request.method, request.url.path)
         return error(500, "internal_error", f"an unexpected error, logged as [{ref}]; retry, and report it if it repeats")
+
+
+def _first_sentence(exc: BaseException) -> str:
+    return (str(exc).split(";")[0].strip() or type(exc).__name__)[:200]
 
 
 def _code(status: int) -> str:

@@ -26,6 +26,7 @@ from agent.local_llm import die_with_parent, stop_process
 from agent.settings import REPO_ROOT, Mode, Settings, settings_problem, unknown_env_names
 from agent.taxonomy import TaxonomyError, load_taxonomy
 from agent.textfiles import not_utf8
+from agent.urls import is_loopback
 
 if TYPE_CHECKING:
     from agent.records import Records
@@ -358,19 +359,6 @@ def serve(
         raise typer.Exit(128 + (exc.args[0] if isinstance(exc, _Stopped) else signal.SIGINT)) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a bind address is reachable from this machine only (127.x, ::1, localhost); 0.0.0.0 and a LAN
-    address are not, and an open endpoint there serves anyone on the network."""
-    import ipaddress
-
-    if host.strip("[]").lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: whatever it resolves to, assume the network
 
 
 def _check_port(host: str, port: int, what: str, setting: str) -> None:

@@ -262,7 +262,12 @@ class Taxonomy(BaseModel):
 # newline and carriage return are whitespace), zero-width characters (U+200B-U+200D, U+2060, U+FEFF) and bidi
 # controls (U+200E/F, U+202A-U+202E, U+2066-U+2069), which can also hide or reorder what a reader sees.
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-INVISIBLE_CHARS = re.compile("[\u200b-\u200f\u2060\u202a-\u202e\u2066-\u2069\ufeff]")
+# zero-width, bidi and other default-ignorable characters: soft hyphen, grapheme joiner, Mongolian selectors,
+# invisible operators, variation selectors, and the tag characters (U+E0000...), which spell ASCII that a reader
+# never sees but an LLM's tokenizer reads ("ASCII smuggling": instructions hidden from the lead who reviews)
+INVISIBLE_CHARS = re.compile(
+    "[\u00ad\u034f\u061c\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufe00-\ufe0f\ufeff\U000e0000-\U000e0fff]"
+)
 
 
 def drop_nul(text: str) -> str:

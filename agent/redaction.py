@@ -27,8 +27,17 @@ _KEYS = re.compile(
     r"|xox[abposr]-[A-Za-z0-9-]{10,200}"  # Slack
     r"|AIza[0-9A-Za-z_-]{35}"  # Google API key
     r"|[rsp]k_(?:live|test)_[A-Za-z0-9]{16,200}"  # Stripe
-    r"|eyJ[A-Za-z0-9_-]{8,2000}\.eyJ[A-Za-z0-9_-]{8,4000}\.[A-Za-z0-9_-]{8,2000})"  # a JWT
+    r"|eyJ[A-Za-z0-9_-]{8,2000}\.eyJ[A-Za-z0-9_-]{8,4000}\.[A-Za-z0-9_-]{8,2000}"  # a JWT
+    r"|trg_[A-Za-z0-9_-]{40,64})"  # this product's own API keys (agent/auth.py), which bots and leads hold
     r"(?![\w-])"
+)
+# a pasted private key (PEM: SSH, TLS, PGP): its BEGIN line, armor headers, base64 lines and END line; the END is
+# optional (a paste cut short still leaks the key) and never searched for, so a match cannot backtrack
+_PRIVATE_KEY = re.compile(
+    r"-----BEGIN (?:[A-Z0-9]+ ){0,4}PRIVATE KEY(?: BLOCK)?-----"
+    r"(?:\s{0,4}[A-Za-z][A-Za-z-]{0,30}: [^\n]{0,200}){0,5}"
+    r"(?:\s{0,4}[A-Za-z0-9+/=]{1,100}){0,200}"
+    r"(?:\s{0,4}-----END (?:[A-Z0-9]+ ){0,4}PRIVATE KEY(?: BLOCK)?-----)?"
 )
 _BEARER = re.compile(r"(\b(?:Bearer|Basic|token)\s+)(?=[A-Za-z._~+/=-]{0,4000}\d)[A-Za-z0-9._~+/=-]{16,4000}", re.IGNORECASE)
 _SECRET_WORDS = (
@@ -121,6 +130,7 @@ def redact(text: str) -> str:
     """Credentials (API keys, tokens, typed passwords), e-mail addresses, IBANs, card numbers (Luhn-checked) and
     phone numbers replaced by `<secret>`, `<email>`, `<iban>`, `<card>` and `<phone>`; order numbers, error
     codes, versions, dates and amounts are kept."""
+    text = _PRIVATE_KEY.sub("<secret>", text)
     text = _KEYS.sub("<secret>", text)
     text = _BEARER.sub(r"\1<secret>", text)
     text = _SECRET_ASSIGNED.sub(r"\1<secret>", text)

@@ -342,8 +342,12 @@ class TriageService:
                 skipped += 1
                 continue
             # a help desk's exported history carries its customers' e-mails, cards, keys: the store shows seed text
-            # as evidence to leads and puts it in other tickets' prompts, so it is redacted like a reviewed ticket
-            valid.append(ticket.model_copy(update={"subject": redact(ticket.subject), "body": redact(ticket.body)}))
+            # as evidence to leads and puts it in other tickets' prompts, so it is redacted like a reviewed ticket;
+            # so is the answer, which every classification of a similar ticket returns (an open /v1/classify too)
+            valid.append(ticket.model_copy(update={
+                "subject": redact(ticket.subject), "body": redact(ticket.body),
+                "answer": redact(ticket.answer) if ticket.answer else ticket.answer,
+            }))
         return valid, skipped
 
     # ------------------------------------------------------------ classify

@@ -1,4 +1,4 @@
-"""Endpoint URLs as messages, logs and /healthz show them: with their secrets masked.
+"""Endpoint URLs as messages, logs and /healthz show them: with their secrets masked; and which hosts are loopback.
 
 An endpoint behind a gateway is often configured with its credentials in the URL (`https://user:password@host/v1`,
 which httpx sends as basic auth, or a gateway's `?key=...`), so the URL itself is a secret there. Every place that
@@ -8,6 +8,7 @@ logs) shows `shown_url(url)` instead.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 # user:password@ (or user@) right after the scheme's `//` (or at the start of a URL that lacks its scheme), up to
@@ -31,3 +32,21 @@ def without_key(text: str, api_key: str | None) -> str:
     if not api_key or len(api_key) < 8 or api_key == "not-needed":
         return text
     return text.replace(api_key, "***")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address is reachable from this machine only (127.x, ::1, localhost); 0.0.0.0 and a LAN
+    address are not, and an open endpoint there serves anyone on the network."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: whatever it resolves to, assume the network
+
+
+def host_header_name(header: str) -> str:
+    """The host of an HTTP Host header, without its port: `[::1]:8000` is `::1`, `localhost:8000` is `localhost`."""
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header

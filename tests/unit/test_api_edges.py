@@ -103,6 +103,28 @@ def test_invisible_characters_around_words_are_no_obstacle(api: Api) -> None:
     assert response.status_code == 200, response.text
 
 
+# ---------------------------------------------------------------- the open classify and DNS rebinding
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8000", "localhost:8000", "[::1]:8000", "LOCALHOST"])
+def test_an_anonymous_classify_from_this_machine_is_open(api: Api, host: str) -> None:
+    response = api.client.post("http://127.0.0.1:8000/v1/classify", json=TICKET, headers={"Host": host})
+    assert response.status_code == 200, response.text
+
+
+def test_an_anonymous_classify_under_another_hosts_name_needs_a_key(api: Api) -> None:
+    """A web page the operator opens can re-point its own name at 127.0.0.1 (DNS rebinding) and then call the API
+    as same-origin, no CORS in the way: it read the open classify's answers, past tickets and their answers included."""
+    url = "http://127.0.0.1:8000/v1/classify"
+    rebound = api.client.post(url, json=TICKET, headers={"Host": "attacker.example:8000"})
+    assert rebound.status_code == 401 and "Bearer" in rebound.json()["detail"], rebound.text
+    keyed = api.client.post(url, json=TICKET, headers={"Host": "attacker.example:8000", **api.auth("bot")})
+    assert keyed.status_code == 200, keyed.text
+    # bound to the network, the open classify answers its callers as documented (`triage serve` warns about it)
+    lan = api.client.post("http://10.0.0.5:8000/v1/classify", json=TICKET, headers={"Host": "triage.lan:8000"})
+    assert lan.status_code == 200, lan.text
+
+
 # ---------------------------------------------------------------- F14: bodies, reviews, busy
 
 
@@ -594,6 +616,17 @@ def test_broken_json_says_where_and_why(api: Api) -> None:
     response = api.client.post("/v1/classify", content=b'{"body": ', headers={**api.auth("bot"), "content-type": "application/json"})
     assert response.status_code == 422, response.text
     assert "the body is not valid JSON: Expecting value at character 9" in response.json()["detail"]
+
+
+def test_a_number_too_long_to_read_is_a_422_not_a_bare_400(api: Api) -> None:
+    """Valid JSON, but Python refuses to parse an integer of over 4,300 digits: it was FastAPI's generic 400."""
+    body = b'{"action": "accept", "revision": ' + b"9" * 5000 + b"}"
+    ticket_id = created(api)["id"]
+    response = api.client.post(
+        f"/v1/tickets/{ticket_id}/reviews", content=body, headers={**api.auth("lead"), "content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "invalid_request" and "cannot be read" in response.json()["detail"]
 
 
 def test_json_nested_too_deeply_is_a_422_that_says_so(api: Api) -> None:

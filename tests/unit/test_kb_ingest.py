@@ -129,3 +129,19 @@ def test_seed_tickets_are_stored_with_personal_data_redacted(service: TriageServ
     for secret in ("jane.doe", "4111", "Hunter2"):
         assert secret not in stored, stored
     assert "order 100200300400" in stored
+
+
+def test_a_seed_tickets_answer_is_stored_and_shown_as_evidence_with_personal_data_redacted(
+    service: TriageService, tmp_path: Path
+) -> None:
+    """The answer (how a past ticket was resolved) is returned with every classification it is evidence for, to any
+    caller of /v1/classify; it was stored as exported, with the customer's e-mail, phone and card in it."""
+    row = {**SEED[0], "id": "t-answer",
+           "answer": "Refunded card 4111 1111 1111 1111; confirmation sent to jane.doe@example.com, call +44 20 7946 0958."}
+    service.ingest(seed_path=write_jsonl(tmp_path / "seed.jsonl", [*SEED[1:], row]), progress=False)
+    stored = service.store.tickets.get(ids=["t-answer"], include=["metadatas"])["metadatas"][0]["answer"]
+    shown = {t.id: t.answer for t in service.classify(TicketIn(body=SEED[0]["body"], channel="email")).evidence.tickets}
+    for answer in (stored, shown["t-answer"]):
+        for secret in ("4111", "jane.doe", "7946"):
+            assert secret not in answer, answer
+        assert answer.startswith("Refunded card <card>")
