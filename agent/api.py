@@ -44,9 +44,10 @@ from agent.contracts import (
     TicketSummary,
     TicketView,
 )
-from agent.lifecycle import Invalid, Lifecycle, NotFound, shown
+from agent.lifecycle import Lifecycle
 from agent.migration_jobs import MigrationJob, MigrationJobs
 from agent.pool import WorkerPool
+from agent.reader import Invalid, NotFound, shown
 from agent.records import Records, TaxonomyVersionRow
 from agent.service import TicketError, TriageService, running_service
 from agent.settings import Settings

@@ -29,8 +29,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agent.auth import AuthError, Principal, authenticate, require
 from agent.auth import Scope as KeyScope
 from agent.embeddings import EmbeddingError
-from agent.lifecycle import Invalid, LifecycleError
 from agent.pool import PoolFull
+from agent.reader import Invalid, LifecycleError
 from agent.records import as_utc
 from agent.service import TicketError
 

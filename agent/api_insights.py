@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from agent.api_guards import CreatedAfter, CreatedBefore, UtcTime, check_range, needs
 from agent.auth import Principal
 from agent.insights import GroupBy, TicketFact, filter_facts, stats_report
-from agent.lifecycle import Invalid, check_label_filters
+from agent.reader import Invalid, check_label_filters
 from agent.records import Records, ReviewRow, RevisionRow, TicketRow
 
 Lead = Annotated[Principal, Depends(needs("lead"))]

@@ -507,7 +507,8 @@ def taxonomy_migrate(
         fail(f"--mode must be hybrid, proposal or llm, not {mode!r}")
     from tqdm import tqdm
 
-    from agent.lifecycle import Invalid, Lifecycle, NotFound, StoreUnavailable
+    from agent.lifecycle import Lifecycle
+    from agent.reader import Invalid, NotFound, StoreUnavailable
     from agent.service import running_service
 
     settings = _settings(mode)  # type: ignore[arg-type]
@@ -677,7 +678,7 @@ def tickets_show(ticket_id: Annotated[str, typer.Argument(help="The ticket's id 
 
     Example: triage tickets show tk_01m93qqtft6vmd48n44j0d2n3m --json
     """
-    from agent.lifecycle import LifecycleError, TicketReader
+    from agent.reader import LifecycleError, TicketReader
 
     records = _records()
     try:
@@ -719,7 +720,7 @@ def tickets_list(
 
       triage tickets list --queue
     """
-    from agent.lifecycle import TicketReader
+    from agent.reader import TicketReader
 
     records = _records()
     try:
@@ -750,7 +751,7 @@ def tickets_export(
       triage tickets export --out all-reviewed.jsonl
     """
     from agent.export import ExportError, check_path, split_paths, too_few_to_score, write_reviewed
-    from agent.lifecycle import TicketReader
+    from agent.reader import TicketReader
 
     try:
         check_path(out, test_share)  # before the records are opened: a wrong name touches nothing
@@ -790,7 +791,7 @@ def history(ticket_id: Annotated[str, typer.Argument(help="The ticket's id (tk_.
 
     Example: triage history tk_01m93qqtft6vmd48n44j0d2n3m
     """
-    from agent.lifecycle import LifecycleError, TicketReader
+    from agent.reader import LifecycleError, TicketReader
 
     records = _records()
     try:

@@ -20,7 +20,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select, text
 
 from agent.contracts import MigrationIn, MigrationReport, Taxonomy
-from agent.lifecycle import Conflict, Lifecycle, LifecycleError, NotFound, shown
+from agent.lifecycle import Lifecycle
+from agent.reader import Conflict, LifecycleError, NotFound, shown
 from agent.records import MigrationJobRow, Records, as_utc, new_id, utcnow
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 
 from agent.api import create_app
 from agent.auth import SCOPES, create_key
-from agent.lifecycle import _requested_by
 from agent.pool import PoolFull
+from agent.reader import _requested_by
 from agent.records import Records
 from agent.service import TriageService
 from agent.settings import Settings

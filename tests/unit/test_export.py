@@ -105,7 +105,7 @@ def test_a_split_too_small_to_score_says_so_instead_of_printing_an_eval_line_tha
     from typer.testing import CliRunner
 
     from agent.cli import app
-    from agent.lifecycle import TicketReader
+    from agent.reader import TicketReader
 
     monkeypatch.setattr(TicketReader, "reviewed", lambda self: [reviewed(i) for i in range(reviews)])
     out = tmp_path / "reviewed.csv"

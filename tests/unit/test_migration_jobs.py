@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from agent.contracts import MigrationIn, MigrationReport
-from agent.lifecycle import Conflict, Invalid, NotFound
 from agent.migration_jobs import STALE_AFTER, MigrationJobs
+from agent.reader import Conflict, Invalid, NotFound
 from agent.records import Records
 
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from agent.lifecycle import TicketReader
+from agent.reader import TicketReader
 from agent.records import Records, RevisionRow, TicketRow, new_id, utcnow
 
 
