@@ -275,7 +275,7 @@ class LLMClient:
             return self._chat(messages, schema=schema, max_tokens=max_tokens, temperature=temperature)
         except RetryError as exc:
             cause = exc.last_attempt.exception()
-            raise LLMUnavailable(f"LLM at {self.shown_url} unreachable after {self.max_attempts} attempts: {cause}") from cause
+            raise LLMUnavailable(f"LLM at {self.shown_url} {_what_failed(cause)} after {self.max_attempts} attempts: {cause}") from cause
         except openai.APIStatusError as exc:  # 4xx other than 429: retrying will not help
             refusal = self._refused(exc)
             if exc.status_code in _CONFIGURATION_REFUSALS:
@@ -424,6 +424,19 @@ def retry_after_s(exc: BaseException | None) -> float | None:
             return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
     except (ValueError, TypeError, OverflowError):
         return None
+
+
+def _what_failed(cause: BaseException | None) -> str:
+    """The failure in a lead's words: "unreachable" sent operators to the network for a rate limit or a 502 too."""
+    if isinstance(cause, openai.APITimeoutError):
+        return "timed out"
+    if isinstance(cause, openai.APIConnectionError):
+        return "unreachable"
+    if isinstance(cause, openai.RateLimitError):
+        return "still rate-limited (429)"
+    if isinstance(cause, openai.InternalServerError):
+        return f"answered server errors ({cause.status_code})"
+    return "answered no usable completion"
 
 
 def _completion(response: object) -> ChatCompletion:

@@ -101,4 +101,4 @@ def failure_warning(exc: LLMUnavailable) -> str:
         return f"ticket too long for the LLM's context ({sizes}); labels come from the proposal"
     if isinstance(exc, LLMSkipped):
         return f"{exc}; labels come from the proposal"
-    return f"LLM unreachable, labels come from the proposal: {exc}"
+    return f"LLM failed, labels come from the proposal: {exc}"

@@ -53,7 +53,7 @@ def test_unreachable_llm_still_exits_0_with_proposal_labels(seeded_data_dir: Pat
     body = json.loads(done.stdout)
     assert body["decision"] == "needs_review"
     assert body["labels"]["service"]["source"] == "proposal"
-    assert any("LLM unreachable" in w for w in body["warnings"])
+    assert any("LLM failed" in w and "unreachable after" in w for w in body["warnings"])
 
 
 def test_file_and_stdin_input(seeded_data_dir: Path, tmp_path: Path) -> None:

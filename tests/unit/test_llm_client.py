@@ -210,7 +210,7 @@ def test_a_json_body_that_does_not_parse_is_not_a_completion_retried_without_a_t
     """A 200 labelled JSON whose body is cut short or not UTF-8 raised the parser's own error: it was not retried,
     logged a traceback as an unexpected client failure, and the warning read "failed: JSONDecodeError: ..."."""
     server.mode = mode
-    with pytest.raises(LLMUnavailable, match=r"unreachable after 2 attempts: the endpoint answered a body that is not valid JSON"):
+    with pytest.raises(LLMUnavailable, match=r"answered no usable completion after 2 attempts: the endpoint answered a body that is not valid JSON"):
         client_for(server.base_url, attempts=2).chat(MESSAGES)
     assert server.requests == 2
     assert not [r for r in caplog.records if r.exc_info]
@@ -338,7 +338,7 @@ def test_the_probe_after_the_cooldown_closes_it_or_doubles_the_cooldown(server: 
     breaker = CircuitBreaker(failures=2, cooldown_s=30, max_cooldown_s=100, clock=clock)
     client = client_for(server.base_url, breaker=breaker, attempts=2)
     server.mode = "500"
-    with pytest.raises(LLMUnavailable, match="unreachable after 2 attempts"):
+    with pytest.raises(LLMUnavailable, match=r"answered server errors \(500\) after 2 attempts"):
         client.chat(MESSAGES)  # one ticket's two failed attempts open it
     assert server.requests == 2 and breaker.health()["state"] == "open"
     clock.now += 30
@@ -354,7 +354,7 @@ def test_the_probe_after_the_cooldown_closes_it_or_doubles_the_cooldown(server: 
     assert client.chat(MESSAGES).text == ANSWER
     assert breaker.health() == {"state": "closed", "consecutive_failures": 0, "last_error": "Error code: 500 - upstream crashed", "retry_in_s": None}
     server.mode = "500"
-    with pytest.raises(LLMUnavailable, match="unreachable"):
+    with pytest.raises(LLMUnavailable, match="answered server errors"):
         client.chat(MESSAGES)  # closed again: counting starts over, the cool-down too
     with pytest.raises(LLMSkipped, match=r"skipped for 30s"):
         client.chat(MESSAGES)
@@ -409,7 +409,7 @@ def test_an_html_answer_gives_the_proposal_labels_and_needs_review(server: FakeL
     result = service.classify(TicketIn(subject="Charged twice", body="My card was charged twice for order 1234, please refund one.", channel="email"))
     assert result.decision == Decision.NEEDS_REVIEW
     assert result.labels["service"].source == "proposal"
-    assert any("LLM unreachable" in w and "not a chat completion" in w for w in result.warnings)
+    assert any("LLM failed" in w and "not a chat completion" in w for w in result.warnings)
 
 
 def test_nul_characters_in_an_answer_are_dropped(server: FakeLLMServer) -> None:
@@ -460,6 +460,17 @@ def test_a_rate_limit_waits_as_long_as_the_endpoint_asks_up_to_the_timeout(serve
 
 
 
+@pytest.mark.parametrize(("mode", "said"), [("429 ", "still rate-limited (429) after 1 attempts"), ("500", "answered server errors (500)"),
+                                            ("html", "answered no usable completion"), ("slow", "timed out after 1 attempts")])
+def test_the_failure_says_which_it_was(server: FakeLLMServer, mode: str, said: str) -> None:
+    """Every failure after the retries read "unreachable", which sent operators to the network for a rate limit, a
+    server error or a proxy's HTML page; a closed port is still "unreachable" (test_the_breaker_opens_...)."""
+    server.mode = mode
+    with pytest.raises(LLMUnavailable) as info:
+        client_for(server.base_url, timeout_s=0.3).chat(MESSAGES)
+    assert said in str(info.value) and "unreachable" not in str(info.value), str(info.value)
+
+
 def test_an_endpoint_without_json_schema_is_asked_in_json_object_from_then_on(server: FakeLLMServer) -> None:
     """`TRIAGE_LLM_STRUCTURED=auto` sends a remote endpoint json_schema; llama-cpp-python's server answers that with a
     500, which was retried as a server failure until the breaker opened, so every ticket fell back to the proposal."""
@@ -486,6 +497,6 @@ def test_a_server_error_that_is_not_about_the_response_format_is_still_retried(s
     server.mode = "500"
     client = LLMClient(base_url=server.base_url, model="fake-llm", max_attempts=2, schema_fallback=True)
     client.retry_wait = wait_none()
-    with pytest.raises(LLMUnavailable, match="unreachable after 2 attempts"):
+    with pytest.raises(LLMUnavailable, match=r"answered server errors \(500\) after 2 attempts"):
         client.chat(MESSAGES, schema=SCHEMA)
     assert server.formats == ["json_schema", "json_schema"] and client.structured == "json_schema"
