@@ -1,4 +1,5 @@
-"""Pure helpers for the pages (no Streamlit): citations, anchors, ages, label changes, the review to send."""
+"""Pure helpers for the pages (no Streamlit): citations, anchors, ages, label changes, the review to send, and
+the warnings shown."""
 
 from __future__ import annotations
 
@@ -119,6 +120,14 @@ def cited_ids(text: str) -> list[str]:
 def is_draft_warning(warning: str) -> bool:
     """A warning that says why there is no draft (shown under the drafted answer, so not again with the labels)."""
     return warning.startswith("no draft: ") or "no customer-facing article" in warning
+
+
+def shown_warnings(classification: Mapping[str, Any]) -> list[str]:
+    """A classification's warnings as the labels show them, escaped: a warning can quote an LLM endpoint's reply
+    (or a proxy's error page), whose markdown, links, images and Streamlit directives would otherwise render as
+    the UI's own. Without a draft, the one saying why is shown under the drafted answer instead, not again here."""
+    warnings = [str(w) for w in classification.get("warnings") or []]
+    return [escape_md(w) for w in warnings if classification.get("draft") or not is_draft_warning(w)]
 
 
 def no_draft_reason(classification: Mapping[str, Any], agent: Mapping[str, Any] | None = None) -> str:
