@@ -26,6 +26,7 @@ from ui.format import (
     link_citations,
     message_text,
     no_draft_reason,
+    rebound_host,
     review_request,
     shown_warnings,
     tier_escalation,
@@ -435,6 +436,25 @@ def test_a_warning_quoting_the_llm_endpoints_reply_shows_as_text() -> None:
     assert html_lib.unescape(rendered.removeprefix("<p>").removesuffix("</p>\n")) == reply
     assert shown_warnings({"warnings": ["no draft: x", "a_b"], "draft": {"text": "hi"}}) == ["no draft\\: x", "a\\_b"]
     assert shown_warnings({}) == []
+
+
+@pytest.mark.parametrize(
+    ("bind", "host", "refused"),
+    [
+        ("127.0.0.1", "evil.test:8501", "evil.test"),  # a page's own name re-pointed at 127.0.0.1
+        ("localhost", "evil.test", "evil.test"),
+        ("::1", "127.0.0.1.evil.test:8501", "127.0.0.1.evil.test"),
+        ("127.0.0.1", "127.0.0.1:8501", None),
+        ("127.0.0.1", "localhost:8501", None),
+        ("127.0.0.1", "[::1]:8501", None),
+        ("127.0.0.1", None, None),  # not a browser
+        ("0.0.0.0", "triage.example.com", None),  # bound to the network: a proxy's own name
+        ("192.168.1.20", "triage.example.com:443", None),
+        (None, "evil.test:8501", None),  # no address: all interfaces
+    ],
+)
+def test_a_ui_bound_to_loopback_refuses_another_hosts_name(bind: str | None, host: str | None, refused: str | None) -> None:
+    assert rebound_host(bind, host) == refused
 
 
 def test_an_escalated_tier_names_who_escalated_it() -> None:
