@@ -11,9 +11,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `streamlit run ui/app.py` puts ui/ on the path, not the repository
     sys.path.insert(0, str(ROOT))
 
-from ui.common import PAGES, sidebar  # noqa: E402
+from ui.common import PAGES, refuse_rebound_host, sidebar  # noqa: E402
 
 st.set_page_config(page_title="Triage review", page_icon=":material/inbox:", layout="wide")
+refuse_rebound_host()  # every page's run passes here first: under a rebound name, nothing else runs
 
 navigation = st.navigation(
     {

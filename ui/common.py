@@ -1,4 +1,5 @@
-"""What every page shares: the session's API client, the sidebar, and errors shown as messages, not tracebacks."""
+"""What every page shares: the refusal of a rebound host name, the session's API client, the sidebar, and errors
+shown as messages, not tracebacks."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import streamlit as st
 
 from ui.api_client import ApiAuthError, ApiError, ApiUnreachable, TriageClient
 from ui.config import UiSettings
-from ui.format import escape_md, health_notes
+from ui.format import code_span, escape_md, health_notes, rebound_host
 
 PAGES = {
     "queue": "views/queue.py",
@@ -20,6 +21,38 @@ PAGES = {
     "evals": "views/evals.py",
     "taxonomy": "views/taxonomy.py",
 }
+
+
+def refuse_rebound_host() -> None:
+    """Stop the run, before any API call, when the UI is bound to loopback and the browser named another host.
+
+    The UI acts with its server-side key (`triage serve` gives it the local admin key), so whoever drives it acts
+    as that key. A web page the operator opens can re-point its own name (evil.test) at 127.0.0.1 and load
+    http://evil.test:8501: for the browser that is the page's own origin, so it may script the UI and read it.
+    Streamlit's own options do not stop that:
+    - the WebSocket's Origin check admits an Origin equal to the Host, and after rebinding both are evil.test;
+      `server.enableCORS` and `server.corsAllowedOrigins` only decide which *other* origins are admitted;
+    - `server.enableXsrfProtection` guards file uploads with a cookie token, which the rebound page gets as its
+      own origin's cookie, and the WebSocket needs no token at all (the option's own description says so);
+    - `server.allowedHosts` (a Host allow-list) would stop it, but it is empty by default, must be set by whoever starts
+      Streamlit (README's own command does not), and refuses the socket with a bare "connection error".
+    So the check is here, where every page's run passes (ui/app.py calls it first), with agent/urls.py's rules,
+    as the API's `rebound` applies them; a UI bound to the network (behind a proxy with its own name) is not
+    asked."""
+    name = rebound_host(st.get_option("server.address"), st.context.headers.get("host"))
+    if name is None:
+        return
+    port = st.get_option("server.port")
+    st.error(
+        f"Refused: this UI listens on loopback only and was opened as {code_span(name)}. A web page can point its "
+        "own name at 127.0.0.1 (DNS rebinding) to use this UI and its key, so it answers only under a loopback name.",
+        icon=":material/gpp_bad:",
+    )
+    st.info(
+        f"Open it as http://127.0.0.1:{port} or http://localhost:{port}. Behind a reverse proxy, bind the UI to the "
+        "address the proxy reaches (`--server.address`, or `triage serve --host`)."
+    )
+    st.stop()
 
 
 def settings() -> UiSettings:

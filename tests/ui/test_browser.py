@@ -25,6 +25,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    # what DNS rebinding leaves the browser with: a web page's own name that resolves to this machine
+    "--host-resolver-rules=MAP evil.test 127.0.0.1",
 ]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 TIMEOUT_MS = 60_000
@@ -175,3 +177,34 @@ def test_a_lead_edits_a_label_accepts_and_the_ticket_leaves_the_queue(page, ui_u
     with api.http() as http:
         assert first["id"] not in [t["id"] for t in http.get("/v1/review-queue", params={"limit": 200}).json()["items"]]
     shot(page, "04-queue-after-review")
+
+
+def test_the_ui_under_a_rebound_name_shows_only_why_and_calls_no_api(page, ui_url: str, api: LiveApi) -> None:
+    """A web page that re-points its own name (evil.test) at 127.0.0.1 loads the loopback-bound UI as its own
+    origin and, through the UI's server-side key, could read every ticket. Under that name every page now shows only
+    the refusal and where to open the UI, and the API hears nothing; under 127.0.0.1 the queue is as before."""
+    port = ui_url.rsplit(":", 1)[1]
+    api_log = api.data_dir.parent / f"api-{api.url.rsplit(':', 1)[1]}.log"  # uvicorn's access log (tests/ui/conftest.py)
+    ticket = api.tickets[0]
+    tab = page.context.browser.new_page(viewport={"width": 1400, "height": 1100})  # a session of its own
+    tab.set_default_timeout(TIMEOUT_MS)
+    try:
+        heard = api_log.read_text(errors="replace").count('HTTP/1.1"')
+        for path in ("/", f"/ticket?id={ticket['id']}", "/taxonomy"):
+            tab.goto(f"http://evil.test:{port}{path}")
+            tab.get_by_text("DNS rebinding").or_(tab.get_by_role("heading")).first.wait_for()  # the refusal, or a page
+            settle(tab)
+            body = tab.locator("body").inner_text()
+            assert tab.get_by_role("heading").count() == 0, body  # no page drawn, not even its title
+            assert "API:" not in body and ticket["subject"] not in body and tab.locator("a[href*='id=']").count() == 0, body
+            assert "evil.test" in body and f"http://127.0.0.1:{port}" in body, body
+        shot(tab, "09-rebound-name-refused")
+        assert api_log.read_text(errors="replace").count('HTTP/1.1"') == heard, "the UI called the API under a rebound name"
+
+        tab.goto(ui_url)
+        tab.get_by_role("heading", name="Review queue").wait_for()
+        settle(tab)
+        tab.locator("a[href*='id=']").filter(visible=True).first.wait_for()
+        assert "DNS rebinding" not in tab.locator("body").inner_text()
+    finally:
+        tab.close()

@@ -26,7 +26,9 @@ from ui.format import (
     link_citations,
     message_text,
     no_draft_reason,
+    rebound_host,
     review_request,
+    shown_warnings,
     tier_escalation,
     tiers_above,
     timeline,
@@ -415,6 +417,44 @@ def test_a_reviewed_ticket_keeps_the_agents_no_draft_reason() -> None:
     assert no_draft_reason(reviewed, agent_classification(revisions, 3)) == "No draft: the ticket reads as de."
     assert no_draft_reason(reviewed, None).endswith("no KB article was close enough to ground an answer.")
     assert is_draft_warning("no draft: x") and not is_draft_warning("tier kept at L2")
+
+
+def test_a_warning_quoting_the_llm_endpoints_reply_shows_as_text() -> None:
+    """Warnings went to st.warning as markdown: "LLM unreachable ...: <the endpoint's reply>" rendered a reply's
+    link, image (fetched by the lead's browser) or `:red[...]` directive as the UI's own. They are escaped like
+    ticket text, and the one saying why there is no draft is still left to the draft section."""
+    import html as html_lib
+    import re
+
+    from markdown_it import MarkdownIt
+
+    reply = "LLM unreachable, labels come from the proposal: 502 ![x](http://evil.test/p.png) [re-login](http://evil.test) :red[**key revoked**]"
+    shown = shown_warnings({"warnings": [reply, "no draft: no KB article is close enough"], "draft": None})
+    assert len(shown) == 1
+    rendered = MarkdownIt("commonmark").render(shown[0])
+    assert not re.search(r"<(?!/?p>)", rendered), rendered  # no link, image or emphasis
+    assert html_lib.unescape(rendered.removeprefix("<p>").removesuffix("</p>\n")) == reply
+    assert shown_warnings({"warnings": ["no draft: x", "a_b"], "draft": {"text": "hi"}}) == ["no draft\\: x", "a\\_b"]
+    assert shown_warnings({}) == []
+
+
+@pytest.mark.parametrize(
+    ("bind", "host", "refused"),
+    [
+        ("127.0.0.1", "evil.test:8501", "evil.test"),  # a page's own name re-pointed at 127.0.0.1
+        ("localhost", "evil.test", "evil.test"),
+        ("::1", "127.0.0.1.evil.test:8501", "127.0.0.1.evil.test"),
+        ("127.0.0.1", "127.0.0.1:8501", None),
+        ("127.0.0.1", "localhost:8501", None),
+        ("127.0.0.1", "[::1]:8501", None),
+        ("127.0.0.1", None, None),  # not a browser
+        ("0.0.0.0", "triage.example.com", None),  # bound to the network: a proxy's own name
+        ("192.168.1.20", "triage.example.com:443", None),
+        (None, "evil.test:8501", None),  # no address: all interfaces
+    ],
+)
+def test_a_ui_bound_to_loopback_refuses_another_hosts_name(bind: str | None, host: str | None, refused: str | None) -> None:
+    assert rebound_host(bind, host) == refused
 
 
 def test_an_escalated_tier_names_who_escalated_it() -> None:

@@ -20,12 +20,12 @@ from ui.format import (
     code_span,
     decision_badge,
     escape_md,
-    is_draft_warning,
     label_changes,
     link_citations,
     message_text,
     no_draft_reason,
     review_request,
+    shown_warnings,
     tier_escalation,
     tiers_above,
     timeline,
@@ -105,9 +105,8 @@ def render_labels(
             st.caption(f":orange[the agent now suggests `{s['label']}` ({s['confidence']:.2f}); a lead's label is kept]")
     route = classification.get("route") or {}
     st.caption(f"route: **{escape_md(route.get('team', '–'))}**" + (f" / {escape_md(route['queue'])}" if route.get("queue") else ""))
-    for warning in classification.get("warnings", []):
-        if classification.get("draft") or not is_draft_warning(warning):  # no draft: said once, under the drafted answer
-            st.warning(warning, icon=":material/warning:")
+    for warning in shown_warnings(classification):
+        st.warning(warning, icon=":material/warning:")
 
 
 def _ticket_card(item: dict[str, Any], cited: set[str]) -> None:
