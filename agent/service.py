@@ -239,14 +239,32 @@ class TriageService:
         seen = self._fingerprint_seen
         if not fresh and seen is not None and now - seen[0] < self.settings.store_recheck_s:
             return seen[1]
-        # reviewed tickets (source "human") teach through retrieval at once (agent/corrections.py); counting them
-        # here would retrain the head (~40 s on 2 cores) inside the next request; the next ingest includes them
-        counts = self.store.counts()
-        human = len(self.store.tickets.get(where={"source": "human"}, include=[])["ids"])
-        seeded = counts[TICKETS] - human
+        seeded = self._seeded_count()
         value = hashlib.sha256(f"{self.taxonomy.ref}|{self.embedder.name}|{HEAD_OPTIONS}|{seeded}".encode()).hexdigest()[:16]
         self._fingerprint_seen = (now, value)
         return value
+
+    def _seeded_count(self, attempts: int = 3) -> int:
+        """Stored tickets that are not reviewed ones (source "human").
+
+        Reviewed tickets teach through retrieval at once (agent/corrections.py); counting them would retrain the
+        head (~40 s on 2 cores) inside the next request; the next ingest includes them. The total and the human
+        count are two reads: a review upserted between them made the difference one off, and the head was retrained
+        inside a request, twice (the next look was right again), holding up every worker for minutes and leaving
+        ~300 MB of freed training memory in the server's heap. So the human count is read on both sides of the
+        total until it holds still (`attempts` times at most: a review is one transaction, which lands in both).
+        """
+        def human() -> int:
+            return len(self.store.tickets.get(where={"source": "human"}, include=[])["ids"])
+
+        before = human()
+        for _ in range(attempts):
+            total = self.store.tickets.count()
+            after = human()
+            if after == before:
+                break
+            before = after
+        return total - after
 
     def ensure_head(self, *, retrain: bool = False, progress: bool = False) -> ProposalHead | None:
         """Load the trained head if it matches the store, else train it on the stored labelled tickets (`progress`:

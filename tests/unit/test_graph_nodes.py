@@ -256,6 +256,31 @@ def test_the_store_is_looked_at_again_after_store_recheck_s(settings, embedder, 
     assert service._store_fingerprint(fresh=True) != before  # an ingest (or the recheck time) looks again
 
 
+def test_a_review_landing_between_the_stores_reads_does_not_retrain_the_head(settings, embedder, store, monkeypatch) -> None:  # noqa: ANN001
+    """The fingerprint subtracts the reviewed tickets from the total: a review upserted between those two reads made
+    it one off, and the head was retrained (~40 s, ~300 MB of server memory) inside the request, then again."""
+    service, _ = make_service(settings.model_copy(update={"mode": "proposal", "store_recheck_s": 0.0}), embedder, store, [])
+    head = service.ensure_head()
+    reviewed = LabelledTicket(id="tk-reviewed", body="Where is my parcel?", labels={"service": "general_information"}, source="human", verified=True)
+    collection = store.tickets
+
+    class ReviewAfterCount:
+        """The tickets collection, with a lead's review committed just after the total is read."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(collection, name)
+
+        def count(self) -> int:
+            total = collection.count()
+            monkeypatch.setattr(store, "tickets", collection)  # one review, then the plain collection
+            store.upsert_tickets([reviewed])
+            return total
+
+    monkeypatch.setattr(store, "tickets", ReviewAfterCount())
+    assert service.ensure_head() is head
+    assert store.tickets.get(ids=["tk-reviewed"])["ids"] == ["tk-reviewed"]  # the review did land mid-look
+
+
 def test_a_head_trained_under_other_options_is_not_reused(settings, embedder, store, monkeypatch) -> None:  # noqa: ANN001
     """A deployment upgraded to a new default head retrains the pickled one instead of keeping it."""
     import agent.service
