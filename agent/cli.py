@@ -78,7 +78,9 @@ def _check_data_dir(settings: Settings) -> None:
         where = "" if blocking == data_dir else f" ({blocking} is a file)"
         fail(f"TRIAGE_DATA_DIR {data_dir} is not a directory{where}; point it at a directory (it is created if missing)")
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        # the records hold every ticket's text (customers' names, addresses, what they wrote) and the store the same:
+        # a folder this user creates is readable by this user only (an existing one keeps the mode it was given)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         fail(f"TRIAGE_DATA_DIR {data_dir} cannot be created ({exc.strerror or exc}); point it at a directory this user can write")
     if not os.access(data_dir, os.W_OK | os.X_OK):

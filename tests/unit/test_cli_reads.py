@@ -38,3 +38,16 @@ def test_read_commands_load_no_model(tmp_path: Path) -> None:
     assert codes["tickets list"][0] == 0 and codes["history tk_none"][0] != 0, codes  # the commands ran, each as usual
     assert "no ticket 'tk_none'" in codes["tickets show"][1][0], codes
     assert report["loaded"] == [], f"a read command imported {report['loaded']}"
+
+
+def test_a_data_dir_the_cli_creates_is_readable_by_its_user_only(tmp_path: Path) -> None:
+    """The records and the store hold every ticket's text; `data/` was created 755 (the SQLite file 644), so every
+    local user could read a help desk's customers' tickets."""
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    data_dir = tmp_path / "fresh" / "data"
+    result = CliRunner().invoke(app, ["tickets", "list"], env={"TRIAGE_DATA_DIR": str(data_dir)})
+    assert result.exit_code == 0, result.output
+    assert data_dir.stat().st_mode & 0o777 == 0o700
