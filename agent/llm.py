@@ -15,6 +15,7 @@ import math
 import re
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -284,7 +285,8 @@ class LLMClient:
         except LLMUnavailable:
             raise
         except Exception as exc:  # whatever else the client raises must not escape the graph as a 500
-            log.warning("LLM client failed unexpectedly", exc_info=True)
+            # the traceback as text, key masked: the exception's own message may quote the key (an endpoint's echo)
+            log.warning("LLM client failed unexpectedly\n%s", self._masked("".join(traceback.format_exception(exc))).rstrip())
             raise LLMUnavailable(f"LLM at {self.shown_url} failed: {type(exc).__name__}: {exc}") from exc
         self.refused = None
         return self._reply(response)

@@ -241,6 +241,21 @@ def test_any_other_exception_from_the_client_is_llm_unavailable() -> None:
         client.chat(MESSAGES)
 
 
+def test_an_unexpected_failure_quoting_the_key_is_logged_masked(caplog: pytest.LogCaptureFixture) -> None:
+    """The one log line that kept a raw traceback: an exception whose message quotes the key printed it in full."""
+    key = "sk-test-do-not-show-1234"
+
+    def explode(**_: object) -> None:
+        raise ValueError(f"bad header Authorization: Bearer {key}")
+
+    client = LLMClient(base_url="http://x/v1", model="m", api_key=key,
+                       client=SimpleNamespace(chat=SimpleNamespace(completions=SimpleNamespace(create=explode))))  # type: ignore[arg-type]
+    with pytest.raises(LLMUnavailable) as info:
+        client.chat(MESSAGES)
+    assert key not in str(info.value) and key not in caplog.text
+    assert "failed unexpectedly" in caplog.text and "Traceback" in caplog.text and "Bearer ***" in caplog.text
+
+
 @pytest.mark.parametrize(("mode", "requested", "limit"), [("overflow", 6941, 4096), ("llama_overflow", 5000, 4096)])
 def test_a_context_overflow_is_told_apart_and_does_not_count_against_the_endpoint(
     server: FakeLLMServer, mode: str, requested: int, limit: int
