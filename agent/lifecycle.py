@@ -635,8 +635,6 @@ class Lifecycle(TicketReader):
 # ---------------------------------------------------------------- helpers
 
 
-
-
 def _check_external_id(external_id: str | None) -> None:
     """The caller's `ticket_id` is stored as `external_id`, a column of `_EXTERNAL_ID_LENGTH` characters: refused
     before the classification, since PostgreSQL refuses a longer one (or one with a NUL) only at the insert."""
@@ -660,12 +658,8 @@ def _agent(classification: Classification, requested_by: str | None) -> str:
     return actor[:_ACTOR_LENGTH]
 
 
-
-
 def _join(*parts: str) -> str:
     return "\n\n".join(p.strip() for p in parts if p and p.strip())
-
-
 
 
 def _latest_human_labels(history: Sequence[RevisionRow]) -> dict[str, str] | None:

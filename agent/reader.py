@@ -278,6 +278,7 @@ class TicketReader:
             current=_revision_view(current, review, None) if current is not None else None,
         )
 
+
 def check_label_filters(taxonomy: Taxonomy, **filters: str | None) -> None:
     """Refuse a label filter the taxonomy lacks: an unknown label is a typo, so say so rather than show nothing.
     An empty value (a cleared form field) is no filter, here and in `TicketRow.matching`."""
@@ -289,6 +290,7 @@ def check_label_filters(taxonomy: Taxonomy, **filters: str | None) -> None:
     except LabelRuleError as exc:
         raise Invalid(str(exc)) from exc
 
+
 def _requested_by(actor: str) -> str | None:
     """Who asked for a revision, from its actor: the user an agent revision ran for, else the actor itself."""
     if not actor.startswith("agent:"):
@@ -296,10 +298,12 @@ def _requested_by(actor: str) -> str | None:
     _, found, name = actor.partition(FOR_USER)
     return f"user:{name}" if found else None
 
+
 def stored_classification(revision: RevisionRow | None) -> Classification | None:
     if revision is None or revision.classification is None:
         return None
     return Classification.model_validate(revision.classification)
+
 
 def _summary(row: TicketRow) -> TicketSummary:
     labelled = row.current_seq is not None
