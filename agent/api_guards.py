@@ -80,6 +80,14 @@ def needs(scope: KeyScope) -> Callable[..., Awaitable[Principal]]:
     """A dependency that admits keys with `scope` or higher and returns who is calling."""
 
     async def principal(request: Request, credentials: Credentials) -> Principal:
+        if credentials is None and request.headers.get("authorization"):
+            # `Authorization: <key>` or `Token <key>`: HTTPBearer reads only the Bearer scheme, and "no API key" sent
+            # an integrator who did send one looking for a missing header
+            raise AuthError(
+                "the Authorization header is not read: send the key as `Authorization: Bearer <key>` (the word Bearer, "
+                "a space, then the key)",
+                status=401,
+            )
         who = await run_in_threadpool(authenticate, request.app.state.records, credentials.credentials if credentials else None)
         require(who, scope)
         return who

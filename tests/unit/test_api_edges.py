@@ -125,6 +125,15 @@ def test_an_anonymous_classify_under_another_hosts_name_needs_a_key(api: Api) ->
     assert lan.status_code == 200, lan.text
 
 
+@pytest.mark.parametrize("header", ["{key}", "Token {key}", "Basic {key}"])
+def test_a_key_sent_without_the_bearer_scheme_is_told_so(api: Api, header: str) -> None:
+    """`Authorization: <key>` was answered "no API key: send ...", which sent integrators looking for a header they
+    had sent; it now says the header is not read and how to write it."""
+    response = api.client.get("/v1/tickets", headers={"Authorization": header.format(key=api.keys["bot"])})
+    assert response.status_code == 401 and "the Authorization header is not read" in response.json()["detail"], response.text
+    assert api.client.get("/v1/tickets").json()["detail"].startswith("no API key")  # no header at all: as before
+
+
 # ---------------------------------------------------------------- F14: bodies, reviews, busy
 
 
