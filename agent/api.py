@@ -51,7 +51,7 @@ from agent.reader import Invalid, NotFound, shown
 from agent.records import Records, TaxonomyVersionRow
 from agent.service import TicketError, TriageService, running_service
 from agent.settings import Settings
-from agent.urls import host_header_name, is_loopback
+from agent.urls import rebound_host
 
 Bot = Annotated[Principal, Depends(needs("bot"))]
 Lead = Annotated[Principal, Depends(needs("lead"))]
@@ -81,10 +81,8 @@ def rebound(request: Request) -> bool:
     """Whether a request reached a loopback socket under another host's name: what a browser sends after a web page
     re-points its own name at 127.0.0.1 (DNS rebinding), to read the answer, past tickets' evidence included, as
     same-origin. A local caller names a loopback host; a bind to the network (no loopback socket) is not asked."""
-    server, host = request.scope.get("server"), request.headers.get("host")
-    if not server or not host or not is_loopback(str(server[0])):
-        return False
-    return not is_loopback(host_header_name(host))
+    server = request.scope.get("server")
+    return rebound_host(str(server[0]) if server else None, request.headers.get("host")) is not None
 
 
 ClassifyCaller = Annotated[Principal | None, Depends(classify_caller)]

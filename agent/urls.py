@@ -50,3 +50,15 @@ def host_header_name(header: str) -> str:
     if header.startswith("["):
         return header[1 : header.find("]")] if "]" in header else header
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def rebound_host(bind_address: str | None, host_header: str | None) -> str | None:
+    """The host a request named when it reached a server bound to loopback under a name that is not loopback, else
+    None: what a browser sends after a web page re-points its own name at 127.0.0.1 (DNS rebinding) and opens the
+    API or the UI as its own origin. A server bound to the network (no address: all interfaces, 0.0.0.0, a LAN
+    address) is not asked: a reverse proxy there has its own name. No Host (not a browser) is not asked either.
+    The API's open classify and the review UI both ask it."""
+    if not bind_address or not host_header or not is_loopback(bind_address):
+        return None
+    name = host_header_name(host_header.strip())
+    return None if is_loopback(name) else name

@@ -9,9 +9,10 @@ from typing import Any
 
 import streamlit as st
 
+from agent.urls import rebound_host
 from ui.api_client import ApiAuthError, ApiError, ApiUnreachable, TriageClient
 from ui.config import UiSettings
-from ui.format import code_span, escape_md, health_notes, rebound_host
+from ui.format import code_span, escape_md, health_notes
 
 PAGES = {
     "queue": "views/queue.py",

@@ -1,5 +1,5 @@
 """Pure helpers for the pages (no Streamlit): citations, anchors, ages, label changes, the review to send, the
-warnings shown, and whether a request came under another host's name."""
+warnings shown."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from agent.email_text import strip_html
-from agent.urls import host_header_name, is_loopback
 
 CITATION = re.compile(r"\[([A-Za-z0-9_\-:.]+)\]")
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>$~:=&])")  # `=`: setext headings, `&`: HTML entities
@@ -129,17 +128,6 @@ def shown_warnings(classification: Mapping[str, Any]) -> list[str]:
     the UI's own. Without a draft, the one saying why is shown under the drafted answer instead, not again here."""
     warnings = [str(w) for w in classification.get("warnings") or []]
     return [escape_md(w) for w in warnings if classification.get("draft") or not is_draft_warning(w)]
-
-
-def rebound_host(bind_address: str | None, host_header: str | None) -> str | None:
-    """The host a request named when it reached a UI bound to loopback under a name that is not loopback, else
-    None: what a browser sends after a web page re-points its own name at 127.0.0.1 (DNS rebinding) and opens
-    the UI as its own origin. A UI bound to the network (no address: all interfaces, 0.0.0.0, a LAN address) is
-    not asked: a reverse proxy there has its own name. No Host (not a browser) is not asked either."""
-    if not bind_address or not host_header or not is_loopback(bind_address):
-        return None
-    name = host_header_name(host_header.strip())
-    return None if is_loopback(name) else name
 
 
 def no_draft_reason(classification: Mapping[str, Any], agent: Mapping[str, Any] | None = None) -> str:

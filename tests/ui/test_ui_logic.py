@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from agent.urls import rebound_host
 from ui.api_client import ApiAuthError, ApiError, ApiNotFound, ApiRejected, ApiUnreachable, TriageClient
 from ui.batch_io import flat_row, parse_tickets, to_csv
 from ui.evals_data import Report, coverage_precision, per_class_f1, reliability
@@ -26,7 +27,6 @@ from ui.format import (
     link_citations,
     message_text,
     no_draft_reason,
-    rebound_host,
     review_request,
     shown_warnings,
     tier_escalation,
