@@ -90,12 +90,15 @@ def _check_data_dir(settings: Settings) -> None:
 @contextmanager
 def _unavailable_parts() -> Iterator[None]:
     """A part the command needs that is down or damaged (the Chroma server or store, the embedding endpoint): its
-    one-line error and exit code 1, a runtime failure, instead of a traceback from inside the graph."""
-    from agent.embeddings import EmbeddingError
+    one-line error and exit code 1, a runtime failure, instead of a traceback from inside the graph. A
+    TRIAGE_EMBEDDING_* setting that names no usable model is the caller's to fix: exit 2, as for any bad setting."""
+    from agent.embeddings import EmbeddingError, EmbeddingSettingError
     from agent.store import StoreUnavailable
 
     try:
         yield
+    except EmbeddingSettingError as exc:
+        fail(str(exc))
     except (EmbeddingError, StoreUnavailable) as exc:
         fail(str(exc), 1)
 

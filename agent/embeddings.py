@@ -35,6 +35,11 @@ class EmbeddingError(RuntimeError):
     pass
 
 
+class EmbeddingSettingError(EmbeddingError):
+    """A TRIAGE_EMBEDDING_* setting that names no usable model: the caller's to fix (a `triage` command exits 2),
+    not a part that is down or damaged (exit 1)."""
+
+
 class Embedder(Protocol):
     name: str
 

@@ -38,7 +38,7 @@ from agent.embeddings import (
     PACKAGED,
     USE_MULTILINGUAL,
     Embedder,
-    EmbeddingError,
+    EmbeddingSettingError,
     OnnxEmbedder,
     OpenAIEmbedder,
     UseEmbedder,
@@ -85,7 +85,7 @@ def make_embedder(settings: Settings, texts: Sequence[str] | None = None) -> Emb
     name = embedding_model_name(settings, texts)
     if settings.embedding_base_url:
         if name in ("auto", *PACKAGED):
-            raise EmbeddingError(
+            raise EmbeddingSettingError(
                 f"TRIAGE_EMBEDDING_BASE_URL is set: also set TRIAGE_EMBEDDING_MODEL to the endpoint's model name, not {name!r}"
             )
         return OpenAIEmbedder(
@@ -93,11 +93,17 @@ def make_embedder(settings: Settings, texts: Sequence[str] | None = None) -> Emb
             timeout_s=settings.embedding_timeout_s,
         )
     if settings.embedding_model_dir:
+        missing = [f for f in ("model.onnx", "tokenizer.json") if not (settings.embedding_model_dir / f).is_file()]
+        if missing:
+            raise EmbeddingSettingError(
+                f"TRIAGE_EMBEDDING_MODEL_DIR {settings.embedding_model_dir} has no {' or '.join(missing)}; "
+                "name a folder with model.onnx and tokenizer.json, or unset it"
+            )
         return OnnxEmbedder.from_dir(settings.embedding_model_dir, batch_size=settings.embedding_batch_size, max_batch_tokens=settings.embedding_batch_tokens)
     if name == USE_MULTILINGUAL:
         return UseEmbedder()
     if name != MINILM:
-        raise EmbeddingError(f"unknown embedding model {name!r}: use auto, {MINILM}, {USE_MULTILINGUAL}, or set TRIAGE_EMBEDDING_MODEL_DIR")
+        raise EmbeddingSettingError(f"unknown embedding model {name!r}: use auto, {MINILM}, {USE_MULTILINGUAL}, or set TRIAGE_EMBEDDING_MODEL_DIR")
     model, tokenizer = packaged_minilm()
     return OnnxEmbedder(model, tokenizer, name=MINILM, batch_size=settings.embedding_batch_size, max_batch_tokens=settings.embedding_batch_tokens)
 

@@ -38,6 +38,8 @@ def eval_command(
 
       triage eval ... --oos-label oos --calibration knowledge_base/taxonomies/default.calibration.json
     """
+    from agent.embeddings import EmbeddingError, EmbeddingSettingError
+    from agent.store import StoreUnavailable
     from evals.runner import EvalConfig, EvalError, run_eval  # the graph and the models: only when a run starts
 
     try:
@@ -57,9 +59,12 @@ def eval_command(
             cache_dir=cache_dir,
         )
         metrics = run_eval(cfg, progress=not quiet)
-    except (DatasetError, EvalError, TaxonomyError) as exc:
+    except (DatasetError, EvalError, TaxonomyError, EmbeddingSettingError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
+    except (EmbeddingError, StoreUnavailable) as exc:  # a part down or damaged: exit 1, as in every command
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
     except OSError as exc:
         if not exc.filename:
             raise

@@ -229,6 +229,26 @@ def test_records_that_cannot_be_opened_say_why_in_one_line(runner: CliRunner, en
         assert_error(runner.invoke(app, ["tickets", "list"], env={**env, "TRIAGE_DATA_DIR": str(data_dir)}), "is not a directory")
 
 
+def test_an_embedding_setting_that_names_no_model_is_exit_2_in_one_line(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
+    """TRIAGE_EMBEDDING_MODEL=bogus, TRIAGE_EMBEDDING_BASE_URL without a model name, or a TRIAGE_EMBEDDING_MODEL_DIR
+    without model.onnx exited 1, as if a part were down, though the README gives 2 for a bad TRIAGE_* setting;
+    `triage eval` ended the first in a traceback."""
+    for extra, needle in [
+        ({"TRIAGE_EMBEDDING_MODEL": "bogus"}, "unknown embedding model 'bogus'"),
+        ({"TRIAGE_EMBEDDING_BASE_URL": "http://127.0.0.1:1/v1"}, "also set TRIAGE_EMBEDDING_MODEL"),
+        ({"TRIAGE_EMBEDDING_MODEL_DIR": str(tmp_path)}, f"TRIAGE_EMBEDDING_MODEL_DIR {tmp_path} has no model.onnx or tokenizer.json"),
+    ]:
+        result = runner.invoke(app, ["classify", "--body", "The VPN is down", "--mode", "proposal"], env={**env, **extra})
+        assert_error(result, needle)
+        assert_one_line(result)
+    data = tmp_path / "four.csv"
+    data.write_text("text,y\nmy card never arrived,a\nrefund the double charge,b\nwhere is my parcel,a\ncharged twice,b\n")
+    files = ["eval", "--train", str(data), "--test", str(data), "--text", "text", "--label", "service=y", "--taxonomy", "auto"]
+    result = runner.invoke(app, [*files, "--quiet", "--out", str(tmp_path / "o")], env={**env, "TRIAGE_EMBEDDING_MODEL": "bogus"})
+    assert_error(result, "unknown embedding model 'bogus'")
+    assert_one_line(result)
+
+
 def test_ingest_names_a_missing_or_directory_input_before_any_work(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
     """A missing --articles file was skipped without a word (exit 0, no articles); a directory as --seed was an
     IsADirectoryError traceback."""
