@@ -368,12 +368,23 @@ def serve(
 
 def _check_port(host: str, port: int, what: str, setting: str) -> None:
     """A taken port is found before a model loads, not by uvicorn after the whole start-up (or, for the UI, by a
-    Streamlit that exits while serve announces it)."""
-    from agent.local_llm import port_unavailable
+    Streamlit that exits while serve announces it). The advice follows the cause: a host that is not this machine's
+    asks for another --host, not another port."""
+    import errno
+    import socket
 
-    reason = port_unavailable(host, port)
-    if reason:
-        fail(f"the {what} cannot listen on {host}:{port} ({reason}): stop what uses it (another `triage serve`?) or choose another port with {setting}")
+    from agent.local_llm import bind_error
+
+    exc = bind_error(host, port)
+    if exc is None:
+        return
+    cannot = f"the {what} cannot listen on {host}:{port} ({exc.strerror or exc})"
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        fail(f"{cannot}: {host} is not an address of this machine; bind to one it has with --host or TRIAGE_API_HOST "
+             "(127.0.0.1 for this machine only, 0.0.0.0 for every interface)")
+    if exc.errno == errno.EACCES:
+        fail(f"{cannot}: ports below 1024 need privileges; choose a port from 1024 up with {setting}")
+    fail(f"{cannot}: stop what uses it (another `triage serve`?) or choose another port with {setting}")
 
 
 class _Stopped(Exception):

@@ -82,17 +82,24 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def port_unavailable(host: str, port: int) -> str | None:
-    """Why `port` on `host` cannot be listened on (in use, host not local, privileged), or None when it can. Binds
-    the way uvicorn does (SO_REUSEADDR), so a port only left in TIME_WAIT by a previous run counts as free."""
+def bind_error(host: str, port: int) -> OSError | None:
+    """The error listening on `port` on `host` meets (in use, host not local or not found, privileged), or None
+    when it can. Binds the way uvicorn does (SO_REUSEADDR), so a port only left in TIME_WAIT by a previous run
+    counts as free."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         with socket.socket(family, kind, proto) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(address)
     except OSError as exc:  # gaierror included
-        return exc.strerror or str(exc)
+        return exc
     return None
+
+
+def port_unavailable(host: str, port: int) -> str | None:
+    """Why `port` on `host` cannot be listened on, in words, or None when it can (`bind_error`)."""
+    exc = bind_error(host, port)
+    return None if exc is None else exc.strerror or str(exc)
 
 
 def die_with_parent() -> None:

@@ -66,6 +66,18 @@ def test_a_taken_ui_port_is_refused_instead_of_announcing_someone_elses_server(
     assert "UI  on" not in result.output
 
 
+def test_a_host_that_is_not_this_machines_asks_for_another_host_not_another_port(
+    runner: CliRunner, env: dict[str, str], tmp_path: Path
+) -> None:
+    """`--host 10.255.255.1` (an address no interface has) or a name that does not resolve was answered 'stop what
+    uses it (another `triage serve`?) or choose another port', which no port can fix."""
+    for host in ("10.255.255.1", "no-such-host.invalid"):
+        result = runner.invoke(app, ["serve", "--no-ui", "--host", host, "--port", str(free_port())], env=env)
+        assert_error(result, f"API cannot listen on {host}:", "is not an address of this machine", "--host or TRIAGE_API_HOST")
+        assert "another port" not in result.output, result.output
+    assert not (tmp_path / "data").exists()
+
+
 def test_a_damaged_records_file_is_named_and_kept(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
     db = tmp_path / "data" / "triage.db"
     db.parent.mkdir()
