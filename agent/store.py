@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import chromadb
+import httpx
 import numpy as np
 from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import ChromaError
@@ -46,7 +47,7 @@ def make_client(*, path: Path | None = None, url: str | None = None) -> chromadb
         try:
             return chromadb.HttpClient(host=host, port=port, ssl=url.startswith("https"), headers=headers, settings=settings)
         except Exception as exc:  # noqa: BLE001 - chromadb reports a refused connection as a bare ValueError
-            raise StoreUnavailable(_server_problem(url, exc)) from exc
+            raise StoreUnavailable(_server_problem(url, exc, _refused(host, headers))) from exc
     if path is None:
         raise ValueError("either a path or a url is needed for the Chroma client")
     try:
@@ -75,10 +76,24 @@ def server_address(url: str) -> tuple[str, int, dict[str, str]]:
     return base, port, headers
 
 
-def _server_problem(url: str, exc: Exception) -> str:
+def _refused(base: str, headers: dict[str, str]) -> int | None:
+    """401 or 403 when the server (or the reverse proxy before it) refuses the request's credentials, else None.
+    chromadb words that answer as an empty ValueError, which read as a server that is down ('start it')."""
+    try:
+        status = httpx.get(f"{base}/api/v2/auth/identity", headers=headers, timeout=5.0).status_code
+    except httpx.HTTPError:
+        return None
+    return status if status in (401, 403) else None
+
+
+def _server_problem(url: str, exc: Exception, refused: int | None = None) -> str:
     """Why the Chroma client could not start, on one line. chromadb raises a refused connection as a ValueError of
     its own words, and whatever else answered (another service on that port, a server of an older API) as a
     ValueError holding that answer's whole body, an HTML page of a dozen lines."""
+    if refused:
+        sent = "the user:password@ in TRIAGE_CHROMA_URL" if urlparse(url).username is not None else "a request without credentials"
+        return (f"the Chroma server at {shown_url(url)} refused {sent} (HTTP {refused}); put the user and password it "
+                "(or its reverse proxy) accepts in TRIAGE_CHROMA_URL as https://user:password@host/path")
     text = str(exc).strip()
     if not text or "could not connect" in text.lower():
         return (f"cannot reach the Chroma server at {shown_url(url)} ({text or type(exc).__name__}); start it "

@@ -46,3 +46,38 @@ def test_a_chroma_url_keeps_its_path_prefix_and_sends_its_credentials() -> None:
     path, auth = _Recorder.seen[0]
     assert path.startswith("/chroma/api/v2/"), path
     assert auth == "Basic b3BzOnBAc3M="  # base64("ops:p@ss")
+
+
+class _Refuser(BaseHTTPRequestHandler):
+    """A reverse proxy that wants other credentials: 401, empty body."""
+
+    def do_GET(self) -> None:
+        self.send_response(401)
+        self.send_header("www-authenticate", 'Basic realm="chroma"')
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    do_POST = do_GET
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+def test_credentials_the_server_refuses_are_named_not_a_server_that_is_down() -> None:
+    """A proxy or server answering 401 to TRIAGE_CHROMA_URL's user:password@ read 'cannot reach the Chroma server
+    at ... (ValueError); start it (`chroma run --path DIR`)', though it was up and only wanted other credentials."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Refuser)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        with pytest.raises(StoreUnavailable) as wrong:
+            make_client(url=f"http://ops:wrong@127.0.0.1:{port}/chroma")
+        with pytest.raises(StoreUnavailable) as none:
+            make_client(url=f"http://127.0.0.1:{port}/chroma")
+    finally:
+        server.shutdown()
+        server.server_close()
+    message = str(wrong.value)
+    assert message.startswith(f"the Chroma server at http://ops:***@127.0.0.1:{port}/chroma refused the user:password@ in TRIAGE_CHROMA_URL (HTTP 401)"), message
+    assert "start it" not in message and "wrong" not in message, message
+    assert "refused a request without credentials (HTTP 401)" in str(none.value), none.value
