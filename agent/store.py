@@ -24,7 +24,7 @@ from chromadb.errors import ChromaError
 from pydantic import BaseModel
 
 from agent.contracts import Article, EvidenceArticle, EvidenceTicket, LabelledTicket
-from agent.embeddings import Embedder
+from agent.embeddings import Embedder, EmbeddingSettingError
 from agent.urls import shown_url
 
 TICKETS = "tickets"
@@ -110,7 +110,7 @@ def open_store(embedder: Embedder, *, path: Path | None = None, url: str | None 
     traceback, and some only when the collections are opened."""
     try:
         return VectorStore(make_client(path=path, url=url), embedder)
-    except StoreUnavailable:
+    except (StoreUnavailable, EmbeddingSettingError):
         raise
     except Exception as exc:  # noqa: BLE001 - whatever Chroma raises on opening means the store is unusable
         cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -129,6 +129,15 @@ class VectorStore:
         space = {"hnsw:space": "cosine", "embedder": embedder.name}
         self.tickets = client.get_or_create_collection(TICKETS, metadata=space, embedding_function=None)
         self.articles = client.get_or_create_collection(ARTICLES, metadata=space, embedding_function=None)
+        for coll in (self.tickets, self.articles):
+            stored = (coll.metadata or {}).get("embedder")
+            if stored and stored != embedder.name and coll.count():
+                raise EmbeddingSettingError(
+                    f"the vector store's {coll.name} were embedded with {stored}, and the embedding settings now name "
+                    f"{embedder.name}, whose vectors cannot be compared with them: set TRIAGE_EMBEDDING_MODEL (or "
+                    "TRIAGE_EMBEDDING_MODEL_DIR, TRIAGE_EMBEDDING_BASE_URL) back, or run `triage ingest` into a fresh "
+                    "TRIAGE_DATA_DIR (or Chroma server) with the new model"
+                )
 
     # ------------------------------------------------------------ writes
 

@@ -249,6 +249,22 @@ def test_an_embedding_setting_that_names_no_model_is_exit_2_in_one_line(runner: 
     assert_one_line(result)
 
 
+def test_a_store_embedded_by_another_model_is_named_not_a_traceback(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
+    """TRIAGE_EMBEDDING_MODEL=use-multilingual-v3 over a store ingested with MiniLM ended classify in chromadb's
+    'expecting embedding with dimension of 384, got 512' traceback, and `triage ingest` reported '+0' and left the
+    store unusable: the README's way is a fresh TRIAGE_DATA_DIR, and the error now says so."""
+    from agent.contracts import LabelledTicket
+    from agent.store import VectorStore, make_client
+    from tests.fakes import HashEmbedder
+
+    store = VectorStore(make_client(path=tmp_path / "data" / "chroma"), HashEmbedder())
+    store.upsert_tickets([LabelledTicket(id="t1", body="The VPN is down", labels={"service": "network", "tier": "L1"})])
+    for command in (["classify", "--body", "The VPN is down", "--mode", "proposal"], ["ingest"]):
+        result = runner.invoke(app, command, env={**env, "TRIAGE_EMBEDDING_MODEL": "all-MiniLM-L6-v2-int8"})
+        assert_error(result, "tickets were embedded with hash-test", "now name all-MiniLM-L6-v2-int8", "fresh TRIAGE_DATA_DIR")
+        assert_one_line(result)
+
+
 def test_ingest_names_a_missing_or_directory_input_before_any_work(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
     """A missing --articles file was skipped without a word (exit 0, no articles); a directory as --seed was an
     IsADirectoryError traceback."""
