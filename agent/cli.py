@@ -442,10 +442,12 @@ def taxonomy_validate(
 ) -> None:
     """Check a taxonomy YAML file; exits 0 and prints its label counts when it is usable.
 
+      triage taxonomy validate knowledge_base/taxonomies/default.yaml
+
     With --previous, also check its `migration:` against that version, offline, before any deployment sees it,
     and print where each moved label goes:
 
-      triage taxonomy validate knowledge_base/taxonomies/acme-v2.yaml --previous knowledge_base/taxonomies/acme.yaml
+      triage taxonomy validate NEW.yaml --previous knowledge_base/taxonomies/default.yaml
     """
     from agent.migration import MigrationError, plan_migration
 
@@ -482,7 +484,7 @@ def taxonomy_show(path: Annotated[Path | None, typer.Argument(help="Default: the
 
       triage taxonomy show
 
-      triage taxonomy show knowledge_base/taxonomies/acme-v2.yaml
+      triage taxonomy show knowledge_base/taxonomies/default.yaml
     """
     taxonomy = _load_taxonomy(path, "taxonomy file") if path else _load_taxonomy(_settings().taxonomy_path)
     typer.secho(taxonomy.ref, bold=True)
@@ -513,7 +515,7 @@ def taxonomy_migrate(
     With --commit: one `taxonomy_migration` revision per changed ticket (earlier revisions stay as they were),
     the retrieval store relabelled, re-asked tickets sent to the review queue.
 
-      export TRIAGE_TAXONOMY_PATH=knowledge_base/taxonomies/acme-v2.yaml
+      export TRIAGE_TAXONOMY_PATH=NEW.yaml   # the new version, with its `migration:`
 
       triage taxonomy migrate
 
