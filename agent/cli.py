@@ -154,6 +154,8 @@ def _read_ticket(subject: str | None, body: str | None, channel: str | None, fil
     raw: object
     shape = '{"subject", "body", "channel"?, "messages"?}'
     where = "the ticket on stdin" if file is None or str(file) == "-" else f"ticket file {file}"
+    if file is not None and (subject is not None or body is not None):  # one of the two was silently dropped
+        fail("give the ticket either with --file or with --subject/--body, not both (--channel goes with either)")
     if file is not None:
         source = _read_stdin() if str(file) == "-" else _read_utf8(file, "ticket file")
         if not source.strip():
@@ -217,7 +219,7 @@ def classify(
     subject: Annotated[str | None, typer.Option(help="Ticket subject line.")] = None,
     body: Annotated[str | None, typer.Option(help="Ticket body text.")] = None,
     channel: Annotated[str | None, typer.Option(help="Intake channel, a channel id of the taxonomy in any case (email, phone, chat, social, portal, api); taken as is, inferred when missing or empty.")] = None,
-    file: Annotated[Path | None, typer.Option("--file", help="A JSON ticket file ({subject, body, channel?, messages?}); '-' for stdin.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="A JSON ticket file ({subject, body, channel?, messages?}); '-' for stdin. Not with --subject or --body.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the classification JSON contract.")] = False,
     mode: Annotated[str | None, typer.Option(help="hybrid (default), proposal (no LLM) or llm.")] = None,
 ) -> None:

@@ -53,6 +53,14 @@ def test_classify_names_a_missing_ticket_file(runner: CliRunner, env: dict[str, 
     assert_error(result, "ticket file", "nope.json does not exist")
 
 
+def test_classify_refuses_a_file_and_subject_or_body_together(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
+    """`triage classify --file t.json --subject X` classified the file and dropped --subject without a word."""
+    ticket = tmp_path / "t.json"
+    ticket.write_text('{"subject": "VPN down", "body": "Nobody can connect"}', encoding="utf-8")
+    for extra in (["--subject", "Printer offline"], ["--body", "The printer jams"]):
+        assert_error(runner.invoke(app, ["classify", "--file", str(ticket), *extra], env=env), "either with --file or with --subject/--body")
+
+
 def test_classify_names_a_directory_given_as_the_ticket_file(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
     result = runner.invoke(app, ["classify", "--file", str(tmp_path)], env=env)
     assert_error(result, "is a directory")
