@@ -226,16 +226,38 @@ class OpenAIEmbedder:
         retrieved or proposed without its vector, so there is no fallback as there is for the LLM)."""
         from openai import APIError
 
-        vectors: list[list[float]] = []
+        parts: list[np.ndarray] = []
         for i in range(0, len(texts), self.batch_size):
+            chunk = list(texts[i : i + self.batch_size])
             try:
-                response = self._client.embeddings.create(model=self.name, input=list(texts[i : i + self.batch_size]))
+                response = self._client.embeddings.create(model=self.name, input=chunk)
             except APIError as exc:
                 raise EmbeddingError(
                     f"the embedding endpoint {shown_url(self.base_url)} (model {self.name!r}) failed: "
                     f"{' '.join(without_key(str(exc), self._api_key).split())[:300]}; "
                     "check that it is up and TRIAGE_EMBEDDING_BASE_URL / TRIAGE_EMBEDDING_MODEL"
                 ) from exc
-            vectors.extend(item.embedding for item in response.data)
-        array = np.asarray(vectors, dtype=np.float32)
+            parts.append(self._vectors(response.data, len(chunk)))
+        if len({p.shape[1] for p in parts}) > 1:
+            raise self._unusable(f"vectors of {sorted({p.shape[1] for p in parts})} dimensions in one call")
+        array = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
         return array / np.clip(np.linalg.norm(array, axis=1, keepdims=True), 1e-12, None)
+
+    def _vectors(self, data: Sequence[Any], expected: int) -> np.ndarray:
+        """One flat vector per text, or an EmbeddingError: llama.cpp's server with a chat model and no pooling
+        answers a list of per-token vectors per text, which numpy met as 'inhomogeneous shape' in a traceback."""
+        try:
+            array = np.asarray([item.embedding for item in data], dtype=np.float32)
+        except (TypeError, ValueError):
+            array = None
+        if array is None or array.ndim != 2 or array.shape[1] == 0:
+            raise self._unusable("not one flat vector per text (per-token vectors: a model served without pooling?)")
+        if array.shape[0] != expected:
+            raise self._unusable(f"{array.shape[0]} vectors for {expected} texts")
+        return array
+
+    def _unusable(self, what: str) -> EmbeddingError:
+        return EmbeddingError(
+            f"the embedding endpoint {shown_url(self.base_url)} (model {self.name!r}) answered {what}; serve an "
+            "embedding model there (one vector per input text) and check TRIAGE_EMBEDDING_MODEL"
+        )

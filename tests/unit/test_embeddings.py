@@ -123,6 +123,39 @@ def test_the_embedding_endpoint_gets_its_own_key_else_the_llms() -> None:
         server.server_close()
 
 
+class _PerTokenHandler(BaseHTTPRequestHandler):
+    """What llama-cpp-python's server answers for a chat model served with --embedding and no pooling: a list of
+    per-token vectors for each text, not one vector."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
+        data = [{"object": "embedding", "index": i, "embedding": [[0.1, 0.2]] * (i + 2)} for i in range(len(body["input"]))]
+        payload = json.dumps({"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": 1, "total_tokens": 1}}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+def test_an_endpoint_answering_per_token_vectors_is_named_not_a_numpy_traceback() -> None:
+    """`triage ingest` with TRIAGE_EMBEDDING_BASE_URL at llama-cpp-python's server (the README names llama.cpp)
+    serving a chat model ended in numpy's 'setting an array element with a sequence ... inhomogeneous shape'."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _PerTokenHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        embedder = make_embedder(Settings(embedding_base_url=url, embedding_model="smol"))
+        with pytest.raises(EmbeddingError, match=r"the embedding endpoint .* \(model 'smol'\) answered not one flat vector per text"):
+            embedder.embed(["a ticket", "another one"])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_hung_embedding_endpoint_fails_within_its_timeout() -> None:
     """The openai client's defaults (10 minutes a request, retried) held a ticket that long on an endpoint that
     accepted the connection and never answered."""
