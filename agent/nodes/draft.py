@@ -318,10 +318,12 @@ def draft(state: TriageState, runtime: Runtime[TriageContext]) -> TriageState:
     supported = [a for a in retrieved if a.score >= floor]
     if state.get("out_of_scope"):  # decide's out-of-scope warning says why
         return {"draft": None}
+    # a ticket MiniLM cannot match by topic gets no draft whatever the scores: say that (and the fix), also when
+    # no article is over the floor, rather than a score that reads as a thin knowledge base
+    withheld = language_mismatch(state.get("language", "unknown"), ctx.embedder.name) if retrieved else None
     if not supported:
-        reason = no_close_article(retrieved, floor, asked=ctx.settings.top_k_articles > 0)
+        reason = withheld or no_close_article(retrieved, floor, asked=ctx.settings.top_k_articles > 0)
         return {"draft": None, "warnings": [reason] if reason else []}
-    withheld = language_mismatch(state.get("language", "unknown"), ctx.embedder.name)
     if withheld:
         return {"draft": None, "warnings": [withheld]}
     channel = state["labels"]["channel"].label

@@ -639,6 +639,21 @@ def test_a_non_english_ticket_gets_no_draft_from_an_english_only_embedder(settin
         assert result["draft"] is not None and result["draft"].citations == ["ard-0100"]
 
 
+def test_a_non_english_ticket_with_no_close_article_is_told_the_language_reason(settings) -> None:  # noqa: ANN001
+    """A German ticket under MiniLM whose articles all scored under the floor was told only 'no KB article is close
+    enough (best 0.24 < 0.35)', though the README says a warning says why such a ticket gets no draft (and no
+    score would have given it one)."""
+    weak = HELP_PAGE.model_copy(update={"score": 0.05})
+    result, _ = run_draft(settings, [weak], answer=None, language="de", embedder=MINILM)
+    assert result["draft"] is None
+    assert len(result["warnings"]) == 1 and result["warnings"][0].startswith("no draft: the ticket reads as de"), result["warnings"]
+    assert USE_MULTILINGUAL in result["warnings"][0]
+    result, _ = run_draft(settings, [weak], answer=None, language="en", embedder=MINILM)
+    assert result["warnings"][0].startswith("no draft: no KB article is close enough"), result["warnings"]
+    result, _ = run_draft(settings, [], answer=None, language="de", embedder=MINILM)
+    assert "the knowledge base has no articles" in result["warnings"][0]
+
+
 def test_a_withheld_draft_says_why(settings) -> None:  # noqa: ANN001
     """With no article over the floor the draft was null and nothing said why: an API caller (and the UI, which
     always printed "no KB article was close enough") could not tell an empty knowledge base from one with nothing
