@@ -770,7 +770,7 @@ def tickets_export(
 
       triage tickets export --out all-reviewed.jsonl
     """
-    from agent.export import ExportError, check_path, split_paths, too_few_to_score, write_reviewed
+    from agent.export import ExportError, check_path, scoring_advice, split_paths, too_few_to_score, write_reviewed
     from agent.reader import TicketReader
 
     try:
@@ -795,12 +795,7 @@ def tickets_export(
         if too_few:
             typer.secho(too_few, fg=typer.colors.YELLOW)
             return
-        typer.echo(
-            "next, score the agent on them and re-fit its thresholds:\n"
-            f"  triage eval --train {paths['train']} --test {paths['test']} --text subject,body "
-            f"--label service=service --label tier=tier --taxonomy {settings.taxonomy_path} "
-            f"--calibration {settings.resolved_calibration_path} --out evals/runs/reviewed"
-        )
+        typer.echo(scoring_advice(paths, settings.taxonomy_path))
 
 
 @app.command()

@@ -9,8 +9,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TextIO
 
 from agent.contracts import AXES, ReviewedTicket
 
@@ -51,6 +53,25 @@ def too_few_to_score(counts: Mapping[str, int]) -> str | None:
     )
 
 
+def scoring_advice(paths: Mapping[str, Path], taxonomy_path: Path) -> str:
+    """The `triage eval` line a split export prints. It writes the fitted thresholds to the run's own folder, never
+    over the calibration in force (a fit on a few dozen reviews would have replaced the shipped file unseen):
+    putting them in force is a separate, deliberate setting once the lead has read the metrics."""
+    run = Path("evals/runs/reviewed")
+    return (
+        "next, score the agent on them and re-fit its thresholds:\n"
+        f"  triage eval --train {paths['train']} --test {paths['test']} --text subject,body "
+        f"--label service=service --label tier=tier --taxonomy {taxonomy_path} --out {run}\n"
+        f"then read {run / 'report.md'}; to route with the thresholds fitted on your reviews, start the service with "
+        f"TRIAGE_CALIBRATION_PATH={run / 'calibration.json'}"
+    )
+
+
+def _private(path: Path) -> TextIO:
+    """The file opened for writing, readable by its user only: it holds ticket text, as the data folder does."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8", newline="")
+
+
 def row_of(ticket: ReviewedTicket) -> dict[str, str]:
     fields = ticket.model_dump(mode="json")
     return {column: str(ticket.labels.get(column, "") if column in AXES else (fields.get(column) or "")) for column in COLUMNS}
@@ -88,7 +109,7 @@ def write_reviewed(tickets: Iterable[ReviewedTicket], out: Path, *, test_share: 
     counts = dict.fromkeys(paths.values(), 0)
     partial = {side: path.with_name(f".{path.name}.partial") for side, path in paths.items()}
     try:
-        handles = {side: path.open("w", encoding="utf-8", newline="") for side, path in partial.items()}
+        handles = {side: _private(path) for side, path in partial.items()}
     except OSError as exc:
         raise ExportError(f"cannot write in {out.parent}: {exc.strerror or exc}") from exc
     done = False

@@ -111,7 +111,32 @@ def test_a_split_too_small_to_score_says_so_instead_of_printing_an_eval_line_tha
     out = tmp_path / "reviewed.csv"
     result = CliRunner().invoke(app, ["tickets", "export", "--out", str(out), "--test-share", "0.2"], env={"TRIAGE_DATA_DIR": str(tmp_path / "data")})
     assert result.exit_code == 0, result.output
-    assert ("triage eval --train" in result.output and "--calibration" in result.output) is ready, result.output
+    assert ("triage eval --train" in result.output and "--out evals/runs/reviewed" in result.output) is ready, result.output
     assert ("too few reviewed tickets" in result.output) is not ready, result.output
     if not ready:
         assert "needs at least 4 in train and 1 in test" in result.output
+
+
+def test_the_printed_eval_line_leaves_the_calibration_in_force_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The line a split export prints passed `--calibration` with the calibration in force (the shipped
+    default.calibration.json), so running it as printed replaced that file with thresholds fitted on as few as 4
+    reviews. It now writes them to the run's folder and says how to put them in force."""
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+    from agent.reader import TicketReader
+
+    monkeypatch.setattr(TicketReader, "reviewed", lambda self: [reviewed(i) for i in range(40)])
+    result = CliRunner().invoke(app, ["tickets", "export", "--out", str(tmp_path / "reviewed.csv"), "--test-share", "0.2"], env={"TRIAGE_DATA_DIR": str(tmp_path / "data")})
+    assert result.exit_code == 0, result.output
+    assert "triage eval --train" in result.output and "--calibration" not in result.output, result.output
+    assert "calibration.json" not in result.output.split("--out")[0], result.output
+    assert "TRIAGE_CALIBRATION_PATH=evals/runs/reviewed/calibration.json" in result.output, result.output
+
+
+@pytest.mark.parametrize("share", [0.0, 0.2])
+def test_an_export_is_readable_by_its_user_only(tmp_path: Path, share: float) -> None:
+    """The exported files hold every reviewed ticket's text; they were written 0644 (any local user could read them)
+    beside a data folder kept 0700. They are 0600 now, whatever the umask."""
+    counts = write_reviewed([reviewed(i) for i in range(50)], tmp_path / "reviewed.csv", test_share=share)
+    assert counts and all(path.stat().st_mode & 0o777 == 0o600 for path in counts), [oct(p.stat().st_mode) for p in counts]
