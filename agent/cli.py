@@ -456,15 +456,16 @@ def taxonomy_validate(
     taxonomy = _load_taxonomy(path, "taxonomy file")
     before = _load_taxonomy(previous, "--previous") if previous else None
     counts = ", ".join(f"{axis}: {len(axis_def.labels)}" for axis, axis_def in taxonomy.axes.items())
-    typer.echo(f"{taxonomy.ref} is valid ({counts})")
     if before is None:
+        typer.echo(f"{taxonomy.ref} is valid ({counts})")
         if taxonomy.migration is not None:
             typer.echo(f"it migrates from {taxonomy.name}@{taxonomy.migration.from_version}: add --previous PATH to check the steps against that version")
         return
-    try:
+    try:  # before the "is valid" line, which read as the verdict when an error about the migration followed it
         plan = plan_migration(before, taxonomy)
     except MigrationError as exc:
-        fail(str(exc))
+        fail(f"{taxonomy.ref} is a valid taxonomy ({counts}) but not a valid next version of {before.ref}: {exc}")
+    typer.echo(f"{taxonomy.ref} is valid ({counts})")
     if any(plan.moves.values()):
         typer.echo(f"the migration from {before.ref} accounts for every label that is gone:")
     else:

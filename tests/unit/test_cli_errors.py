@@ -507,3 +507,18 @@ def test_a_database_url_whose_port_is_not_a_number_is_one_line(runner: CliRunner
     result = runner.invoke(app, command, env={**env, "TRIAGE_DATABASE_URL": "postgresql://ops:hunter2@db:port/triage"})
     assert_error(result, "bad setting TRIAGE_DATABASE_URL='postgresql://ops:***@db:port/triage': the URL's port is not a number")
     assert "hunter2" not in result.output
+
+
+def test_taxonomy_validate_previous_does_not_call_valid_what_it_then_refuses(runner: CliRunner, tmp_path: Path) -> None:
+    """A new version dropping a label with no migration step printed '... is valid (...)' and then the error with
+    exit 2: the first line read as the verdict. The error comes alone now and says which check failed."""
+    import yaml
+
+    content = yaml.safe_load(TAXONOMY.read_text(encoding="utf-8"))
+    content["version"] = "2099.1.1"
+    content["axes"]["service"]["labels"] = [label for label in content["axes"]["service"]["labels"] if label["id"] != "network"]
+    v2 = tmp_path / "v2.yaml"
+    v2.write_text(yaml.safe_dump(content), encoding="utf-8")
+    result = runner.invoke(app, ["taxonomy", "validate", str(v2), "--previous", str(TAXONOMY)])
+    assert_error(result, "is a valid taxonomy", "but not a valid next version of")
+    assert " is valid (" not in result.output, result.output
