@@ -354,7 +354,7 @@ def serve(
             ui_process = _start_ui(settings, host, f"http://{host}:{port}", key_path) if ui else None
             if ui_process is not None:
                 stack.callback(stop_process, ui_process)
-            typer.secho(f"API on http://{host}:{port}  (docs: http://{host}:{port}/docs) · data in {settings.data_dir}", bold=True)
+            typer.secho(f"API on http://{host}:{port}  (docs: http://{host}:{port}/docs) · {where_data_lives(settings)}", bold=True)
             if ui_process is not None:
                 typer.secho(f"UI  on http://{host}:{settings.ui_port}", bold=True)
             serving = True
@@ -366,6 +366,18 @@ def serve(
         raise typer.Exit(128 + (exc.args[0] if isinstance(exc, _Stopped) else signal.SIGINT)) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def where_data_lives(settings: Settings) -> str:
+    """The banner's words for where tickets go: 'data in DIR' named the local folder for records kept in PostgreSQL
+    and vectors in a Chroma server too, sending an operator to back up the wrong place. Passwords masked."""
+    from agent.urls import shown_url
+
+    if not settings.database_url and not settings.chroma_url:
+        return f"data in {settings.data_dir}"
+    records = shown_url(settings.database_url) if settings.database_url else str(settings.data_dir / "triage.db")
+    vectors = shown_url(settings.chroma_url) if settings.chroma_url else str(settings.chroma_dir)
+    return f"records in {records} · vectors in {vectors} · head and logs in {settings.data_dir}"
 
 
 def _check_port(host: str, port: int, what: str, setting: str) -> None:

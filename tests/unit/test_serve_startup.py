@@ -133,3 +133,17 @@ def test_serving_an_open_classify_beyond_loopback_warns(runner: CliRunner, env: 
     assert [is_loopback(h) for h in ("127.0.0.1", "::1", "[::1]", "localhost", "0.0.0.0", "10.0.0.5", "api.example")] == [
         True, True, True, True, False, False, False,
     ]
+
+
+def test_the_banner_names_where_records_and_vectors_live(tmp_path: Path) -> None:
+    """'data in DIR' was printed with records in PostgreSQL and vectors on a Chroma server too; the banner names each
+    place (passwords masked) when they are not the data folder, and stays 'data in DIR' when they are."""
+    from agent.cli import where_data_lives
+    from agent.settings import Settings
+
+    local = Settings(data_dir=tmp_path)
+    assert where_data_lives(local) == f"data in {tmp_path}"
+    remote = Settings(data_dir=tmp_path, database_url="postgresql+psycopg://triage:s3cret@db:5432/triage", chroma_url="http://vec:8000")
+    said = where_data_lives(remote)
+    assert "postgresql+psycopg://triage:***@db:5432/triage" in said and "http://vec:8000" in said and "s3cret" not in said, said
+    assert said.startswith("records in "), said
