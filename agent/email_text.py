@@ -25,6 +25,11 @@ _HTML_TAG = re.compile(
     r"\b(?:\s[^<>]{0,2000})?/?>",
     re.IGNORECASE,
 )
+# a link with its address: href in either quotes or none, then the text up to its </a> (nested tags allowed)
+_HTML_LINK = re.compile(
+    r"<a\b[^<>]{0,2000}?\bhref\s*=\s*(?:\"([^\"]{0,2000})\"|'([^']{0,2000})'|([^\s<>\"']{1,2000}))[^<>]{0,2000}>(.{0,2000}?)</a\s*>",
+    re.IGNORECASE | re.DOTALL,
+)
 
 # a line that opens the quoted history of a reply, in the languages the help desks write
 _REPLY_HEADERS = [
@@ -64,12 +69,27 @@ def _drop_blocks(text: str) -> str:
     return "".join(out) + text[pos:]
 
 
-def strip_html(text: str) -> str:
+def _link_with_address(match: re.Match[str]) -> str:
+    """A link's text followed by its address in brackets, unless the text already shows that address."""
+    href = html.unescape(next(g for g in match.groups()[:3] if g is not None)).strip()
+    inner = match.group(4)
+    shown = html.unescape(_HTML_TAG.sub("", inner))
+    core = re.sub(r"^(?:https?://|mailto:)", "", href, flags=re.IGNORECASE).rstrip("/")
+    if not core or href.startswith("#") or core.lower() in shown.lower():
+        return inner
+    return f"{inner} ({html.escape(href, quote=False)})"
+
+
+def strip_html(text: str, *, keep_links: bool = False) -> str:
     """Text of an HTML e-mail: style, script and head dropped, block ends as line breaks, entities decoded.
-    Text without real HTML elements is returned as it is."""
+    Text without real HTML elements is returned as it is. With `keep_links` (what a lead reads) a link's address
+    follows its text when the text does not show it: 'Verify your account (http://phish.example/login)' is what a
+    lead must see to judge the e-mail; the agent reads the words alone, as its models were measured."""
     if not _HTML_HINT.search(text):
         return text
     text = _drop_blocks(text)
+    if keep_links:
+        text = _HTML_LINK.sub(_link_with_address, text)
     text = _HTML_BREAK.sub("\n", text)
     text = _HTML_CELL.sub(" ", text)
     return html.unescape(_HTML_TAG.sub("", text)).replace("\xa0", " ")

@@ -71,7 +71,7 @@ def message_text(text: str, shown: int = THREAD_SHOWN_CHARS) -> MessageText:
     as tags), its line breaks kept (markdown joined the lines of a log or an address into one paragraph), cut
     after `shown` characters at a line break where there is one in the second half."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    plain = strip_html(text)
+    plain = strip_html(text, keep_links=True)
     was_html = plain != text
     plain = plain.strip()
     cut = len(plain)

@@ -504,6 +504,25 @@ def test_a_thread_message_keeps_its_lines_shows_html_as_text_and_cuts_a_long_one
     assert len(cut.shown.replace("\\", "").replace("  \n", "\n")) + cut.rest_chars + 1 == len(log.strip())
 
 
+def test_an_html_link_shows_its_address_where_its_text_does_not() -> None:
+    """An HTML e-mail's link showed as its text alone, so a lead could not see that 'https://bank.example' went
+    somewhere else; the address now follows the text in brackets (as text, never a live link), unless the text is
+    the address. The agent still reads the words alone."""
+    from markdown_it import MarkdownIt
+
+    from agent.email_text import strip_html
+
+    mail = ('<p>Please <a href="http://phish.example/login?a=1&amp;b=2">verify here</a> or open '
+            "<a href='https://bank.example'>https://bank.example</a>, "
+            '<a href="mailto:help@bank.example">help@bank.example</a>, <a href="#top">top</a>.</p>')
+    shown = message_text(mail).shown
+    rendered = MarkdownIt("commonmark").render(shown)
+    assert "verify here (http://phish.example/login?a=1&amp;b=2)" in rendered, rendered  # & as an entity in HTML
+    assert "bank.example (" not in rendered and "help@bank.example (" not in rendered and "top (" not in rendered
+    assert "<a " not in rendered, rendered
+    assert "phish" not in strip_html(mail)
+
+
 def test_a_leads_review_reads_as_one_not_as_auto_applied() -> None:
     assert decision_badge("auto_apply", "human_review") == ":blue-badge[reviewed by a lead]"
     assert decision_badge("auto_apply", "new_ticket") == ":green-badge[auto-applied]"
