@@ -290,3 +290,22 @@ def test_a_taxonomy_label_is_matched_by_its_name_too() -> None:
         "email", "phone", "social", "chat", "chat", "phone"]
     assert codec.encode("service", "Billing & payments") == "billing_payments" and codec.encode("tier", "l2") == "L2"
     assert codec.encode("channel", "fax") is None and codec.decode("channel", "social") == "social"
+
+
+def test_a_whole_number_written_as_a_float_in_a_csv_matches_the_number(tmp_path: Path) -> None:
+    """QA: a tier column 1/2/3 in train and the same column as pandas writes it to CSV with a gap (1.0/2.0/3.0) in
+    test: every test label was 'not in taxonomy', accuracy 0, though JSONL's 2.0 already read as 2."""
+    train = tmp_path / "train.csv"
+    train.write_text("text,prio\na,1\nb,2\nc,3\nd,2\n", encoding="utf-8")
+    test = tmp_path / "test.csv"
+    test.write_text("text,prio\na,1.0\nb,2.0\nc, 3.00 \nd,\ne,2.5\n", encoding="utf-8")
+    base = load_taxonomy(REPO_ROOT / "knowledge_base" / "taxonomies" / "default.yaml")
+    _, codec = derive_taxonomy(load_rows(train, ["text"], {"tier": "prio"}), ["tier"], base, "train.csv")
+    assert [codec.encode("tier", r.labels["tier"]) for r in load_rows(test, ["text"], {"tier": "prio"})] == ["1", "2", "3", None, None]
+    # the other way round (train written with floats, test with ints) and in one file: one label, not two
+    train.write_text("text,prio\na,1.0\nb,2.0\nc,2\nd,3.0\n", encoding="utf-8")
+    taxonomy, codec = derive_taxonomy(load_rows(train, ["text"], {"tier": "prio"}), ["tier"], base, "train.csv")
+    assert len(taxonomy.axes["tier"].ids) == 3
+    assert codec.encode("tier", "2") == codec.encode("tier", "2.0") is not None
+    assert codec.encode("tier", "3") == codec.encode("tier", "3.0") is not None
+    assert is_oos_row(load_rows(test, ["text"], {"tier": "prio"})[0], "1", ["tier"])
