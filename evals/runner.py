@@ -465,15 +465,16 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         embed_ahead(embedder, todo, settings, progress=progress)
         timings["embed_test_s"] = round(time.perf_counter() - t0, 1)
         drop_cut_line(predictions_path)
-        with predictions_path.open("a", encoding="utf-8") as fh:
-            bar = tqdm(total=len(test_rows), initial=len(test_rows) - len(todo), desc=f"classifying ({cfg.mode})", unit="ticket", disable=not progress)
+        # the bar closes on an interrupt too, so what the command prints then starts on a line of its own
+        with predictions_path.open("a", encoding="utf-8") as fh, tqdm(
+            total=len(test_rows), initial=len(test_rows) - len(todo), desc=f"classifying ({cfg.mode})", unit="ticket", disable=not progress
+        ) as bar:
             for row in todo:
                 record = classify_row(service, row, codec, axes, cfg.oos_label)
                 fh.write(json.dumps(record, ensure_ascii=False) + "\n")
                 fh.flush()
                 predictions[row.id] = record
                 bar.update(1)
-            bar.close()
 
     from evals.report import write_outputs
 
