@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from evals import metrics as m
 from evals import plots
 from evals.calibration import NEVER, FittedCalibration
-from evals.datasets import LabelCodec
+from evals.datasets import LabelCodec, fold_label
 
 if TYPE_CHECKING:
     from evals.runner import EvalConfig
@@ -34,10 +34,16 @@ def _axis_view(records: list[dict[str, Any]], axis: str, codec: LabelCodec) -> d
         view["flagged"].append(bool(pred and pred.get("out_of_scope")))
         view["oos"].append(bool(r["oos_gold"]))
         gid = r["gold_id"].get(axis)
-        view["gold_name"].append(codec.decode(axis, gid) if gid else (r["gold"].get(axis) if r["oos_gold"] else OUT_OF_TAXONOMY))
+        view["gold_name"].append(codec.decode(axis, gid) if gid else (r["gold"].get(axis) if r["oos_gold"] else out_of_taxonomy(r["gold"][axis])))
         view["pred_name"].append(codec.decode(axis, label["label"]) if label else ERROR)
         view["threshold"].append((r.get("threshold") or {}).get(axis))
     return view
+
+
+def out_of_taxonomy(raw: str) -> str:
+    """A gold label the taxonomy lacks, as a class of its own: each such label is one more class in macro-F1, as in
+    sklearn's `average="macro"` over the raw labels (one pooled class scored two unknown labels as one zero)."""
+    return f"{OUT_OF_TAXONOMY} {fold_label(raw)}"
 
 
 def compute_metrics(records: list[dict[str, Any]], *, axes: list[str], codec: LabelCodec, fitted: FittedCalibration, mode: str, target: float, oos: bool) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -59,7 +65,7 @@ def compute_metrics(records: list[dict[str, Any]], *, axes: list[str], codec: La
         )
         result["axes"][axis] = {
             "accuracy": round(m.accuracy(gold, pred), 4),
-            "macro_f1": round(m.macro_f1(gold, pred), 4),
+            "macro_f1": round(m.macro_f1([v["gold_name"][i] for i in ins], [v["pred_name"][i] for i in ins]), 4),
             "ece": round(m.expected_calibration_error(conf, correct), 4),
             "out_of_taxonomy": sum(g is None for g in gold),
             "auto_apply": {"target_precision": target, "coverage": round(coverage, 4), "precision": round(precision, 4)},
@@ -236,7 +242,7 @@ def render_report(metrics: dict[str, Any], details: dict[str, Any], images: list
         lines += [f"## {axis}: per class", "", "| label | support | predicted | precision | recall | F1 | threshold |", "|---|---:|---:|---:|---:|---:|---:|"]
         for s in sorted(d["per_class"], key=lambda s: (-s["support"], s["label"])):
             t = s["threshold"]
-            t_text = "never" if t >= NEVER else f"{t:.3f}"
+            t_text = "-" if s["label"].startswith(OUT_OF_TAXONOMY) else "never" if t >= NEVER else f"{t:.3f}"  # not a label: no threshold
             lines.append(f"| {s['label']} | {s['support']} | {s['predicted']} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {t_text} |")
         lines += ["", "Most frequent confusions (gold → predicted: rows):", ""]
         lines += [f"- {g} → {p}: {n}" for g, p, n in d["top_confusions"]] or ["- none"]

@@ -182,6 +182,32 @@ def test_compute_metrics_end_to_end_on_records() -> None:
     assert axis["coverage_curve"][-1]["coverage"] == 1.0 and len(axis["coverage_curve"]) <= 50
 
 
+def test_each_test_label_the_taxonomy_lacks_is_a_class_of_its_own_in_macro_f1() -> None:
+    """QA: two labels train lacked ('warranty', 'gift card') were pooled into one `<out of taxonomy>` class, so
+    macro-F1 averaged over 3 classes where sklearn's average="macro" on the raw labels averages over 4 (0.6667, not
+    0.5); spellings apart from case and spaces are still one label."""
+    from sklearn.metrics import f1_score
+
+    def row(i: int, raw: str, gold: str | None, pred: str) -> dict:
+        return {**_record(i, gold, pred, 0.5), "gold": {"service": raw}}
+
+    records = [row(0, "a", "a", "a"), row(1, "b", "b", "b"), row(2, "Warranty", None, "a"), row(3, "gift card", None, "b"), row(4, "WARRANTY ", None, "a")]
+    codec = LabelCodec.for_ids({"service": ["a", "b"]})
+    metrics, details = compute_metrics(records, axes=["service"], codec=codec, fitted=FittedCalibration(thresholds={"service": {"*": 0.9}}), mode="proposal", target=0.9, oos=False)
+    raw_gold, pred = ["a", "b", "warranty", "gift card", "warranty"], ["a", "b", "a", "b", "a"]
+    assert metrics["axes"]["service"]["macro_f1"] == pytest.approx(round(f1_score(raw_gold, pred, average="macro"), 4))
+    assert metrics["axes"]["service"]["out_of_taxonomy"] == 3
+    names = {c["label"]: c["support"] for c in details["axes"]["service"]["per_class"]}
+    assert names == {"a": 1, "b": 1, "<out of taxonomy> warranty": 2, "<out of taxonomy> gift card": 1}
+    from types import SimpleNamespace
+
+    from evals.report import render_report
+
+    details["context"] = {"train": "t.csv", "test": "v.csv", "n_train": 4, "dropped_oos_train": 0, "taxonomy": "x@1", "embedder": "e", "head": {}, "timings": {}}
+    report = render_report(metrics, details, [], SimpleNamespace(test="v.csv", limit=None, seed=0, target_precision=0.9))  # type: ignore[arg-type]
+    assert "| <out of taxonomy> warranty | 2 | 0 | 0.000 | 0.000 | 0.000 | - |" in report  # no threshold: not a label
+
+
 def test_thinned_curve_keeps_at_most_the_points_asked_and_the_last() -> None:
     conf = [i / 1000 for i in range(1000)]
     curve = m.thinned_curve(conf, [c > 0.3 for c in conf], points=50)
