@@ -89,9 +89,12 @@ def _check_utf8(path: Path) -> None:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
+        # Excel's "Unicode Text" is UTF-16 with a byte-order mark: converting it as cp1252 gives NULs between letters
+        source = "utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "cp1252"
+        what = "is UTF-16 text, not UTF-8" if source == "utf-16" else f"is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line})"
         raise DatasetError(
-            f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as UTF-8 (Excel: "
-            f"\"CSV UTF-8\") or convert it, e.g. `iconv -f cp1252 -t utf-8 {path.name} > {path.stem}.utf8{path.suffix}`"
+            f"{path} {what}; save it as UTF-8 (Excel: "
+            f"\"CSV UTF-8\") or convert it, e.g. `iconv -f {source} -t utf-8 {path.name} > {path.stem}.utf8{path.suffix}`"
         ) from None
 
 

@@ -309,3 +309,12 @@ def test_a_whole_number_written_as_a_float_in_a_csv_matches_the_number(tmp_path:
     assert codec.encode("tier", "2") == codec.encode("tier", "2.0") is not None
     assert codec.encode("tier", "3") == codec.encode("tier", "3.0") is not None
     assert is_oos_row(load_rows(test, ["text"], {"tier": "prio"})[0], "1", ["tier"])
+
+
+def test_a_utf16_file_is_told_to_convert_from_utf16(tmp_path: Path) -> None:
+    """QA: Excel's "Unicode Text" export (UTF-16 with a byte-order mark, tab-separated) was told to run
+    `iconv -f cp1252`, which turns it into text with a NUL between every letter."""
+    path = tmp_path / "export.tsv"
+    path.write_text("text\tlabel\nRückerstattung bitte\tBilling\n", encoding="utf-16")
+    with pytest.raises(DatasetError, match=r"export.tsv is UTF-16 text, not UTF-8; .*iconv -f utf-16 -t utf-8 export.tsv > export.utf8.tsv"):
+        load_rows(path, ["text"], {"service": "label"})
