@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import sqlite3
 import time
@@ -213,7 +214,7 @@ def derive_taxonomy(train: Sequence[EvalRow], axes: Sequence[str], base: Taxonom
         if not counts:
             raise EvalError(f"the train file has no label for axis {axis!r}")
         labels = []
-        for label_id, n in sorted(counts.items(), key=lambda kv: codec.decode(axis, kv[0] or "")):
+        for label_id, n in sorted(counts.items(), key=lambda kv: natural_key(codec.decode(axis, kv[0] or ""))):
             assert label_id is not None, "every train value is in the codec derived from train"
             raw = codec.decode(axis, label_id)
             example = next((r.text for r in train if codec.encode(axis, r.labels.get(axis, "")) == label_id and 20 <= len(r.text) <= 200), "")
@@ -226,6 +227,13 @@ def derive_taxonomy(train: Sequence[EvalRow], axes: Sequence[str], base: Taxonom
         new_axes[axis] = AxisDef(description=f"Labels of column for axis {axis} in {source}.", fallback=fallback, labels=labels)
     taxonomy = Taxonomy(name=f"auto-{_safe_name(source)}", version="1", description=f"Derived from {source} by `triage eval --taxonomy auto`.", axes=new_axes)
     return taxonomy, codec
+
+
+def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key with numbers in text read as numbers: 'P2' before 'P10', '9' before '10'. The tier axis ranks its
+    labels as listed and the service refuses numbered tiers listed out of order, so a tier column 1..12 sorted as
+    text ('1', '10', '11', '12', '2', ...) made the derived taxonomy.yaml unreadable and stopped the run."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part.casefold()) for part in re.split(r"(\d+)", text) if part)
 
 
 def _safe_name(text: str) -> str:

@@ -10,7 +10,7 @@ import pytest
 
 from agent.settings import REPO_ROOT
 from agent.taxonomy import load_taxonomy
-from evals.datasets import DatasetError, LabelCodec, is_oos_row, load_rows, unknown_labels
+from evals.datasets import DatasetError, EvalRow, LabelCodec, is_oos_row, load_rows, unknown_labels
 from evals.runner import derive_taxonomy, warn_empty_labels, warn_unknown_labels, warn_unlearned_train_labels
 
 
@@ -318,3 +318,17 @@ def test_a_utf16_file_is_told_to_convert_from_utf16(tmp_path: Path) -> None:
     path.write_text("text\tlabel\nRückerstattung bitte\tBilling\n", encoding="utf-16")
     with pytest.raises(DatasetError, match=r"export.tsv is UTF-16 text, not UTF-8; .*iconv -f utf-16 -t utf-8 export.tsv > export.utf8.tsv"):
         load_rows(path, ["text"], {"service": "label"})
+
+
+def test_auto_taxonomy_lists_numbered_tiers_in_number_order_so_the_service_can_read_it(tmp_path: Path) -> None:
+    """QA: --taxonomy auto on a tier column 1..12 listed the tiers as text sorts them ('1', '10', '11', '12', '2', ...);
+    the service refuses numbered tiers out of order, so the run stopped on the taxonomy.yaml it had written itself."""
+    from evals.runner import write_taxonomy
+
+    rows = [EvalRow(str(i), "text", {"tier": str(i % 12 + 1), "service": f"P{i % 11 + 1}"}) for i in range(48)]
+    base = load_taxonomy(REPO_ROOT / "knowledge_base" / "taxonomies" / "default.yaml")
+    taxonomy, _ = derive_taxonomy(rows, ["tier", "service"], base, "t.csv")
+    assert taxonomy.axes["tier"].ids == [str(n) for n in range(1, 13)]
+    assert taxonomy.axes["service"].ids == [f"P{n}" for n in range(1, 12)]
+    write_taxonomy(taxonomy, tmp_path / "taxonomy.yaml")
+    assert load_taxonomy(tmp_path / "taxonomy.yaml").axes["tier"].ids == taxonomy.axes["tier"].ids
