@@ -316,6 +316,15 @@ def slugify(value: str) -> str:
     return slug
 
 
+def _slug_keeps_meaning(value: str) -> bool:
+    """Whether `slugify` keeps what a value says: Latin letters and digits apart from accents and punctuation. A
+    label in another script slugs to a placeholder ('Возврат' and '返金' both to 'label', 'Возврат 1' to '1'), and
+    a test label the train file lacked was matched to whichever train label had slugged alike instead of counting
+    as out of taxonomy."""
+    letters = [c for c in unicodedata.normalize("NFKD", value) if c.isalnum()]
+    return bool(letters) and all(c.isascii() for c in letters)
+
+
 class LabelCodec:
     """Raw label value <-> taxonomy id, per axis. `encode` returns None for a value the taxonomy lacks."""
 
@@ -382,7 +391,7 @@ class LabelCodec:
             return table[raw]
         # ids last: an id wins over a name (or another spelling) that folds alike
         folded = {fold_label(k): v for k, v in table.items()} | {i.casefold(): i for i in self._to_raw.get(axis, {})}
-        return folded.get(fold_label(raw)) or folded.get(slugify(raw).casefold())
+        return folded.get(fold_label(raw)) or (folded.get(slugify(raw).casefold()) if _slug_keeps_meaning(raw) else None)
 
     def decode(self, axis: str, label_id: str) -> str:
         return self._to_raw.get(axis, {}).get(label_id, label_id)

@@ -332,3 +332,16 @@ def test_auto_taxonomy_lists_numbered_tiers_in_number_order_so_the_service_can_r
     assert taxonomy.axes["service"].ids == [f"P{n}" for n in range(1, 12)]
     write_taxonomy(taxonomy, tmp_path / "taxonomy.yaml")
     assert load_taxonomy(tmp_path / "taxonomy.yaml").axes["tier"].ids == taxonomy.axes["tier"].ids
+
+
+def test_a_test_label_in_another_script_that_train_lacks_is_out_of_taxonomy(tmp_path: Path) -> None:
+    """QA: labels in Cyrillic or CJK slug to a placeholder ('label'), so a test label train lacked ('Возврат', '返金')
+    was matched to a train label that slugged alike and scored as that class, not counted out of taxonomy."""
+    codec = LabelCodec.derive({"service": ["Оплата", "Доставка", "Заказ 1"]})
+    assert [codec.encode("service", v) for v in ("Оплата", " доставка ", "Заказ 1")] == [
+        codec.encode("service", "Оплата"), codec.encode("service", "Доставка"), codec.encode("service", "Заказ 1")]
+    assert None not in [codec.encode("service", v) for v in ("Оплата", " доставка ", "Заказ 1")]
+    assert [codec.encode("service", v) for v in ("Возврат", "返金", "Возврат 1")] == [None, None, None]
+    # Latin labels still match apart from accents, case and punctuation
+    latin = LabelCodec.derive({"service": ["Reclamation", "Technical Support"]})
+    assert [latin.encode("service", v) for v in ("Réclamation", "technical_support")] == ["Reclamation", "Technical_Support"]
