@@ -191,12 +191,18 @@ def _thresholds_line(calibration: dict[str, Any], cfg: EvalConfig) -> str:
     return f"- thresholds fitted by {fitted_on['folds']}-fold cross-validation on train only, target precision {cfg.target_precision}"
 
 
-def _llm_line(llm: dict[str, Any] | None, mode: str) -> list[str]:
-    """Which LLM labelled an llm/hybrid run, and (hybrid) the vote weight `decide` gave it on each axis."""
+def _llm_line(llm: dict[str, Any] | None, mode: str, unanswered: list[str] | None = None, n: int = 0) -> list[str]:
+    """Which LLM labelled an llm/hybrid run, (hybrid) the vote weight `decide` gave it on each axis, and the rows it
+    gave no answer for (labelled without it: a run whose endpoint was down read as an LLM run)."""
     if not llm or mode == "proposal":
         return []
     weights = ", ".join(f"{axis} {w:g}" for axis, w in llm["vote_weight"].items()) if mode == "hybrid" else "1 (the LLM alone)"
-    return [f"- LLM `{llm['model']}` at {llm['base_url']}; vote weight: {weights}"]
+    lines = [f"- LLM `{llm['model']}` at {llm['base_url']}; vote weight: {weights}"]
+    if unanswered:
+        without = "the proposal's alone" if mode == "hybrid" else "the taxonomy's fallbacks"
+        shown = ", ".join(f"`{i}`" for i in unanswered[:10]) + (f" and {len(unanswered) - 10} more" if len(unanswered) > 10 else "")
+        lines.append(f"- **the LLM gave no answer for {len(unanswered)} of {n} rows** ({shown}): their labels are {without} (the reason is in each row's warnings in predictions.jsonl)")
+    return lines
 
 
 def render_report(metrics: dict[str, Any], details: dict[str, Any], images: list[tuple[str, str]], cfg: EvalConfig) -> str:
@@ -208,7 +214,7 @@ def render_report(metrics: dict[str, Any], details: dict[str, Any], images: list
         + (f", {ctx['dropped_oos_train']} out-of-scope rows dropped" if ctx["dropped_oos_train"] else "")
         + f"); test: `{Path(ctx['test']).name}` ({metrics['n']} rows" + (f", --limit {cfg.limit} seed {cfg.seed}" if cfg.limit else "") + ")",
         f"- taxonomy `{ctx['taxonomy']}`, embedder `{ctx['embedder']}`, head {ctx['head']}",
-        *_llm_line(ctx.get("llm"), metrics["mode"]),
+        *_llm_line(ctx.get("llm"), metrics["mode"], ctx.get("llm_unanswered"), metrics["n"]),
         _thresholds_line(details.get("calibration") or {}, cfg),
         f"- timings: {ctx['timings']}",
         *_left_out(ctx.get("left_out") or {}),

@@ -487,6 +487,14 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
     from evals.report import write_outputs
 
     records = [predictions[r.id] for r in test_rows]
+    llm_unanswered = unanswered_by_llm(records, cfg.mode)
+    if llm_unanswered:
+        log.warning(
+            "the LLM gave no answer for %d of %d test rows (%s), so their labels are %s, not the %s mode's: an endpoint "
+            "that is down or too slow (TRIAGE_LLM_BASE_URL, TRIAGE_LLM_TIMEOUT_S)? The reason is in each row's warnings in "
+            "predictions.jsonl; report.md counts them", len(llm_unanswered), len(records), ", ".join(llm_unanswered[:5]),
+            "the proposal's alone" if cfg.mode == "hybrid" else "the taxonomy's fallbacks", cfg.mode,
+        )  # fmt: skip
     timings["total_s"] = round(time.perf_counter() - started, 1)
     timings["classified_now"] = len(todo)
     if not todo and previous.get("timings"):
@@ -514,8 +522,17 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         "timings": timings,
         "mode": cfg.mode,
         "llm": llm_id if cfg.mode != "proposal" else None,
+        "llm_unanswered": llm_unanswered,
     }
     return write_outputs(out, records, axes=axes, codec=codec, fitted=fitted, cfg=cfg, context=context)
+
+
+def unanswered_by_llm(records: Sequence[dict[str, Any]], mode: str) -> list[str]:
+    """Ids of the classified rows an llm/hybrid run got no LLM answer for (unreachable, timed out, invalid after the
+    re-asks): `decide` then labels them without it, so the run measured those rows in another mode."""
+    if mode == "proposal":
+        return []
+    return [r["id"] for r in records if r.get("prediction") and (r.get("vote") or {}).get("llm_confidence") is None]
 
 
 def check_writable(path: Path, flag: str, *, directory: bool) -> None:

@@ -361,3 +361,28 @@ def test_a_resumed_run_appends_after_a_line_cut_by_a_killed_run(tmp_path: Path) 
     cut_first.write_text('{"id": "a"', encoding="utf-8")
     drop_cut_line(cut_first)
     assert cut_first.read_text(encoding="utf-8") == ""
+
+
+def test_an_llm_run_whose_llm_gave_no_answer_says_so() -> None:
+    """QA: a hybrid run against an endpoint that was down (TRIAGE_LLM_BASE_URL on a closed port) labelled every row
+    from the proposal alone and reported it as a hybrid run, with no word on the console or in report.md."""
+    from types import SimpleNamespace
+
+    from evals.report import render_report
+    from evals.runner import unanswered_by_llm
+
+    def row(i: int, confidence: float | None) -> dict:
+        return {**_record(i, "a", "a", 0.9), "vote": {"proposal": {}, "llm": {"service": "a" if confidence else None}, "llm_confidence": confidence}}
+
+    records = [row(0, 0.8), row(1, None), row(2, None), {**_record(3, "a", "a", 0.9), "prediction": None, "error": "x"}]
+    assert unanswered_by_llm(records, "hybrid") == ["1", "2"]
+    assert unanswered_by_llm(records, "proposal") == []
+    codec = LabelCodec.for_ids({"service": ["a", "b"]})
+    metrics, details = compute_metrics(records, axes=["service"], codec=codec, fitted=FittedCalibration(thresholds={"service": {"*": 0.9}}), mode="hybrid", target=0.9, oos=False)
+    llm = {"model": "m", "base_url": "http://127.0.0.1:9/v1", "vote_weight": {"service": 0.0, "channel": 0.15, "tier": 0.15}}
+    details["context"] = {"train": "t.csv", "test": "v.csv", "n_train": 4, "dropped_oos_train": 0, "taxonomy": "x@1", "embedder": "e", "head": {},
+                          "timings": {}, "llm": llm, "llm_unanswered": ["1", "2"]}
+    report = render_report(metrics, details, [], SimpleNamespace(test="v.csv", limit=None, seed=0, target_precision=0.9))  # type: ignore[arg-type]
+    assert "**the LLM gave no answer for 2 of 4 rows** (`1`, `2`): their labels are the proposal's alone" in report
+    details["context"]["llm_unanswered"] = []
+    assert "no answer" not in render_report(metrics, details, [], SimpleNamespace(test="v.csv", limit=None, seed=0, target_precision=0.9))  # type: ignore[arg-type]
