@@ -210,7 +210,8 @@ def render_report(metrics: dict[str, Any], details: dict[str, Any], images: list
     lines = [
         f"# Eval report: {Path(str(cfg.test)).name} ({metrics['mode']} mode)",
         "",
-        f"- train: `{Path(ctx['train']).name}` ({ctx['n_train']} labelled rows stored"
+        f"- train: `{Path(ctx['train']).name}` ({ctx['n_train']} labelled rows "
+        + ("read for the labels, none stored: the LLM alone" if metrics["mode"] == "llm" else "stored")
         + (f", {ctx['dropped_oos_train']} out-of-scope rows dropped" if ctx["dropped_oos_train"] else "")
         + f"); test: `{Path(ctx['test']).name}` ({metrics['n']} rows" + (f", --limit {cfg.limit} seed {cfg.seed}" if cfg.limit else "") + ")",
         f"- taxonomy `{ctx['taxonomy']}`, embedder `{ctx['embedder']}`, head {ctx['head']}",

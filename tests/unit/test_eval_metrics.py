@@ -386,3 +386,18 @@ def test_an_llm_run_whose_llm_gave_no_answer_says_so() -> None:
     assert "**the LLM gave no answer for 2 of 4 rows** (`1`, `2`): their labels are the proposal's alone" in report
     details["context"]["llm_unanswered"] = []
     assert "no answer" not in render_report(metrics, details, [], SimpleNamespace(test="v.csv", limit=None, seed=0, target_precision=0.9))  # type: ignore[arg-type]
+    assert "(4 labelled rows stored)" in report
+
+
+def test_an_llm_run_report_does_not_say_train_was_stored() -> None:
+    """QA: --mode llm leaves the store empty (the LLM alone), but report.md said '400 labelled rows stored'."""
+    from types import SimpleNamespace
+
+    from evals.report import render_report
+
+    records = [_record(0, "a", "a", 0.9)]
+    codec = LabelCodec.for_ids({"service": ["a", "b"]})
+    metrics, details = compute_metrics(records, axes=["service"], codec=codec, fitted=FittedCalibration(), mode="llm", target=0.9, oos=False)
+    details["context"] = {"train": "t.csv", "test": "v.csv", "n_train": 4, "dropped_oos_train": 0, "taxonomy": "x@1", "embedder": "e", "head": {}, "timings": {}}
+    report = render_report(metrics, details, [], SimpleNamespace(test="v.csv", limit=None, seed=0, target_precision=0.9))  # type: ignore[arg-type]
+    assert "(4 labelled rows read for the labels, none stored: the LLM alone)" in report
