@@ -416,6 +416,13 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
             )
     elif predictions_path.exists():
         raise EvalError(f"{out} has predictions.jsonl but no run.json; pass a new --out or delete {out}")
+    elif (out / "data").exists():
+        # the run's own store goes under DIR/data and replaces what is there: with --out . in a checkout, the service's
+        # data/ (its Chroma store of past tickets and its head) was wiped and refilled with the train file
+        raise EvalError(
+            f"{out} has a data/ directory but no run.json, so it is not a `triage eval` run directory (a service's data "
+            f"directory?), and the run would replace the store in it; pass a new --out, e.g. {out / 'eval-run'}"
+        )
     run_state = {"fingerprint": fingerprint, "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}}
     run_file.write_text(json.dumps({**previous, **run_state}, indent=2, default=str) + "\n", encoding="utf-8")
     taxonomy_path = out / "taxonomy.yaml"
