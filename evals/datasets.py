@@ -420,10 +420,11 @@ _WHOLE_NUMBER = re.compile(r"^([+-]?\d+)\.0+$")
 
 
 def fold_label(value: str) -> str:
-    """A raw label apart from case and spaces: 'Billing ', 'BILLING' and 'billing' fold alike. A whole number written
+    """A raw label apart from case and spaces: 'Billing ', 'BILLING' and 'billing' fold alike, and so do the Unicode
+    forms of one spelling ('й' typed as one character or as 'и' + a breve, as macOS writes it). A whole number written
     as a float ('2.0', as pandas writes an int column with a gap to CSV) folds as the number ('2'), as JSONL numbers
     are read (`_stringify`), so a CSV tier of 2.0 matches a 2 in the other file."""
-    folded = " ".join(value.split()).casefold()
+    folded = " ".join(unicodedata.normalize("NFKC", value).split()).casefold()
     whole = _WHOLE_NUMBER.match(folded)
     return whole.group(1) if whole else folded
 

@@ -345,3 +345,14 @@ def test_a_test_label_in_another_script_that_train_lacks_is_out_of_taxonomy(tmp_
     # Latin labels still match apart from accents, case and punctuation
     latin = LabelCodec.derive({"service": ["Reclamation", "Technical Support"]})
     assert [latin.encode("service", v) for v in ("Réclamation", "technical_support")] == ["Reclamation", "Technical_Support"]
+
+
+def test_labels_in_another_unicode_form_are_one_label() -> None:
+    """QA: a Cyrillic label typed as composed characters in train ('Счёт', 'Бой') and decomposed in test (as macOS
+    writes text: 'е' + diaeresis) did not match and counted as out of taxonomy."""
+    import unicodedata
+
+    codec = LabelCodec.derive({"service": ["Счёт", "Бой", "Счёт"]})
+    assert [codec.encode("service", unicodedata.normalize("NFD", v)) for v in ("Счёт", "Бой")] == [codec.encode("service", "Счёт"), codec.encode("service", "Бой")]
+    assert codec.encode("service", "Счёт") is not None and codec.encode("service", "Бой") is not None
+    assert codec.encode("service", "ＢＯＩ") is None  # full-width Latin folds to 'boi', not a Cyrillic label
