@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import shlex
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -222,7 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"error: {exc}\n")
     note = f" ({dropped} train rows left out: the same tickets are in the test file)" if dropped else ""
     print(f"wrote {train} and {test}{note}; score them with:")
-    print(f"  triage eval --train {train} --test {test} --text subject,body --label tier=tier --out {args.out / 'run'}")  # the default taxonomy's tiers
+    quoted = [shlex.quote(str(p)) for p in (train, test, args.out / "run")]  # a path with a space stays one argument
+    print(f"  triage eval --train {quoted[0]} --test {quoted[1]} --text subject,body --label tier=tier --out {quoted[2]}")  # the default taxonomy's tiers
     return 0
 
 

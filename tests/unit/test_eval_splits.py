@@ -61,3 +61,15 @@ def test_tier_files_read_columns_and_ids_as_triage_eval_does(tmp_path: Path, cap
     assert all(r["body"] for r in test)
     train_ids = {r["ticket_id"] for r in read_table(tmp_path / "out" / "train.csv")[1]}
     assert not train_ids & {r["ticket_id"] for r in rows}  # still kept out of train
+
+
+def test_the_printed_command_runs_as_printed_from_a_path_with_a_space(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """QA: the command printed for --out 'tier sealed' split the paths at the space when pasted into a shell."""
+    import shlex
+
+    _gold_subset(tmp_path / "gold.csv", 3)
+    out = tmp_path / "tier sealed"
+    assert splits.main(["tier", "--gold", str(tmp_path / "gold.csv"), "--tickets", str(TICKETS_DEV), "--out", str(out)]) == 0
+    command = shlex.split(capsys.readouterr().out.splitlines()[-1])
+    assert command[command.index("--train") + 1] == str(out / "train.csv")
+    assert command[command.index("--out") + 1] == str(out / "run")
