@@ -233,7 +233,7 @@ def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
     """Sort key with numbers in text read as numbers: 'P2' before 'P10', '9' before '10'. The tier axis ranks its
     labels as listed and the service refuses numbered tiers listed out of order, so a tier column 1..12 sorted as
     text ('1', '10', '11', '12', '2', ...) made the derived taxonomy.yaml unreadable and stopped the run."""
-    return tuple((0, int(part)) if part.isdigit() else (1, part.casefold()) for part in re.split(r"(\d+)", text) if part)
+    return tuple((0, int(part)) if part.isdecimal() else (1, part.casefold()) for part in re.split(r"(\d+)", text) if part)
 
 
 def _safe_name(text: str) -> str:

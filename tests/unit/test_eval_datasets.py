@@ -332,6 +332,9 @@ def test_auto_taxonomy_lists_numbered_tiers_in_number_order_so_the_service_can_r
     assert taxonomy.axes["service"].ids == [f"P{n}" for n in range(1, 12)]
     write_taxonomy(taxonomy, tmp_path / "taxonomy.yaml")
     assert load_taxonomy(tmp_path / "taxonomy.yaml").axes["tier"].ids == taxonomy.axes["tier"].ids
+    from evals.runner import natural_key
+
+    assert sorted(["m²", "²", "Tier 10", "Tier 2"], key=natural_key) == ["m²", "Tier 2", "Tier 10", "²"]  # ² is no number to read
 
 
 def test_a_test_label_in_another_script_that_train_lacks_is_out_of_taxonomy(tmp_path: Path) -> None:
