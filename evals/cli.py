@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -42,6 +43,7 @@ def eval_command(
     from agent.store import StoreUnavailable
     from evals.runner import EvalConfig, EvalError, run_eval  # the graph and the models: only when a run starts
 
+    previous = signal.signal(signal.SIGTERM, _stopped)
     try:
         cfg = EvalConfig(
             train=train,
@@ -59,6 +61,10 @@ def eval_command(
             cache_dir=cache_dir,
         )
         metrics = run_eval(cfg, progress=not quiet)
+    except (KeyboardInterrupt, _Stopped) as exc:
+        # the cross-validation's worker processes are stopped on the way out (joblib aborts them on any exception)
+        typer.secho(f"interrupted: the rows done are kept in {out / 'predictions.jsonl'}; run the same command again to resume", err=True)
+        raise typer.Exit(128 + (exc.args[0] if isinstance(exc, _Stopped) else signal.SIGINT)) from None
     except (DatasetError, EvalError, TaxonomyError, EmbeddingSettingError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
@@ -71,6 +77,18 @@ def eval_command(
         # a disk that filled up or a path that became unwritable mid-run: finished rows are in predictions.jsonl
         typer.secho(f"error: cannot write or read {exc.filename}: {exc.strerror or exc}; fix that and run the same command again to resume", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     typer.echo(json.dumps(metrics, indent=2))
     if not quiet:
         typer.secho(f"report: {out / 'report.md'}", bold=True, err=True)
+
+
+class _Stopped(BaseException):
+    """SIGTERM unwinds like Ctrl-C: Python's default ended the process at once and left the cross-validation's two
+    worker processes running as orphans (about 250 MB each), and `kill`, `timeout` or a CI job's cancel send SIGTERM.
+    A BaseException, like KeyboardInterrupt, so no `except Exception` on the way records it as a failed row."""
+
+
+def _stopped(signum: int, _frame: object) -> None:
+    raise _Stopped(signum)

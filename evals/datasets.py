@@ -89,9 +89,12 @@ def _check_utf8(path: Path) -> None:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
+        # Excel's "Unicode Text" is UTF-16 with a byte-order mark: converting it as cp1252 gives NULs between letters
+        source = "utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "cp1252"
+        what = "is UTF-16 text, not UTF-8" if source == "utf-16" else f"is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line})"
         raise DatasetError(
-            f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as UTF-8 (Excel: "
-            f"\"CSV UTF-8\") or convert it, e.g. `iconv -f cp1252 -t utf-8 {path.name} > {path.stem}.utf8{path.suffix}`"
+            f"{path} {what}; save it as UTF-8 (Excel: "
+            f"\"CSV UTF-8\") or convert it, e.g. `iconv -f {source} -t utf-8 {path.name} > {path.stem}.utf8{path.suffix}`"
         ) from None
 
 
@@ -313,6 +316,15 @@ def slugify(value: str) -> str:
     return slug
 
 
+def _slug_keeps_meaning(value: str) -> bool:
+    """Whether `slugify` keeps what a value says: Latin letters and digits apart from accents and punctuation. A
+    label in another script slugs to a placeholder ('Возврат' and '返金' both to 'label', 'Возврат 1' to '1'), and
+    a test label the train file lacked was matched to whichever train label had slugged alike instead of counting
+    as out of taxonomy."""
+    letters = [c for c in unicodedata.normalize("NFKD", value) if c.isalnum()]
+    return bool(letters) and all(c.isascii() for c in letters)
+
+
 class LabelCodec:
     """Raw label value <-> taxonomy id, per axis. `encode` returns None for a value the taxonomy lacks."""
 
@@ -379,7 +391,7 @@ class LabelCodec:
             return table[raw]
         # ids last: an id wins over a name (or another spelling) that folds alike
         folded = {fold_label(k): v for k, v in table.items()} | {i.casefold(): i for i in self._to_raw.get(axis, {})}
-        return folded.get(fold_label(raw)) or folded.get(slugify(raw).casefold())
+        return folded.get(fold_label(raw)) or (folded.get(slugify(raw).casefold()) if _slug_keeps_meaning(raw) else None)
 
     def decode(self, axis: str, label_id: str) -> str:
         return self._to_raw.get(axis, {}).get(label_id, label_id)
@@ -404,9 +416,17 @@ class LabelCodec:
         return out
 
 
+_WHOLE_NUMBER = re.compile(r"^([+-]?\d+)\.0+$")
+
+
 def fold_label(value: str) -> str:
-    """A raw label apart from case and spaces: 'Billing ', 'BILLING' and 'billing' fold alike."""
-    return " ".join(value.split()).casefold()
+    """A raw label apart from case and spaces: 'Billing ', 'BILLING' and 'billing' fold alike, and so do the Unicode
+    forms of one spelling ('й' typed as one character or as 'и' + a breve, as macOS writes it). A whole number written
+    as a float ('2.0', as pandas writes an int column with a gap to CSV) folds as the number ('2'), as JSONL numbers
+    are read (`_stringify`), so a CSV tier of 2.0 matches a 2 in the other file."""
+    folded = " ".join(unicodedata.normalize("NFKC", value).split()).casefold()
+    whole = _WHOLE_NUMBER.match(folded)
+    return whole.group(1) if whole else folded
 
 
 def is_oos(value: str, oos_label: str | None) -> bool:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from evals import metrics as m
 from evals import plots
 from evals.calibration import NEVER, FittedCalibration
-from evals.datasets import LabelCodec
+from evals.datasets import LabelCodec, fold_label
 
 if TYPE_CHECKING:
     from evals.runner import EvalConfig
@@ -34,10 +34,16 @@ def _axis_view(records: list[dict[str, Any]], axis: str, codec: LabelCodec) -> d
         view["flagged"].append(bool(pred and pred.get("out_of_scope")))
         view["oos"].append(bool(r["oos_gold"]))
         gid = r["gold_id"].get(axis)
-        view["gold_name"].append(codec.decode(axis, gid) if gid else (r["gold"].get(axis) if r["oos_gold"] else OUT_OF_TAXONOMY))
+        view["gold_name"].append(codec.decode(axis, gid) if gid else (r["gold"].get(axis) if r["oos_gold"] else out_of_taxonomy(r["gold"][axis])))
         view["pred_name"].append(codec.decode(axis, label["label"]) if label else ERROR)
         view["threshold"].append((r.get("threshold") or {}).get(axis))
     return view
+
+
+def out_of_taxonomy(raw: str) -> str:
+    """A gold label the taxonomy lacks, as a class of its own: each such label is one more class in macro-F1, as in
+    sklearn's `average="macro"` over the raw labels (one pooled class scored two unknown labels as one zero)."""
+    return f"{OUT_OF_TAXONOMY} {fold_label(raw)}"
 
 
 def compute_metrics(records: list[dict[str, Any]], *, axes: list[str], codec: LabelCodec, fitted: FittedCalibration, mode: str, target: float, oos: bool) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -59,7 +65,7 @@ def compute_metrics(records: list[dict[str, Any]], *, axes: list[str], codec: La
         )
         result["axes"][axis] = {
             "accuracy": round(m.accuracy(gold, pred), 4),
-            "macro_f1": round(m.macro_f1(gold, pred), 4),
+            "macro_f1": round(m.macro_f1([v["gold_name"][i] for i in ins], [v["pred_name"][i] for i in ins]), 4),
             "ece": round(m.expected_calibration_error(conf, correct), 4),
             "out_of_taxonomy": sum(g is None for g in gold),
             "auto_apply": {"target_precision": target, "coverage": round(coverage, 4), "precision": round(precision, 4)},
@@ -185,12 +191,18 @@ def _thresholds_line(calibration: dict[str, Any], cfg: EvalConfig) -> str:
     return f"- thresholds fitted by {fitted_on['folds']}-fold cross-validation on train only, target precision {cfg.target_precision}"
 
 
-def _llm_line(llm: dict[str, Any] | None, mode: str) -> list[str]:
-    """Which LLM labelled an llm/hybrid run, and (hybrid) the vote weight `decide` gave it on each axis."""
+def _llm_line(llm: dict[str, Any] | None, mode: str, unanswered: list[str] | None = None, n: int = 0) -> list[str]:
+    """Which LLM labelled an llm/hybrid run, (hybrid) the vote weight `decide` gave it on each axis, and the rows it
+    gave no answer for (labelled without it: a run whose endpoint was down read as an LLM run)."""
     if not llm or mode == "proposal":
         return []
     weights = ", ".join(f"{axis} {w:g}" for axis, w in llm["vote_weight"].items()) if mode == "hybrid" else "1 (the LLM alone)"
-    return [f"- LLM `{llm['model']}` at {llm['base_url']}; vote weight: {weights}"]
+    lines = [f"- LLM `{llm['model']}` at {llm['base_url']}; vote weight: {weights}"]
+    if unanswered:
+        without = "the proposal's alone" if mode == "hybrid" else "the taxonomy's fallbacks"
+        shown = ", ".join(f"`{i}`" for i in unanswered[:10]) + (f" and {len(unanswered) - 10} more" if len(unanswered) > 10 else "")
+        lines.append(f"- **the LLM gave no answer for {len(unanswered)} of {n} rows** ({shown}): their labels are {without} (the reason is in each row's warnings in predictions.jsonl)")
+    return lines
 
 
 def render_report(metrics: dict[str, Any], details: dict[str, Any], images: list[tuple[str, str]], cfg: EvalConfig) -> str:
@@ -198,11 +210,12 @@ def render_report(metrics: dict[str, Any], details: dict[str, Any], images: list
     lines = [
         f"# Eval report: {Path(str(cfg.test)).name} ({metrics['mode']} mode)",
         "",
-        f"- train: `{Path(ctx['train']).name}` ({ctx['n_train']} labelled rows stored"
+        f"- train: `{Path(ctx['train']).name}` ({ctx['n_train']} labelled rows "
+        + ("read for the labels, none stored: the LLM alone" if metrics["mode"] == "llm" else "stored")
         + (f", {ctx['dropped_oos_train']} out-of-scope rows dropped" if ctx["dropped_oos_train"] else "")
         + f"); test: `{Path(ctx['test']).name}` ({metrics['n']} rows" + (f", --limit {cfg.limit} seed {cfg.seed}" if cfg.limit else "") + ")",
         f"- taxonomy `{ctx['taxonomy']}`, embedder `{ctx['embedder']}`, head {ctx['head']}",
-        *_llm_line(ctx.get("llm"), metrics["mode"]),
+        *_llm_line(ctx.get("llm"), metrics["mode"], ctx.get("llm_unanswered"), metrics["n"]),
         _thresholds_line(details.get("calibration") or {}, cfg),
         f"- timings: {ctx['timings']}",
         *_left_out(ctx.get("left_out") or {}),
@@ -236,7 +249,7 @@ def render_report(metrics: dict[str, Any], details: dict[str, Any], images: list
         lines += [f"## {axis}: per class", "", "| label | support | predicted | precision | recall | F1 | threshold |", "|---|---:|---:|---:|---:|---:|---:|"]
         for s in sorted(d["per_class"], key=lambda s: (-s["support"], s["label"])):
             t = s["threshold"]
-            t_text = "never" if t >= NEVER else f"{t:.3f}"
+            t_text = "-" if s["label"].startswith(OUT_OF_TAXONOMY) else "never" if t >= NEVER else f"{t:.3f}"  # not a label: no threshold
             lines.append(f"| {s['label']} | {s['support']} | {s['predicted']} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {t_text} |")
         lines += ["", "Most frequent confusions (gold → predicted: rows):", ""]
         lines += [f"- {g} → {p}: {n}" for g, p, n in d["top_confusions"]] or ["- none"]

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import sqlite3
 import time
@@ -213,7 +214,7 @@ def derive_taxonomy(train: Sequence[EvalRow], axes: Sequence[str], base: Taxonom
         if not counts:
             raise EvalError(f"the train file has no label for axis {axis!r}")
         labels = []
-        for label_id, n in sorted(counts.items(), key=lambda kv: codec.decode(axis, kv[0] or "")):
+        for label_id, n in sorted(counts.items(), key=lambda kv: natural_key(codec.decode(axis, kv[0] or ""))):
             assert label_id is not None, "every train value is in the codec derived from train"
             raw = codec.decode(axis, label_id)
             example = next((r.text for r in train if codec.encode(axis, r.labels.get(axis, "")) == label_id and 20 <= len(r.text) <= 200), "")
@@ -226,6 +227,13 @@ def derive_taxonomy(train: Sequence[EvalRow], axes: Sequence[str], base: Taxonom
         new_axes[axis] = AxisDef(description=f"Labels of column for axis {axis} in {source}.", fallback=fallback, labels=labels)
     taxonomy = Taxonomy(name=f"auto-{_safe_name(source)}", version="1", description=f"Derived from {source} by `triage eval --taxonomy auto`.", axes=new_axes)
     return taxonomy, codec
+
+
+def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key with numbers in text read as numbers: 'P2' before 'P10', '9' before '10'. The tier axis ranks its
+    labels as listed and the service refuses numbered tiers listed out of order, so a tier column 1..12 sorted as
+    text ('1', '10', '11', '12', '2', ...) made the derived taxonomy.yaml unreadable and stopped the run."""
+    return tuple((0, int(part)) if part.isdecimal() else (1, part.casefold()) for part in re.split(r"(\d+)", text) if part)
 
 
 def _safe_name(text: str) -> str:
@@ -408,6 +416,13 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
             )
     elif predictions_path.exists():
         raise EvalError(f"{out} has predictions.jsonl but no run.json; pass a new --out or delete {out}")
+    elif (out / "data").exists():
+        # the run's own store goes under DIR/data and replaces what is there: with --out . in a checkout, the service's
+        # data/ (its Chroma store of past tickets and its head) was wiped and refilled with the train file
+        raise EvalError(
+            f"{out} has a data/ directory but no run.json, so it is not a `triage eval` run directory (a service's data "
+            f"directory?), and the run would replace the store in it; pass a new --out, e.g. {out / 'eval-run'}"
+        )
     run_state = {"fingerprint": fingerprint, "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}}
     run_file.write_text(json.dumps({**previous, **run_state}, indent=2, default=str) + "\n", encoding="utf-8")
     taxonomy_path = out / "taxonomy.yaml"
@@ -465,19 +480,28 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         embed_ahead(embedder, todo, settings, progress=progress)
         timings["embed_test_s"] = round(time.perf_counter() - t0, 1)
         drop_cut_line(predictions_path)
-        with predictions_path.open("a", encoding="utf-8") as fh:
-            bar = tqdm(total=len(test_rows), initial=len(test_rows) - len(todo), desc=f"classifying ({cfg.mode})", unit="ticket", disable=not progress)
+        # the bar closes on an interrupt too, so what the command prints then starts on a line of its own
+        with predictions_path.open("a", encoding="utf-8") as fh, tqdm(
+            total=len(test_rows), initial=len(test_rows) - len(todo), desc=f"classifying ({cfg.mode})", unit="ticket", disable=not progress
+        ) as bar:
             for row in todo:
                 record = classify_row(service, row, codec, axes, cfg.oos_label)
                 fh.write(json.dumps(record, ensure_ascii=False) + "\n")
                 fh.flush()
                 predictions[row.id] = record
                 bar.update(1)
-            bar.close()
 
     from evals.report import write_outputs
 
     records = [predictions[r.id] for r in test_rows]
+    llm_unanswered = unanswered_by_llm(records, cfg.mode)
+    if llm_unanswered:
+        log.warning(
+            "the LLM gave no answer for %d of %d test rows (%s), so their labels are %s, not the %s mode's: an endpoint "
+            "that is down or too slow (TRIAGE_LLM_BASE_URL, TRIAGE_LLM_TIMEOUT_S)? The reason is in each row's warnings in "
+            "predictions.jsonl; report.md counts them", len(llm_unanswered), len(records), ", ".join(llm_unanswered[:5]),
+            "the proposal's alone" if cfg.mode == "hybrid" else "the taxonomy's fallbacks", cfg.mode,
+        )  # fmt: skip
     timings["total_s"] = round(time.perf_counter() - started, 1)
     timings["classified_now"] = len(todo)
     if not todo and previous.get("timings"):
@@ -505,8 +529,17 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, base_settings: Settings 
         "timings": timings,
         "mode": cfg.mode,
         "llm": llm_id if cfg.mode != "proposal" else None,
+        "llm_unanswered": llm_unanswered,
     }
     return write_outputs(out, records, axes=axes, codec=codec, fitted=fitted, cfg=cfg, context=context)
+
+
+def unanswered_by_llm(records: Sequence[dict[str, Any]], mode: str) -> list[str]:
+    """Ids of the classified rows an llm/hybrid run got no LLM answer for (unreachable, timed out, invalid after the
+    re-asks): `decide` then labels them without it, so the run measured those rows in another mode."""
+    if mode == "proposal":
+        return []
+    return [r["id"] for r in records if r.get("prediction") and (r.get("vote") or {}).get("llm_confidence") is None]
 
 
 def check_writable(path: Path, flag: str, *, directory: bool) -> None:

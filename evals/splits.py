@@ -11,11 +11,12 @@ from __future__ import annotations
 import csv
 import json
 import random
+import shlex
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from agent.settings import REPO_ROOT
-from evals.datasets import read_table
+from evals.datasets import read_table, resolve_column
 
 DATASETS = REPO_ROOT.parent / "shared" / "datasets"
 RUNS = REPO_ROOT / "evals" / "runs"
@@ -136,16 +137,23 @@ def tier_gold_rows(gold: Path | None = None, tickets: Path | None = None) -> lis
     tickets_dev.csv): ticket_id, subject, body, tier (+ queue, type, priority, language where the file has them)."""
     gold = gold or DATASETS / "support_tickets_multilang" / "tier_dev.csv"
     tickets = tickets or DATASETS / "support_tickets_multilang" / "tickets_dev.csv"
-    base = {r["ticket_id"]: r for r in _load(tickets)}
+    # column names apart from case and surrounding spaces, ids apart from surrounding spaces, as `triage eval` reads
+    # them (a tickets file without the column ended in a KeyError traceback)
+    ticket_columns, ticket_table = read_table(tickets)
+    names = {c: resolve_column(c, ticket_columns, tickets) for c in ("ticket_id", "language", "subject", "body", "queue", "type", "priority")}
+    if names["ticket_id"] is None or names["body"] is None:
+        raise ValueError(f"{tickets} needs the columns ticket_id, subject and body (as tickets_dev.csv); it has {ticket_columns}")
+    base = {r.get(names["ticket_id"] or "", "").strip(): r for r in ticket_table}
     columns, table = read_table(gold)
-    if "ticket_id" not in columns or "tier" not in columns:
+    id_column, tier_column = resolve_column("ticket_id", columns, gold), resolve_column("tier", columns, gold)
+    if id_column is None or tier_column is None:
         raise ValueError(f"{gold} needs the columns ticket_id and tier (as tier_dev.csv); it has {columns}")
     rows = []
     for t in table:
-        ticket = base.get(t["ticket_id"])
+        ticket = base.get(t[id_column].strip())
         if ticket is None:
-            raise ValueError(f"{gold}: ticket {t['ticket_id']!r} is not in {tickets}; pass the tickets file it was drawn from")
-        rows.append({**{k: ticket.get(k, "") for k in ("ticket_id", "language", "subject", "body", "queue", "type", "priority")}, "tier": t["tier"]})
+            raise ValueError(f"{gold}: ticket {t[id_column]!r} is not in {tickets}; pass the tickets file it was drawn from")
+        rows.append({**{k: ticket.get(c, "") if c else "" for k, c in names.items()}, "ticket_id": t[id_column].strip(), "tier": t[tier_column]})
     return rows
 
 
@@ -215,7 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"error: {exc}\n")
     note = f" ({dropped} train rows left out: the same tickets are in the test file)" if dropped else ""
     print(f"wrote {train} and {test}{note}; score them with:")
-    print(f"  triage eval --train {train} --test {test} --text subject,body --label tier=tier --out {args.out / 'run'}")  # the default taxonomy's tiers
+    quoted = [shlex.quote(str(p)) for p in (train, test, args.out / "run")]  # a path with a space stays one argument
+    print(f"  triage eval --train {quoted[0]} --test {quoted[1]} --text subject,body --label tier=tier --out {quoted[2]}")  # the default taxonomy's tiers
     return 0
 
 

@@ -522,3 +522,18 @@ def test_taxonomy_validate_previous_does_not_call_valid_what_it_then_refuses(run
     result = runner.invoke(app, ["taxonomy", "validate", str(v2), "--previous", str(TAXONOMY)])
     assert_error(result, "is a valid taxonomy", "but not a valid next version of")
     assert " is valid (" not in result.output, result.output
+
+
+def test_eval_refuses_an_out_directory_whose_data_is_not_its_own(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
+    """QA: `--out .` in a checkout put the run's store under ./data, the service's data directory: the eval deleted
+    its Chroma tickets collection and refilled it with the train file (a store of 400 tickets became 6)."""
+    data = tmp_path / "d.csv"
+    data.write_text("text,y\nmy card never arrived,a\nrefund the double charge,b\ncard lost,a\nfee refund,b\n", encoding="utf-8")
+    service_dir = tmp_path / "checkout"
+    (service_dir / "data" / "chroma").mkdir(parents=True)
+    marker = service_dir / "data" / "chroma" / "chroma.sqlite3"
+    marker.write_bytes(b"the service's store")
+    args = ["eval", "--train", str(data), "--test", str(data), "--text", "text", "--label", "service=y", "--taxonomy", "auto", "--quiet"]
+    result = runner.invoke(app, [*args, "--out", str(service_dir), "--cache-dir", str(tmp_path / "cache")], env=env)
+    assert_error(result, "has a data/ directory but no run.json", "pass a new --out")
+    assert marker.read_bytes() == b"the service's store" and not (service_dir / "run.json").exists()

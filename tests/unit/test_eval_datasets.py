@@ -10,7 +10,7 @@ import pytest
 
 from agent.settings import REPO_ROOT
 from agent.taxonomy import load_taxonomy
-from evals.datasets import DatasetError, LabelCodec, is_oos_row, load_rows, unknown_labels
+from evals.datasets import DatasetError, EvalRow, LabelCodec, is_oos_row, load_rows, unknown_labels
 from evals.runner import derive_taxonomy, warn_empty_labels, warn_unknown_labels, warn_unlearned_train_labels
 
 
@@ -290,3 +290,72 @@ def test_a_taxonomy_label_is_matched_by_its_name_too() -> None:
         "email", "phone", "social", "chat", "chat", "phone"]
     assert codec.encode("service", "Billing & payments") == "billing_payments" and codec.encode("tier", "l2") == "L2"
     assert codec.encode("channel", "fax") is None and codec.decode("channel", "social") == "social"
+
+
+def test_a_whole_number_written_as_a_float_in_a_csv_matches_the_number(tmp_path: Path) -> None:
+    """QA: a tier column 1/2/3 in train and the same column as pandas writes it to CSV with a gap (1.0/2.0/3.0) in
+    test: every test label was 'not in taxonomy', accuracy 0, though JSONL's 2.0 already read as 2."""
+    train = tmp_path / "train.csv"
+    train.write_text("text,prio\na,1\nb,2\nc,3\nd,2\n", encoding="utf-8")
+    test = tmp_path / "test.csv"
+    test.write_text("text,prio\na,1.0\nb,2.0\nc, 3.00 \nd,\ne,2.5\n", encoding="utf-8")
+    base = load_taxonomy(REPO_ROOT / "knowledge_base" / "taxonomies" / "default.yaml")
+    _, codec = derive_taxonomy(load_rows(train, ["text"], {"tier": "prio"}), ["tier"], base, "train.csv")
+    assert [codec.encode("tier", r.labels["tier"]) for r in load_rows(test, ["text"], {"tier": "prio"})] == ["1", "2", "3", None, None]
+    # the other way round (train written with floats, test with ints) and in one file: one label, not two
+    train.write_text("text,prio\na,1.0\nb,2.0\nc,2\nd,3.0\n", encoding="utf-8")
+    taxonomy, codec = derive_taxonomy(load_rows(train, ["text"], {"tier": "prio"}), ["tier"], base, "train.csv")
+    assert len(taxonomy.axes["tier"].ids) == 3
+    assert codec.encode("tier", "2") == codec.encode("tier", "2.0") is not None
+    assert codec.encode("tier", "3") == codec.encode("tier", "3.0") is not None
+    assert is_oos_row(load_rows(test, ["text"], {"tier": "prio"})[0], "1", ["tier"])
+
+
+def test_a_utf16_file_is_told_to_convert_from_utf16(tmp_path: Path) -> None:
+    """QA: Excel's "Unicode Text" export (UTF-16 with a byte-order mark, tab-separated) was told to run
+    `iconv -f cp1252`, which turns it into text with a NUL between every letter."""
+    path = tmp_path / "export.tsv"
+    path.write_text("text\tlabel\nRückerstattung bitte\tBilling\n", encoding="utf-16")
+    with pytest.raises(DatasetError, match=r"export.tsv is UTF-16 text, not UTF-8; .*iconv -f utf-16 -t utf-8 export.tsv > export.utf8.tsv"):
+        load_rows(path, ["text"], {"service": "label"})
+
+
+def test_auto_taxonomy_lists_numbered_tiers_in_number_order_so_the_service_can_read_it(tmp_path: Path) -> None:
+    """QA: --taxonomy auto on a tier column 1..12 listed the tiers as text sorts them ('1', '10', '11', '12', '2', ...);
+    the service refuses numbered tiers out of order, so the run stopped on the taxonomy.yaml it had written itself."""
+    from evals.runner import write_taxonomy
+
+    rows = [EvalRow(str(i), "text", {"tier": str(i % 12 + 1), "service": f"P{i % 11 + 1}"}) for i in range(48)]
+    base = load_taxonomy(REPO_ROOT / "knowledge_base" / "taxonomies" / "default.yaml")
+    taxonomy, _ = derive_taxonomy(rows, ["tier", "service"], base, "t.csv")
+    assert taxonomy.axes["tier"].ids == [str(n) for n in range(1, 13)]
+    assert taxonomy.axes["service"].ids == [f"P{n}" for n in range(1, 12)]
+    write_taxonomy(taxonomy, tmp_path / "taxonomy.yaml")
+    assert load_taxonomy(tmp_path / "taxonomy.yaml").axes["tier"].ids == taxonomy.axes["tier"].ids
+    from evals.runner import natural_key
+
+    assert sorted(["m²", "²", "Tier 10", "Tier 2"], key=natural_key) == ["m²", "Tier 2", "Tier 10", "²"]  # ² is no number to read
+
+
+def test_a_test_label_in_another_script_that_train_lacks_is_out_of_taxonomy(tmp_path: Path) -> None:
+    """QA: labels in Cyrillic or CJK slug to a placeholder ('label'), so a test label train lacked ('Возврат', '返金')
+    was matched to a train label that slugged alike and scored as that class, not counted out of taxonomy."""
+    codec = LabelCodec.derive({"service": ["Оплата", "Доставка", "Заказ 1"]})
+    assert [codec.encode("service", v) for v in ("Оплата", " доставка ", "Заказ 1")] == [
+        codec.encode("service", "Оплата"), codec.encode("service", "Доставка"), codec.encode("service", "Заказ 1")]
+    assert None not in [codec.encode("service", v) for v in ("Оплата", " доставка ", "Заказ 1")]
+    assert [codec.encode("service", v) for v in ("Возврат", "返金", "Возврат 1")] == [None, None, None]
+    # Latin labels still match apart from accents, case and punctuation
+    latin = LabelCodec.derive({"service": ["Reclamation", "Technical Support"]})
+    assert [latin.encode("service", v) for v in ("Réclamation", "technical_support")] == ["Reclamation", "Technical_Support"]
+
+
+def test_labels_in_another_unicode_form_are_one_label() -> None:
+    """QA: a Cyrillic label typed as composed characters in train ('Счёт', 'Бой') and decomposed in test (as macOS
+    writes text: 'е' + diaeresis) did not match and counted as out of taxonomy."""
+    import unicodedata
+
+    codec = LabelCodec.derive({"service": ["Счёт", "Бой", "Счёт"]})
+    assert [codec.encode("service", unicodedata.normalize("NFD", v)) for v in ("Счёт", "Бой")] == [codec.encode("service", "Счёт"), codec.encode("service", "Бой")]
+    assert codec.encode("service", "Счёт") is not None and codec.encode("service", "Бой") is not None
+    assert codec.encode("service", "ＢＯＩ") is None  # full-width Latin folds to 'boi', not a Cyrillic label

@@ -182,6 +182,32 @@ def test_compute_metrics_end_to_end_on_records() -> None:
     assert axis["coverage_curve"][-1]["coverage"] == 1.0 and len(axis["coverage_curve"]) <= 50
 
 
+def test_each_test_label_the_taxonomy_lacks_is_a_class_of_its_own_in_macro_f1() -> None:
+    """QA: two labels train lacked ('warranty', 'gift card') were pooled into one `<out of taxonomy>` class, so
+    macro-F1 averaged over 3 classes where sklearn's average="macro" on the raw labels averages over 4 (0.6667, not
+    0.5); spellings apart from case and spaces are still one label."""
+    from sklearn.metrics import f1_score
+
+    def row(i: int, raw: str, gold: str | None, pred: str) -> dict:
+        return {**_record(i, gold, pred, 0.5), "gold": {"service": raw}}
+
+    records = [row(0, "a", "a", "a"), row(1, "b", "b", "b"), row(2, "Warranty", None, "a"), row(3, "gift card", None, "b"), row(4, "WARRANTY ", None, "a")]
+    codec = LabelCodec.for_ids({"service": ["a", "b"]})
+    metrics, details = compute_metrics(records, axes=["service"], codec=codec, fitted=FittedCalibration(thresholds={"service": {"*": 0.9}}), mode="proposal", target=0.9, oos=False)
+    raw_gold, pred = ["a", "b", "warranty", "gift card", "warranty"], ["a", "b", "a", "b", "a"]
+    assert metrics["axes"]["service"]["macro_f1"] == pytest.approx(round(f1_score(raw_gold, pred, average="macro"), 4))
+    assert metrics["axes"]["service"]["out_of_taxonomy"] == 3
+    names = {c["label"]: c["support"] for c in details["axes"]["service"]["per_class"]}
+    assert names == {"a": 1, "b": 1, "<out of taxonomy> warranty": 2, "<out of taxonomy> gift card": 1}
+    from types import SimpleNamespace
+
+    from evals.report import render_report
+
+    details["context"] = {"train": "t.csv", "test": "v.csv", "n_train": 4, "dropped_oos_train": 0, "taxonomy": "x@1", "embedder": "e", "head": {}, "timings": {}}
+    report = render_report(metrics, details, [], SimpleNamespace(test="v.csv", limit=None, seed=0, target_precision=0.9))  # type: ignore[arg-type]
+    assert "| <out of taxonomy> warranty | 2 | 0 | 0.000 | 0.000 | 0.000 | - |" in report  # no threshold: not a label
+
+
 def test_thinned_curve_keeps_at_most_the_points_asked_and_the_last() -> None:
     conf = [i / 1000 for i in range(1000)]
     curve = m.thinned_curve(conf, [c > 0.3 for c in conf], points=50)
@@ -335,3 +361,43 @@ def test_a_resumed_run_appends_after_a_line_cut_by_a_killed_run(tmp_path: Path) 
     cut_first.write_text('{"id": "a"', encoding="utf-8")
     drop_cut_line(cut_first)
     assert cut_first.read_text(encoding="utf-8") == ""
+
+
+def test_an_llm_run_whose_llm_gave_no_answer_says_so() -> None:
+    """QA: a hybrid run against an endpoint that was down (TRIAGE_LLM_BASE_URL on a closed port) labelled every row
+    from the proposal alone and reported it as a hybrid run, with no word on the console or in report.md."""
+    from types import SimpleNamespace
+
+    from evals.report import render_report
+    from evals.runner import unanswered_by_llm
+
+    def row(i: int, confidence: float | None) -> dict:
+        return {**_record(i, "a", "a", 0.9), "vote": {"proposal": {}, "llm": {"service": "a" if confidence else None}, "llm_confidence": confidence}}
+
+    records = [row(0, 0.8), row(1, None), row(2, None), {**_record(3, "a", "a", 0.9), "prediction": None, "error": "x"}]
+    assert unanswered_by_llm(records, "hybrid") == ["1", "2"]
+    assert unanswered_by_llm(records, "proposal") == []
+    codec = LabelCodec.for_ids({"service": ["a", "b"]})
+    metrics, details = compute_metrics(records, axes=["service"], codec=codec, fitted=FittedCalibration(thresholds={"service": {"*": 0.9}}), mode="hybrid", target=0.9, oos=False)
+    llm = {"model": "m", "base_url": "http://127.0.0.1:9/v1", "vote_weight": {"service": 0.0, "channel": 0.15, "tier": 0.15}}
+    details["context"] = {"train": "t.csv", "test": "v.csv", "n_train": 4, "dropped_oos_train": 0, "taxonomy": "x@1", "embedder": "e", "head": {},
+                          "timings": {}, "llm": llm, "llm_unanswered": ["1", "2"]}
+    report = render_report(metrics, details, [], SimpleNamespace(test="v.csv", limit=None, seed=0, target_precision=0.9))  # type: ignore[arg-type]
+    assert "**the LLM gave no answer for 2 of 4 rows** (`1`, `2`): their labels are the proposal's alone" in report
+    details["context"]["llm_unanswered"] = []
+    assert "no answer" not in render_report(metrics, details, [], SimpleNamespace(test="v.csv", limit=None, seed=0, target_precision=0.9))  # type: ignore[arg-type]
+    assert "(4 labelled rows stored)" in report
+
+
+def test_an_llm_run_report_does_not_say_train_was_stored() -> None:
+    """QA: --mode llm leaves the store empty (the LLM alone), but report.md said '400 labelled rows stored'."""
+    from types import SimpleNamespace
+
+    from evals.report import render_report
+
+    records = [_record(0, "a", "a", 0.9)]
+    codec = LabelCodec.for_ids({"service": ["a", "b"]})
+    metrics, details = compute_metrics(records, axes=["service"], codec=codec, fitted=FittedCalibration(), mode="llm", target=0.9, oos=False)
+    details["context"] = {"train": "t.csv", "test": "v.csv", "n_train": 4, "dropped_oos_train": 0, "taxonomy": "x@1", "embedder": "e", "head": {}, "timings": {}}
+    report = render_report(metrics, details, [], SimpleNamespace(test="v.csv", limit=None, seed=0, target_precision=0.9))  # type: ignore[arg-type]
+    assert "(4 labelled rows read for the labels, none stored: the LLM alone)" in report
