@@ -10,6 +10,7 @@ import csv
 import hashlib
 import json
 import os
+import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TextIO
@@ -60,8 +61,8 @@ def scoring_advice(paths: Mapping[str, Path], taxonomy_path: Path) -> str:
     run = Path("evals/runs/reviewed")
     return (
         "next, score the agent on them and re-fit its thresholds:\n"
-        f"  triage eval --train {paths['train']} --test {paths['test']} --text subject,body "
-        f"--label service=service --label tier=tier --taxonomy {taxonomy_path} --out {run}\n"
+        f"  triage eval --train {shlex.quote(str(paths['train']))} --test {shlex.quote(str(paths['test']))} --text subject,body "
+        f"--label service=service --label tier=tier --taxonomy {shlex.quote(str(taxonomy_path))} --out {run}\n"
         f"then read {run / 'report.md'}; to route with the thresholds fitted on your reviews, start the service with "
         f"TRIAGE_CALIBRATION_PATH={run / 'calibration.json'}"
     )

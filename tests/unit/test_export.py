@@ -140,3 +140,23 @@ def test_an_export_is_readable_by_its_user_only(tmp_path: Path, share: float) ->
     beside a data folder kept 0700. They are 0600 now, whatever the umask."""
     counts = write_reviewed([reviewed(i) for i in range(50)], tmp_path / "reviewed.csv", test_share=share)
     assert counts and all(path.stat().st_mode & 0o777 == 0o600 for path in counts), [oct(p.stat().st_mode) for p in counts]
+
+
+def test_the_printed_eval_line_runs_from_a_folder_with_a_space(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The printed `triage eval` line put the export's paths in unquoted, so a folder like 'Support exports' split
+    into two arguments when pasted into a shell."""
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+    from agent.reader import TicketReader
+
+    monkeypatch.setattr(TicketReader, "reviewed", lambda self: [reviewed(i) for i in range(40)])
+    folder = tmp_path / "Support exports"
+    result = CliRunner().invoke(app, ["tickets", "export", "--out", str(folder / "reviewed.csv"), "--test-share", "0.2"], env={"TRIAGE_DATA_DIR": str(tmp_path / "data")})
+    assert result.exit_code == 0, result.output
+    line = next(ln for ln in result.output.splitlines() if ln.strip().startswith("triage eval"))
+    argv = shlex.split(line)
+    assert argv[argv.index("--train") + 1] == str(folder / "reviewed.train.csv"), argv
+    assert argv[argv.index("--test") + 1] == str(folder / "reviewed.test.csv"), argv
