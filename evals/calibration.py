@@ -318,8 +318,8 @@ def fit_axis_thresholds(
             # one label to learn: every out-of-fold answer is that label and right, so any threshold looks perfect,
             # yet nothing was learned that tells it from another; auto-applying it would route every ticket blind
             log.warning(
-                "the train file teaches axis %s only %s: nothing on it is auto-applied (a calibration needs two labels "
-                "or more to tell right from wrong)", axis, f"the label {next(iter(learned))!r}" if learned else "no label",
+                "the train file teaches axis %s %s: nothing on it is auto-applied (a calibration needs two labels "
+                "or more to tell right from wrong)", axis, f"only the label {next(iter(learned))!r}" if learned else "no label",
             )
             fits[axis] = AxisFit(thresholds={"*": NEVER}, accuracy=1.0 if learned else 0.0, confidence_model=None)
             continue
