@@ -81,6 +81,20 @@ def _check_delimiter(path: Path, delimiter: str) -> None:
     raise DatasetError(f"{path}: the header line has no {delimiter!r}: is it separated by {found[0]!r}? {fix}")
 
 
+_EXCEL = "an Excel workbook"
+_BINARY_FIX = {_EXCEL: 'save it from Excel as "CSV UTF-8 (Comma delimited)" and pass that file'}
+
+
+def _binary_kind(data: bytes) -> str | None:
+    """What a file that is not text is, in words, or None for text in some encoding: a workbook passed as --train
+    was told to run iconv on it."""
+    if data.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")):  # .xlsx (a zip) / .xls (OLE)
+        return _EXCEL
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16 text has NULs between its letters
+        return None
+    return "a binary file" if b"\x00" in data[:8192] else None
+
+
 def _check_utf8(path: Path) -> None:
     """Refuse a file that is not UTF-8 with the fix, instead of a traceback or silently wrong letters (an export
     from Excel is often Windows-1252)."""
@@ -89,6 +103,9 @@ def _check_utf8(path: Path) -> None:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
+        binary = _binary_kind(data)
+        if binary:  # iconv would not make text of it
+            raise DatasetError(f"{path} is {binary}, not CSV or JSONL text; {_BINARY_FIX.get(binary, 'pass the CSV or JSONL file')}") from None
         # Excel's "Unicode Text" is UTF-16 with a byte-order mark: converting it as cp1252 gives NULs between letters
         source = "utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "cp1252"
         what = "is UTF-16 text, not UTF-8" if source == "utf-16" else f"is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line})"

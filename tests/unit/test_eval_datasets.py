@@ -320,6 +320,24 @@ def test_a_utf16_file_is_told_to_convert_from_utf16(tmp_path: Path) -> None:
         load_rows(path, ["text"], {"service": "label"})
 
 
+@pytest.mark.parametrize(
+    ("name", "head", "said"),
+    [
+        ("tickets.xlsx", b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00\xff\xfe", "is an Excel workbook, not CSV or JSONL text; save it from Excel as \"CSV UTF-8"),
+        ("tickets.csv", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1\x00\x00\xff", "is an Excel workbook"),
+        ("train.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff", "is a binary file, not CSV or JSONL text"),
+    ],
+)
+def test_a_workbook_or_binary_file_is_named_not_sent_to_iconv(tmp_path: Path, name: str, head: bytes, said: str) -> None:
+    """An .xlsx (or a PNG) passed as --train was told it is 'not UTF-8 text' and to convert it with iconv, which makes
+    no CSV of a workbook. It is named for what it is, with the fix that works."""
+    path = tmp_path / name
+    path.write_bytes(head + bytes(range(256)) * 4)
+    with pytest.raises(DatasetError) as caught:
+        load_rows(path, ["text"], {"service": "label"})
+    assert said in str(caught.value) and "iconv" not in str(caught.value), str(caught.value)
+
+
 def test_auto_taxonomy_lists_numbered_tiers_in_number_order_so_the_service_can_read_it(tmp_path: Path) -> None:
     """QA: --taxonomy auto on a tier column 1..12 listed the tiers as text sorts them ('1', '10', '11', '12', '2', ...);
     the service refuses numbered tiers out of order, so the run stopped on the taxonomy.yaml it had written itself."""
