@@ -6,6 +6,7 @@ runs on a bounded worker pool (agent/pool.py), so a slow LLM gives callers a 503
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
 from datetime import datetime
@@ -63,6 +64,8 @@ IdempotencyKey = Annotated[
         description="Send the same key again (e.g. after a timeout) to get the first ticket back instead of a duplicate.",
     ),
 ]
+
+log = logging.getLogger(__name__)
 
 
 _bot_only = needs("bot")
@@ -187,6 +190,16 @@ def _first_line(exc: BaseException) -> str:
     return ((str(cause).strip().splitlines() or [type(cause).__name__])[0])[:300]
 
 
+def _stop_pool(pool: WorkerPool, grace_s: float) -> None:
+    left = pool.shutdown(grace_s)
+    if left:
+        log.warning(
+            "stopping with %d classification(s) still running (waiting on the LLM?): their callers got no answer; one "
+            "retrying with its Idempotency-Key gets one ticket whatever was stored (TRIAGE_SHUTDOWN_GRACE_S sets how long "
+            "running requests get to finish)", left,
+        )
+
+
 def create_app(
     settings: Settings | None = None, service: TriageService | None = None, *, records: Records | None = None
 ) -> FastAPI:
@@ -204,7 +217,9 @@ def create_app(
             else:
                 await run_in_threadpool(recs.upgrade)  # given records come up at the current schema too
             pool = WorkerPool(settings.api_workers, settings.queue_limit)
-            stack.callback(pool.shutdown)
+            # the server gave running requests TRIAGE_SHUTDOWN_GRACE_S before this point; a job still running now
+            # waits on the LLM for a caller that is gone: a second more, not another grace period
+            stack.callback(_stop_pool, pool, min(settings.shutdown_grace_s, 1.0))
             lifecycle = Lifecycle(svc, recs)
             await run_in_threadpool(lifecycle.register_taxonomy)
             await run_in_threadpool(svc.ensure_head)  # load (or train) the head before the first request needs it

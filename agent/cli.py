@@ -6,6 +6,7 @@ OpenAI-compatible endpoint instead.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -29,6 +30,8 @@ from agent.textfiles import not_utf8
 from agent.urls import is_loopback
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from agent.records import Records
     from agent.service import TriageService
 
@@ -346,7 +349,7 @@ def serve(
         typer.secho(f"admin API key (shown once, also stored in {key_path}): {key}", fg=typer.colors.GREEN, bold=True)
     else:
         typer.echo(f"admin API key: in {key_path}")
-    serving = False
+    serving, api_app = False, None
     previous = signal.signal(signal.SIGTERM, _stopped)
     try:
         with ExitStack() as stack:  # on any exit: the UI stopped, then the embedded LLM
@@ -359,13 +362,39 @@ def serve(
                 typer.secho(f"UI  on http://{host}:{settings.ui_port}", bold=True)
             serving = True
             # uvicorn handles SIGINT and SIGTERM itself, then raises them again: they end up below
-            uvicorn.run(create_app(settings, service), host=host, port=port, log_level="info")
+            api_app = create_app(settings, service)
+            logging.getLogger("uvicorn.error").addFilter(_cancelled_at_shutdown)
+            uvicorn.run(api_app, host=host, port=port, log_level="info", timeout_graceful_shutdown=settings.shutdown_grace_s)
+        _exit_past_running_jobs(api_app, 0)  # uvicorn returns when the signal it re-raises is ignored (a background job)
     except (KeyboardInterrupt, _Stopped) as exc:
         if not serving:
             typer.echo("stopped during start-up; nothing it started is left running", err=True)
-        raise typer.Exit(128 + (exc.args[0] if isinstance(exc, _Stopped) else signal.SIGINT)) from None
+        code = 128 + (exc.args[0] if isinstance(exc, _Stopped) else signal.SIGINT)
+        _exit_past_running_jobs(api_app, code)
+        raise typer.Exit(code) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _cancelled_at_shutdown(record: logging.LogRecord) -> bool:
+    """uvicorn logs a request it cancels when the shutdown grace has run out as 'Exception in ASGI application' with
+    the CancelledError's traceback; one line says what happened instead."""
+    if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
+        record.msg, record.args = "a request still running when the shutdown grace ran out was cancelled (TRIAGE_SHUTDOWN_GRACE_S)", ()
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
+
+
+def _exit_past_running_jobs(api_app: FastAPI | None, code: int) -> None:
+    """Exit now when a classification is still running after the API's shutdown (waiting on a hung LLM endpoint):
+    the interpreter's exit joins the pool's threads and so waited out its attempts x timeout, minutes after Ctrl-C.
+    The API has logged it; the UI and the embedded LLM are stopped by then."""
+    pool = getattr(api_app.state, "pool", None) if api_app is not None else None
+    if pool is not None and pool.unfinished:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def where_data_lives(settings: Settings) -> str:

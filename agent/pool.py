@@ -11,7 +11,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from functools import partial
 from typing import TypeVar
 
@@ -31,6 +31,7 @@ class WorkerPool:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="classify")
         self._pending = 0  # admitted and not finished; only touched on the event loop's thread
         self._mean_s = 1.0  # moving average of a job's run time, for Retry-After
+        self._running: set[Future[object]] = set()  # submitted and not finished, for a bounded shutdown
 
     @property
     def pending(self) -> int:
@@ -44,9 +45,11 @@ class WorkerPool:
     async def run(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         if self._pending >= self.capacity:
             raise PoolFull(self.retry_after(), self._pending)
-        loop = asyncio.get_running_loop()
         self._pending += 1
-        future = loop.run_in_executor(self._executor, partial(self._timed, fn, *args, **kwargs))
+        job = self._executor.submit(partial(self._timed, fn, *args, **kwargs))
+        self._running.add(job)
+        job.add_done_callback(self._running.discard)
+        future = asyncio.wrap_future(job)
 
         def _done(_: object) -> None:
             # counted until the job really ends, even if the client went away and the request was cancelled
@@ -62,5 +65,15 @@ class WorkerPool:
         finally:
             self._mean_s = 0.8 * self._mean_s + 0.2 * (time.perf_counter() - started)
 
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+    def shutdown(self, grace_s: float | None = None) -> int:
+        """Drop the waiting jobs and give the running ones `grace_s` (None: as long as they take); how many are still
+        running then. A job waiting on a hung LLM endpoint runs for its attempts x timeout, minutes: a stop waiting
+        for it held the port, the UI and the embedded LLM that long after Ctrl-C."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        running = list(self._running)
+        return len(wait(running, timeout=grace_s).not_done) if running else 0
+
+    @property
+    def unfinished(self) -> int:
+        """Jobs still running (after a bounded shutdown: the ones left behind)."""
+        return sum(not job.done() for job in list(self._running))

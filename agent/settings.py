@@ -143,6 +143,9 @@ class Settings(BaseSettings):
     )
     api_workers: int = Field(default=2, ge=1, le=64, description="Classifications run at once; the rest wait.")
     queue_limit: int = Field(default=100, ge=0, description="Classifications allowed to wait; beyond: 503.")
+    shutdown_grace_s: float = Field(
+        default=10.0, ge=0, le=3600, description="On Ctrl-C/SIGTERM, seconds running requests get to finish before serve stops."
+    )
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger request bodies get a 413.")
     verified_match_score: float = Field(
         default=0.9, ge=0.0, le=1.0, description="A human-verified neighbour this similar decides service and tier."

@@ -154,3 +154,63 @@ def test_a_signal_during_start_up_stops_it_there(tmp_path: Path, sig: signal.Sig
     time.sleep(1)
     for pid in children:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def test_ctrl_c_stops_serve_in_seconds_while_a_request_waits_on_a_hanging_llm(seeded_data_dir: Path) -> None:
+    """Ctrl-C on `triage serve` while a ticket waited on a slow LLM waited for that request (uvicorn's graceful
+    shutdown has no limit by default), up to the LLM client's attempts x timeout: minutes, with the port, the UI and
+    the embedded LLM held. It now gives in-flight requests a few seconds, then stops."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+
+    def accept_and_hang() -> None:  # an OpenAI-compatible endpoint that takes the request and never answers
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept_and_hang, daemon=True).start()
+    hanging = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    port = free_port()
+    process = subprocess.Popen(
+        [TRIAGE, "serve", "--no-ui", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=cli_env(seeded_data_dir, TRIAGE_LLM_BASE_URL=hanging, TRIAGE_LLM_TIMEOUT_S="120", TRIAGE_LLM_MAX_ATTEMPTS="3"),
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        before = len(held)
+
+        def classify() -> None:
+            try:
+                httpx.post(f"{base}/v1/classify", json={"subject": "VPN", "body": "The VPN drops every hour."}, timeout=600)
+            except httpx.HTTPError:
+                pass
+
+        threading.Thread(target=classify, daemon=True).start()
+        while len(held) == before and time.monotonic() < deadline:
+            time.sleep(0.1)  # the request reached the LLM and waits there
+        assert len(held) > before, "the classify request should have reached the hanging LLM"
+        process.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        output, _ = process.communicate(timeout=90)
+        stopped_in = time.monotonic() - started
+    finally:
+        process.kill()
+        listener.close()
+        for conn in held:
+            conn.close()
+    assert stopped_in < 30, f"serve took {stopped_in:.0f} s to stop after Ctrl-C\n{output[-2000:]}"
+    assert "Traceback" not in output, output[-3000:]

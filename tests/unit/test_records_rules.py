@@ -179,3 +179,22 @@ def test_the_pool_refuses_past_its_queue_and_frees_slots_when_jobs_end() -> None
         pool.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_the_pools_shutdown_gives_a_job_stuck_on_the_llm_its_grace_not_its_whole_timeout() -> None:
+    """Stopping the API waited for every running classification (`shutdown(wait=True)`): one waiting on a hung LLM
+    endpoint held Ctrl-C for its attempts x timeout. The wait is bounded, and says how many jobs it left running."""
+    import time
+
+    async def scenario() -> None:
+        pool = WorkerPool(workers=1, queue_limit=1)
+        gate = threading.Event()
+        stuck = asyncio.ensure_future(pool.run(gate.wait, 30))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        assert pool.shutdown(0.2) == 1 and pool.unfinished == 1
+        assert time.monotonic() - started < 2
+        gate.set()
+        assert await stuck is True and pool.unfinished == 0
+
+    asyncio.run(scenario())
