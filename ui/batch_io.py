@@ -34,7 +34,7 @@ def parse_tickets(filename: str, data: bytes) -> tuple[list[TicketIn], list[str]
     except UnicodeDecodeError:
         return [], [f"{filename} is not UTF-8 text; save it as UTF-8 and upload it again"]
     if filename.lower().endswith(".csv"):
-        reader = csv.DictReader(io.StringIO(text))
+        reader = csv.DictReader(io.StringIO(text), delimiter=_delimiter(text))
         if not reader.fieldnames or not {ALIASES.get(f.strip().lower(), f.strip().lower()) for f in reader.fieldnames} & {"subject", "body"}:
             return [], [f"{filename} needs a header row with a `subject`, `body` or `text` column (and optionally `channel`, `id`)"]
         raws = _csv_rows(reader)
@@ -63,6 +63,13 @@ def parse_tickets(filename: str, data: bytes) -> tuple[list[TicketIn], list[str]
         problems.append(f"only the first {MAX_ROWS} of {len(tickets)} tickets are kept; split the file for more")
         tickets = tickets[:MAX_ROWS]
     return tickets, problems
+
+
+def _delimiter(text: str) -> str:
+    """The header line's separator: a comma, else the semicolon that spreadsheets write where the decimal mark is a
+    comma (German, Spanish, French settings), else a tab."""
+    header = text.split("\n", 1)[0]
+    return next((d for d in (",", ";", "\t") if d in header), ",")
 
 
 class _Unreadable(str):

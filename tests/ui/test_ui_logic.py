@@ -124,6 +124,19 @@ def test_age_filters() -> None:
     assert age_params("last 7 days", now) == {"created_after": (now - timedelta(days=7)).isoformat()}
 
 
+def test_a_semicolon_or_tab_separated_batch_csv_is_read_not_refused_for_its_header() -> None:
+    """A CSV saved by a spreadsheet under German or Spanish settings separates with `;`; it was refused as having no
+    subject/body column although its header named both."""
+    data = "\ufeffid;subject;body;channel\nT-1;Rechnung doppelt;\"Zweimal belastet; bitte,\nerstatten\";email\n".encode()
+    tickets, problems = parse_tickets("export.csv", data)
+    assert problems == [] and [(t.ticket_id, t.subject, t.body, t.channel) for t in tickets] == [
+        ("T-1", "Rechnung doppelt", "Zweimal belastet; bitte,\nerstatten", "email")
+    ]
+    tickets, problems = parse_tickets("export.csv", b"subject\tbody\nHi, there\tBody; one\n")
+    assert problems == [] and [(t.subject, t.body) for t in tickets] == [("Hi, there", "Body; one")]
+    assert [t.body for t in parse_tickets("t.csv", b"subject,body\nA;B,C\n")[0]] == ["C"]  # a comma header wins
+
+
 def test_batch_files_map_columns_and_report_each_bad_row() -> None:
     tickets, problems = parse_tickets("t.csv", b"ID,Title,Text,Channel,priority\n1,Hi,Body one,email,high\n2,,,chat,\n")
     assert [(t.ticket_id, t.subject, t.body, t.channel) for t in tickets] == [("1", "Hi", "Body one", "email")]
