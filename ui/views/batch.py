@@ -44,50 +44,75 @@ st.dataframe(
 )
 
 
-def classify_all(batch: list[TicketIn]) -> tuple[list[dict[str, Any] | None], list[str | None], ApiError | None]:
-    """Classify every ticket, two at a time, updating a progress bar; stop early if the API is down or the key bad."""
-    results: list[dict[str, Any] | None] = [None] * len(batch)
-    errors: list[str | None] = [None] * len(batch)
-    bar = st.progress(0.0, text=f"0 / {len(batch)} classified")
+def classify_all(batch: list[TicketIn], state: dict[str, Any]) -> ApiError | None:
+    """Classify the tickets of `batch` that have no result in `state` yet, two at a time, updating a progress bar;
+    stop early if the API is down or the key bad.
+
+    Each result goes into `state` (the session's) as it comes: a run the lead interrupts (Stop, another click,
+    another page) keeps the rows already classified, and the next press sends only the rest. The tickets not yet
+    sent are cancelled on any exit, so an interrupted run does not keep classifying in the background."""
+    results: list[dict[str, Any] | None] = state["results"]
+    errors: list[str | None] = state["errors"]
+    todo = [i for i, r in enumerate(results) if r is None]
+    done = len(batch) - len(todo)
+    bar = st.progress(done / len(batch), text=f"{done} / {len(batch)} classified")
     api = client()
     fatal: ApiError | None = None
-    done = 0
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+    pool = ThreadPoolExecutor(max_workers=WORKERS)
+    try:
         pending: dict[Future[Any], int] = {
-            pool.submit(api.classify, t.model_dump(exclude_defaults=True), busy_retries=BUSY_RETRIES): i for i, t in enumerate(batch)
+            pool.submit(api.classify, batch[i].model_dump(exclude_defaults=True), busy_retries=BUSY_RETRIES): i for i in todo
         }
         while pending and fatal is None:
             finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
             for future in finished:
                 i = pending.pop(future)
                 try:
-                    results[i] = future.result().model_dump(mode="json")
+                    results[i], errors[i] = future.result().model_dump(mode="json"), None
                 except (ApiUnreachable, ApiAuthError) as err:
                     fatal, errors[i] = err, str(err)
                 except ApiError as err:
                     errors[i] = str(err)
                 done += 1
             bar.progress(done / len(batch), text=f"{done} / {len(batch)} classified")
-        for future in pending:
-            future.cancel()
-    return results, errors, fatal
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return fatal
 
 
 state = st.session_state.get("batch_result")
-if st.button("Classify", type="primary", shortcut="Ctrl+Enter", help="Ctrl+Enter"):
-    results, errors, fatal = classify_all(tickets)
-    state = {"digest": digest, "results": results, "errors": errors}
-    st.session_state["batch_result"] = state
-    if fatal is not None:
-        show_error(fatal)
-        st.warning("Classification stopped; the rows done so far are below.")
-
 if state is None or state["digest"] != digest:
-    st.stop()
+    state = None
+remaining = len(tickets) if state is None else sum(1 for r in state["results"] if r is None)
+label = "Classify" if remaining == len(tickets) else f"Classify the remaining {remaining}"
+if remaining and st.button(label, type="primary", shortcut="Ctrl+Enter", help="Ctrl+Enter", key="batch_go"):
+    if state is None:
+        state = {"digest": digest, "results": [None] * len(tickets), "errors": [None] * len(tickets)}
+        st.session_state["batch_result"] = state
+    st.button("Stop", icon=":material/stop:", key="batch_stop", help="Keeps the rows classified so far")
+    state["fatal"] = None
+    state["fatal"] = classify_all(tickets, state)
+    st.rerun()  # the button's label and the table follow what is left
 
-rows = [flat_row(i + 1, t, r, e) for i, (t, r, e) in enumerate(zip(tickets, state["results"], state["errors"], strict=True))]
+if state is None:
+    st.stop()
+if state.get("fatal") is not None:
+    show_error(state["fatal"])
+    st.warning("Classification stopped; the rows done so far are below.")
+
+NOT_YET = "not classified: the batch was stopped before this row"
+rows = [
+    flat_row(i + 1, t, r, e or (NOT_YET if r is None else None))
+    for i, (t, r, e) in enumerate(zip(tickets, state["results"], state["errors"], strict=True))
+]
 done = [r for r in rows if r["decision"]]
-failed = [r for r in rows if r["error"]]
+failed = [r for r in rows if r["error"] and r["error"] != NOT_YET]
+if remaining:
+    st.info(
+        f"{len(tickets) - remaining} of {len(tickets)} tickets classified; {remaining} are not: press "
+        f"**{label}** to send only those (the downloads below hold every row, those marked in `error`).",
+        icon=":material/pause_circle:",
+    )
 cols = st.columns(4)
 cols[0].metric("Classified", len(done))
 cols[1].metric("Auto-apply", sum(1 for r in done if r["decision"] == "auto_apply"))
