@@ -268,6 +268,25 @@ def test_a_press_on_a_ticket_that_changed_meanwhile_sends_nothing(api: LiveApi, 
     assert "Accepted" in texts(at)
 
 
+def test_a_press_on_a_changed_ticket_says_back_the_labels_and_comment_it_did_not_send(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The boxes are redrawn for the new revision, so the lead's edit and comment vanished with the old ones and
+    'nothing was sent' left them to remember what they had set: the warning now repeats it."""
+    with api.http("bot") as bot:
+        ticket = bot.post("/v1/tickets", json={"subject": "Charged twice", "body": "My card was charged twice.", "channel": "email"}).json()
+    seq, tid = ticket["current_seq"], ticket["id"]
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead", "ui-slow-lead")), "views/ticket.py", id=tid)
+    at.selectbox(key=f"review_service_{tid}_{seq}").set_value("returns_refunds").run()
+    at.text_input(key=f"review_comment_{tid}_{seq}").set_value("refund *the* second charge").run()
+    with api.http() as other_lead:
+        assert other_lead.post(f"/v1/tickets/{tid}/reviews", json={"action": "edit", "labels": {"service": "general_information"}, "revision": seq}).status_code == 201
+    at.button[[b.label for b in at.button].index("Accept")].click().run()
+    assert not at.exception
+    warning = texts(at)
+    assert f"changed while you were looking at it (revision #{seq} → #{seq + 1})" in warning
+    assert "What you had set, not sent: service `returns_refunds`; channel `email`;" in warning
+    assert "comment “refund *the* second charge”" in warning
+
+
 def test_the_answer_box_follows_the_revision_in_force(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
     """A draft the lead never touched is not sent back as their edit once the ticket moved on: after another lead's
     accept with their own answer, the box shows that answer, and an Accept keeps it."""
