@@ -240,10 +240,40 @@ def test_a_stopped_batch_keeps_its_rows_sends_nothing_more_and_classifies_only_t
     page.get_by_text("Classified").first.wait_for()
     page.wait_for_function("() => ![...document.querySelectorAll('button')].some(b => b.innerText.startsWith('Classify'))", timeout=300_000)
     settle(page)
-    assert api_log.read_text(errors="replace").count("POST /v1/classify") - calls == left  # only the rest was sent
+    # only the rest was sent: the requests in flight at the stop may still land in the session after the page
+    # counted what is left (Streamlit starts the next run while the stopped one unwinds), so up to two fewer
+    assert left - 2 <= api_log.read_text(errors="replace").count("POST /v1/classify") - calls <= left
     with page.expect_download() as download:
         page.get_by_role("button", name="Download CSV").click()
     with Path(download.value.path()).open(encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["id"] for r in rows] == [f"m-{i}" for i in range(150)]
     assert all(r["service"] and r["tier"] and r["decision"] and not r["error"] for r in rows), [r for r in rows if r["error"]][:3]
+
+
+def test_a_batch_survives_a_page_reload_when_the_same_file_is_uploaded_again(page, ui_url: str, api: LiveApi, tmp_path: Path) -> None:
+    """The results lived in the browser session only: a reload (or a closed tab) lost a finished or half-done
+    batch without a word, and the file had to be classified again from the first row."""
+    upload = tmp_path / "reload.csv"
+    upload.write_text("id,subject,body\n" + "".join(f"r-{i},Reload {i},My invoice {i} shows the wrong amount\n" for i in range(8)))
+    api_log = api.data_dir.parent / f"api-{api.url.rsplit(':', 1)[1]}.log"
+    page.goto(ui_url + "/batch")
+    page.get_by_role("heading", name="Batch").wait_for()
+    page.locator("input[type='file']").set_input_files(str(upload))
+    page.get_by_role("button", name=re.compile("^Classify")).click()
+    page.get_by_role("button", name="Download CSV").wait_for()
+    settle(page)
+    calls = api_log.read_text(errors="replace").count("POST /v1/classify")
+
+    page.reload()
+    page.get_by_role("heading", name="Batch").wait_for()
+    page.locator("input[type='file']").set_input_files(str(upload))
+    page.get_by_role("button", name="Download CSV").wait_for()
+    settle(page)
+    assert page.get_by_role("button", name=re.compile("^Classify")).count() == 0
+    assert api_log.read_text(errors="replace").count("POST /v1/classify") == calls  # nothing sent again
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download CSV").click()
+    with Path(download.value.path()).open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["id"] for r in rows] == [f"r-{i}" for i in range(8)] and all(r["service"] and not r["error"] for r in rows)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -15,12 +17,22 @@ from ui.common import client, show_error
 
 WORKERS = 2  # the API classifies two at a time by default (TRIAGE_API_WORKERS); more would only queue there
 BUSY_RETRIES = 5  # a row sent while bots keep the API's pool full waits its Retry-After rather than failing
+KEPT_FILES = 4  # batches kept by this UI process across page reloads (a 2,000-row result is about 50 MB in memory)
+
+
+@st.cache_resource
+def kept_batches() -> tuple[OrderedDict[str, dict[str, Any]], threading.Lock]:
+    """The latest batches' results, by file and key, kept in this UI process rather than in the browser's session:
+    a page reload starts a new session, and the lead who uploads the same file again finds the rows already done."""
+    return OrderedDict(), threading.Lock()
+
 
 st.title("Batch")
 st.caption(
     "Upload tickets as CSV (header row: `subject`, `body` or `text`, optional `channel`, `id`) or JSONL "
     "(one `{\"subject\", \"body\", \"channel\"?, \"messages\"?}` per line) or a `.json` array of them. Nothing is stored: each ticket goes to "
-    "`POST /v1/classify`."
+    "`POST /v1/classify`. The results stay in this UI's memory (the latest few files): after a page reload, "
+    "upload the same file again to see them, or to carry on where it stopped."
 )
 
 upload = st.file_uploader("Tickets file", type=["csv", "jsonl", "json"], key="batch_file")
@@ -80,15 +92,22 @@ def classify_all(batch: list[TicketIn], state: dict[str, Any]) -> ApiError | Non
     return fatal
 
 
-state = st.session_state.get("batch_result")
-if state is None or state["digest"] != digest:
-    state = None
+api = client()
+owner = hashlib.sha256(f"{api.base_url}\n{api.api_key or ''}\n{digest}".encode()).hexdigest()
+kept, kept_lock = kept_batches()
+with kept_lock:
+    state = kept.get(owner)
+    if state is not None:
+        kept.move_to_end(owner)
 remaining = len(tickets) if state is None else sum(1 for r in state["results"] if r is None)
 label = "Classify" if remaining == len(tickets) else f"Classify the remaining {remaining}"
 if remaining and st.button(label, type="primary", shortcut="Ctrl+Enter", help="Ctrl+Enter", key="batch_go"):
     if state is None:
         state = {"digest": digest, "results": [None] * len(tickets), "errors": [None] * len(tickets)}
-        st.session_state["batch_result"] = state
+        with kept_lock:
+            kept[owner] = state
+            while len(kept) > KEPT_FILES:
+                kept.popitem(last=False)
     st.button("Stop", icon=":material/stop:", key="batch_stop", help="Keeps the rows classified so far")
     state["fatal"] = None
     state["fatal"] = classify_all(tickets, state)
