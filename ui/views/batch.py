@@ -12,7 +12,7 @@ import streamlit as st
 
 from agent.contracts import TicketIn
 from ui.api_client import ApiAuthError, ApiError, ApiUnreachable
-from ui.batch_io import flat_row, parse_tickets, to_csv, to_jsonl
+from ui.batch_io import FileProblem, flat_row, parse_tickets, to_csv, to_jsonl
 from ui.common import client, show_error
 
 WORKERS = 2  # the API classifies two at a time by default (TRIAGE_API_WORKERS); more would only queue there
@@ -43,9 +43,11 @@ if upload is None:
 data = upload.getvalue()
 digest = hashlib.sha256(data).hexdigest()[:16]
 tickets, problems = parse_tickets(upload.name, data)
-if problems:
-    with st.expander(f"{len(problems)} row{'s' if len(problems) != 1 else ''} skipped", expanded=not tickets):
-        st.write("\n".join(f"- {p}" for p in problems[:50]))
+for problem in (p for p in problems if isinstance(p, FileProblem)):  # the whole file's, never counted as a row
+    st.warning(problem, icon=":material/upload_file:")
+if skipped := [p for p in problems if not isinstance(p, FileProblem)]:
+    with st.expander(f"{len(skipped)} row{'s' if len(skipped) != 1 else ''} skipped", expanded=not tickets):
+        st.write("\n".join(f"- {p}" for p in skipped[:50]))
 if not tickets:
     st.error("No ticket to classify in this file.", icon=":material/upload_file:")
     st.stop()
@@ -128,8 +130,9 @@ done = [r for r in rows if r["decision"]]
 failed = [r for r in rows if r["error"] and r["error"] != NOT_YET]
 if remaining:
     st.info(
-        f"{len(tickets) - remaining} of {len(tickets)} tickets classified; {remaining} are not: press "
-        f"**{label}** to send only those (the downloads below hold every row, those marked in `error`).",
+        f"{len(tickets) - remaining} of {len(tickets)} tickets classified; {remaining} {'is' if remaining == 1 else 'are'} not"
+        + (f" ({len(failed)} failed, see `error`)" if failed else "")
+        + f": press **{label}** to send only those. The downloads below hold every row.",
         icon=":material/pause_circle:",
     )
 cols = st.columns(4)
