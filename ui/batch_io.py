@@ -32,11 +32,11 @@ def parse_tickets(filename: str, data: bytes) -> tuple[list[TicketIn], list[str]
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        return [], [f"{filename} is not UTF-8 text; save it as UTF-8 and upload it again"]
+        return [], [FileProblem(f"{filename} is not UTF-8 text; save it as UTF-8 and upload it again")]
     if filename.lower().endswith(".csv"):
-        reader = csv.DictReader(io.StringIO(text))
+        reader = csv.DictReader(io.StringIO(text), delimiter=_delimiter(text))
         if not reader.fieldnames or not {ALIASES.get(f.strip().lower(), f.strip().lower()) for f in reader.fieldnames} & {"subject", "body"}:
-            return [], [f"{filename} needs a header row with a `subject`, `body` or `text` column (and optionally `channel`, `id`)"]
+            return [], [FileProblem(f"{filename} needs a header row with a `subject`, `body` or `text` column (and optionally `channel`, `id`)")]
         raws = _csv_rows(reader)
     else:
         raws = _json_rows(text, whole=filename.lower().endswith(".json"))
@@ -60,9 +60,20 @@ def parse_tickets(filename: str, data: bytes) -> tuple[list[TicketIn], list[str]
             continue
         tickets.append(ticket)
     if len(tickets) > MAX_ROWS:
-        problems.append(f"only the first {MAX_ROWS} of {len(tickets)} tickets are kept; split the file for more")
+        problems.append(FileProblem(f"only the first {MAX_ROWS} of {len(tickets)} tickets are kept; split the file for more"))
         tickets = tickets[:MAX_ROWS]
     return tickets, problems
+
+
+def _delimiter(text: str) -> str:
+    """The header line's separator: a comma, else the semicolon that spreadsheets write where the decimal mark is a
+    comma (German, Spanish, French settings), else a tab."""
+    header = text.split("\n", 1)[0]
+    return next((d for d in (",", ";", "\t") if d in header), ",")
+
+
+class FileProblem(str):
+    """A problem of the whole file (not UTF-8, no usable header, more tickets than kept), not of one row."""
 
 
 class _Unreadable(str):

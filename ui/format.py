@@ -103,6 +103,16 @@ def close_bidi(text: str) -> str:
     return "".join("\u2069" if c in _ISOLATES else "\u202c" for c in reversed(open_))
 
 
+def bold_line(text: str, limit: int = 80) -> str:
+    """`text` as one bold markdown line of at most `limit` characters (… where cut). Markdown closes `**` only after
+    a non-space character, so a cut that ended on a space (or a preview that began with a newline) showed the
+    asterisks themselves instead of bold."""
+    line = " ".join(text.split())
+    if len(line) > limit:
+        line = line[: limit - 1].rstrip() + "…"
+    return f"**{escape_md(line)}**" if line else ""
+
+
 def code_span(text: str) -> str:
     """`text` as inline code, exactly: escapes do not work inside code (escape_md's backslashes would show), so the
     fence is one backtick longer than any run of them in the text instead."""

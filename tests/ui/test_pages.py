@@ -8,6 +8,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from tests.ui.conftest import LiveApi, app_test, run_page, serving, texts
+from ui.batch_io import MAX_ROWS
 from ui.format import anchor, cited_ids
 
 pytestmark = pytest.mark.integration
@@ -268,6 +269,25 @@ def test_a_press_on_a_ticket_that_changed_meanwhile_sends_nothing(api: LiveApi, 
     assert "Accepted" in texts(at)
 
 
+def test_a_press_on_a_changed_ticket_says_back_the_labels_and_comment_it_did_not_send(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The boxes are redrawn for the new revision, so the lead's edit and comment vanished with the old ones and
+    'nothing was sent' left them to remember what they had set: the warning now repeats it."""
+    with api.http("bot") as bot:
+        ticket = bot.post("/v1/tickets", json={"subject": "Charged twice", "body": "My card was charged twice.", "channel": "email"}).json()
+    seq, tid = ticket["current_seq"], ticket["id"]
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead", "ui-slow-lead")), "views/ticket.py", id=tid)
+    at.selectbox(key=f"review_service_{tid}_{seq}").set_value("returns_refunds").run()
+    at.text_input(key=f"review_comment_{tid}_{seq}").set_value("refund *the* second charge").run()
+    with api.http() as other_lead:
+        assert other_lead.post(f"/v1/tickets/{tid}/reviews", json={"action": "edit", "labels": {"service": "general_information"}, "revision": seq}).status_code == 201
+    at.button[[b.label for b in at.button].index("Accept")].click().run()
+    assert not at.exception
+    warning = texts(at)
+    assert f"changed while you were looking at it (revision #{seq} → #{seq + 1})" in warning
+    assert "What you had set, not sent: service `returns_refunds`; channel `email`;" in warning
+    assert "comment “refund *the* second charge”" in warning
+
+
 def test_the_answer_box_follows_the_revision_in_force(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
     """A draft the lead never touched is not sent back as their edit once the ticket moved on: after another lead's
     accept with their own answer, the box shows that answer, and an Accept keeps it."""
@@ -385,7 +405,8 @@ def test_batch_classifies_a_csv_and_offers_the_results(api: LiveApi, monkeypatch
     assert "unknown channel 'fax'" in table.loc[table["id"] == "b-4", "error"].item()
     assert table.loc[table["id"] == "b-1", "channel"].item() == "email"
     assert {b.label for b in at.download_button} == {"Download CSV", "Download JSONL (full contract)"}
-    assert [p.proto.value for p in at.get("progress")] == [100]
+    # the failed row is offered again (a row that met a busy or down API is worth a second press), the others are kept
+    assert [b.label for b in at.button] == ["Classify the remaining 1"] and "3 of 4 tickets classified; 1 is not (1 failed" in texts(at)
 
 
 def test_batch_reads_jsonl_and_reports_bad_lines(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -395,6 +416,19 @@ def test_batch_reads_jsonl_and_reports_bad_lines(api: LiveApi, monkeypatch: pyte
     assert "line 2: not valid JSON" in texts(at)
     at.button[0].click().run()
     assert at.dataframe[-1].value["decision"].notna().all() and metric(at, "Classified") == "1"
+
+
+def test_batch_says_a_file_cut_to_the_row_limit_is_cut_not_one_row_skipped(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 20 MB export of 37,566 tickets read as '1 row skipped' and '5000 tickets': the notice that 32,566 were
+    left out sat, folded, in the skipped-rows box. Problems of the whole file are now warnings of their own."""
+    big = ("text\n" + "".join(f"ticket number {i}\n" for i in range(MAX_ROWS + 7))).encode()
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead")), "views/batch.py")
+    at.file_uploader[0].set_value(("export.csv", big, "text/csv")).run()
+    assert [w.value for w in at.warning] == [f"only the first {MAX_ROWS} of {MAX_ROWS + 7} tickets are kept; split the file for more"]
+    skipped = lambda: [e.label for e in at.expander if e.label.endswith("skipped")]  # noqa: E731
+    assert skipped() == [] and f"**{MAX_ROWS}** tickets" in texts(at)
+    at.file_uploader[0].set_value(("latin.csv", "subject\nGrüße\n".encode("latin-1"), "text/csv")).run()
+    assert [w.value for w in at.warning] == ["latin.csv is not UTF-8 text; save it as UTF-8 and upload it again"] and skipped() == []
 
 
 # ---------------------------------------------------------------- insights and taxonomy

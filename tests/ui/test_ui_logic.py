@@ -18,6 +18,7 @@ from ui.format import (
     Escalation,
     age_params,
     agent_classification,
+    bold_line,
     bulk_accept_request,
     decision_badge,
     escape_md,
@@ -122,6 +123,31 @@ def test_age_filters() -> None:
     assert within_age(old, "older than 7 days", now) and not within_age(new, "older than 7 days", now)
     assert within_age(new, "last hour", now) and not within_age(old, "last 24 hours", now)
     assert age_params("last 7 days", now) == {"created_after": (now - timedelta(days=7)).isoformat()}
+
+
+def test_a_semicolon_or_tab_separated_batch_csv_is_read_not_refused_for_its_header() -> None:
+    """A CSV saved by a spreadsheet under German or Spanish settings separates with `;`; it was refused as having no
+    subject/body column although its header named both."""
+    data = "\ufeffid;subject;body;channel\nT-1;Rechnung doppelt;\"Zweimal belastet; bitte,\nerstatten\";email\n".encode()
+    tickets, problems = parse_tickets("export.csv", data)
+    assert problems == [] and [(t.ticket_id, t.subject, t.body, t.channel) for t in tickets] == [
+        ("T-1", "Rechnung doppelt", "Zweimal belastet; bitte,\nerstatten", "email")
+    ]
+    tickets, problems = parse_tickets("export.csv", b"subject\tbody\nHi, there\tBody; one\n")
+    assert problems == [] and [(t.subject, t.body) for t in tickets] == [("Hi, there", "Body; one")]
+    assert [t.body for t in parse_tickets("t.csv", b"subject,body\nA;B,C\n")[0]] == ["C"]  # a comma header wins
+
+
+def test_a_queue_subject_cut_on_a_space_still_reads_bold_not_with_its_asterisks() -> None:
+    """'Solicitando asesoría experta para la optimización de costos en los servicios de AWS' cut at 80 characters
+    ended on a space, and the queue showed '**Solicitando ... de **' with its asterisks."""
+    subject = "Solicitando asesoría experta para la optimización de costos en los servicios de AWS"
+    line = bold_line(subject)
+    assert line.startswith("**Solicitando") and line.endswith("servicios de…**") and not line[:-2].endswith(" ")
+    assert bold_line("\n  Hello   there\n") == "**Hello there**"  # a body preview that starts on a new line
+    assert bold_line("short") == "**short**" and bold_line("   ") == ""
+    assert bold_line("x" * 200) == "**" + "x" * 79 + "…**"
+    assert bold_line("**not bold** <b>x</b>") == "**\\*\\*not bold\\*\\* \\<b\\>x\\</b\\>**"
 
 
 def test_batch_files_map_columns_and_report_each_bad_row() -> None:

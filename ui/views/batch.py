@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -10,17 +12,27 @@ import streamlit as st
 
 from agent.contracts import TicketIn
 from ui.api_client import ApiAuthError, ApiError, ApiUnreachable
-from ui.batch_io import flat_row, parse_tickets, to_csv, to_jsonl
+from ui.batch_io import FileProblem, flat_row, parse_tickets, to_csv, to_jsonl
 from ui.common import client, show_error
 
 WORKERS = 2  # the API classifies two at a time by default (TRIAGE_API_WORKERS); more would only queue there
 BUSY_RETRIES = 5  # a row sent while bots keep the API's pool full waits its Retry-After rather than failing
+KEPT_FILES = 4  # batches kept by this UI process across page reloads (a 2,000-row result is about 50 MB in memory)
+
+
+@st.cache_resource
+def kept_batches() -> tuple[OrderedDict[str, dict[str, Any]], threading.Lock]:
+    """The latest batches' results, by file and key, kept in this UI process rather than in the browser's session:
+    a page reload starts a new session, and the lead who uploads the same file again finds the rows already done."""
+    return OrderedDict(), threading.Lock()
+
 
 st.title("Batch")
 st.caption(
     "Upload tickets as CSV (header row: `subject`, `body` or `text`, optional `channel`, `id`) or JSONL "
     "(one `{\"subject\", \"body\", \"channel\"?, \"messages\"?}` per line) or a `.json` array of them. Nothing is stored: each ticket goes to "
-    "`POST /v1/classify`."
+    "`POST /v1/classify`. The results stay in this UI's memory (the latest few files): after a page reload, "
+    "upload the same file again to see them, or to carry on where it stopped."
 )
 
 upload = st.file_uploader("Tickets file", type=["csv", "jsonl", "json"], key="batch_file")
@@ -31,9 +43,11 @@ if upload is None:
 data = upload.getvalue()
 digest = hashlib.sha256(data).hexdigest()[:16]
 tickets, problems = parse_tickets(upload.name, data)
-if problems:
-    with st.expander(f"{len(problems)} row{'s' if len(problems) != 1 else ''} skipped", expanded=not tickets):
-        st.write("\n".join(f"- {p}" for p in problems[:50]))
+for problem in (p for p in problems if isinstance(p, FileProblem)):  # the whole file's, never counted as a row
+    st.warning(problem, icon=":material/upload_file:")
+if skipped := [p for p in problems if not isinstance(p, FileProblem)]:
+    with st.expander(f"{len(skipped)} row{'s' if len(skipped) != 1 else ''} skipped", expanded=not tickets):
+        st.write("\n".join(f"- {p}" for p in skipped[:50]))
 if not tickets:
     st.error("No ticket to classify in this file.", icon=":material/upload_file:")
     st.stop()
@@ -44,50 +58,83 @@ st.dataframe(
 )
 
 
-def classify_all(batch: list[TicketIn]) -> tuple[list[dict[str, Any] | None], list[str | None], ApiError | None]:
-    """Classify every ticket, two at a time, updating a progress bar; stop early if the API is down or the key bad."""
-    results: list[dict[str, Any] | None] = [None] * len(batch)
-    errors: list[str | None] = [None] * len(batch)
-    bar = st.progress(0.0, text=f"0 / {len(batch)} classified")
+def classify_all(batch: list[TicketIn], state: dict[str, Any]) -> ApiError | None:
+    """Classify the tickets of `batch` that have no result in `state` yet, two at a time, updating a progress bar;
+    stop early if the API is down or the key bad.
+
+    Each result goes into `state` (the session's) as it comes: a run the lead interrupts (Stop, another click,
+    another page) keeps the rows already classified, and the next press sends only the rest. The tickets not yet
+    sent are cancelled on any exit, so an interrupted run does not keep classifying in the background."""
+    results: list[dict[str, Any] | None] = state["results"]
+    errors: list[str | None] = state["errors"]
+    todo = [i for i, r in enumerate(results) if r is None]
+    done = len(batch) - len(todo)
+    bar = st.progress(done / len(batch), text=f"{done} / {len(batch)} classified")
     api = client()
     fatal: ApiError | None = None
-    done = 0
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+    pool = ThreadPoolExecutor(max_workers=WORKERS)
+    try:
         pending: dict[Future[Any], int] = {
-            pool.submit(api.classify, t.model_dump(exclude_defaults=True), busy_retries=BUSY_RETRIES): i for i, t in enumerate(batch)
+            pool.submit(api.classify, batch[i].model_dump(exclude_defaults=True), busy_retries=BUSY_RETRIES): i for i in todo
         }
         while pending and fatal is None:
             finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
             for future in finished:
                 i = pending.pop(future)
                 try:
-                    results[i] = future.result().model_dump(mode="json")
+                    results[i], errors[i] = future.result().model_dump(mode="json"), None
                 except (ApiUnreachable, ApiAuthError) as err:
                     fatal, errors[i] = err, str(err)
                 except ApiError as err:
                     errors[i] = str(err)
                 done += 1
             bar.progress(done / len(batch), text=f"{done} / {len(batch)} classified")
-        for future in pending:
-            future.cancel()
-    return results, errors, fatal
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return fatal
 
 
-state = st.session_state.get("batch_result")
-if st.button("Classify", type="primary", shortcut="Ctrl+Enter", help="Ctrl+Enter"):
-    results, errors, fatal = classify_all(tickets)
-    state = {"digest": digest, "results": results, "errors": errors}
-    st.session_state["batch_result"] = state
-    if fatal is not None:
-        show_error(fatal)
-        st.warning("Classification stopped; the rows done so far are below.")
+api = client()
+owner = hashlib.sha256(f"{api.base_url}\n{api.api_key or ''}\n{digest}".encode()).hexdigest()
+kept, kept_lock = kept_batches()
+with kept_lock:
+    state = kept.get(owner)
+    if state is not None:
+        kept.move_to_end(owner)
+remaining = len(tickets) if state is None else sum(1 for r in state["results"] if r is None)
+label = "Classify" if remaining == len(tickets) else f"Classify the remaining {remaining}"
+if remaining and st.button(label, type="primary", shortcut="Ctrl+Enter", help="Ctrl+Enter", key="batch_go"):
+    if state is None:
+        state = {"digest": digest, "results": [None] * len(tickets), "errors": [None] * len(tickets)}
+        with kept_lock:
+            kept[owner] = state
+            while len(kept) > KEPT_FILES:
+                kept.popitem(last=False)
+    st.button("Stop", icon=":material/stop:", key="batch_stop", help="Keeps the rows classified so far")
+    state["fatal"] = None
+    state["fatal"] = classify_all(tickets, state)
+    st.rerun()  # the button's label and the table follow what is left
 
-if state is None or state["digest"] != digest:
+if state is None:
     st.stop()
+if state.get("fatal") is not None:
+    show_error(state["fatal"])
+    st.warning("Classification stopped; the rows done so far are below.")
 
-rows = [flat_row(i + 1, t, r, e) for i, (t, r, e) in enumerate(zip(tickets, state["results"], state["errors"], strict=True))]
+NOT_YET = "not classified: the batch was stopped before this row"
+rows = [
+    flat_row(i + 1, t, r, e or (NOT_YET if r is None else None))
+    for i, (t, r, e) in enumerate(zip(tickets, state["results"], state["errors"], strict=True))
+]
 done = [r for r in rows if r["decision"]]
-failed = [r for r in rows if r["error"]]
+failed = [r for r in rows if r["error"] and r["error"] != NOT_YET]
+if remaining:
+    st.info(
+        f"{len(tickets) - remaining} of {len(tickets)} tickets classified; {remaining} {'is' if remaining == 1 else 'are'} not"
+        + (f" ({len(failed)} failed, see `error`)" if failed else "")
+        + f": press **{label}** to send only those. The downloads below hold every row.",
+        icon=":material/pause_circle:",
+    )
 cols = st.columns(4)
 cols[0].metric("Classified", len(done))
 cols[1].metric("Auto-apply", sum(1 for r in done if r["decision"] == "auto_apply"))

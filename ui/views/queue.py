@@ -8,7 +8,16 @@ import streamlit as st
 
 from ui.api_client import ApiError
 from ui.common import PAGES, api_errors, client, label_ids, label_names, settings, taxonomy
-from ui.format import AGE_FILTERS, DECISION_BADGE, age_params, age_text, bulk_accept_request, escape_md, within_age
+from ui.format import (
+    AGE_FILTERS,
+    DECISION_BADGE,
+    age_params,
+    age_text,
+    bold_line,
+    bulk_accept_request,
+    escape_md,
+    within_age,
+)
 
 ANY = "any"
 
@@ -19,7 +28,7 @@ def queue_label(item: dict[str, Any], service_names: dict[str, str]) -> str:
     confidence = item.get("confidence")
     colour = "gray" if confidence is None else "red" if confidence < 0.5 else "orange" if confidence < 0.8 else "green"
     parts = [
-        f"**{escape_md(((item.get('subject') or '').strip() or item.get('preview') or '(no subject)')[:80])}**",
+        bold_line((item.get("subject") or "").strip() or (item.get("preview") or "").strip() or "(no subject)"),
         DECISION_BADGE.get(item.get("decision") or "", escape_md(str(item.get("decision")))),
         escape_md(service_names.get(labels.get("service") or "", labels.get("service") or "–")),
         labels.get("tier") or "–",

@@ -218,9 +218,17 @@ def render_review(ticket: dict[str, Any], current: dict[str, Any] | None, tax: d
     accepted = buttons[0].button("Accept", type="primary", shortcut="Ctrl+Enter", help="Accept the labels as shown above (Ctrl+Enter)", disabled=not complete)
     rejected = buttons[1].button("Reject", shortcut="Ctrl+Shift+X", help="Reject the current labels (Ctrl+Shift+X); needs a comment", disabled=not current_labels)
     if (accepted or rejected) and shown != seq:
+        # the boxes above are those of the new revision; what the lead had set on the old one is said back, so a
+        # choice or a comment typed against the old revision is not lost with its boxes
+        unsent = [
+            f"{axis} {code_span(value)}" for axis in AXES if (value := st.session_state.get(f"review_{axis}_{ticket['id']}_{shown}"))
+        ]
+        if (typed := st.session_state.get(f"review_comment_{ticket['id']}_{shown}") or "").strip():
+            unsent.append(f"comment “{escape_md(' '.join(typed.split()))}”")
         st.warning(
             f"The ticket changed while you were looking at it (revision #{shown} → #{seq}), so nothing was sent. "
-            "Check the labels and the timeline below, then review again.",
+            "Check the labels and the timeline below, then review again."
+            + (f" What you had set, not sent: {'; '.join(unsent)}." if unsent else ""),
             icon=":material/sync_problem:",
         )
     elif accepted:
