@@ -52,11 +52,15 @@ class MigrationJob(BaseModel):
 class MigrationJobs:
     """Starts, runs and reads migration jobs; `run_inline` (tests) runs the job in the caller's thread."""
 
-    def __init__(self, lifecycle: Lifecycle, records: Records, *, clock: Callable[[], datetime] = utcnow, run_inline: bool = False) -> None:
+    def __init__(
+        self, lifecycle: Lifecycle, records: Records, *, clock: Callable[[], datetime] = utcnow, run_inline: bool = False,
+        heartbeat: bool = True,
+    ) -> None:
         self.lifecycle = lifecycle
         self.records = records
         self.clock = clock
         self.run_inline = run_inline
+        self.heartbeat = heartbeat  # off only in tests that play a worker which stopped
 
     def start(self, body: MigrationIn, *, created_by: str) -> MigrationJob:
         previous = self.lifecycle.previous_taxonomy(body.previous)  # unknown version: 404/422 now, not in the job
@@ -105,14 +109,31 @@ class MigrationJobs:
                 last_beat = time.monotonic()
                 self._update(job_id, done=done, total=total)
 
+        # the job beats on its own too: before its first ticket a migration trains a held-out head for the agreement
+        # score (minutes on 2 cores), and with progress alone as the beat a live job read as lost after two minutes,
+        # inviting a second one to start beside it
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(BEAT_EVERY_S):
+                try:
+                    self._update(job_id)
+                except Exception:  # noqa: BLE001 - a missed beat (the database restarting) is retried at the next
+                    log.warning("migration job %s: heartbeat not written", job_id, exc_info=True)
+
+        if self.heartbeat:
+            threading.Thread(target=beat, name=f"migration-{job_id}-beat", daemon=True).start()
         try:
             report = self.lifecycle.migrate_taxonomy(previous, commit=body.commit, reviewed_sample=body.reviewed_sample, progress=progress)
         except LifecycleError as exc:
+            stop.set()
             self._update(job_id, state="failed", error=str(exc))
         except Exception as exc:  # noqa: BLE001 - a thread has no caller: the job row is where the failure is reported
+            stop.set()
             log.exception("migration job %s failed", job_id)
             self._update(job_id, state="failed", error=f"{type(exc).__name__}: {exc}; see the API log, then start the job again")
         else:
+            stop.set()
             self._update(job_id, state="done", report=report.model_dump(mode="json"), done=report.tickets, total=report.tickets, error=None)
 
     def _update(self, job_id: str, **values: object) -> None:

@@ -225,6 +225,7 @@ class TriageService:
         self.calibration = calibration_for(load_calibration(settings.resolved_calibration_path, named=named), self.taxonomy)
         self.head: ProposalHead | None = None
         self._head_lock = threading.Lock()
+        self._refit: threading.Thread | None = None  # a serving process's retrain after another process's ingest
         self._fingerprint_seen: tuple[float, str] | None = None
 
     # ------------------------------------------------------------ proposal head
@@ -272,11 +273,39 @@ class TriageService:
             before = after
         return total - after
 
-    def ensure_head(self, *, retrain: bool = False, progress: bool = False) -> ProposalHead | None:
+    def ensure_head(self, *, retrain: bool = False, progress: bool = False, wait: bool = True) -> ProposalHead | None:
         """Load the trained head if it matches the store, else train it on the stored labelled tickets (`progress`:
-        say so on stderr, with the time it took: seconds to a minute that would otherwise look like a hang)."""
+        say so on stderr, with the time it took: seconds to a minute that would otherwise look like a hang).
+
+        `wait=False` (each classification): when a head is already serving and the store changed under it (another
+        process's `triage ingest`), the head in hand answers while one background thread loads or trains the new one.
+        Training inside the request held every classification of every serving process for minutes, all of them
+        retraining at the same moment on the same cores."""
         with self._head_lock:  # API worker threads: one loads or trains, the others wait for its result
-            return self._ensure_head(retrain=retrain, progress=progress)
+            if wait or retrain or self.head is None or self.head.fingerprint == self._store_fingerprint():
+                return self._ensure_head(retrain=retrain, progress=progress)
+            if self._refit is None or not self._refit.is_alive():
+                self._refit = threading.Thread(target=self._refit_head, name="proposal-head-refit", daemon=True)
+                self._refit.start()
+            return self.head
+
+    def _refit_head(self) -> None:
+        """Background: the head for the store as it is now, from the head file (an ingest sharing the data folder
+        wrote it) or trained here, then swapped in; the old head answers meanwhile."""
+        try:
+            fingerprint = self._store_fingerprint(fresh=True)
+            head = load_head(self.head_path) if self.head_path.is_file() else None
+            if head is None or head.fingerprint != fingerprint:
+                log.warning("the vector store changed under this process (another process's ingest): retraining the "
+                            "proposal head in the background; the current head answers meanwhile")
+                head = self._fit_head(fingerprint)
+                if head is not None:
+                    head.save(self.head_path)
+            if head is not None:
+                with self._head_lock:
+                    self.head = head
+        except Exception:  # noqa: BLE001 - the current head keeps answering; the next classification tries again
+            log.exception("retraining the proposal head in the background failed; the current head keeps answering")
 
     def _ensure_head(self, *, retrain: bool, progress: bool = False) -> ProposalHead | None:
         fingerprint = self._store_fingerprint(fresh=retrain)
@@ -398,7 +427,7 @@ class TriageService:
             taxonomy=self.taxonomy,
             embedder=self.embedder,
             store=self.store,
-            head=self.ensure_head(),
+            head=self.ensure_head(wait=False),
             llm=self.llm,
             calibration=self.calibration,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -690,3 +691,31 @@ def test_an_articles_instructions_reach_the_draft_prompt_fenced_as_data(settings
         at = body.index(needle)
         assert body.rfind(FENCE_OPEN, 0, at) > body.rfind(FENCE_CLOSE, 0, at), needle
     assert "[hc-evil]\n" in body and "[ard-0100]\n" in body  # the ids stay outside, for the model to cite
+
+
+def test_another_process_s_ingest_retrains_the_head_in_the_background(settings, embedder, store, monkeypatch) -> None:  # noqa: ANN001
+    """Scale-out: a `triage ingest` elsewhere grew the store, and every serving process retrained its head inside the
+    next classification (minutes on 2 cores, all processes at once), holding every request. The head in hand now
+    answers while one background thread trains the new one, which then takes over."""
+    import threading
+
+    service, _ = make_service(settings.model_copy(update={"mode": "proposal", "store_recheck_s": 0.0}), embedder, store, [])
+    head = service.ensure_head()
+    store.upsert_tickets([LabelledTicket(id="t-ingested", body="Where is my parcel?", labels={"service": "general_information"})])
+    release, fits = threading.Event(), []
+    fit = service._fit_head
+
+    def slow_fit(fingerprint, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        fits.append(fingerprint)
+        release.wait(5)
+        return fit(fingerprint, **kwargs)
+
+    monkeypatch.setattr(service, "_fit_head", slow_fit)
+    started = time.monotonic()
+    assert service.context().head is head  # answered with the head in hand, not after the retrain
+    assert service.context().head is head  # the second request starts no second retrain
+    assert time.monotonic() - started < 2
+    release.set()
+    service._refit.join(30)
+    assert len(fits) == 1
+    assert service.context().head is not head and service.head.fingerprint == service._store_fingerprint(fresh=True)

@@ -5,6 +5,7 @@ job whose worker stopped. The lifecycle is a scripted stand-in: the unit here is
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -81,7 +82,7 @@ def test_one_job_at_a_time_and_a_job_whose_worker_stopped_reads_as_failed(record
     clock = Clock()
     lifecycle = ScriptedLifecycle(clock)
     gate = lifecycle.gate = threading.Event()
-    jobs = MigrationJobs(lifecycle, records, clock=clock)  # type: ignore[arg-type]
+    jobs = MigrationJobs(lifecycle, records, clock=clock, heartbeat=False)  # type: ignore[arg-type]  # a stopped worker beats no more
     first = jobs.start(MigrationIn(commit=True), created_by="user:ada")
     assert first.state == "running" and lifecycle.started.wait(10)
     with pytest.raises(Conflict, match=f"migration job {first.id} is running .* started by user:ada"):
@@ -100,3 +101,34 @@ def test_one_job_at_a_time_and_a_job_whose_worker_stopped_reads_as_failed(record
         worker.join(10)
     finished = jobs.get(first.id)
     assert (finished.state, finished.error) == ("done", None) and finished.report is not None
+
+
+def test_a_job_still_working_before_its_first_ticket_does_not_read_as_lost(records: Records, monkeypatch) -> None:  # noqa: ANN001
+    """Scale-out run: a commit job spent its first minutes training the held-out head (no ticket done yet, so no
+    progress beat); after two minutes it read 'the worker running this job stopped ... start the job again' while
+    it was working, and a second job could start beside it. The job now beats on its own while it runs."""
+    import agent.migration_jobs
+
+    monkeypatch.setattr(agent.migration_jobs, "BEAT_EVERY_S", 0.05)
+    clock = Clock()
+    preparing, release = threading.Event(), threading.Event()
+
+    class SlowStart(ScriptedLifecycle):
+        def migrate_taxonomy(self, previous: object, **kwargs: object) -> MigrationReport:
+            preparing.set()
+            release.wait(10)  # the held-out head trains: no progress yet
+            return super().migrate_taxonomy(previous, **kwargs)  # type: ignore[arg-type]
+
+    jobs = MigrationJobs(SlowStart(clock), records, clock=clock)  # type: ignore[arg-type]
+    job = jobs.start(MigrationIn(commit=True), created_by="user:ada")
+    assert preparing.wait(10)
+    clock.now = START + STALE_AFTER + timedelta(seconds=1)
+    time.sleep(0.5)  # a few beats at the new time
+    assert jobs.get(job.id).state == "running"
+    with pytest.raises(Conflict, match=f"migration job {job.id} is running"):
+        jobs.start(MigrationIn(), created_by="user:bob")
+    release.set()
+    worker = next((t for t in threading.enumerate() if t.name == f"migration-{job.id}"), None)
+    if worker is not None:
+        worker.join(10)
+    assert jobs.get(job.id).state == "done"
