@@ -88,3 +88,13 @@ def migration_transitions(report: dict[str, Any]) -> list[dict[str, Any]]:
         for move, n in moves.items()
     ]
     return sorted(rows, key=lambda r: (-r["tickets"], r["axis"], r["from"]))
+
+
+def is_next_version(candidate: dict[str, Any], in_force: dict[str, Any]) -> bool:
+    """Whether `candidate` is written as the next version of the taxonomy in force (its `migration:` starts from it).
+    Diffed from it to the one in force, a label the new version adds read as "removed"."""
+    migration = candidate.get("migration") or {}
+    return (
+        isinstance(migration, dict) and candidate.get("name") == in_force.get("name")
+        and str(migration.get("from_version")) == str(in_force.get("version"))
+    )

@@ -498,6 +498,25 @@ def test_taxonomy_lists_labels_and_diffs_a_candidate_version(api: LiveApi, monke
     assert not [b for b in at.button if b.key and b.key.startswith("tax_migrate")]
 
 
+def test_a_candidate_that_migrates_from_the_taxonomy_in_force_is_diffed_forwards(api: LiveApi, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """A next version (its `migration:` starts from the one in force) was diffed from it to the one in force, so the
+    label it adds read "removed" to a lead previewing it. It reads forwards now; other versions as before."""
+    import yaml
+
+    from agent.settings import REPO_ROOT
+
+    candidate = yaml.safe_load((REPO_ROOT / "knowledge_base" / "taxonomies" / "default.yaml").read_text())
+    candidate["migration"] = {"from_version": candidate["version"], "steps": []}
+    candidate["version"] = "next"
+    candidate["axes"]["service"]["labels"].append({"id": "warranty", "name": "Warranty", "description": "Warranty claims.", "routing": {"team": "Returns"}})
+    (tmp_path / "next.yaml").write_text(yaml.safe_dump(candidate))
+    at = run_page(app_test(monkeypatch, api.url, api.key("lead"), TRIAGE_UI_TAXONOMIES_DIR=str(tmp_path)), "views/taxonomy.py")
+    at.selectbox(key="tax_other").set_value("file: next.yaml").run()
+    diff = at.dataframe[-1].value
+    assert ("warranty", "added", "") in set(zip(diff["label"], diff["change"], diff["field"], strict=True))
+    assert any("to **default@next**, its next version" in c.value for c in at.caption), [c.value for c in at.caption]
+
+
 def test_taxonomy_diffs_a_version_the_api_served_before(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
     """A lead key lists the served versions and diffs one's stored content (GET /v1/taxonomy/versions/{ref})."""
     from datetime import UTC, datetime

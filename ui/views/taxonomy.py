@@ -10,7 +10,7 @@ import streamlit as st
 from ui.api_client import ApiAuthError, ApiError, ApiNotFound
 from ui.common import api_errors, client, settings, show_error, taxonomy
 from ui.format import code_span, escape_md
-from ui.taxonomy_diff import AXES, diff, migration_steps, migration_transitions, read_candidate
+from ui.taxonomy_diff import AXES, diff, is_next_version, migration_steps, migration_transitions, read_candidate
 
 
 def label_table(tax: dict[str, Any], axis: str) -> list[dict[str, Any]]:
@@ -87,8 +87,13 @@ elif choice in options:
             show_error(err)
 
 if other is not None:
-    changes = diff(other, tax)
-    st.caption(f"From **{escape_md(other['name'])}@{escape_md(str(other['version']))}** to the taxonomy in force:")
+    other_ref = f"**{escape_md(other['name'])}@{escape_md(str(other['version']))}**"
+    if is_next_version(other, tax):  # a candidate that migrates from the one in force: read forwards, as it would apply
+        changes = diff(tax, other)
+        st.caption(f"From the taxonomy in force to {other_ref}, its next version:")
+    else:
+        changes = diff(other, tax)
+        st.caption(f"From {other_ref} to the taxonomy in force:")
     if not changes:
         st.success("No difference in labels, descriptions, routing or fallbacks.")
     else:
