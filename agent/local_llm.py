@@ -96,12 +96,6 @@ def bind_error(host: str, port: int) -> OSError | None:
     return None
 
 
-def port_unavailable(host: str, port: int) -> str | None:
-    """Why `port` on `host` cannot be listened on, in words, or None when it can (`bind_error`)."""
-    exc = bind_error(host, port)
-    return None if exc is None else exc.strerror or str(exc)
-
-
 def die_with_parent() -> None:
     """preexec_fn for children that must not outlive us (runs in the child between fork and exec)."""
     if sys.platform.startswith("linux"):
